@@ -1,0 +1,42 @@
+"""lmscope: find where a transformer language model stores what it knows, decompose it, and edit it."""
+
+import logging
+
+from lmscope.io import ArtifactError
+from lmscope.methods.lens import LensConfig, LogitLensResult, logit_lens
+from lmscope.model import (
+    DEFAULT_MODEL,
+    FAMILIES,
+    KINDS,
+    LM,
+    REGISTRY,
+    Cache,
+    FamilySpec,
+    FamilySpecError,
+    HookError,
+    InputError,
+    ModelNotFoundError,
+    ModuleSite,
+    Op,
+    Site,
+    SiteError,
+    add,
+    apply,
+    capture,
+    hooks,
+    infer_spec,
+    list_models,
+    load,
+    replace,
+    zero,
+)
+
+__version__ = "0.1.0"
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "DEFAULT_MODEL", "FAMILIES", "KINDS", "LM", "REGISTRY", "ArtifactError", "Cache", "FamilySpec",
+    "FamilySpecError", "HookError", "InputError", "LensConfig", "LogitLensResult", "ModelNotFoundError",
+    "ModuleSite", "Op", "Site", "SiteError", "add", "apply", "capture", "hooks", "infer_spec", "list_models",
+    "load", "logit_lens", "replace", "zero",
+]

@@ -1,0 +1,1 @@
+"""One module per method; each takes (model, inputs, config) and returns a result dataclass."""

@@ -1,0 +1,224 @@
+"""``LM``: an unmodified Hugging Face causal LM + its tokenizer + its family layout.
+
+The wrapper adds no modules and changes no weights; with no hooks its logits are the bare model's, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from lmscope.model.families import FamilySpec, FamilySpecError, spec_for
+from lmscope.model.hooks import Cache, Op, capture, hooks
+from lmscope.model.sites import KINDS, HookPoint, ModuleSite, Site, SiteError
+
+_BLOCK_FIELDS = ("attn", "mlp", "mlp_in", "mlp_out_proj", "mlp_up", "attn_out", "mlp_out")
+
+
+class InputError(ValueError):
+    """A prompt or token input the model cannot take (empty prompt, wrong shape)."""
+
+
+def _get(model: nn.Module, path: str, spec: FamilySpec, field: str, where: str = "") -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError as err:
+        raise FamilySpecError(f"family spec {spec.name!r}: {field}={path!r} does not exist in "
+                              f"{type(model).__name__}{where}; fix that field of the spec") from err
+
+
+class Layout:
+    """A family spec resolved against one model: the actual modules, checked once at load time."""
+
+    def __init__(self, model: nn.Module, spec: FamilySpec):
+        self.spec = spec
+        self.embed = _get(model, spec.embed, spec, "embed")
+        self.blocks: list[nn.Module] = list(_get(model, spec.blocks, spec, "blocks"))
+        self.final_norm = _get(model, spec.final_norm, spec, "final_norm")
+        self.unembed = _get(model, spec.unembed, spec, "unembed")
+        self._parts: list[dict[str, nn.Module]] = []
+        for i, block in enumerate(self.blocks):
+            paths = {f: getattr(spec, f) for f in _BLOCK_FIELDS if getattr(spec, f) is not None}
+            self._parts.append({f: _get(block, p, spec, f, f" (block {i})") for f, p in paths.items()})
+
+    def part(self, layer: int, field: str) -> nn.Module:
+        """Module ``field`` of block ``layer``; ``attn_out``/``mlp_out`` fall back to ``attn``/``mlp``."""
+        parts = self._parts[layer]
+        if field in parts:
+            return parts[field]
+        if field in ("attn_out", "mlp_out"):
+            return parts[field[:-4]]
+        raise FamilySpecError(f"family spec {self.spec.name!r} has no {field!r}")
+
+
+def _linear_weight(module: nn.Module) -> torch.Tensor:
+    """The (out_features, in_features) weight of an nn.Linear or a (transposed) transformers Conv1D."""
+    return module.weight.T if type(module).__name__ == "Conv1D" else module.weight
+
+
+class LM:
+    """A wrapped causal language model. Build one with :func:`lmscope.load`."""
+
+    def __init__(self, model: nn.Module, tokenizer=None, *, name: str | None = None,
+                 spec: FamilySpec | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.name = name or getattr(self.config, "_name_or_path", None) or type(model).__name__
+        self.layout = Layout(model, spec or spec_for(model))
+
+    # ---- shape facts -------------------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        """Number of transformer blocks."""
+        return len(self.layout.blocks)
+
+    @property
+    def d_model(self) -> int:
+        """Residual stream width."""
+        return self.W_U.shape[1]
+
+    @property
+    def d_mlp(self) -> int:
+        """MLP hidden width (columns of W_out)."""
+        return self.W_out(0).shape[1]
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of W_U."""
+        return self.W_U.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.W_U.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights."""
+        return self.W_U.dtype
+
+    @property
+    def parallel(self) -> bool:
+        """Whether attention and MLP both read the block input (GPT-J, GPT-NeoX, Phi)."""
+        p = self.layout.spec.parallel
+        return bool(getattr(self.config, p, False)) if isinstance(p, str) else p
+
+    # ---- weights -----------------------------------------------------------------------------------------
+    @property
+    def W_U(self) -> torch.Tensor:  # noqa: N802
+        """Unembedding matrix, (vocab, d_model)."""
+        return self.layout.unembed.weight
+
+    def W_out(self, layer: int) -> torch.Tensor:  # noqa: N802
+        """MLP output projection of block ``layer`` as (d_model, d_mlp), whatever the storage layout."""
+        return _linear_weight(self.layout.part(self.check(Site(layer, "mlp_out")).layer, "mlp_out_proj"))
+
+    def W_in(self, layer: int) -> torch.Tensor:  # noqa: N802
+        """MLP input (gate) projection of block ``layer`` as (d_mlp, d_model)."""
+        return _linear_weight(self.layout.part(self.check(Site(layer, "mlp_pre")).layer, "mlp_in"))
+
+    # ---- sites -------------------------------------------------------------------------------------------
+    def check(self, site: Site) -> Site:
+        """Validate ``site`` against this model; negative layers are counted from the end."""
+        layer = site.layer + self.n_layers if site.layer < 0 else site.layer
+        if not 0 <= layer < self.n_layers:
+            raise SiteError(f"layer {site.layer} is out of range: {self.name} has {self.n_layers} layers "
+                            f"(0..{self.n_layers - 1})")
+        return site if layer == site.layer else Site(layer, site.kind)
+
+    def sites(self, kind: str, layers: Sequence[int] | None = None) -> list[Site]:
+        """``Site(l, kind)`` for every layer (or the given ones)."""
+        return [self.check(Site(layer, kind)) for layer in (range(self.n_layers) if layers is None else layers)]
+
+    def hook_point(self, site: Site | ModuleSite) -> HookPoint:
+        """The module and hook position that carry ``site``: the one place sites become modules."""
+        if isinstance(site, ModuleSite):
+            return HookPoint(_get(self.model, site.path, self.layout.spec, "module path"), site.where, site.pos_dim)
+        site = self.check(site)
+        layer, part = site.layer, self.layout.part
+        table = {
+            "embed": lambda: (self.layout.embed, "output"),
+            "resid_pre": lambda: (self.layout.blocks[layer], "input"),
+            "resid_post": lambda: (self.layout.blocks[layer], "output"),
+            "attn_out": lambda: (part(layer, "attn_out"), "output"),
+            "mlp_out": lambda: (part(layer, "mlp_out"), "output"),
+            "mlp_key": lambda: (part(layer, "mlp_out_proj"), "input"),
+            "mlp_pre": lambda: (part(layer, "mlp_in"), "output"),
+            "attn_pattern": lambda: (part(layer, "attn"), "pattern"),
+        }
+        module, where = table[site.kind]()
+        return HookPoint(module, where, site.pos_dim)
+
+    def module_path(self, site: Site) -> str:
+        """Dotted module path of the module that carries ``site`` (for display)."""
+        target = self.hook_point(site).module
+        return next(n for n, m in self.model.named_modules() if m is target)
+
+    # ---- running -----------------------------------------------------------------------------------------
+    def hooks(self, *ops: Op, stop_after: Site | None = None) -> AbstractContextManager[Cache]:
+        """The hook core on this model: see :func:`lmscope.hooks`."""
+        return hooks(self, *ops, stop_after=stop_after)
+
+    def tokenize(self, text: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """Token ids (batch, pos) and attention mask of one prompt or a batch (right-padded)."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if self.tokenizer is None:
+            raise InputError("this LM has no tokenizer; pass token ids, or load it with a tokenizer")
+        if not texts or any(not t.strip() for t in texts):
+            raise InputError("empty prompt: give at least one non-blank prompt")
+        enc = self.tokenizer(texts, return_tensors="pt", padding=len(texts) > 1)
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def to_str_tokens(self, ids: torch.Tensor | Sequence[int]) -> list[str]:
+        """Each token of a 1-d id sequence decoded on its own (" Paris", not "ĠParis")."""
+        return [self.tokenizer.decode([int(i)]) for i in torch.as_tensor(ids).reshape(-1)]
+
+    def _inputs(self, inputs: str | Sequence[str] | torch.Tensor | dict) -> dict[str, torch.Tensor]:
+        if isinstance(inputs, dict):
+            return inputs
+        if isinstance(inputs, torch.Tensor):
+            if inputs.ndim != 2 or inputs.shape[1] == 0:
+                raise InputError(f"token ids must be (batch, pos) with pos >= 1, got {tuple(inputs.shape)}")
+            return {"input_ids": inputs.to(self.device)}
+        return self.tokenize(inputs)
+
+    def forward(self, inputs: str | Sequence[str] | torch.Tensor | dict) -> torch.Tensor:
+        """Logits (batch, pos, vocab) of the unmodified model for text, token ids or a tokenizer dict."""
+        return self.model(**self._inputs(inputs), use_cache=False).logits
+
+    __call__ = forward
+
+    @torch.no_grad()
+    def run_with_cache(self, inputs, sites: Sequence[Site], *ops: Op,
+                       stop_after: Site | None = None) -> tuple[torch.Tensor | None, Cache]:
+        """Run once, capturing ``sites`` (plus any extra ``ops``); logits are None if stopped early."""
+        logits = None
+        with self.hooks(*ops, *(capture(s) for s in sites), stop_after=stop_after) as cache:
+            logits = self.forward(inputs)
+        return logits, cache
+
+    def unembed(self, resid: torch.Tensor) -> torch.Tensor:
+        """Final norm + W_U (+ the model's logit soft-cap): (..., d_model) -> (..., vocab)."""
+        logits = self.layout.unembed(self.layout.final_norm(resid))
+        cap_attr = self.layout.spec.logit_softcap
+        cap = getattr(self.config, cap_attr, None) if cap_attr else None
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    def describe(self) -> dict:
+        """Family, sizes and the module path of every site kind at layer 0 (for ``lmscope info``)."""
+        return {
+            "name": self.name, "family": self.layout.spec.name, "class": type(self.model).__name__,
+            "n_layers": self.n_layers, "d_model": self.d_model, "d_mlp": self.d_mlp, "vocab_size": self.vocab_size,
+            "n_heads": getattr(self.config, "num_attention_heads", None), "parallel_blocks": self.parallel,
+            "attn_implementation": getattr(self.config, "_attn_implementation", None),
+            "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+            "sites (layer 0)": {k: f"{self.module_path(Site(0, k))} [{self.hook_point(Site(0, k)).where}]"
+                                for k in KINDS},
+        }
+
+    def __repr__(self) -> str:
+        return f"LM({self.name!r}, family={self.layout.spec.name}, layers={self.n_layers}, d_model={self.d_model})"

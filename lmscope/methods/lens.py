@@ -19,7 +19,7 @@ from lmscope.model.sites import Site
 class LensConfig:
     """Options of the logit lens."""
 
-    top_k: int = 10  # tokens kept per (layer, position)
+    top_k: int = field(default=10, metadata={"help": "tokens kept per (layer, position)"})
 
     def __post_init__(self) -> None:
         if self.top_k < 1:

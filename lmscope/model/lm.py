@@ -15,6 +15,14 @@ from lmscope.model.families import FamilySpec, FamilySpecError, spec_for
 from lmscope.model.hooks import Cache, Op, capture, hooks
 from lmscope.model.sites import KINDS, HookPoint, ModuleSite, Site, SiteError
 
+
+def check_prompt(text: str) -> str:
+    """Return ``text`` if it is a non-blank string, else raise :class:`InputError`."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError("empty prompt: give at least one non-blank prompt")
+    return text
+
+
 _BLOCK_FIELDS = ("attn", "mlp", "mlp_in", "mlp_out_proj", "mlp_up", "attn_out", "mlp_out")
 
 
@@ -168,8 +176,10 @@ class LM:
         texts = [text] if isinstance(text, str) else list(text)
         if self.tokenizer is None:
             raise InputError("this LM has no tokenizer; pass token ids, or load it with a tokenizer")
-        if not texts or any(not t.strip() for t in texts):
+        if not texts:
             raise InputError("empty prompt: give at least one non-blank prompt")
+        for t in texts:
+            check_prompt(t)
         enc = self.tokenizer(texts, return_tensors="pt", padding=len(texts) > 1)
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
 

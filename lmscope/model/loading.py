@@ -94,32 +94,36 @@ DEFAULT_MODEL = "smollm2-135m"
 
 
 # ---- conversion ------------------------------------------------------------------------------------------
+def _check_conversion(folder: Path, source: str) -> None:
+    """Raise ValueError unless the manifest, the file sizes and the safetensors headers are all in order."""
+    manifest = read_json(folder / MANIFEST)
+    if manifest.get("format") != CONVERSION_FORMAT or manifest.get("source") != source:
+        raise ValueError(f"manifest is for {manifest.get('source')!r} (format {manifest.get('format')})")
+    for name, size in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise ValueError(f"{name} is missing or has the wrong size")
+        if name.endswith(".safetensors"):
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+
+
 def _manifest_ok(folder: Path, source: str) -> bool:
-    """Cheap integrity check of a cached conversion: manifest, file sizes, and readable safetensors headers."""
+    """Cheap integrity check of a cached conversion; any problem is logged and means: rebuild."""
     if not folder.is_dir():
         return False
     try:
-        manifest = read_json(folder / MANIFEST)
-        if manifest.get("format") != CONVERSION_FORMAT or manifest.get("source") != source:
-            return False
-        for name, size in manifest["files"].items():
-            path = folder / name
-            if not path.is_file() or path.stat().st_size != size:
-                return False
-            if name.endswith(".safetensors"):
-                with safe_open(str(path), framework="pt") as f:
-                    f.keys()
+        _check_conversion(folder, source)
         return True
     except Exception as err:  # any failure at all means: rebuild
-        log.warning("cached conversion in %s is unusable (%s)", folder, err)
+        log.warning("cached conversion in %s is unusable (%s); rebuilding it", folder, err)
         return False
 
 
-def convert_gguf(gguf: Path, out_dir: Path, source: str) -> Path:
-    """Dequantise a GGUF into a plain float32 Hugging Face folder (safetensors + tokenizer), atomically."""
+def read_gguf(gguf: Path) -> tuple[nn.Module, object]:
+    """Load a GGUF with transformers and rebuild it as a plain (savable) float32 model; returns (model, tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    log.info("converting %s to safetensors in %s (once)", gguf.name, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     config = quantised.config
@@ -129,9 +133,14 @@ def convert_gguf(gguf: Path, out_dir: Path, source: str) -> Path:
     # A GGUF-loaded model refuses save_pretrained: build the plain model and load the dequantised weights.
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantised.state_dict())
+    return plain, tokenizer
+
+
+def write_conversion(model: nn.Module, tokenizer, out_dir: Path, source: str) -> Path:
+    """Save model + tokenizer + manifest into ``out_dir`` atomically (a killed conversion leaves nothing behind)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    plain.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
     files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
     write_json(tmp / MANIFEST, {"format": CONVERSION_FORMAT, "source": source, "files": files})
@@ -139,6 +148,13 @@ def convert_gguf(gguf: Path, out_dir: Path, source: str) -> Path:
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
     return out_dir
+
+
+def convert_gguf(gguf: Path, out_dir: Path, source: str) -> Path:
+    """Dequantise a GGUF into a plain float32 Hugging Face folder (safetensors + tokenizer), once."""
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out_dir)
+    model, tokenizer = read_gguf(gguf)
+    return write_conversion(model, tokenizer, out_dir, source)
 
 
 def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = None) -> Path:

@@ -1,0 +1,55 @@
+"""The command line end to end on a tiny local model folder (and, slow, on the bundled model)."""
+
+import json
+
+import pytest
+
+from lmscope.cli import main
+
+
+def test_lens_end_to_end(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "lens"
+    assert main(["--model", str(tiny_llama_dir), "lens", "The capital of France is", "--top-k", "4",
+                 "--out", str(out)]) == 0
+    for name in ("lens.json", "lens.png", "lens_curves.png", "report.html", "result/cfg.json"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "lens.json").read_text())
+    assert summary["tokens"] == ["The", "capital", "of", "France", "is"] and summary["top_k"] == 4
+    assert len(summary["layers"]) == 4 and len(summary["layers"][-1]["top_last"]) == 4
+    assert summary["layers"][-1]["kl_last"] == pytest.approx(0, abs=1e-5)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_global_options_after_subcommand(tiny_llama_dir, tmp_path, capsys):
+    assert main(["info", "--model", str(tiny_llama_dir), "--dtype", "bfloat16"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["family"] == "llama" and info["n_layers"] == 3 and "bfloat16" in info["dtype"]
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "gemma3-270m" in out and "cache:" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "no-such-model-xyz", "info"], "unknown model"),
+    (["lens", "   "], "empty prompt"),
+    (["lens", "x", "--top-k", "0"], "top_k"),
+])
+def test_errors_are_one_line(argv, message, tiny_llama_dir, capsys, tmp_path):
+    if argv[0] == "lens":
+        argv = ["--model", str(tiny_llama_dir), *argv, "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_default_lens_on_bundled_model(tmp_path, capsys):
+    out = tmp_path / "lens"
+    assert main(["lens", "--out", str(out)]) == 0
+    summary = json.loads((out / "lens.json").read_text())
+    assert summary["model"] == "smollm2-135m" and summary["layers"][-1]["top_last"][0][0] == " Paris"
+    assert (out / "report.html").stat().st_size > 10_000

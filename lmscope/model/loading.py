@@ -49,10 +49,17 @@ class BundledModel:
 
     def gguf_path(self) -> Path:
         """The GGUF file: inside the installed package, or extracted / assembled in the cache."""
+        target = cache_dir() / "gguf" / self.gguf_name
+        if len(self.parts) > 1 and target.is_file() and sha256_file(target) == self.gguf_sha256:
+            return target
         paths = [p.path() for p in self.parts]
         if len(paths) == 1:
             return paths[0]
-        return concatenate(paths, cache_dir() / "gguf" / self.gguf_name, self.gguf_sha256)
+        concatenate(paths, target, self.gguf_sha256)
+        for path in paths:  # parts extracted from cached wheels: the wheels stay, drop the copies
+            if path.is_relative_to(cache_dir()):
+                path.unlink()
+        return target
 
     def converted_dir(self) -> Path:
         """Where the safetensors conversion lives."""

@@ -1,7 +1,8 @@
 """Artifacts on disk: a folder of ``cfg.json`` + ``tensors.safetensors``. No pickle anywhere.
 
 Every result dataclass in lmscope inherits :class:`Result`, which saves tensor fields to safetensors and every
-other field (strings, numbers, lists, dicts, nested config dataclasses) to JSON, and loads them back.
+other field (strings, numbers, lists, dicts, nested config dataclasses) to JSON; a field holding a dict of tensors
+is stored as tensors named ``field.key``, and loads them back.
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ def _from_json(tp: Any, value: Any) -> Any:
     return value
 
 
+def _is_tensor_dict(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _tensor_dict(folder: Path, tensors: dict, name: str, keys: list[str]) -> dict[str, torch.Tensor]:
+    missing = [k for k in keys if f"{name}.{k}" not in tensors]
+    if missing:
+        raise ArtifactError(f"{folder}: tensors {name}.{missing[0]} missing; the artifact is incomplete")
+    return {k: tensors[f"{name}.{k}"] for k in keys}
+
+
 class Result:
     """Mixin for result dataclasses: ``save(dir)`` and ``load(dir)`` as ``cfg.json`` + safetensors."""
 
@@ -101,6 +113,9 @@ class Result:
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
                 tensors[f.name] = value
+            elif _is_tensor_dict(value):
+                tensors.update({f"{f.name}.{k}": v for k, v in value.items()})
+                cfg[f.name] = {"tensor_keys": list(value)}
             else:
                 cfg[f.name] = _to_json(value)
         save_tensors(folder / TENSORS_NAME, tensors)
@@ -121,6 +136,8 @@ class Result:
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name in tensors:
                 kwargs[f.name] = tensors[f.name]
+            elif isinstance(cfg.get(f.name), dict) and set(cfg[f.name]) == {"tensor_keys"}:
+                kwargs[f.name] = _tensor_dict(folder, tensors, f.name, cfg[f.name]["tensor_keys"])
             elif f.name in cfg:
                 kwargs[f.name] = _from_json(hints.get(f.name, Any), cfg[f.name])
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:

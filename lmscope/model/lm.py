@@ -5,6 +5,7 @@ The wrapper adds no modules and changes no weights; with no hooks its logits are
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
@@ -217,6 +218,20 @@ class LM:
         cap_attr = self.layout.spec.logit_softcap
         cap = getattr(self.config, cap_attr, None) if cap_attr else None
         return torch.tanh(logits / cap) * cap if cap else logits
+
+    def fingerprint(self) -> str:
+        """A short hash of the architecture and (a strided sample of) every weight, to key cached statistics.
+
+        It changes when the model or its weights change (an edited model has another fingerprint).
+        """
+        h = hashlib.sha256(type(self.model).__name__.encode())
+        h.update(self.config.to_json_string(use_diff=False).encode())
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                flat = p.detach().flatten()
+                h.update(name.encode())
+                h.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def describe(self) -> dict:
         """Family, sizes and the module path of every site kind at layer 0 (for ``lmscope info``)."""

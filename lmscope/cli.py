@@ -51,7 +51,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/lens"), help="output folder (default: out/lens)")
     add_config_args(p, LensConfig)
     _global_options(p, suppress=True)
+    _trace_parsers(sub)
     return parser
+
+
+def _trace_parsers(sub) -> None:
+    from lmscope.methods.trace import TraceConfig
+
+    p = sub.add_parser("trace", help="causal trace of one prompt: trace result, one PNG per kind, report.html")
+    p.add_argument("prompt", help="the prompt, e.g. 'The Eiffel Tower is located in the city of'")
+    p.add_argument("--subject", required=True, help="the subject, as it appears in the prompt")
+    p.add_argument("--target", help="the answer to trace (its first token); default: the model's top-1 token")
+    p.add_argument("--out", type=Path, default=Path("out/trace"), help="output folder (default: out/trace)")
+    add_config_args(p, TraceConfig)
+    _global_options(p, suppress=True)
+
+    p = sub.add_parser("trace-dataset", help="average indirect effects over known facts (resumable)")
+    p.add_argument("--data", type=Path, required=True, help="known_1000.json (ROME's known facts)")
+    p.add_argument("--limit", type=int, help="trace only the first N facts")
+    p.add_argument("--all-facts", action="store_true", help="also trace facts the model does not predict")
+    p.add_argument("--out", type=Path, default=Path("out/trace-dataset"), help="output folder (resumes there)")
+    add_config_args(p, TraceConfig)
+    _global_options(p, suppress=True)
 
 
 def _load(args: argparse.Namespace, name: str | None = None):
@@ -118,7 +139,61 @@ def cmd_lens(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "info": cmd_info, "lens": cmd_lens}
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Trace one prompt and write result/, trace.json, trace_<kind>.png and report.html."""
+    from lmscope.methods.trace import TraceConfig, causal_trace
+    from lmscope.model.lm import check_prompt
+    from lmscope.viz.trace import plot_trace, trace_report
+
+    config = config_from_args(TraceConfig, args)
+    check_prompt(args.prompt)
+    lm = _load(args)
+    result = causal_trace(lm, args.prompt, args.subject, args.target, config)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out / "result")
+    summary = {"model": result.model, "prompt": result.prompt, "subject": result.subject, "target": result.target,
+               "tokens": result.tokens, "subject_range": list(result.subject_range), "clean_prob": result.clean_prob,
+               "corrupted_prob": result.corrupted_prob, "noise": result.noise, "notes": result.notes,
+               "scores": {k: v.tolist() for k, v in result.scores.items()}}
+    (out / "trace.json").write_text(json.dumps(summary, ensure_ascii=False))
+    for kind in result.scores:
+        plot_trace(result, kind, out / f"trace_{kind}.png")
+    trace_report(result).write(out / "report.html")
+    print(f"{lm.name}: {args.subject!r} -> {result.target!r}: P = {result.clean_prob:.4f}, "
+          f"P* = {result.corrupted_prob:.4f} (noise {result.noise:.4f})")
+    for kind, scores in result.scores.items():
+        pos, layer = divmod(int(scores.argmax()), scores.shape[1])
+        print(f"  {kind:<18} max P*_restored {float(scores.max()):.4f} at token {pos} {result.tokens[pos]!r}, "
+              f"layer {layer}")
+    print(f"wrote {out}/trace.json, trace_*.png, report.html and result/")
+    return 0
+
+
+def cmd_trace_dataset(args: argparse.Namespace) -> int:
+    """Trace known facts and write records.jsonl, result/, aie.png and report.html."""
+    from lmscope.data.facts import load_known_facts
+    from lmscope.methods.trace import TraceConfig
+    from lmscope.methods.trace_dataset import trace_dataset
+    from lmscope.viz.report import save_figure
+    from lmscope.viz.trace import aie_figure, aie_report
+
+    config = config_from_args(TraceConfig, args)
+    facts = load_known_facts(args.data, args.limit)
+    lm = _load(args)
+    result = trace_dataset(lm, facts, args.out, config, only_predicted=not args.all_facts)
+    save_figure(aie_figure(result), args.out / "aie.png")
+    aie_report(result).write(args.out / "report.html")
+    print(f"{lm.name}: traced {result.n_kept} of {result.n_facts} facts; ATE = {result.ate:.4f}")
+    for kind in result.aie:
+        layer, value = result.peak(kind)
+        print(f"  {kind:<18} AIE peak at the last subject token: layer {layer} ({value:.4f})")
+    print(f"wrote {args.out}/records.jsonl, result/, aie.png and report.html")
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "info": cmd_info, "lens": cmd_lens, "trace": cmd_trace,
+            "trace-dataset": cmd_trace_dataset}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="lmscope: %(message)s")
     torch.manual_seed(args.seed)
     from lmscope.assets import AssetError
+    from lmscope.data.facts import DataError
     from lmscope.io import ArtifactError
     from lmscope.model import FamilySpecError, InputError, ModelNotFoundError, SiteError
 
     try:
         return COMMANDS[args.command](args)
-    except (AssetError, ArtifactError, FamilySpecError, InputError, ModelNotFoundError, SiteError, ValueError) as err:
+    except (AssetError, ArtifactError, DataError, FamilySpecError, InputError, ModelNotFoundError, SiteError,
+            ValueError) as err:
         print(f"lmscope {args.command}: error: {err}", file=sys.stderr)
         return 2
 

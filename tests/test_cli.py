@@ -53,3 +53,40 @@ def test_default_lens_on_bundled_model(tmp_path, capsys):
     summary = json.loads((out / "lens.json").read_text())
     assert summary["model"] == "smollm2-135m" and summary["layers"][-1]["top_last"][0][0] == " Paris"
     assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_trace_end_to_end(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "trace"
+    argv = ["--model", str(tiny_llama_dir), "trace", "The Eiffel Tower is located in the city of", "--subject",
+            "The Eiffel Tower", "--samples", "2", "--window", "2", "--noise", "1.0", "--kinds", "hidden", "mlp",
+            "--sever", "mlp", "--out", str(out)]
+    assert main(argv) == 0
+    for name in ("trace.json", "trace_hidden.png", "trace_mlp.png", "trace_hidden_sever_mlp.png", "report.html",
+                 "result/cfg.json", "result/tensors.safetensors"):
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "trace.json").read_text())
+    assert summary["subject_range"] == [0, 3] and len(summary["scores"]["mlp"]) == 9
+    assert "max P*_restored" in capsys.readouterr().out
+
+
+def test_trace_subject_not_in_prompt(tiny_llama_dir, capsys):
+    assert main(["--model", str(tiny_llama_dir), "trace", "The capital of France is", "--subject", "Rome"]) == 2
+    err = capsys.readouterr().err
+    assert "not in the prompt" in err and "['The', 'capital', 'of', 'France', 'is']" in err
+
+
+def test_trace_dataset_end_to_end(tiny_llama_dir, tmp_path, capsys):
+    data = tmp_path / "known.json"
+    data.write_text(json.dumps([
+        {"known_id": 0, "subject": "Eiffel Tower", "attribute": "Paris", "template": "The {} is in the",
+         "prompt": "The Eiffel Tower is in the city of", "prediction": "", "relation_id": "P1"},
+        {"known_id": 1, "subject": "France", "attribute": "Paris", "template": "The capital of {} is",
+         "prompt": "The capital of France is", "prediction": "", "relation_id": "P1"}]))
+    out = tmp_path / "ds"
+    argv = ["--model", str(tiny_llama_dir), "trace-dataset", "--data", str(data), "--all-facts", "--samples", "2",
+            "--noise", "1.0", "--kinds", "hidden", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "aie.png").is_file() and (out / "report.html").is_file() and (out / "result/cfg.json").is_file()
+    assert "traced 2 of 2 facts" in capsys.readouterr().out
+    assert main(argv) == 0  # resumes: nothing left to do, same result
+    assert len((out / "records.jsonl").read_text().splitlines()) == 2

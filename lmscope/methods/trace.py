@@ -49,7 +49,7 @@ class TraceConfig:
         "help": "uniform noise in [-scale, scale] instead of Gaussian"})
     sever: tuple[str, ...] = field(default=(), metadata={
         "help": "also trace hidden states with these kinds (mlp, attn) frozen at later layers (ROME Fig. 3)"})
-    seed: int = field(default=1, metadata={"help": "seed of the noise (the same draws for every cell)"})
+    noise_seed: int = field(default=1, metadata={"help": "seed of the noise draws (the same draws for every cell)"})
     batch_tokens: int = field(default=4096, metadata={"help": "tokens per forward pass (speed / memory only)"})
 
     def __post_init__(self) -> None:
@@ -130,7 +130,7 @@ def resolve_target(lm: LM, clean_logits: torch.Tensor, target: str | None) -> tu
 
 def draw_noise(config: TraceConfig, n_tokens: int, d_model: int, scale: float) -> torch.Tensor:
     """The seeded noise added to the subject embeddings: (samples, n_subject_tokens, d_model)."""
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.noise_seed)
     shape = (config.samples, n_tokens, d_model)
     unit = torch.rand(shape, generator=gen) * 2 - 1 if config.uniform_noise else torch.randn(shape, generator=gen)
     return unit * scale
@@ -274,6 +274,7 @@ def causal_trace(lm: LM, prompt: str, subject: str, target: str | None = None,
     Severed traces (``config.sever``) are stored under ``"hidden_sever_mlp"`` / ``"hidden_sever_attn"``.
     """
     config = config or TraceConfig()
+    subject_range(lm, prompt, subject)  # bad input fails before any estimate or forward pass
     scale = noise_scale(lm, config)
     runs, p_clean, target_text, notes = _prepare(lm, prompt, subject, target, config, scale)
     scores = {kind: _trace_kind(lm, runs, kind, config) for kind in config.kinds}

@@ -1,0 +1,168 @@
+"""Causal tracing over a dataset of facts (ROME's average indirect effect, SPEC §1 dataset mode).
+
+Each fact is traced with the same noise scale and seed; its indirect effects are reduced to six token groups
+(first / middle / last subject token, first subsequent token, further tokens, last token) and appended as one
+JSON line to ``records.jsonl`` in the output folder, flushed to disk. A killed run resumes from that file (a torn
+last line is dropped) and gives the same numbers as an uninterrupted one. Only facts whose answer the model
+predicts (top-1 = the first token of the attribute) are traced, as in ROME; the others are recorded as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lmscope.data.facts import KnownFact
+from lmscope.io import Result, read_json
+from lmscope.methods.trace import TraceConfig, causal_trace, noise_scale
+from lmscope.model.lm import LM
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token",
+          "further tokens", "last token")
+RECORDS = "records.jsonl"
+
+
+@dataclass
+class TraceDatasetResult(Result):
+    """Average indirect effect per (token group, layer) and kind, and the average total effect."""
+
+    model: str
+    n_facts: int  # facts read
+    n_kept: int  # facts the model predicts, which were traced
+    groups: list[str]
+    aie: dict[str, torch.Tensor]  # kind -> (n_groups, n_layers) mean of P*_restored - P*
+    group_counts: list[int]  # facts that have each group (a one-token subject has no middle tokens)
+    ate: float  # mean of P - P*
+    mean_clean_prob: float
+    mean_corrupted_prob: float
+    config: TraceConfig = field(default_factory=TraceConfig)
+
+    def peak(self, kind: str, group: str = "last subject token") -> tuple[int, float]:
+        """(layer, AIE) of the largest average indirect effect of ``kind`` at one token group."""
+        row = self.aie[kind][self.groups.index(group)]
+        layer = int(row.argmax())
+        return layer, float(row[layer])
+
+
+def token_groups(span: tuple[int, int], n_pos: int) -> list[list[int]]:
+    """Positions of the six token groups (possibly empty) for a subject span [b, e) in a prompt of n_pos tokens."""
+    b, e = span
+    last = n_pos - 1
+    return [[b], list(range(b + 1, e - 1)), [e - 1], [e] if e < last else [], list(range(e + 1, last)), [last]]
+
+
+def _reduce(ie: torch.Tensor, groups: list[list[int]]) -> list[list[float] | None]:
+    """ie: (pos, n_layers) -> per group the mean over its positions (n_layers,), or None if it is empty."""
+    return [ie[g].mean(0).tolist() if g else None for g in groups]
+
+
+def predicts(lm: LM, fact: KnownFact) -> tuple[bool, str]:
+    """Whether the model's top-1 next token is the first token of the fact's attribute; and that token."""
+    with torch.no_grad():
+        logits = lm(lm.tokenize(fact.prompt)["input_ids"])[0, -1]
+    top = int(logits.argmax())
+    answer = lm.tokenizer(" " + fact.attribute.strip(), add_special_tokens=False)["input_ids"]
+    return bool(answer) and answer[0] == top, lm.to_str_tokens([top])[0]
+
+
+def _trace_record(lm: LM, fact: KnownFact, config: TraceConfig, only_predicted: bool) -> dict:
+    ok, top = predicts(lm, fact)
+    record = {"known_id": fact.known_id, "prediction": top, "kept": ok or not only_predicted}
+    if not record["kept"]:
+        return record
+    result = causal_trace(lm, fact.prompt, fact.subject, config=config)
+    groups = token_groups(result.subject_range, len(result.tokens))
+    record.update(p_clean=result.clean_prob, p_corrupt=result.corrupted_prob, span=list(result.subject_range),
+                  groups={k: _reduce(result.indirect_effect(k), groups) for k in result.scores})
+    return record
+
+
+def read_records(path: Path) -> list[dict]:
+    """The complete records of a (possibly interrupted) run; a torn last line is cut off the file."""
+    if not path.is_file():
+        return []
+    records, good_bytes = [], 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s: dropping a torn last record (the run was interrupted)", path)
+                break
+            good_bytes += len(line)
+    if good_bytes < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    return records
+
+
+def _aggregate(lm: LM, records: list[dict], n_facts: int, config: TraceConfig) -> TraceDatasetResult:
+    kept = [r for r in records if r["kept"]]
+    kinds = list(kept[0]["groups"]) if kept else list(config.kinds)
+    aie, counts = {}, [0] * len(GROUPS)
+    for kind in kinds:
+        sums, counts = torch.zeros(len(GROUPS), lm.n_layers, dtype=torch.float64), [0] * len(GROUPS)
+        for r in kept:
+            for g, row in enumerate(r["groups"][kind]):
+                if row is not None:
+                    sums[g] += torch.tensor(row, dtype=torch.float64)
+                    counts[g] += 1
+        aie[kind] = (sums / torch.tensor(counts, dtype=torch.float64).clamp_min(1)[:, None]).float()
+
+    def mean(key: str) -> float:
+        return sum(r[key] for r in kept) / len(kept) if kept else float("nan")
+
+    return TraceDatasetResult(
+        model=lm.name, n_facts=n_facts, n_kept=len(kept), groups=list(GROUPS), aie=aie, group_counts=counts,
+        ate=mean("p_clean") - mean("p_corrupt"), mean_clean_prob=mean("p_clean"),
+        mean_corrupted_prob=mean("p_corrupt"), config=config)
+
+
+def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, config: TraceConfig | None = None,
+                  only_predicted: bool = True) -> TraceDatasetResult:
+    """Trace every fact (resuming from ``out_dir/records.jsonl``) and save the averages to ``out_dir/result``."""
+    config = config or TraceConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_run(out, lm, config)
+    config = TraceConfig(**{**config.__dict__, "noise": noise_scale(lm, config)})  # one scale for every fact
+    records = read_records(out / RECORDS)
+    done = {r["known_id"] for r in records}
+    todo = [f for f in facts if f.known_id not in done]
+    if done:
+        log.info("resuming: %d of %d facts already traced in %s", len(done), len(facts), out)
+    with (out / RECORDS).open("a") as sink:
+        for fact in tqdm(todo, desc=f"trace {lm.name}", unit="fact", initial=len(facts) - len(todo),
+                         total=len(facts)):
+            record = _trace_record(lm, fact, config, only_predicted)
+            sink.write(json.dumps(record) + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            records.append(record)
+    wanted = {f.known_id for f in facts}
+    result = _aggregate(lm, [r for r in records if r["known_id"] in wanted], len(facts), config)
+    result.save(out / "result")
+    log.info("traced %d of %d facts (the others are not predicted by %s)", result.n_kept, len(facts), lm.name)
+    return result
+
+
+def _check_run(out: Path, lm: LM, config: TraceConfig) -> None:
+    """Refuse to resume a run made with another model or configuration (its records would be mixed)."""
+    meta = {"model": lm.name, "fingerprint": lm.fingerprint(), "config": {
+        k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items() if k != "batch_tokens"}}
+    path = out / "run.json"
+    if path.is_file():
+        saved = read_json(path)
+        if saved != meta:
+            raise ValueError(f"{out} holds a run of another model or configuration ({saved}); use another --out")
+    else:
+        path.write_text(json.dumps(meta, indent=2))

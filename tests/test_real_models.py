@@ -58,3 +58,20 @@ def test_logit_lens_pinned(lm):
     assert float(result.kl[0, -1]) == pytest.approx(kl0, rel=1e-3)
     assert result.top_token(-2) == second_last
     assert float(result.kl[-1].abs().max()) < 1e-4
+
+
+def test_causal_trace_eiffel_smollm2():
+    """ROME's picture on smollm2-135m: an early site at the subject's key token, a late site at the last token."""
+    from lmscope.methods.trace import TraceConfig, causal_trace
+
+    lm = lmscope.load("smollm2-135m")
+    result = causal_trace(lm, "The Eiffel Tower is located in the city of", "The Eiffel Tower",
+                          config=TraceConfig(kinds=("hidden",)))
+    assert result.target == " Paris" and result.subject_range == (0, 4)
+    assert result.noise == pytest.approx(0.3472, rel=1e-3)
+    assert result.clean_prob == pytest.approx(0.7015, abs=2e-3)
+    assert result.corrupted_prob == pytest.approx(0.0149, abs=1e-3)
+    hidden = result.scores["hidden"]
+    assert float(hidden[-1, -1]) == pytest.approx(result.clean_prob, abs=1e-5)
+    assert divmod(int(hidden.argmax()), lm.n_layers) == (9, 23)
+    assert float(hidden[2, 0]) > 0.2 > float(hidden[3, 0])  # 'iffel' carries the subject, ' Tower' does not

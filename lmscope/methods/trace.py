@@ -142,9 +142,13 @@ def window_layers(layer: int, window: int, n_layers: int) -> range:
 
 
 # ---- the two cached runs ---------------------------------------------------------------------------------------
+def _keeps_logits(model: torch.nn.Module) -> bool:
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def _last_logits(lm: LM, ids: torch.Tensor) -> torch.Tensor:
     """Logits at the last position (rows, vocab), computing the unembedding only there when the model allows."""
-    if "logits_to_keep" in inspect.signature(lm.model.forward).parameters:
+    if _keeps_logits(lm.model):
         return lm.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
     return lm.model(input_ids=ids, use_cache=False).logits[:, -1]
 

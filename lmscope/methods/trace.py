@@ -213,7 +213,7 @@ def _restore_batch(lm: LM, runs: _Runs, kind: str, layer: int, positions: list[i
     ids = runs.ids.expand(len(pos), -1)
     ops: list[Op] = []
     if kind == "hidden":
-        start, restored = layer, runs.corrupt["resid_post"][layer][smp].clone()  # (rows, pos, d)
+        start, restored = layer, runs.corrupt["resid_post"][layer][smp]  # (rows, pos, d), a copy
         restored[torch.arange(len(pos)), pos] = runs.clean["resid_post"][layer][0, pos]
         if sever:
             site = SITE_KIND[sever]

@@ -9,6 +9,7 @@ predicts (top-1 = the first token of the attribute) are traced, as in ROME; the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -86,7 +87,7 @@ def _trace_record(lm: LM, fact: KnownFact, config: TraceConfig, only_predicted: 
     return record
 
 
-def read_records(path: Path) -> list[dict]:
+def read_run_records(path: Path) -> list[dict]:
     """The complete records of a (possibly interrupted) run; a torn last line is cut off the file."""
     if not path.is_file():
         return []
@@ -134,8 +135,8 @@ def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, confi
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _check_run(out, lm, config)
-    config = TraceConfig(**{**config.__dict__, "noise": noise_scale(lm, config)})  # one scale for every fact
-    records = read_records(out / RECORDS)
+    config = dataclasses.replace(config, noise=noise_scale(lm, config))  # one scale for every fact
+    records = read_run_records(out / RECORDS)
     done = {r["known_id"] for r in records}
     todo = [f for f in facts if f.known_id not in done]
     if done:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ def replaced_blocks(lm: LM, modules: Mapping[int, nn.Module]) -> Iterator[None]:
             container[layer] = module
 
 
-def delete_blocks(lm: LM, layers) -> contextmanager:
+def delete_blocks(lm: LM, layers) -> AbstractContextManager[None]:
     """Skip the given blocks: the residual stream passes through them unchanged."""
     tup = block_output_is_tuple(lm)
     layers = [layers] if isinstance(layers, int) else list(layers)
@@ -76,13 +76,13 @@ def delete_blocks(lm: LM, layers) -> contextmanager:
     return replaced_blocks(lm, {layer: PassThrough(lm.layout.blocks[layer], tup) for layer in layers})
 
 
-def swap_blocks(lm: LM, layer: int) -> contextmanager:
+def swap_blocks(lm: LM, layer: int) -> AbstractContextManager[None]:
     """Run block ``layer + 1`` before block ``layer`` (each keeps its own weights and attention type)."""
     first, second = lm.check(Site(layer, "resid_post")).layer, lm.check(Site(layer + 1, "resid_post")).layer
     return replaced_blocks(lm, {first: lm.layout.blocks[second], second: lm.layout.blocks[first]})
 
 
-def start_after(lm: LM, layer: int, resid: torch.Tensor) -> contextmanager:
+def start_after(lm: LM, layer: int, resid: torch.Tensor) -> AbstractContextManager[None]:
     """Begin the forward pass with ``resid`` as the output of block ``layer``: blocks 0..layer are not run.
 
     ``resid``: (batch, pos, d_model), the batch and positions of the input ids the model is called with (their

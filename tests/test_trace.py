@@ -13,6 +13,7 @@ from lmscope.methods.trace import (
     restored_prob,
     window_layers,
 )
+from lmscope.methods.trace_engine import Cell, cell_start, plan, supports_prefix
 from lmscope.methods.trace_reference import reference_trace
 from tests.conftest import tiny_model, tiny_tokenizer
 
@@ -40,6 +41,36 @@ def test_fast_trace_equals_reference(family):
         torch.testing.assert_close(fast.scores[kind], scores, atol=1e-5, rtol=0, msg=kind)
     assert fast.subject_range == (1, 3) and fast.tokens[1:3] == ["Eiffel", "Tower"]
     assert float(ref["hidden"].max() - ref["hidden"].min()) > 1e-4  # the comparison is not vacuous
+
+
+def test_every_family_reuses_the_corrupted_prefix(family):
+    assert supports_prefix(tiny_lm(family))  # so the test above covers the KV-prefix path on every family
+
+
+@pytest.mark.parametrize("family_name", ["llama", "gpt2"])
+def test_trace_without_a_prefix_cache_equals_reference(family_name):
+    lm = tiny_lm(family_name)
+    lm._trace_prefix_ok = False  # as for a model that cannot take a KV cache: whole prompts, same numbers
+    config = TraceConfig(**CFG, batch_tokens=64)
+    fast = causal_trace(lm, PROMPT, SUBJECT, config=config)
+    ref = reference_trace(lm, PROMPT, SUBJECT, config=config)
+    for kind, scores in ref.items():
+        torch.testing.assert_close(fast.scores[kind], scores, atol=1e-5, rtol=0, msg=kind)
+
+
+@pytest.mark.parametrize("use_prefix", [True, False])
+def test_plan_runs_every_cell_once_within_limits(use_prefix):
+    cells = [Cell(k, layer, t, sever) for k, sever in [("hidden", None), ("mlp", None), ("hidden", "attn")]
+             for t in range(2, 9) for layer in range(6)]
+    batches = plan(cells, window=4, n_layers=6, n_pos=9, samples=3, max_tokens=100, max_rows=24,
+                   use_prefix=use_prefix)
+    planned = [c for _, group in batches for c in group]
+    assert len(planned) == len(cells) and set(planned) == set(cells)
+    for t0, group in batches:
+        starts = [cell_start(c, 4, 6) for c in group]
+        assert starts == sorted(starts) and len(group) * 3 <= 24
+        assert len(group) * 3 * (9 - t0) <= 100 or len(group) == 1
+        assert all(c.t == t0 for c in group) if use_prefix else t0 == 0
 
 
 def test_trace_properties():

@@ -4,31 +4,41 @@ Corrupt the subject's input embeddings with Gaussian noise, then restore one cle
 h_i^l, or the MLP / attention outputs of a window of layers at token i) and read P*_restored[target].
 
 The reference procedure runs one batch of (1 clean + samples corrupted) rows per (token, layer, kind). Here the
-clean and corrupted runs are done once and cached, and each layer's restorations for every token and noise sample
-share one batch that starts from the cached corrupted residual stream above the layers that cannot change
-(:func:`lmscope.model.surgery.start_after`), reading logits at the last position only. Restorations at tokens
-before the subject cannot change anything and are filled with P* directly. :mod:`lmscope.methods.trace_reference`
-keeps the one-batch-per-cell procedure; the tests check that both give the same numbers.
+clean and corrupted runs are done once and cached, and :mod:`lmscope.methods.trace_engine` runs the cells of one
+token together: each row starts from the cached corrupted residual stream after the last block that cannot
+change, the tokens before the restored one come from the corrupted run's KV cache, and logits are read at the
+last position only. Restorations at tokens before the subject cannot change anything and are filled with P*
+directly. :mod:`lmscope.methods.trace_reference` keeps the one-batch-per-cell procedure; the tests check that both
+give the same numbers on every family.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from lmscope.io import Result
-from lmscope.model.hooks import Op, add, apply, capture, replace
+from lmscope.methods.trace_engine import (
+    MAX_LOGITS,
+    SITE_KIND,
+    Cell,
+    Runs,
+    last_logits,
+    plan,
+    run_batch,
+    supports_prefix,
+)
+from lmscope.methods.trace_engine import window_layers as window_layers
+from lmscope.model.hooks import Op, add, capture, replace
 from lmscope.model.lm import LM, InputError, check_prompt
 from lmscope.model.sites import Site
-from lmscope.model.surgery import start_after
 
 log = logging.getLogger(__name__)
 
 TRACE_KINDS = ("hidden", "mlp", "attn")
-SITE_KIND = {"hidden": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
 
 
 class SubjectError(InputError):
@@ -136,35 +146,20 @@ def draw_noise(config: TraceConfig, n_tokens: int, d_model: int, scale: float) -
     return unit * scale
 
 
-def window_layers(layer: int, window: int, n_layers: int) -> range:
-    """ROME's window: layers [layer - window//2, layer + ceil(window/2)), clipped at both ends."""
-    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
-
-
 # ---- the two cached runs ---------------------------------------------------------------------------------------
-def _keeps_logits(model: torch.nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
-
-
-def _last_logits(lm: LM, ids: torch.Tensor) -> torch.Tensor:
-    """Logits at the last position (rows, vocab), computing the unembedding only there when the model allows."""
-    if _keeps_logits(lm.model):
-        return lm.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
-    return lm.model(input_ids=ids, use_cache=False).logits[:, -1]
-
-
 def _probs(lm: LM, ids: torch.Tensor, ops: list[Op], target: int) -> torch.Tensor:
     """P[target] at the last position for every row, under the given ops: (rows,)."""
     with lm.hooks(*ops):
-        return torch.softmax(_last_logits(lm, ids).float(), -1)[:, target]
+        return torch.softmax(last_logits(lm, ids, use_cache=False).logits[:, -1].float(), -1)[:, target]
 
 
 def _states(lm: LM, ids: torch.Tensor, ops: list[Op], kinds: set[str]) -> tuple[torch.Tensor, dict]:
-    """Logits at the last position and {site kind: (n_layers, rows, pos, d)} for one run."""
-    sites = [Site(layer, k) for k in kinds for layer in range(lm.n_layers)]
+    """Logits at the last position and {site kind: (n_layers, rows, pos, d), "embed": (rows, pos, d)} of one run."""
+    sites = [Site(layer, k) for k in kinds for layer in range(lm.n_layers)] + [Site(0, "embed")]
     with lm.hooks(*ops, *(capture(s) for s in sites)) as cache:
-        logits = _last_logits(lm, ids)
-    return logits, {k: torch.stack([cache[Site(layer, k)] for layer in range(lm.n_layers)]) for k in kinds}
+        logits = last_logits(lm, ids, use_cache=False).logits[:, -1]
+    states = {k: torch.stack([cache[Site(layer, k)] for layer in range(lm.n_layers)]) for k in kinds}
+    return logits, {**states, "embed": cache[Site(0, "embed")]}
 
 
 def noise_op(noise: torch.Tensor, span: tuple[int, int]) -> Op:
@@ -173,76 +168,27 @@ def noise_op(noise: torch.Tensor, span: tuple[int, int]) -> Op:
 
 
 # ---- the fast trace ---------------------------------------------------------------------------------------------
-@dataclass
-class _Runs:
-    """Everything the restorations read: ids, span, target, clean and corrupted states, noise."""
-
-    ids: torch.Tensor  # (1, pos)
-    span: tuple[int, int]
-    target: int
-    clean: dict  # site kind -> (n_layers, 1, pos, d)
-    corrupt: dict  # site kind -> (n_layers, samples, pos, d)
-    noise: torch.Tensor  # (samples, n_subject, d)
-    p_corrupt: float
+def _cells(config: TraceConfig, n_layers: int, positions: range) -> dict[str, list[Cell]]:
+    """Every cell of the trace, per result key (kind, or hidden_sever_<kind>)."""
+    jobs = {kind: (kind, None) for kind in config.kinds}
+    jobs.update({f"hidden_sever_{kind}": ("hidden", kind) for kind in config.sever})
+    return {key: [Cell(kind, layer, t, sever) for t in positions for layer in range(n_layers)]
+            for key, (kind, sever) in jobs.items()}
 
 
-def _row_index(positions: list[int], samples: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows are (position, sample) pairs, position-major: (row -> position, row -> sample)."""
-    pos = torch.tensor(positions, device=device).repeat_interleave(samples)
-    smp = torch.arange(samples, device=device).repeat(len(positions))
-    return pos, smp
-
-
-def _set_rows(values: torch.Tensor, pos: torch.Tensor, smp: torch.Tensor | None) -> callable:
-    """fn(x) that sets x[r, pos[r]] = values[smp[r] or 0, pos[r]] (values: (1 or samples, pos, d))."""
-    rows = torch.arange(len(pos), device=pos.device)
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        x[rows, pos] = values[smp if smp is not None else 0, pos].to(x.dtype)
-        return x
-
-    return fn
-
-
-def _restore_batch(lm: LM, runs: _Runs, kind: str, layer: int, positions: list[int], window: int,
-                   sever: str | None) -> torch.Tensor:
-    """P*_restored (len(positions),) for one kind at one layer, all positions and samples in one batch."""
-    samples = runs.noise.shape[0]
-    pos, smp = _row_index(positions, samples, lm.device)
-    ids = runs.ids.expand(len(pos), -1)
-    ops: list[Op] = []
-    if kind == "hidden":
-        start, restored = layer, runs.corrupt["resid_post"][layer][smp]  # (rows, pos, d), a copy
-        restored[torch.arange(len(pos)), pos] = runs.clean["resid_post"][layer][0, pos]
-        if sever:
-            site = SITE_KIND[sever]
-            ops += [apply(Site(j, site), _set_rows(runs.corrupt[site][j], pos, smp))
-                    for j in range(layer + 1, lm.n_layers)]
-    else:
-        layers = window_layers(layer, window, lm.n_layers)
-        start = layers[0] - 1
-        restored = runs.corrupt["resid_post"][start][smp] if start >= 0 else None
-        ops += [apply(Site(j, SITE_KIND[kind]), _set_rows(runs.clean[SITE_KIND[kind]][j], pos, None)) for j in layers]
-    if restored is None:
-        ops.insert(0, noise_op(runs.noise[smp], runs.span))
-        probs = _probs(lm, ids, ops, runs.target)
-    else:
-        with start_after(lm, start, restored):
-            probs = _probs(lm, ids, ops, runs.target)
-    return probs.view(len(positions), samples).mean(1)
-
-
-def _trace_kind(lm: LM, runs: _Runs, kind: str, config: TraceConfig, sever: str | None = None) -> torch.Tensor:
-    """(pos, n_layers) P*_restored for one kind; tokens before the subject cannot change P*."""
+def _trace_all(lm: LM, runs: Runs, config: TraceConfig) -> dict[str, torch.Tensor]:
+    """{key: (pos, n_layers) P*_restored}; tokens before the subject cannot change P* and are not run."""
     n_pos = runs.ids.shape[1]
-    scores = torch.full((n_pos, lm.n_layers), runs.p_corrupt)
-    positions = list(range(runs.span[0], n_pos))
-    per_batch = max(1, config.batch_tokens // (n_pos * config.samples))
-    for layer in range(lm.n_layers):
-        for k in range(0, len(positions), per_batch):
-            chunk = positions[k:k + per_batch]
-            scores[chunk, layer] = _restore_batch(lm, runs, kind, layer, chunk, config.window, sever).cpu()
+    cells = _cells(config, lm.n_layers, range(runs.span[0], n_pos))
+    key_of = {cell: key for key, group in cells.items() for cell in group}
+    scores = {key: torch.full((n_pos, lm.n_layers), runs.p_corrupt) for key in cells}
+    batches = plan([c for group in cells.values() for c in group], config.window, lm.n_layers, n_pos,
+                   config.samples, config.batch_tokens, MAX_LOGITS // lm.vocab_size, supports_prefix(lm))
+    for t0, group in tqdm(batches, desc="trace", unit="batch", leave=False, disable=len(batches) < 50):
+        probs = run_batch(lm, runs, t0, group, config.window).cpu()
+        for cell, p in zip(group, probs.tolist()):
+            scores[key_of[cell]][cell.t, cell.layer] = p
+    runs.prefixes.clear()
     return scores
 
 
@@ -265,7 +211,7 @@ def _prepare(lm: LM, prompt: str, subject: str, target: str | None, config: Trac
     corrupt_logits, corrupt = _states(lm, ids_s, [noise_op(noise, span)], kinds)
     p_clean = float(torch.softmax(clean_logits.float(), -1)[0, target_id])
     p_corrupt = float(torch.softmax(corrupt_logits.float(), -1)[:, target_id].mean())
-    runs = _Runs(ids, span, target_id, clean, corrupt, noise, p_corrupt)
+    runs = Runs(ids, span, target_id, clean, corrupt, noise, p_corrupt)
     return runs, p_clean, target_text, notes
 
 
@@ -281,9 +227,7 @@ def causal_trace(lm: LM, prompt: str, subject: str, target: str | None = None,
     subject_range(lm, prompt, subject)  # bad input fails before any estimate or forward pass
     scale = noise_scale(lm, config)
     runs, p_clean, target_text, notes = _prepare(lm, prompt, subject, target, config, scale)
-    scores = {kind: _trace_kind(lm, runs, kind, config) for kind in config.kinds}
-    for kind in config.sever:
-        scores[f"hidden_sever_{kind}"] = _trace_kind(lm, runs, "hidden", config, sever=kind)
+    scores = _trace_all(lm, runs, config)
     return TraceResult(
         model=lm.name, prompt=prompt, subject=subject, target=target_text, target_id=runs.target,
         tokens=lm.to_str_tokens(runs.ids[0]), subject_range=runs.span, clean_prob=p_clean,

@@ -94,3 +94,67 @@ def start_after(lm: LM, layer: int, resid: torch.Tensor) -> AbstractContextManag
     stubs = {below: PassThrough(lm.layout.blocks[below], tup) for below in range(layer)}
     stubs[layer] = PassThrough(lm.layout.blocks[layer], tup, value=resid)
     return replaced_blocks(lm, stubs)
+
+
+class RowStart(nn.Module):
+    """Stands in for block ``layer`` when rows start at different blocks (see :func:`staggered_start`).
+
+    The block runs on the first ``n_active`` rows only (those that started below it); the others pass through.
+    Rows ``[lo, hi)`` then take ``value`` as this block's output: they start here.
+    """
+
+    def __init__(self, block: nn.Module, as_tuple: bool, n_active: int, lo: int, hi: int,
+                 value: torch.Tensor | None):
+        super().__init__()
+        self.block, self.as_tuple, self.n_active = block, as_tuple, n_active
+        self.lo, self.hi, self.value = lo, hi, value  # value: (hi - lo, pos, d_model)
+        for name in ("attention_type", "layer_idx", "is_sliding", "sliding_window"):
+            if hasattr(block, name):
+                object.__setattr__(self, name, getattr(block, name))
+
+    def forward(self, *args, **kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        rows, n = hidden.shape[0], self.n_active
+        out = hidden
+        if n > 0:
+            sub = self.block(hidden[:n], *(_rows(v, rows, n) for v in args[1:]),
+                             **{k: _rows(v, rows, n) for k, v in kwargs.items()})
+            sub = sub[0] if isinstance(sub, tuple) else sub
+            out = sub if n == rows else torch.cat([sub, hidden[n:]])
+        if self.hi > self.lo:
+            out = out.clone() if out is hidden else out
+            out[self.lo:self.hi] = self.value.to(out.dtype)
+        return (out,) if self.as_tuple else out
+
+
+def _rows(value, rows: int, n: int):
+    """The first n rows of a batched block input (masks, position ids / embeddings: >= 2-dim tensors or tuples).
+
+    Anything else (caches, flags, 1-dim cache positions) is passed as is.
+    """
+    if isinstance(value, tuple):
+        return tuple(_rows(v, rows, n) for v in value)
+    if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == rows and rows > 1:
+        return value[:n]
+    return value
+
+
+def staggered_start(lm: LM, starts: list[int], resid: torch.Tensor) -> AbstractContextManager[None]:
+    """Row ``r`` begins with ``resid[r]`` as the output of block ``starts[r]`` (-1: it runs from the embeddings).
+
+    ``starts``: non-decreasing over the batch rows, so that the rows a block runs on are always the first ones;
+    each block runs only on the rows that started below it, and hooks inside it see that leading sub-batch.
+    ``resid``: (batch, pos, d_model); rows starting at -1 are not read. A KV cache passed to the model must hold,
+    at layer ``l``, the rows that run block ``l`` (the first ``sum(s < l for s in starts)``).
+    """
+    if any(b < a for a, b in zip(starts, starts[1:])):
+        raise ValueError("staggered_start: starts must be sorted (non-decreasing over the batch)")
+    tup = block_output_is_tuple(lm)
+    stubs = {}
+    for layer in range(lm.n_layers):
+        n_active = sum(s < layer for s in starts)
+        lo, hi = n_active, sum(s <= layer for s in starts)
+        if n_active < len(starts) or hi > lo:
+            value = resid[lo:hi] if hi > lo else None
+            stubs[layer] = RowStart(lm.layout.blocks[layer], tup, n_active, lo, hi, value)
+    return replaced_blocks(lm, stubs)

@@ -4,6 +4,8 @@ import logging
 
 from lmscope.io import ArtifactError
 from lmscope.methods.lens import LensConfig, LogitLensResult, logit_lens
+from lmscope.methods.trace import SubjectError, TraceConfig, TraceResult, causal_trace, restored_prob
+from lmscope.methods.trace_dataset import TraceDatasetResult, trace_dataset
 from lmscope.model import (
     DEFAULT_MODEL,
     FAMILIES,
@@ -38,5 +40,6 @@ __all__ = [
     "DEFAULT_MODEL", "FAMILIES", "KINDS", "LM", "REGISTRY", "ArtifactError", "Cache", "FamilySpec",
     "FamilySpecError", "HookError", "InputError", "LensConfig", "LogitLensResult", "ModelNotFoundError",
     "ModuleSite", "Op", "Site", "SiteError", "add", "apply", "capture", "hooks", "infer_spec", "list_models",
-    "load", "logit_lens", "replace", "zero",
+    "load", "logit_lens", "replace", "zero", "SubjectError", "TraceConfig", "TraceResult", "causal_trace",
+    "restored_prob", "TraceDatasetResult", "trace_dataset",
 ]

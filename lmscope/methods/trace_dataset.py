@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmscope.data.facts import KnownFact
-from lmscope.io import Result, read_json
+from lmscope.io import Result, read_json, write_json
 from lmscope.methods.trace import TraceConfig, causal_trace, noise_scale
 from lmscope.model.lm import LM
 
@@ -152,8 +152,36 @@ def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, confi
     wanted = {f.known_id for f in facts}
     result = _aggregate(lm, [r for r in records if r["known_id"] in wanted], len(facts), config)
     result.save(out / "result")
+    if result.n_kept and "mlp" in result.aie:
+        _save_peak(lm, result, out)
     log.info("traced %d of %d facts (the others are not predicted by %s)", result.n_kept, len(facts), lm.name)
     return result
+
+
+def _peak_path(lm: LM) -> Path:
+    from lmscope.assets import cache_dir
+
+    return cache_dir() / "stats" / lm.name.replace("/", "--") / "trace_peak.json"  # by name: edits keep it
+
+
+def _save_peak(lm: LM, result: TraceDatasetResult, out: Path) -> None:
+    """Remember the MLP AIE peak at the last subject token for this model (ROME's ``layer="auto"``)."""
+    layer, value = result.peak("mlp")
+    path = _peak_path(lm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"model": lm.name, "fingerprint": lm.fingerprint(), "mlp_peak_layer": layer,
+                      "mlp_peak_aie": value, "facts": result.n_kept, "run": str(out.resolve())})
+
+
+def cached_peak(lm: LM) -> int | None:
+    """The layer of the MLP AIE peak at the last subject token from this model's last dataset trace, if any."""
+    path = _peak_path(lm)
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    if saved.get("fingerprint") != lm.fingerprint() and not lm.__dict__.get("_rome_edits"):
+        log.warning("the cached trace peak of %s was computed on other weights (%s)", lm.name, saved.get("run"))
+    return int(saved["mlp_peak_layer"])
 
 
 def _check_run(out: Path, lm: LM, config: TraceConfig) -> None:

@@ -1,0 +1,190 @@
+"""Second-moment statistics C = E[k k^T] of the MLP keys at one layer, over a text corpus (ROME's layer_stats).
+
+Computed once per (model, layer, corpus, sample count) and cached as a :class:`SecondMoment` artifact (cfg.json +
+safetensors) under ``<cache>/stats/<model>-<key fingerprint>/``. The key fingerprint hashes only the weights the
+keys depend on (embeddings, the blocks below, the layer's own MLP input side), so statistics survive edits of
+W_out and are refused for any other model. Each text is one sample (truncated to ``max_len`` tokens); keys at
+special tokens (BOS) are left out. A partial sum is checkpointed after every window of texts: a killed run resumes
+where it stopped and gives the same matrix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lmscope.assets import cache_dir
+from lmscope.io import ArtifactError, Result
+from lmscope.model.hooks import capture
+from lmscope.model.lm import LM, InputError
+from lmscope.model.sites import Site
+
+log = logging.getLogger(__name__)
+
+WINDOW = 256  # texts per checkpoint; sorted by length inside a window to limit padding
+
+
+@dataclass
+class SecondMoment(Result):
+    """E[k k^T] of the MLP keys at ``layer`` (``matrix``: (d_mlp, d_mlp)); partial runs hold the running sum."""
+
+    model: str
+    layer: int
+    corpus: str
+    max_len: int
+    texts: int  # texts seen
+    tokens: int  # keys summed
+    key_fingerprint: str
+    matrix: torch.Tensor  # (d_mlp, d_mlp): the mean, or the float64 running sum while partial
+    complete: bool = True
+
+    def check(self, lm: LM, layer: int) -> None:
+        """Refuse statistics of another model or layer (one clear error)."""
+        problems = []
+        if layer != self.layer:
+            problems.append(f"they are for layer {self.layer}, the edit is at layer {layer}")
+        if self.matrix.shape != (lm.d_mlp, lm.d_mlp):
+            problems.append(f"their matrix is {tuple(self.matrix.shape)}, the model's keys have {lm.d_mlp} dims")
+        elif key_fingerprint(lm, layer) != self.key_fingerprint:
+            problems.append("they were computed on other weights")
+        if problems:
+            raise InputError(f"second-moment statistics of {self.model!r} do not match {lm.name}: "
+                             + "; ".join(problems))
+
+
+def key_fingerprint(lm: LM, layer: int) -> str:
+    """Hash of every weight the keys at ``layer`` depend on (not W_out of that layer, nor anything above)."""
+    w_out = lm.layout.part(layer, "mlp_out_proj")
+    skip = {id(p) for p in w_out.parameters()}
+    modules = [lm.layout.embed, *lm.layout.blocks[:layer + 1]]
+    h = hashlib.sha256(f"{type(lm.model).__name__}:{lm.d_model}:{lm.d_mlp}:{layer}".encode())
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                if id(p) not in skip:
+                    flat = p.detach().flatten()
+                    h.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def stats_path(lm: LM, layer: int, corpus: str, samples: int, max_len: int) -> Path:
+    """Where the statistics of this (model, layer, corpus, samples) live in the cache."""
+    name = f"{lm.name.replace('/', '--')}-{key_fingerprint(lm, layer)}"
+    tag = Path(str(corpus)).name.replace(".", "_")
+    return cache_dir() / "stats" / name / f"mom2-{tag}-L{layer}-n{samples}-len{max_len}"
+
+
+def _texts(corpus: str, start: int, stop: int) -> list[str]:
+    from lmscope.data.corpus import iter_texts
+
+    out = []
+    for i, text in enumerate(iter_texts(corpus)):
+        if i >= stop:
+            break
+        if i >= start:
+            out.append(text)
+    return out
+
+
+@torch.no_grad()
+def _window_sum(lm: LM, layer: int, texts: list[str], max_len: int, batch_tokens: int):
+    """(sum of k k^T (d_mlp, d_mlp) float64, number of keys) over the texts of one window."""
+    from lmscope.methods.rome.edit import pad_right
+
+    special = torch.tensor(sorted(lm.tokenizer.all_special_ids), device=lm.device)
+    encoded = sorted((lm.tokenizer(t, truncation=True, max_length=max_len)["input_ids"] for t in texts), key=len)
+    total = torch.zeros(lm.d_mlp, lm.d_mlp, dtype=torch.float64, device=lm.device)
+    count, site = 0, Site(layer, "mlp_key")
+    batch: list[list[int]] = []
+    for i, ids in enumerate(encoded):
+        batch.append(ids)
+        if i + 1 < len(encoded) and (len(batch) + 1) * len(encoded[i + 1]) <= batch_tokens:
+            continue
+        x, mask = pad_right(batch, lm.device)
+        keep = mask.bool() & ~torch.isin(x, special)
+        with lm.hooks(capture(site), stop_after=site) as cache:
+            lm.model(input_ids=x, attention_mask=mask, use_cache=False)
+        k = cache[site][keep].float()  # (n_keys, d_mlp)
+        total += (k.T @ k).double()
+        count, batch = count + k.shape[0], []
+    return total, count
+
+
+def second_moment(lm: LM, layer: int, corpus: str = "wiki", samples: int = 100_000, max_len: int = 512,
+                  batch_tokens: int = 4096, path: str | Path | None = None) -> SecondMoment:
+    """C = E[k k^T] at ``layer`` over the first ``samples`` texts of ``corpus``; cached, resumable."""
+    layer = lm.check(Site(layer, "mlp_key")).layer
+    folder = Path(path) if path else stats_path(lm, layer, corpus, samples, max_len)
+    if (folder / "cfg.json").is_file():
+        try:
+            done = SecondMoment.load(folder)
+            done.check(lm, layer)
+            return done
+        except ArtifactError as err:
+            log.warning("%s; computing the statistics again", err)
+    part = _resume(lm, layer, corpus, max_len, folder.with_name(folder.name + ".partial"))
+    n_texts = _count_texts(corpus, samples)
+    if n_texts < samples:
+        log.warning("corpus %s has %d texts, fewer than the %d asked for: using all of them", corpus, n_texts,
+                    samples)
+    bar = tqdm(total=n_texts, initial=part.texts, desc=f"stats {lm.name} L{layer}", unit="text")
+    while part.texts < n_texts:
+        texts = _texts(corpus, part.texts, min(part.texts + WINDOW, n_texts))
+        total, count = _window_sum(lm, layer, texts, max_len, batch_tokens)
+        part.matrix += total.cpu()
+        part.texts, part.tokens = part.texts + len(texts), part.tokens + count
+        _checkpoint(part, folder.with_name(folder.name + ".partial"))  # a killed run resumes here
+        bar.update(len(texts))
+    bar.close()
+    if part.tokens == 0:
+        raise ArtifactError(f"corpus {corpus!r} gave no tokens for the statistics")
+    done = SecondMoment(model=lm.name, layer=layer, corpus=str(corpus), max_len=max_len, texts=part.texts,
+                        tokens=part.tokens, key_fingerprint=part.key_fingerprint,
+                        matrix=(part.matrix / part.tokens).float())
+    done.save(folder)
+    shutil.rmtree(folder.with_name(folder.name + ".partial"), ignore_errors=True)
+    log.info("second moment of %s at layer %d: %d texts, %d tokens -> %s", lm.name, layer, done.texts,
+             done.tokens, folder)
+    return done
+
+
+def _checkpoint(part: SecondMoment, partial: Path) -> None:
+    """Replace the checkpoint folder as a whole (sum and counts never disagree after a kill)."""
+    tmp = partial.with_name(partial.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    part.save(tmp)
+    shutil.rmtree(partial, ignore_errors=True)
+    os.replace(tmp, partial)
+
+
+def _count_texts(corpus: str, samples: int) -> int:
+    from lmscope.data.corpus import iter_texts
+
+    n = 0
+    for n, _ in enumerate(iter_texts(corpus), start=1):
+        if n >= samples:
+            break
+    return n
+
+
+def _resume(lm: LM, layer: int, corpus: str, max_len: int, partial: Path) -> SecondMoment:
+    """The checkpointed running sum, if one of this model and layer exists; else an empty one."""
+    fingerprint = key_fingerprint(lm, layer)
+    if (partial / "cfg.json").is_file():
+        try:
+            part = SecondMoment.load(partial)
+            if part.key_fingerprint == fingerprint and part.layer == layer and part.max_len == max_len:
+                log.info("resuming the statistics after %d texts (%s)", part.texts, partial)
+                return part
+        except ArtifactError as err:
+            log.warning("%s; starting the statistics again", err)
+    return SecondMoment(model=lm.name, layer=layer, corpus=str(corpus), max_len=max_len, texts=0, tokens=0,
+                        key_fingerprint=fingerprint, complete=False,
+                        matrix=torch.zeros(lm.d_mlp, lm.d_mlp, dtype=torch.float64))

@@ -1,0 +1,165 @@
+"""ROME on tiny random models: the edited fact's probability rises on every family, undo is bit-identical,
+edits save / reload / apply, statistics are cached and resume, and bad input gets one clear error."""
+
+import random
+
+import pytest
+import torch
+
+import lmscope
+from lmscope.io import ArtifactError
+from lmscope.methods.rome import EditRequest, RomeConfig, RomeEdit, apply_edit, rank_one_update, rome_edit
+from lmscope.methods.rome import stats as rome_stats
+from lmscope.methods.rome.stats import SecondMoment, second_moment
+from tests.conftest import tiny_model, tiny_tokenizer
+
+# The subject ends the prompt, so a tiny random model's next token depends on the edited MLP output directly.
+REQUEST = EditRequest("the capital of {}", "Eiffel Tower", "Paris")
+OTHER = "The capital of France is located in the city of"
+WORDS = ["The", "capital", "of", "France", "is", "Paris", "Eiffel", "Tower", "located", "in", "city", "the", "a"]
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = random.Random(0)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(" ".join(rng.choices(WORDS + [f"w{i}" for i in range(60)], k=rng.randint(5, 30)))
+                              for _ in range(120)))
+    return str(path)
+
+
+def tiny(family="llama", seed=0):
+    """A tiny random model with a sharpened output (final norm x10), so that probabilities can move."""
+    lm = lmscope.load((tiny_model(family, seed=seed), tiny_tokenizer()))
+    with torch.no_grad():
+        w = lm.layout.final_norm.weight
+        w.add_(9.0) if float(w.abs().mean()) < 0.5 else w.mul_(10.0)  # Gemma norms scale by (1 + w)
+    return lm
+
+
+def config(corpus, **kw):
+    """ROME's steps with a step size for tiny models: their MLP outputs (|v0| ~ 0.01) are far smaller than a
+    large model's, for which lr 0.5, weight decay 0.5 and the clamp at 4 |v0| are tuned."""
+    tiny_scale = {"v_lr": 0.05, "v_weight_decay": 0.0, "clamp_norm_factor": 1000.0}
+    return RomeConfig(**{"layer": 1, "contexts_per_length": 2, "stats_corpus": corpus, "stats_samples": 100,
+                         **tiny_scale, **kw})
+
+
+def p_target(lm, text, target="Paris"):
+    ids = lm.tokenize(text)["input_ids"]
+    tid = lm.tokenizer(target, add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        return float(torch.softmax(lm(ids)[0, -1], -1)[tid])
+
+
+def test_edit_raises_the_target_and_undo_is_bit_identical(family, corpus):
+    lm = tiny(family)
+    ids = lm.tokenize(REQUEST.text)["input_ids"]
+    with torch.no_grad():
+        before = lm(ids)
+    p0 = p_target(lm, REQUEST.text)
+    handle = rome_edit(lm, REQUEST, config(corpus))
+    p1 = p_target(lm, REQUEST.text)
+    assert p1 > max(5 * p0, 0.03), (p0, p1)
+    assert handle.edit.losses[-1]["loss"] < handle.edit.losses[0]["loss"]
+    handle.undo()
+    with torch.no_grad():
+        assert torch.equal(lm(ids), before)
+
+
+def test_the_update_maps_the_key_to_the_value():
+    torch.manual_seed(0)
+    w, k_star, k = torch.randn(6, 10), torch.randn(10), torch.randn(10)
+    a = torch.randn(10, 10)
+    c = a @ a.T + torch.eye(10)
+    v, v_star = w @ k, torch.randn(6)
+    u, right = rank_one_update(k_star, k, v, v_star, c)
+    torch.testing.assert_close((w + torch.outer(right, u)) @ k, v_star, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(u, torch.linalg.solve(c, k_star) / torch.linalg.solve(c, k_star).norm())
+
+
+def test_save_reload_and_apply_to_a_fresh_model(tmp_path, corpus):
+    lm = tiny()
+    handle = rome_edit(lm, REQUEST, config(corpus))
+    with torch.no_grad():
+        edited = lm(lm.tokenize(OTHER)["input_ids"])
+    back = RomeEdit.load(handle.edit.save(tmp_path / "edit"))
+    assert back.request == REQUEST and back.config == handle.edit.config and back.layer == 1
+    fresh = tiny()
+    with apply_edit(fresh, back), torch.no_grad():
+        assert torch.equal(fresh(fresh.tokenize(OTHER)["input_ids"]), edited)
+    with pytest.raises(lmscope.InputError, match="other weights"):
+        apply_edit(tiny(seed=1), back)
+
+
+def test_sequential_edits_undo_in_reverse_order(corpus):
+    lm = tiny()
+    ids = lm.tokenize(OTHER)["input_ids"]
+    with torch.no_grad():
+        before = lm(ids)
+    first = rome_edit(lm, REQUEST, config(corpus))
+    second = rome_edit(lm, EditRequest("the city of {}", "France", "Tower"), config(corpus))
+    with pytest.raises(RuntimeError, match="reverse order"):
+        first.undo()
+    second.undo()
+    first.undo()
+    with torch.no_grad():
+        assert torch.equal(lm(ids), before)
+
+
+def test_stats_are_cached_and_resume_after_a_kill(corpus, monkeypatch):
+    lm = tiny()
+    monkeypatch.setattr(rome_stats, "WINDOW", 16)
+    full = second_moment(lm, 1, corpus, samples=100, path=None)
+    assert full.texts == 100 and full.tokens > 100 and full.matrix.shape == (lm.d_mlp, lm.d_mlp)
+    torch.testing.assert_close(full.matrix, full.matrix.T)
+
+    real, calls = rome_stats._window_sum, []
+
+    def dies_on_the_third(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rome_stats, "_window_sum", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        second_moment(lm, 0, corpus, samples=100)
+    monkeypatch.setattr(rome_stats, "_window_sum", real)
+    resumed = second_moment(lm, 0, corpus, samples=100)
+    monkeypatch.setattr(rome_stats, "WINDOW", 1000)
+    rome_stats.shutil.rmtree(rome_stats.stats_path(lm, 0, corpus, 100, 512))
+    straight = second_moment(lm, 0, corpus, samples=100)
+    assert resumed.texts == straight.texts and resumed.tokens == straight.tokens
+    torch.testing.assert_close(resumed.matrix, straight.matrix, atol=1e-6, rtol=1e-6)
+
+    monkeypatch.setattr(rome_stats, "_window_sum", None)  # a cached result needs no forward pass
+    assert torch.equal(second_moment(lm, 1, corpus, samples=100).matrix, full.matrix)
+
+
+def test_errors(corpus, tmp_path):
+    lm = tiny()
+    with pytest.raises(lmscope.InputError, match="exactly once"):
+        EditRequest("The Eiffel Tower is located in", "Eiffel Tower", "Rome")
+    with pytest.raises(lmscope.InputError, match="empty target"):
+        EditRequest("{} is in", "Eiffel Tower", " ")
+    with pytest.raises(lmscope.InputError, match="empty subject"):
+        EditRequest("{} is in", "  ", "Rome")
+    with pytest.raises(lmscope.SiteError, match="out of range"):
+        rome_edit(lm, REQUEST, config(corpus, layer=7))
+    with pytest.raises(lmscope.InputError, match="trace-dataset"):
+        rome_edit(lm, REQUEST, config(corpus, layer="auto"))
+    stats0 = second_moment(lm, 0, corpus, samples=50)
+    with pytest.raises(lmscope.InputError, match="do not match.*layer 0"):
+        rome_edit(lm, REQUEST, config(corpus), stats=stats0)
+    with pytest.raises(lmscope.InputError, match="other weights"):
+        stats0.check(tiny(seed=1), 0)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "cfg.json").write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        SecondMoment.load(tmp_path / "broken")

@@ -4,6 +4,8 @@ import logging
 
 from lmscope.io import ArtifactError
 from lmscope.methods.lens import LensConfig, LogitLensResult, logit_lens
+from lmscope.methods.rome import EditRequest, RomeConfig, RomeEdit, apply_edit, rome_edit, second_moment
+from lmscope.methods.rome.evaluate import CounterFactResult, EvalConfig, evaluate_counterfact
 from lmscope.methods.trace import SubjectError, TraceConfig, TraceResult, causal_trace, restored_prob
 from lmscope.methods.trace_dataset import TraceDatasetResult, trace_dataset
 from lmscope.model import (
@@ -41,5 +43,6 @@ __all__ = [
     "FamilySpecError", "HookError", "InputError", "LensConfig", "LogitLensResult", "ModelNotFoundError",
     "ModuleSite", "Op", "Site", "SiteError", "add", "apply", "capture", "hooks", "infer_spec", "list_models",
     "load", "logit_lens", "replace", "zero", "SubjectError", "TraceConfig", "TraceResult", "causal_trace",
-    "restored_prob", "TraceDatasetResult", "trace_dataset",
+    "restored_prob", "TraceDatasetResult", "trace_dataset", "EditRequest", "RomeConfig", "RomeEdit", "apply_edit",
+    "rome_edit", "second_moment", "CounterFactResult", "EvalConfig", "evaluate_counterfact",
 ]

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p, LensConfig)
     _global_options(p, suppress=True)
     _trace_parsers(sub)
+    _rome_parsers(sub)
     return parser
 
 
@@ -72,6 +73,34 @@ def _trace_parsers(sub) -> None:
     p.add_argument("--all-facts", action="store_true", help="also trace facts the model does not predict")
     p.add_argument("--out", type=Path, default=Path("out/trace-dataset"), help="output folder (resumes there)")
     add_config_args(p, TraceConfig)
+    _global_options(p, suppress=True)
+
+
+def _rome_parsers(sub) -> None:
+    from lmscope.methods.rome import RomeConfig
+    from lmscope.methods.rome.evaluate import EvalConfig
+
+    p = sub.add_parser("edit", help="ROME edit of one fact: saves the edit, before/after generations and P(target)")
+    p.add_argument("--prompt", required=True, help="template with {} for the subject, e.g. '{} is located in'")
+    p.add_argument("--subject", required=True, help="the subject, e.g. 'The Eiffel Tower'")
+    p.add_argument("--target", required=True, help="the new answer, e.g. ' Rome'")
+    p.add_argument("--out", type=Path, default=Path("out/edit"), help="output folder (default: out/edit)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="greedy tokens generated before / after")
+    add_config_args(p, RomeConfig)
+    _global_options(p, suppress=True)
+
+    p = sub.add_parser("eval-edits", help="CounterFact metrics of ROME edits and of the unedited model (resumable)")
+    p.add_argument("--data", type=Path, required=True, help="CounterFact JSON (flattened or ROME's nested layout)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N records")
+    p.add_argument("--out", type=Path, default=Path("out/eval-edits"), help="output folder (resumes there)")
+    add_config_args(p, RomeConfig)
+    add_config_args(p, EvalConfig)
+    _global_options(p, suppress=True)
+
+    p = sub.add_parser("stats", help="second-moment statistics of the MLP keys at one layer (cached, resumable)")
+    p.add_argument("--layer", type=int, required=True, help="the layer")
+    p.add_argument("--samples", type=int, default=100_000, help="texts (paper: 100,000; capped at the corpus)")
+    p.add_argument("--corpus", default="wiki", help="wiki, bbc, or a file / folder of texts (default: wiki)")
     _global_options(p, suppress=True)
 
 
@@ -192,8 +221,79 @@ def cmd_trace_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+@torch.no_grad()
+def _greedy(lm, text: str, n: int) -> str:
+    ids = lm.tokenize(text)["input_ids"]
+    out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                            pad_token_id=lm.tokenizer.pad_token_id or lm.tokenizer.eos_token_id)
+    return lm.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def _fact_probs(lm, request) -> dict:
+    from lmscope.methods.rome.evaluate import target_probs
+
+    return {"p_target": target_probs(lm, [request.text], request.target)[0]}
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    """Edit one fact with ROME; write the edit (cfg.json + safetensors) and edit.json with before / after."""
+    from lmscope.methods.rome import EditRequest, RomeConfig, rome_edit
+
+    config = config_from_args(RomeConfig, args)
+    request = EditRequest(args.prompt, args.subject, args.target)
+    lm = _load(args)
+    before = {"generation": _greedy(lm, request.text, args.max_new_tokens), **_fact_probs(lm, request)}
+    handle = rome_edit(lm, request, config)
+    after = {"generation": _greedy(lm, request.text, args.max_new_tokens), **_fact_probs(lm, request)}
+    out: Path = args.out
+    handle.edit.save(out / "edit")
+    summary = {"model": lm.name, "layer": handle.edit.layer, "prompt": request.text, "target": request.target,
+               "before": before, "after": after, "v_steps": len(handle.edit.losses),
+               "final_loss": handle.edit.losses[-1]}
+    (out / "edit.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(f"{lm.name}: edited layer {handle.edit.layer}: {request.text!r} -> {request.target!r}")
+    print(f"  before: P(target) = {before['p_target']:.4f}   {request.text}{before['generation']!r}")
+    print(f"  after:  P(target) = {after['p_target']:.4f}   {request.text}{after['generation']!r}")
+    print(f"wrote {out}/edit/ (apply it with lmscope.methods.rome.apply_edit) and {out}/edit.json")
+    return 0
+
+
+def cmd_eval_edits(args: argparse.Namespace) -> int:
+    """Evaluate ROME on CounterFact records: metrics.json, result/, report.html."""
+    from lmscope.data.facts import load_counterfact
+    from lmscope.methods.rome import RomeConfig
+    from lmscope.methods.rome.evaluate import EvalConfig, evaluate_counterfact
+    from lmscope.viz.rome import counterfact_report
+
+    config, eval_config = config_from_args(RomeConfig, args), config_from_args(EvalConfig, args)
+    records = load_counterfact(args.data, args.limit)
+    lm = _load(args)
+    result = evaluate_counterfact(lm, records, args.out, config, eval_config)
+    counterfact_report(result).write(args.out / "report.html")
+    names = list(result.edited)
+    print(f"{lm.name}: {result.n_records} CounterFact records, edit layer {result.layer}")
+    print("  " + " ".join(f"{n:>7}" for n in ["", *names]))
+    for label, metrics in (("ROME", result.edited), ("none", result.unedited)):
+        print("  " + f"{label:>7}" + " ".join(f"{metrics.get(n, float('nan')):7.1f}" for n in names))
+    for note in result.notes:
+        print(f"  note: {note}")
+    print(f"wrote {args.out}/metrics.json, records.jsonl, result/ and report.html")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Compute (or find in the cache) the second moment of the MLP keys at one layer."""
+    from lmscope.methods.rome.stats import second_moment, stats_path
+
+    lm = _load(args)
+    stats = second_moment(lm, args.layer, args.corpus, args.samples)
+    print(f"{lm.name}: layer {stats.layer}: E[k k^T] over {stats.texts} texts, {stats.tokens} tokens of "
+          f"{stats.corpus} -> {stats_path(lm, stats.layer, args.corpus, args.samples, stats.max_len)}")
+    return 0
+
+
 COMMANDS = {"models": cmd_models, "info": cmd_info, "lens": cmd_lens, "trace": cmd_trace,
-            "trace-dataset": cmd_trace_dataset}
+            "trace-dataset": cmd_trace_dataset, "edit": cmd_edit, "stats": cmd_stats, "eval-edits": cmd_eval_edits}
 
 
 def main(argv: list[str] | None = None) -> int:

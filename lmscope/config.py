@@ -28,7 +28,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         elif typing.get_origin(tp) is tuple:
             group.add_argument(_flag(f.name), dest=f.name, nargs="+", default=default, help=help_text)
         else:
-            kind = next((t for t in (int, float, str) if tp is t or t in typing.get_args(tp)), str)
+            kinds = (str,) if str in typing.get_args(tp) else (int, float, str)  # int | str ("auto"): parse later
+            kind = next((t for t in kinds if tp is t or t in typing.get_args(tp)), str)
             group.add_argument(_flag(f.name), dest=f.name, type=kind, default=default, help=help_text)
 
 

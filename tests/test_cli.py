@@ -90,3 +90,42 @@ def test_trace_dataset_end_to_end(tiny_llama_dir, tmp_path, capsys):
     assert "traced 2 of 2 facts" in capsys.readouterr().out
     assert main(argv) == 0  # resumes: nothing left to do, same result
     assert len((out / "records.jsonl").read_text().splitlines()) == 2
+
+
+def _texts(tmp_path):
+    path = tmp_path / "texts.txt"
+    path.write_text("\n\n".join(f"The capital of France is Paris w{i} w{i + 1} the city of" for i in range(30)))
+    return str(path)
+
+
+def test_edit_stats_and_eval_end_to_end(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path / "cache"))
+    corpus, model = _texts(tmp_path), ["--model", str(tiny_llama_dir)]
+    assert main([*model, "stats", "--layer", "1", "--samples", "20", "--corpus", corpus]) == 0
+    assert "layer 1: E[k k^T] over 20 texts" in capsys.readouterr().out
+    fast = ["--layer", "1", "--contexts-per-length", "1", "--v-steps", "4", "--stats-corpus", corpus,
+            "--stats-samples", "20"]
+    out = tmp_path / "edit"
+    assert main([*model, "edit", "--prompt", "the capital of {}", "--subject", "France", "--target", "Tower",
+                 "--max-new-tokens", "3", "--out", str(out), *fast]) == 0
+    summary = json.loads((out / "edit.json").read_text())
+    assert summary["layer"] == 1 and set(summary["before"]) == {"generation", "p_target"}
+    assert (out / "edit" / "cfg.json").is_file() and "after:" in capsys.readouterr().out
+    rows = [{"case_id": 0, "prompt": "the capital of France", "subject": "France", "target_new": "Tower",
+             "ground_truth": "Paris", "rephrase_prompt": "the city of France", "locality_prompt": "the city of a",
+             "locality_ground_truth": "Paris"}]
+    (tmp_path / "cf.json").write_text(json.dumps(rows))
+    ev = tmp_path / "ev"
+    assert main([*model, "eval-edits", "--data", str(tmp_path / "cf.json"), "--gen-tokens", "3", "--out", str(ev),
+                 *fast]) == 0
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert {"ES", "PS", "NS", "S", "GE"} <= set(metrics["edited"]) and (ev / "report.html").is_file()
+
+
+def test_edit_errors_are_one_line(tiny_llama_dir, capsys):
+    assert main(["--model", str(tiny_llama_dir), "edit", "--prompt", "the capital of France", "--subject",
+                 "France", "--target", "Tower"]) == 2
+    assert "exactly once" in capsys.readouterr().err
+    assert main(["--model", str(tiny_llama_dir), "edit", "--prompt", "the capital of {}", "--subject", "France",
+                 "--target", "Tower", "--layer", "9"]) == 2
+    assert "out of range" in capsys.readouterr().err

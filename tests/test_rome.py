@@ -163,3 +163,80 @@ def test_errors(corpus, tmp_path):
     (tmp_path / "broken" / "cfg.json").write_text("{not json")
     with pytest.raises(ArtifactError, match="corrupt"):
         SecondMoment.load(tmp_path / "broken")
+
+
+@pytest.mark.parametrize("family_name", ["llama", "gpt2", "gemma3_text"])
+def test_same_update_as_romes_procedure(family_name, corpus):
+    from lmscope.methods.rome.edit import context_prefixes
+    from lmscope.methods.rome.reference import reference_update
+
+    lm = tiny(family_name)
+    cfg = config(corpus)
+    moment = second_moment(lm, 1, corpus, samples=100).matrix
+    expected = reference_update(lm, REQUEST, 1, context_prefixes(lm, cfg), cfg, moment)
+    with rome_edit(lm, REQUEST, cfg) as handle:
+        got = handle.edit.delta()
+    assert float((got - expected).norm() / expected.norm()) < 1e-3
+
+
+# ---- CounterFact evaluation ----------------------------------------------------------------------------------------
+def test_summarize_known_scores():
+    from lmscope.methods.rome.evaluate import summarize
+
+    # one record: rewrite won, paraphrases 1 of 2, neighbourhood kept
+    scores = [{"rewrite": [[0.1, 2.0]], "paraphrase": [[0.5, 1.0], [3.0, 1.0]], "neighborhood": [[4.0, 0.2]]}]
+    m = summarize(scores)
+    assert m["ES"] == 100 and m["PS"] == 50 and m["NS"] == 100
+    assert m["EM"] == pytest.approx(100 * (torch.exp(torch.tensor(-0.1)) - torch.exp(torch.tensor(-2.0))).item())
+    assert m["S"] == pytest.approx(3 / (1 / 100 + 1 / 50 + 1 / 100))
+
+
+def test_ngram_entropy():
+    from lmscope.methods.rome.evaluate import ngram_entropy
+
+    assert ngram_entropy("a a a a a") == 0.0  # one bigram, one trigram
+    # "a b c d": 3 distinct bigrams (log2 3), 2 distinct trigrams (1 bit)
+    assert ngram_entropy("a b c d") == pytest.approx((2 / 3 * torch.log2(torch.tensor(3.0)).item() + 4 / 3) / 2)
+
+
+def _counterfact_file(tmp_path):
+    import json
+
+    rows = [{"case_id": i, "prompt": f"the capital of {s}", "subject": s, "target_new": new, "ground_truth": true,
+             "rephrase_prompt": f"the city of {s}", "locality_prompt": "the capital of France",
+             "locality_ground_truth": true}
+            for i, (s, new, true) in enumerate([("Eiffel Tower", "Paris", "France"), ("Tower", "city", "a"),
+                                                ("France", "Tower", "Paris")])]
+    path = tmp_path / "cf.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_counterfact_evaluation_resumes(tmp_path, corpus, monkeypatch):
+    from lmscope.data import load_counterfact
+    from lmscope.methods.rome import evaluate as ev
+
+    records = load_counterfact(_counterfact_file(tmp_path))
+    cfg, ecfg = config(corpus), ev.EvalConfig(gen_tokens=4)
+    whole = ev.evaluate_counterfact(tiny(), records, tmp_path / "whole", cfg, ecfg)
+    assert whole.edited["ES"] > whole.unedited["ES"] or whole.edited["EM"] > whole.unedited["EM"]
+    assert "GE" in whole.edited and any("RS" in n for n in whole.notes)
+
+    real, calls = ev._evaluate_record, []
+
+    def dies_on_the_second(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kw)
+
+    monkeypatch.setattr(ev, "_evaluate_record", dies_on_the_second)
+    lm = tiny()
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_counterfact(lm, records, tmp_path / "killed", cfg, ecfg)
+    monkeypatch.setattr(ev, "_evaluate_record", real)
+    assert not lm.__dict__.get("_rome_edits")  # the interrupted edit was undone
+    resumed = ev.evaluate_counterfact(lm, records, tmp_path / "killed", cfg, ecfg)
+    assert resumed.edited == whole.edited and resumed.unedited == whole.unedited
+    with pytest.raises(ValueError, match="another model or configuration"):
+        ev.evaluate_counterfact(lm, records, tmp_path / "killed", config(corpus, v_steps=3), ecfg)

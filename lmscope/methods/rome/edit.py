@@ -232,6 +232,32 @@ def _value_loss(lm: LM, resid: torch.Tensor, b: _ValueBatch, delta: torch.Tensor
     return loss, parts
 
 
+@torch.no_grad()
+def _below(lm: LM, b: _ValueBatch, layer: int) -> torch.Tensor | None:
+    """The residual stream after block ``layer - 1`` of every row (None for layer 0)."""
+    if layer == 0:
+        return None
+    site = Site(layer - 1, "resid_post")
+    with lm.hooks(capture(site), stop_after=site) as cache:
+        lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False)
+    return cache[site]
+
+
+def _start(lm: LM, layer: int, below: torch.Tensor | None):
+    from contextlib import nullcontext
+
+    from lmscope.model.surgery import start_after
+
+    return nullcontext() if below is None else start_after(lm, layer - 1, below)
+
+
+@torch.no_grad()
+def _clamp(delta: torch.Tensor, max_norm: torch.Tensor) -> None:
+    """Project delta back into the ball of radius max_norm (ROME's norm clamp)."""
+    if delta.norm() > max_norm:
+        delta.mul_(max_norm / delta.norm())
+
+
 def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str],
                   config: RomeConfig) -> dict:
     """{"v_star": v0 + delta (d_model,), "v0", "delta", "losses": [per step]}: ROME's v* optimisation."""
@@ -248,11 +274,13 @@ def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str],
         at[rows, b.lookup] = 1
         return x + at * delta.to(x.dtype)
 
+    below = _below(lm, b, layer)  # blocks under the edit layer do not change: run them once
     losses = []
     with frozen(lm.model):
         for step in range(config.v_steps):
             opt.zero_grad()
-            with lm.hooks(apply(site, add_delta), capture(last, grad=True), stop_after=last) as cache:
+            with _start(lm, layer, below), lm.hooks(apply(site, add_delta), capture(last, grad=True),
+                                                      stop_after=last) as cache:
                 lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False)
             loss, parts = _value_loss(lm, cache[last], b, delta, init, config)
             losses.append(parts)
@@ -260,10 +288,7 @@ def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str],
                 break
             loss.backward()
             opt.step()
-            max_norm = config.clamp_norm_factor * init["v0"].norm()
-            with torch.no_grad():
-                if delta.norm() > max_norm:
-                    delta.mul_(max_norm / delta.norm())
+            _clamp(delta, config.clamp_norm_factor * init["v0"].norm())
     log.info("v*: %d steps, loss %.4f -> %.4f, P(target) %.4f -> %.4f", len(losses), losses[0]["loss"],
              losses[-1]["loss"], losses[0]["p_target"], losses[-1]["p_target"])
     return {"v_star": init["v0"] + delta.detach(), "v0": init["v0"], "delta": delta.detach(), "losses": losses}

@@ -240,3 +240,28 @@ def test_counterfact_evaluation_resumes(tmp_path, corpus, monkeypatch):
     assert resumed.edited == whole.edited and resumed.unedited == whole.unedited
     with pytest.raises(ValueError, match="another model or configuration"):
         ev.evaluate_counterfact(lm, records, tmp_path / "killed", config(corpus, v_steps=3), ecfg)
+
+
+@pytest.mark.parametrize("family_name", ["llama", "gpt2", "gpt_neox", "phi", "gemma3_wide"])
+def test_suffix_rows_give_the_same_value_as_whole_rows(family_name, corpus, monkeypatch):
+    from lmscope.methods.rome import edit
+
+    if family_name == "gemma3_wide":  # Gemma 3 with a sliding window wider than the prompts (as the real one)
+        import transformers as T
+
+        from tests.conftest import _LLAMA_LIKE, TINY_CONFIGS
+
+        wide = T.Gemma3TextConfig(**_LLAMA_LIKE, head_dim=8, sliding_window=48,
+                                  layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+        monkeypatch.setitem(TINY_CONFIGS, family_name, lambda: wide)
+    lm = tiny(family_name)
+    cfg = config(corpus)
+    request = EditRequest("{} is located in the city of", "Eiffel Tower", "Paris")  # subject mid-prompt
+    prefixes = edit.context_prefixes(lm, cfg)
+    assert isinstance(edit._rows_runner(lm, edit._value_batch(lm, request, prefixes, "{} is a"), 1),
+                      edit._SuffixRows)
+    fast = edit.compute_value(lm, request, 1, prefixes, cfg)
+    monkeypatch.setattr(edit, "_rows_runner", edit._FullRows)
+    whole = edit.compute_value(lm, request, 1, prefixes, cfg)
+    assert len(fast["losses"]) == len(whole["losses"])
+    torch.testing.assert_close(fast["v_star"], whole["v_star"], atol=1e-4, rtol=1e-4)

@@ -14,9 +14,10 @@ the config) saves as cfg.json + safetensors and applies to a fresh copy of the m
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,7 @@ from lmscope.io import Result
 from lmscope.model.hooks import apply, capture
 from lmscope.model.lm import LM, InputError
 from lmscope.model.sites import ModuleSite, Site
+from lmscope.model.surgery import start_after
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,9 @@ def subject_last_token(lm: LM, template: str, subject: str) -> tuple[list[int], 
     return list(enc["input_ids"]), inside[-1]
 
 
-def pad_right(rows: list[list[int]], device) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_right(rows: list[list[int]], device, min_width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask), both (n, max_len), right-padded with id 0 (never attended to)."""
-    width = max(len(r) for r in rows)
+    width = max(min_width, *(len(r) for r in rows))
     ids = torch.zeros(len(rows), width, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
@@ -243,11 +245,64 @@ def _below(lm: LM, b: _ValueBatch, layer: int) -> torch.Tensor | None:
     return cache[site]
 
 
+class _FullRows:
+    """Each step runs the whole (padded) rows, from the cached residual under the edit layer."""
+
+    def __init__(self, lm: LM, b: _ValueBatch, layer: int):
+        self.lm, self.layer, self.view = lm, layer, b
+        self.below = _below(lm, b, layer)  # blocks under the edit layer do not change: run them once
+
+    def forward(self, ops, stop_after: Site) -> dict:
+        """Run one step with ``ops``; return the hook cache."""
+        with _start(self.lm, self.layer, self.below), self.lm.hooks(*ops, stop_after=stop_after) as cache:
+            self.lm.model(input_ids=self.view.ids, attention_mask=self.view.mask, use_cache=False)
+        return cache
+
+
+class _SuffixRows(_FullRows):
+    """Each step runs only the positions from each row's subject token on.
+
+    The tokens before it do not depend on delta: their keys and values come from one pass into the model's KV
+    cache (rows right-padded, the gap masked, positions given explicitly).
+    """
+
+    def __init__(self, lm: LM, b: _ValueBatch, layer: int):
+        super().__init__(lm, b, layer)
+        cut, lengths = b.lookup.tolist(), b.mask.sum(1).tolist()
+        prefix, suffix = pad_right([r[:c] for r, c in zip(b.ids.tolist(), cut)], lm.device, min_width=1)
+        ids, mask = pad_right([r[c:n] for r, c, n in zip(b.ids.tolist(), cut, lengths)], lm.device)
+        self.prefix_mask, self.mask = suffix, torch.cat([suffix, mask], 1)
+        cut_t = b.lookup[:, None]
+        self.positions = cut_t + torch.arange(ids.shape[1], device=lm.device)  # (rows, q)
+        if self.below is not None:
+            at = self.positions.clamp(max=self.below.shape[1] - 1)
+            self.below = self.below.gather(1, at[..., None].expand(-1, -1, self.below.shape[-1]))
+        with torch.no_grad():
+            out = lm.model(input_ids=prefix, attention_mask=self.prefix_mask, use_cache=True)
+        from lmscope.methods.trace_engine import cache_kwargs, returned_cache
+
+        self._prefix, self._kwargs = returned_cache(out), cache_kwargs
+        self.view = _ValueBatch(ids, mask, torch.zeros_like(b.lookup), b.target_pos - cut_t[:b.n_rewrite], b.target)
+
+    def forward(self, ops, stop_after: Site) -> dict:
+        """Run one step with ``ops`` on the suffixes; return the hook cache."""
+        kwargs = self._kwargs(self.lm, copy.deepcopy(self._prefix))  # a private copy: the pass appends to it
+        with _start(self.lm, self.layer, self.below), self.lm.hooks(*ops, stop_after=stop_after) as cache:
+            self.lm.model(input_ids=self.view.ids, attention_mask=self.mask, position_ids=self.positions, **kwargs)
+        return cache
+
+
+def _rows_runner(lm: LM, b: _ValueBatch, layer: int) -> _FullRows:
+    """Suffix rows where the model takes a reusable KV cache and no sliding window cuts the prompt short."""
+    from lmscope.methods.trace_engine import supports_prefix
+
+    window = getattr(lm.config, "sliding_window", None)
+    if supports_prefix(lm) and not (isinstance(window, int) and window < b.ids.shape[1] + 1):
+        return _SuffixRows(lm, b, layer)
+    return _FullRows(lm, b, layer)
+
+
 def _start(lm: LM, layer: int, below: torch.Tensor | None):
-    from contextlib import nullcontext
-
-    from lmscope.model.surgery import start_after
-
     return nullcontext() if below is None else start_after(lm, layer - 1, below)
 
 
@@ -268,21 +323,21 @@ def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str],
     opt = torch.optim.Adam([delta], lr=config.v_lr)
     init: dict = {}
 
+    runner = _rows_runner(lm, b, layer)
+    view = runner.view  # the rows in the coordinates the forward pass sees
+
     def add_delta(x: torch.Tensor) -> torch.Tensor:  # (rows, pos, d_model): delta at each subject's last token
-        init.setdefault("v0", x[0, b.lookup[0]].detach().float().clone())  # row 0: the bare prompt
+        init.setdefault("v0", x[0, view.lookup[0]].detach().float().clone())  # row 0: the bare prompt
         at = torch.zeros_like(x[..., :1])
-        at[rows, b.lookup] = 1
+        at[rows, view.lookup] = 1
         return x + at * delta.to(x.dtype)
 
-    below = _below(lm, b, layer)  # blocks under the edit layer do not change: run them once
     losses = []
     with frozen(lm.model):
         for step in range(config.v_steps):
             opt.zero_grad()
-            with _start(lm, layer, below), lm.hooks(apply(site, add_delta), capture(last, grad=True),
-                                                      stop_after=last) as cache:
-                lm.model(input_ids=b.ids, attention_mask=b.mask, use_cache=False)
-            loss, parts = _value_loss(lm, cache[last], b, delta, init, config)
+            cache = runner.forward([apply(site, add_delta), capture(last, grad=True)], stop_after=last)
+            loss, parts = _value_loss(lm, cache[last], view, delta, init, config)
             losses.append(parts)
             if float(loss.detach()) < config.early_stop_loss or step == config.v_steps - 1:
                 break

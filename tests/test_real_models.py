@@ -75,3 +75,28 @@ def test_causal_trace_eiffel_smollm2():
     assert float(hidden[-1, -1]) == pytest.approx(result.clean_prob, abs=1e-5)
     assert divmod(int(hidden.argmax()), lm.n_layers) == (9, 23)
     assert float(hidden[2, 0]) > 0.2 > float(hidden[3, 0])  # 'iffel' carries the subject, ' Tower' does not
+
+
+def test_rome_eiffel_to_rome_smollm2():
+    """The issue's edit on smollm2-135m at layer 4 (its MLP AIE peak at the last subject token over known_1000)."""
+    from lmscope.cli import _greedy
+    from lmscope.methods.rome import EditRequest, RomeConfig, rome_edit
+    from lmscope.methods.rome.evaluate import target_probs
+
+    lm = lmscope.load("smollm2-135m")
+    request = EditRequest("{} is located in the city of", "The Eiffel Tower", " Rome")
+    paraphrase, other = "The Eiffel Tower can be found in", "The Colosseum is located in the city of"
+    ids = lm.tokenize(other)["input_ids"]
+    with torch.no_grad():
+        before = lm(ids)
+    p_para, p_other = target_probs(lm, [paraphrase, other], " Rome")
+    assert target_probs(lm, [request.text], " Paris")[0] == pytest.approx(0.7015, abs=2e-3)
+    with rome_edit(lm, request, RomeConfig(layer=4, stats_samples=1000)) as handle:
+        assert _greedy(lm, request.text, 2).startswith(" Rome")
+        assert target_probs(lm, [request.text], " Rome")[0] > 0.95
+        after_para, after_other = target_probs(lm, [paraphrase, other], " Rome")
+        assert after_para > 10 * p_para  # measured 0.0031 -> 0.285
+        assert after_other == pytest.approx(p_other, abs=0.05) and _greedy(lm, other, 2).startswith(" Rome")
+        assert handle.edit.losses[-1]["p_target"] > 0.95
+    with torch.no_grad():
+        assert torch.equal(lm(ids), before)

@@ -58,7 +58,7 @@ def demo() -> None:
 
 def test() -> None:
     """Lint, then every test (fast tiers first, then the slow real-model tier)."""
-    run(BIN / "ruff", "check", "lmscope", "tests", "bench", "dev.py")
+    run(BIN / "ruff", "check", "lmscope", "tests", "bench", "docs", "dev.py")
     run(PY, "-m", "pytest", "-q", "-m", "not slow", env=QUIET_CPU)
     run(PY, "-m", "pytest", "-q", "-m", "slow", env=QUIET_CPU)
 

@@ -144,8 +144,8 @@ def test_stats_are_cached_and_resume_after_a_kill(corpus, monkeypatch):
 
 def test_errors(corpus, tmp_path):
     lm = tiny()
-    with pytest.raises(lmscope.InputError, match="exactly once"):
-        EditRequest("The Eiffel Tower is located in", "Eiffel Tower", "Rome")
+    with pytest.raises(lmscope.InputError, match="exactly once.*did you mean .The {} is located in"):
+        EditRequest("The Eiffel Tower is located in", "Eiffel Tower", "Rome")  # hint: "The {} is located in"
     with pytest.raises(lmscope.InputError, match="empty target"):
         EditRequest("{} is in", "Eiffel Tower", " ")
     with pytest.raises(lmscope.InputError, match="empty subject"):

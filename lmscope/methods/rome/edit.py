@@ -43,7 +43,10 @@ class EditRequest:
 
     def __post_init__(self) -> None:
         if self.prompt.count("{}") != 1:
-            raise InputError(f"prompt template {self.prompt!r} must contain '{{}}' exactly once (for the subject)")
+            hint = (f"; did you mean {self.prompt.replace(self.subject, '{}', 1)!r}?"
+                    if self.subject and self.prompt.count("{}") == 0 and self.subject in self.prompt else "")
+            raise InputError(f"prompt template {self.prompt!r} must contain '{{}}' exactly once (for the subject)"
+                             + hint)
         if not self.subject.strip():
             raise InputError("empty subject")
         if not self.target.strip():

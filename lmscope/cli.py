@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_options(p, suppress=True)
     _trace_parsers(sub)
     _rome_parsers(sub)
+    _stages_parsers(sub)
     return parser
 
 
@@ -101,6 +102,22 @@ def _rome_parsers(sub) -> None:
     p.add_argument("--layer", type=int, required=True, help="the layer")
     p.add_argument("--samples", type=int, default=100_000, help="texts (paper: 100,000; capped at the corpus)")
     p.add_argument("--corpus", default="wiki", help="wiki, bbc, or a file / folder of texts (default: wiki)")
+    _global_options(p, suppress=True)
+
+
+def _stages_parsers(sub) -> None:
+    from lmscope.methods.stages import StagesConfig
+
+    p = sub.add_parser("stages", help="stages of inference: lesions, lens, locality, neurons, MLP norms + report")
+    p.add_argument("--out", type=Path, default=Path("out/stages"), help="output folder (default: out/stages)")
+    add_config_args(p, StagesConfig)
+    _global_options(p, suppress=True)
+
+    p = sub.add_parser("lesion", help="top next tokens of one prompt before / after deleting or swapping a block")
+    p.add_argument("prompt", help="the prompt")
+    p.add_argument("--layer", type=int, required=True, help="block to delete (or to swap with the next one)")
+    p.add_argument("--mode", choices=["delete", "swap"], default="delete", help="delete or swap (default: delete)")
+    p.add_argument("--top-k", type=int, default=5, help="tokens shown (default: 5)")
     _global_options(p, suppress=True)
 
 
@@ -281,6 +298,54 @@ def cmd_eval_edits(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stages(args: argparse.Namespace) -> int:
+    """Run the stages analysis; write result/, stages.json, the figures and report.html."""
+    from lmscope.methods.stages import StagesConfig, stages
+    from lmscope.viz.report import save_figure
+    from lmscope.viz.stages import curves_figure, lesion_figure, stages_report, summary_figure
+
+    config = config_from_args(StagesConfig, args)
+    lm = _load(args)
+    result = stages(lm, config)
+    out: Path = args.out
+    result.save(out / "result")
+    summary = {"model": lm.name, "tokens": result.tokens, "base_accuracy": result.base_accuracy,
+               **{k: v.tolist() for k, v in result.lesion.items()}, "lens_kl": result.lens_kl.tolist(),
+               "prediction_neurons": result.counts("prediction").tolist(),
+               "suppression_neurons": result.counts("suppression").tolist(), "top_neurons": result.top_neurons}
+    (out / "stages.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    for name, make in (("summary", summary_figure), ("lesions", lesion_figure), ("curves", curves_figure)):
+        save_figure(make(result), out / f"{name}.png")
+    stages_report(result).write(out / "report.html")
+    print(f"{lm.name}: {result.tokens} tokens, base top-1 accuracy {result.base_accuracy:.3f}")
+    for mode in ("delete", "swap"):
+        values = " ".join(f"{v:.2f}" for v in result.lesion[f"{mode}_rel_acc"].tolist())
+        print(f"  {mode:<6} relative accuracy per layer: {values}")
+    print(f"wrote {out}/stages.json, summary.png, lesions.png, curves.png, report.html and result/")
+    return 0
+
+
+def cmd_lesion(args: argparse.Namespace) -> int:
+    """Top next tokens of one prompt, unmodified and with block --layer deleted (or swapped with the next)."""
+    from lmscope.model.lm import check_prompt
+    from lmscope.model.surgery import delete_blocks, swap_blocks
+
+    check_prompt(args.prompt)
+    lm = _load(args)
+    ids = lm.tokenize(args.prompt)["input_ids"]
+    lesion = delete_blocks if args.mode == "delete" else swap_blocks
+    with torch.no_grad():
+        before = torch.softmax(lm(ids)[0, -1].float(), -1)
+        with lesion(lm, args.layer):
+            after = torch.softmax(lm(ids)[0, -1].float(), -1)
+    what = f"block {args.layer} deleted" if args.mode == "delete" else f"blocks {args.layer}, {args.layer + 1} swapped"
+    for label, probs in (("unmodified", before), (what, after)):
+        top = probs.topk(args.top_k)
+        tokens = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(lm.to_str_tokens(top.indices), top.values.tolist()))
+        print(f"{label:>24}: {tokens}")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     """Compute (or find in the cache) the second moment of the MLP keys at one layer."""
     from lmscope.methods.rome.stats import second_moment, stats_path
@@ -293,7 +358,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "info": cmd_info, "lens": cmd_lens, "trace": cmd_trace,
-            "trace-dataset": cmd_trace_dataset, "edit": cmd_edit, "stats": cmd_stats, "eval-edits": cmd_eval_edits}
+            "trace-dataset": cmd_trace_dataset, "edit": cmd_edit, "stats": cmd_stats, "eval-edits": cmd_eval_edits,
+            "stages": cmd_stages, "lesion": cmd_lesion}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,8 +151,8 @@ class LM:
         layer, part = site.layer, self.layout.part
         table = {
             "embed": lambda: (self.layout.embed, "output"),
-            "resid_pre": lambda: (self.layout.blocks[layer], "input"),
-            "resid_post": lambda: (self.layout.blocks[layer], "output"),
+            "resid_pre": lambda: (self._block_slot(layer), "input"),
+            "resid_post": lambda: (self._block_slot(layer), "output"),
             "attn_out": lambda: (part(layer, "attn_out"), "output"),
             "mlp_out": lambda: (part(layer, "mlp_out"), "output"),
             "mlp_key": lambda: (part(layer, "mlp_out_proj"), "input"),
@@ -161,6 +161,10 @@ class LM:
         }
         module, where = table[site.kind]()
         return HookPoint(module, where, site.pos_dim)
+
+    def _block_slot(self, layer: int) -> nn.Module:
+        """The module now in block slot ``layer`` (during block surgery: the stand-in, which sees the stream)."""
+        return _get(self.model, self.layout.spec.blocks, self.layout.spec, "blocks")[layer]
 
     def module_path(self, site: Site) -> str:
         """Dotted module path of the module that carries ``site`` (for display)."""

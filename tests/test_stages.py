@@ -62,14 +62,14 @@ def test_lesions_are_restored_after_exceptions():
 def _naive(lm, ids):
     """Every lesion as a full forward pass: (mode -> (layers, 3) sums of KL, correct, entropy change)."""
     with torch.no_grad():
-        logp = torch.log_softmax(st._logits(lm, ids).float(), -1)
-        targets = ids[:, 1:].flatten()
+        ref = st._Reference.of(st._logits(lm, ids))
+        targets = ids[:, 1:]
         out = {}
         for mode, lesion, n in (("delete", delete_blocks, lm.n_layers), ("swap", swap_blocks, lm.n_layers - 1)):
             rows = []
             for layer in range(n):
                 with lesion(lm, layer):
-                    rows.append(torch.stack([v.double() for v in st._compare(logp, st._logits(lm, ids), targets)]))
+                    rows.append(torch.stack([v.double() for v in st._compare(ref, st._logits(lm, ids), targets)]))
             out[mode] = torch.stack(rows)
     return out
 

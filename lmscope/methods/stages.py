@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -121,18 +122,40 @@ class _Sums:
         return (self.sums[name] / max(1, self.n)).float()
 
 
-def _compare(logp_orig: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> tuple:
-    """(sum KL(P_orig || P), correct top-1 count, sum of H(P) - H(P_orig)) over the positions given."""
-    logp = torch.log_softmax(logits.float(), -1)  # (tokens, vocab)
-    p_orig = logp_orig.exp()
-    kl = (p_orig * (logp_orig - logp)).sum(-1)
-    entropy = -(logp.exp() * logp).sum(-1) + (p_orig * logp_orig).sum(-1)
-    return kl.sum(), (logp.argmax(-1) == targets).sum(), entropy.sum()
+class _Reference(NamedTuple):
+    """The unmodified model's next-token distributions of one batch."""
+
+    p: torch.Tensor  # (batch, pos - 1, vocab)
+    entropy: torch.Tensor  # (batch, pos - 1)
+
+    @classmethod
+    def of(cls, logits: torch.Tensor) -> _Reference:
+        p = torch.softmax(logits.float(), -1)
+        return cls(p, torch.logsumexp(logits.float(), -1) - (p * logits).sum(-1))
+
+
+def _compare(ref: _Reference, logits: torch.Tensor, targets: torch.Tensor, chunk: int = 32) -> tuple:
+    """(sum KL(P_ref || P), correct top-1 count, sum of H(P) - H(P_ref)) over the positions given.
+
+    From the logits directly (KL = lse - p_ref . z - H_ref, H = lse - p . z), a few positions at a time so that
+    the vocabulary-sized temporaries stay in cache (2.5x faster than whole-batch tensors on CPU).
+    """
+    kl = entropy = torch.zeros((), dtype=torch.float64, device=logits.device)
+    correct = torch.zeros((), dtype=torch.long, device=logits.device)
+    for b in range(logits.shape[0]):
+        for i in range(0, logits.shape[1], chunk):
+            z = logits[b, i:i + chunk].float()  # (chunk, vocab)
+            p_ref, h_ref = ref.p[b, i:i + chunk], ref.entropy[b, i:i + chunk]
+            lse = torch.logsumexp(z, -1)
+            kl = kl + (lse - (p_ref * z).sum(-1) - h_ref).sum()
+            entropy = entropy + (lse - (torch.softmax(z, -1) * z).sum(-1) - h_ref).sum()
+            correct = correct + (z.argmax(-1) == targets[b, i:i + chunk]).sum()
+    return kl, correct, entropy
 
 
 def _logits(lm: LM, ids: torch.Tensor) -> torch.Tensor:
-    """Next-token logits at every position but the last: (batch * (pos - 1), vocab)."""
-    return lm.model(input_ids=ids, use_cache=False).logits[:, :-1].flatten(0, 1)
+    """Next-token logits at every position but the last: (batch, pos - 1, vocab), a view."""
+    return lm.model(input_ids=ids, use_cache=False).logits[:, :-1]
 
 
 def _lesion_context(lm: LM, mode: str, layer: int, resid: dict):
@@ -140,7 +163,7 @@ def _lesion_context(lm: LM, mode: str, layer: int, resid: dict):
     return below, (delete_blocks(lm, layer) if mode == "delete" else swap_blocks(lm, layer))
 
 
-def _lesions(lm: LM, ids: torch.Tensor, resid: dict, logp_orig: torch.Tensor, targets: torch.Tensor,
+def _lesions(lm: LM, ids: torch.Tensor, resid: dict, ref: _Reference, targets: torch.Tensor,
              sums: _Sums) -> None:
     """Every deletion and swap of one batch, each started from the clean stream under the lesion."""
     for mode in MODES:
@@ -149,7 +172,7 @@ def _lesions(lm: LM, ids: torch.Tensor, resid: dict, logp_orig: torch.Tensor, ta
         for layer in layers:
             below, lesion = _lesion_context(lm, mode, layer, resid)
             with below, lesion:
-                kl, correct, d_entropy = _compare(logp_orig, _logits(lm, ids), targets)
+                kl, correct, d_entropy = _compare(ref, _logits(lm, ids), targets)
             rows[layer] = torch.stack([kl.double().cpu(), correct.double().cpu(), d_entropy.double().cpu()])
         sums.add(mode, rows)
 
@@ -159,23 +182,21 @@ def _batch(lm: LM, ids: torch.Tensor, config: StagesConfig, sums: _Sums) -> None
     """All per-token measures of one batch of token ids (batch, pos)."""
     sites = lm.sites("resid_post") + lm.sites("mlp_out") + lm.sites("attn_pattern")
     with lm.hooks(*(capture(s) for s in sites)) as cache:
-        logits = _logits(lm, ids)
-    logp_orig = torch.log_softmax(logits.float(), -1)
-    targets = ids[:, 1:].flatten()
+        ref = _Reference.of(_logits(lm, ids))
+    targets = ids[:, 1:]
     resid = {layer: cache[Site(layer, "resid_post")] for layer in range(lm.n_layers)}
     sums.n += targets.numel()
-    sums.add("correct", (logp_orig.argmax(-1) == targets).sum())
+    sums.add("correct", (ref.p.argmax(-1) == targets).sum())
     lens = torch.zeros(lm.n_layers, 2, dtype=torch.float64)
     for layer in range(lm.n_layers):
-        logp = torch.log_softmax(lm.unembed(resid[layer][:, :-1]).flatten(0, 1).float(), -1)
-        lens[layer, 0] = float((logp_orig.exp() * (logp_orig - logp)).sum())
-        lens[layer, 1] = float(-(logp.exp() * logp).sum())
+        kl, _, d_entropy = _compare(ref, lm.unembed(resid[layer][:, :-1]), targets)
+        lens[layer] = torch.stack([kl, d_entropy + ref.entropy.sum()]).double().cpu()
     sums.add("lens", lens)
     sums.add("mlp_norm", torch.stack([cache[Site(layer, "mlp_out")][:, :-1].norm(dim=-1).sum()
                                       for layer in range(lm.n_layers)]))
     sums.add("locality", torch.stack([_local_mass(cache[Site(layer, "attn_pattern")], config.locality_window)
                                       for layer in range(lm.n_layers)]))
-    _lesions(lm, ids, resid, logp_orig, targets, sums)
+    _lesions(lm, ids, resid, ref, targets, sums)
 
 
 def _local_mass(pattern: torch.Tensor, window: int) -> torch.Tensor:

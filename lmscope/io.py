@@ -143,3 +143,41 @@ class Result:
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ArtifactError(f"{folder}: field {f.name!r} is missing; the artifact is incomplete")
         return cls(**kwargs)
+
+
+# ---- long runs: one JSON line per finished item, resumable ---------------------------------------------------------
+def read_run_records(path: Path) -> list[dict]:
+    """The complete records of a (possibly interrupted) run's JSONL file; a torn last line is cut off the file."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records, good_bytes = [], 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # the run was killed while writing this line
+            good_bytes += len(line)
+    if good_bytes < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    return records
+
+
+def append_record(sink, record: dict) -> None:
+    """Append one record as a JSON line and force it to disk (a kill loses at most the line being written)."""
+    sink.write(json.dumps(record) + "\n")
+    sink.flush()
+    os.fsync(sink.fileno())
+
+
+def check_run(out: Path, meta: dict) -> None:
+    """Refuse to resume in ``out`` a run made with other settings (``meta``); record them for a new run."""
+    path = Path(out) / "run.json"
+    if path.is_file():
+        saved = read_json(path)
+        if saved != meta:
+            raise ValueError(f"{out} holds a run of another model or configuration ({saved}); use another --out")
+    else:
+        write_json(path, meta)

@@ -10,9 +10,7 @@ predicts (top-1 = the first token of the attribute) are traced, as in ROME; the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmscope.data.facts import KnownFact
-from lmscope.io import Result, read_json, write_json
+from lmscope.io import Result, append_record, check_run, read_json, read_run_records, write_json
 from lmscope.methods.trace import TraceConfig, causal_trace, noise_scale
 from lmscope.model.lm import LM
 
@@ -87,25 +85,6 @@ def _trace_record(lm: LM, fact: KnownFact, config: TraceConfig, only_predicted: 
     return record
 
 
-def read_run_records(path: Path) -> list[dict]:
-    """The complete records of a (possibly interrupted) run; a torn last line is cut off the file."""
-    if not path.is_file():
-        return []
-    records, good_bytes = [], 0
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s: dropping a torn last record (the run was interrupted)", path)
-                break
-            good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
-        with path.open("r+b") as f:
-            f.truncate(good_bytes)
-    return records
-
-
 def _aggregate(lm: LM, records: list[dict], n_facts: int, config: TraceConfig) -> TraceDatasetResult:
     kept = [r for r in records if r["kept"]]
     kinds = list(kept[0]["groups"]) if kept else list(config.kinds)
@@ -145,9 +124,7 @@ def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, confi
         for fact in tqdm(todo, desc=f"trace {lm.name}", unit="fact", initial=len(facts) - len(todo),
                          total=len(facts)):
             record = _trace_record(lm, fact, config, only_predicted)
-            sink.write(json.dumps(record) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            append_record(sink, record)
             records.append(record)
     wanted = {f.known_id for f in facts}
     result = _aggregate(lm, [r for r in records if r["known_id"] in wanted], len(facts), config)
@@ -186,12 +163,5 @@ def cached_peak(lm: LM) -> int | None:
 
 def _check_run(out: Path, lm: LM, config: TraceConfig) -> None:
     """Refuse to resume a run made with another model or configuration (its records would be mixed)."""
-    meta = {"model": lm.name, "fingerprint": lm.fingerprint(), "config": {
-        k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items() if k != "batch_tokens"}}
-    path = out / "run.json"
-    if path.is_file():
-        saved = read_json(path)
-        if saved != meta:
-            raise ValueError(f"{out} holds a run of another model or configuration ({saved}); use another --out")
-    else:
-        path.write_text(json.dumps(meta, indent=2))
+    check_run(out, {"model": lm.name, "fingerprint": lm.fingerprint(), "config": {
+        k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items() if k != "batch_tokens"}})

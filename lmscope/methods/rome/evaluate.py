@@ -12,10 +12,8 @@ offline data does not include: it is reported as unavailable, never estimated. R
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmscope.data.facts import CounterFactRecord
-from lmscope.io import Result, read_json, write_json
+from lmscope.io import Result, append_record, check_run, read_run_records, write_json
 from lmscope.methods.rome.edit import EditRequest, RomeConfig, pad_right, resolve_layer, rome_edit, target_ids
 from lmscope.model.lm import LM
 
@@ -172,17 +170,13 @@ def evaluate_counterfact(lm: LM, records: Sequence[CounterFactRecord], out_dir: 
         from lmscope.methods.rome.stats import second_moment
 
         stats = second_moment(lm, layer, config.stats_corpus, config.stats_samples)
-    from lmscope.methods.trace_dataset import read_run_records
-
     done = {r["case_id"]: r for r in read_run_records(out / RECORDS)}
     todo = [r for r in records if r.case_id not in done]
     with (out / RECORDS).open("a") as sink:
         for rec in tqdm(todo, desc=f"counterfact {lm.name}", unit="edit", initial=len(records) - len(todo),
                         total=len(records)):
             row = _evaluate_record(lm, rec, config, eval_config, stats)
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
+            append_record(sink, row)
             done[rec.case_id] = row
     rows = [done[r.case_id] for r in records]
     result = CounterFactResult(model=lm.name, layer=layer, n_records=len(rows),
@@ -208,10 +202,4 @@ def _check_run(out: Path, lm: LM, config: RomeConfig, eval_config: EvalConfig, l
     """Refuse to resume a run made with another model or configuration."""
     from lmscope.io import _to_json
 
-    meta = {"model": lm.name, "layer": layer, "config": _to_json(config), "eval": _to_json(eval_config)}
-    path = out / "run.json"
-    if path.is_file():
-        if read_json(path) != meta:
-            raise ValueError(f"{out} holds a run of another model or configuration; use another --out")
-    else:
-        write_json(path, meta)
+    check_run(out, {"model": lm.name, "layer": layer, "config": _to_json(config), "eval": _to_json(eval_config)})

@@ -244,7 +244,7 @@ def test_counterfact_evaluation_resumes(tmp_path, corpus, monkeypatch):
 
 @pytest.mark.parametrize("family_name", ["llama", "gpt2", "gpt_neox", "phi", "gemma3_wide"])
 def test_suffix_rows_give_the_same_value_as_whole_rows(family_name, corpus, monkeypatch):
-    from lmscope.methods.rome import edit
+    from lmscope.methods.rome import edit, value
 
     if family_name == "gemma3_wide":  # Gemma 3 with a sliding window wider than the prompts (as the real one)
         import transformers as T
@@ -258,10 +258,10 @@ def test_suffix_rows_give_the_same_value_as_whole_rows(family_name, corpus, monk
     cfg = config(corpus)
     request = EditRequest("{} is located in the city of", "Eiffel Tower", "Paris")  # subject mid-prompt
     prefixes = edit.context_prefixes(lm, cfg)
-    assert isinstance(edit._rows_runner(lm, edit._value_batch(lm, request, prefixes, "{} is a"), 1),
-                      edit._SuffixRows)
-    fast = edit.compute_value(lm, request, 1, prefixes, cfg)
-    monkeypatch.setattr(edit, "_rows_runner", edit._FullRows)
-    whole = edit.compute_value(lm, request, 1, prefixes, cfg)
+    assert isinstance(value._rows_runner(lm, value._value_batch(lm, request, prefixes, "{} is a"), 1),
+                      value._SuffixRows)
+    fast = value.compute_value(lm, request, 1, prefixes, cfg)
+    monkeypatch.setattr(value, "_rows_runner", value._FullRows)
+    whole = value.compute_value(lm, request, 1, prefixes, cfg)
     assert len(fast["losses"]) == len(whole["losses"])
     torch.testing.assert_close(fast["v_star"], whole["v_star"], atol=1e-4, rtol=1e-4)

@@ -7,12 +7,12 @@ from lmscope.methods.rome.edit import (
     RomeEdit,
     apply_edit,
     compute_key,
-    compute_value,
     context_prefixes,
     rank_one_update,
     rome_edit,
 )
 from lmscope.methods.rome.stats import SecondMoment, second_moment
+from lmscope.methods.rome.value import compute_value
 
 __all__ = [
     "EditHandle", "EditRequest", "RomeConfig", "RomeEdit", "SecondMoment", "apply_edit", "compute_key",

@@ -13,15 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lmscope.methods.rome.edit import (
-    EditRequest,
-    RomeConfig,
-    _value_batch,
-    compute_key,
-    frozen,
-    subject_last_token,
-    value_site,
-)
+from lmscope.methods.rome.edit import EditRequest, RomeConfig, compute_key, subject_last_token, value_site
+from lmscope.methods.rome.value import _value_batch, frozen
 from lmscope.model.hooks import apply, capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site

@@ -2,8 +2,9 @@
 
 1. :func:`context_prefixes`: the empty prefix and short texts sampled from the model itself.
 2. :func:`compute_key`: k* = the MLP key (input of W_out) at the last subject token, averaged over the prefixes.
-3. :func:`lmscope.methods.rome.value.compute_value`: v* = the W_out output there plus a vector delta, optimised so that the model says the
-   new target (NLL), keeps its idea of what the subject is (KL on "{} is a"), with weight decay and a norm clamp.
+3. :func:`lmscope.methods.rome.value.compute_value`: v* = the W_out output there plus a vector delta, optimised
+   so that the model says the new target (NLL), keeps its idea of what the subject is (KL on "{} is a"), with
+   weight decay and a norm clamp.
 4. :func:`rank_one_update`: W_out <- W_out + right u^T with u = C^-1 k* / |C^-1 k*| (C = E[k k^T]) and
    right = (v* - W_out k) / (u . k), k the key of the unprefixed prompt, so that the edited layer maps k to v*.
 

@@ -218,7 +218,8 @@ def stages(lm: LM, config: StagesConfig | None = None) -> StagesResult:
     n_batches = -(-config.tokens // (config.seq_len * config.batch_size))
     for ids in tqdm(batches, desc=f"stages {lm.name}", unit="batch", total=n_batches):
         _batch(lm, ids.to(lm.device), config, sums)
-    moments = [neuron_vocab_moments(lm, layer) for layer in range(lm.n_layers)]
+    moments = [neuron_vocab_moments(lm, layer)
+               for layer in tqdm(range(lm.n_layers), desc=f"neurons {lm.name}", unit="layer")]
     skew, kurt = torch.stack([m[0] for m in moments]), torch.stack([m[1] for m in moments])
     base = float(sums.mean("correct"))
     lesion = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lmscope.io import read_json
 from lmscope.methods.trace_dataset import TraceDatasetResult
 from lmscope.viz.report import save_figure
 from lmscope.viz.trace import aie_figure
@@ -25,11 +24,10 @@ def section(folder: Path) -> list[str]:
     result = TraceDatasetResult.load(folder / "result")
     name = result.model.replace("/", "--")
     save_figure(aie_figure(result), DOCS / "figures" / f"aie-{name}.png")
-    run = read_json(folder / "run.json") if (folder / "run.json").is_file() else {}
     lines = [f"## {result.model}", "",
              f"{result.n_kept} of {result.n_facts} facts traced (those the model predicts); average total effect "
              f"{100 * result.ate:.1f}% (P = {result.mean_clean_prob:.3f}, P* = {result.mean_corrupted_prob:.3f}); "
-             f"noise scale {run.get('config', {}).get('noise') or 'from the embedding std'}.", "",
+             f"noise scale {result.config.noise:.4f} (3 x the embedding std).", "",
              "| kind | peak at the last subject token | peak at the last token |", "|---|---|---|"]
     for kind in result.aie:
         (l1, v1), (l2, v2) = result.peak(kind, "last subject token"), result.peak(kind, "last token")

@@ -17,6 +17,7 @@ prompt, which gives the same numbers.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import inspect
 import logging
@@ -176,7 +177,7 @@ def _rows_cache(lm: LM, runs: Runs, t0: int, smp: torch.Tensor, starts: list[int
         return None
     cache = copy.deepcopy(cache)
     for layer, kv in enumerate(cache.layers):
-        n_active = sum(s < layer for s in starts)
+        n_active = bisect.bisect_left(starts, layer)  # starts are sorted
         if n_active:  # layers no row runs keep their (unused) entries: the cache length is read from layer 0
             kv.batch_select_indices(smp[:n_active])
     return cache

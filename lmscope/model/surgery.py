@@ -7,6 +7,7 @@ modules in ``finally``; the model's own forward loop runs unchanged (no architec
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -152,8 +153,8 @@ def staggered_start(lm: LM, starts: list[int], resid: torch.Tensor) -> AbstractC
     tup = block_output_is_tuple(lm)
     stubs = {}
     for layer in range(lm.n_layers):
-        n_active = sum(s < layer for s in starts)
-        lo, hi = n_active, sum(s <= layer for s in starts)
+        n_active = bisect.bisect_left(starts, layer)  # starts are sorted: the rows that started below
+        lo, hi = n_active, bisect.bisect_right(starts, layer)
         if n_active < len(starts) or hi > lo:
             value = resid[lo:hi] if hi > lo else None
             stubs[layer] = RowStart(lm.layout.blocks[layer], tup, n_active, lo, hi, value)

@@ -199,6 +199,25 @@ def test_ngram_entropy():
     assert ngram_entropy("a b c d") == pytest.approx((2 / 3 * torch.log2(torch.tensor(3.0)).item() + 4 / 3) / 2)
 
 
+@pytest.mark.parametrize("family_name", ["llama", "gpt2"])
+def test_fluency_samples_are_batched_like_one_prompt_at_a_time(family_name):
+    from lmscope.methods.rome.evaluate import EvalConfig, sample_ids, sample_texts
+
+    lm = tiny(family_name)
+    prompts = ["Paris is the capital of", "The Eiffel Tower"]  # different lengths: left padding in the batch
+    greedy = EvalConfig(gen_tokens=12, gen_top_k=1)  # top-1 sampling is greedy: comparable row by row
+    batched = sample_texts(lm, prompts, greedy)
+    assert batched == [sample_texts(lm, [p], greedy)[0] for p in prompts]
+    for prompt, ids in zip(prompts, sample_ids(lm, prompts, greedy)):
+        prompt_ids = lm.tokenizer(prompt)["input_ids"]
+        assert ids[:len(prompt_ids)] == prompt_ids and len(ids) == 12  # the prompt counts towards gen_tokens
+    sampled = EvalConfig(gen_tokens=12)
+    together = sample_texts(lm, prompts, sampled, seeds=[7, 8])
+    assert together == sample_texts(lm, prompts, sampled, seeds=[7, 8])  # seeded
+    assert together[1] == sample_texts(lm, prompts[1:], sampled, seeds=[8])[0]  # a row's draws are its own
+    assert together != sample_texts(lm, prompts, sampled, seeds=[9, 10])
+
+
 def _counterfact_file(tmp_path):
     import json
 

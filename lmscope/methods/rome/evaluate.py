@@ -37,7 +37,8 @@ RECORDS = "records.jsonl"
 class EvalConfig:
     """Options of the CounterFact evaluation; the defaults are ROME's."""
 
-    gen_tokens: int = field(default=100, metadata={"help": "tokens sampled per prompt for fluency (0: skip GE)"})
+    gen_tokens: int = field(default=100, metadata={
+        "help": "tokens per fluency text, prompt included (ROME's max_out_len; 0: skip GE)"})
     gen_top_k: int = field(default=5, metadata={"help": "top-k of the fluency samples"})
     gen_seed: int = field(default=0, metadata={"help": "seed of the fluency samples"})
 
@@ -90,27 +91,74 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
     return sum(values) / len(values)
 
 
+def pad_left(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask (batch, width) of token-id rows, for batched generation."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    return ids, mask
+
+
+class _TopKPerRow:
+    """A logits processor that draws each row's next token from its own seeded generator (top-k, ROME's sampler).
+
+    It returns one-hot scores for greedy decoding to pick, so a row's sample does not depend on the other rows
+    of the batch. End-of-text is never drawn: every row runs its full length.
+    """
+
+    def __init__(self, seeds: Sequence[int], top_k: int, eos: int | None):
+        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.top_k, self.eos = top_k, eos
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # scores: (rows, vocab)
+        scores = scores.float()
+        if self.eos is not None:
+            scores[:, self.eos] = -math.inf
+        top = scores.topk(self.top_k, dim=-1)
+        probs = torch.softmax(top.values, -1).cpu()  # (rows, top_k)
+        picks = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.gens)])
+        chosen = top.indices.gather(1, picks.to(top.indices.device))  # (rows, 1)
+        return torch.full_like(scores, -math.inf).scatter_(1, chosen, 0.0)
+
+
 @torch.no_grad()
-def sample_texts(lm: LM, prompts: Sequence[str], config: EvalConfig) -> list[str]:
-    """Top-k samples of ``gen_tokens`` tokens after each prompt (seeded, the global RNG untouched)."""
-    texts = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.gen_seed)
-        for prompt in prompts:
-            ids = lm.tokenize(prompt)["input_ids"]
-            out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                    top_k=config.gen_top_k, max_new_tokens=config.gen_tokens,
-                                    pad_token_id=lm.tokenizer.pad_token_id or lm.tokenizer.eos_token_id)
-            texts.append(lm.tokenizer.decode(out[0], skip_special_tokens=True))
-    return texts
+def sample_ids(lm: LM, prompts: Sequence[str], config: EvalConfig,
+               seeds: Sequence[int] | None = None) -> list[list[int]]:
+    """Top-k samples after each prompt, ``gen_tokens`` ids per row with the prompt (ROME's ``max_out_len``).
+
+    All prompts run in one batch (left-padded, masked); row i draws from a generator seeded with ``seeds[i]``
+    (default: ``gen_seed + i``), so a sample is the same alone or in any batch (up to float rounding).
+    """
+    seeds = [config.gen_seed + i for i in range(len(prompts))] if seeds is None else seeds
+    eos = lm.tokenizer.eos_token_id
+    pad = lm.tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+    rows = [lm.tokenizer(p)["input_ids"] for p in prompts]
+    ids, mask = pad_left(rows, pad, lm.device)
+    new = config.gen_tokens - min(len(r) for r in rows)
+    out = ids
+    if new > 0:
+        out = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
+                                max_new_tokens=new, pad_token_id=pad, repetition_penalty=None,
+                                logits_processor=[_TopKPerRow(seeds, config.gen_top_k, eos)])
+    width = ids.shape[1]
+    return [list(r) + out[i, width:width + max(config.gen_tokens - len(r), 0)].tolist() for i, r in enumerate(rows)]
 
 
-def _fluency(lm: LM, rec: CounterFactRecord, config: EvalConfig) -> float | None:
+def sample_texts(lm: LM, prompts: Sequence[str], config: EvalConfig, seeds: Sequence[int] | None = None) -> list[str]:
+    """The texts of :func:`sample_ids`: each prompt and its sample, as in ROME's fluency test."""
+    return lm.tokenizer.batch_decode(sample_ids(lm, prompts, config, seeds), skip_special_tokens=True)
+
+
+def _fluency(lm: LM, records: Sequence[CounterFactRecord], config: EvalConfig) -> list[float | None]:
+    """GE of each record: mean n-gram entropy of one sample per generation prompt, all records in one batch."""
     if config.gen_tokens <= 0:
-        return None
-    prompts = list(rec.generation_prompts) or [rec.prompt, *rec.paraphrase_prompts]
-    texts = sample_texts(lm, prompts, config)
-    return sum(ngram_entropy(t) for t in texts) / len(texts)
+        return [None] * len(records)
+    groups = [list(r.generation_prompts) or [r.prompt, *r.paraphrase_prompts] for r in records]
+    seeds = [config.gen_seed * 1_000_003 + r.case_id * 1_009 + j  # one stream per (record, prompt)
+             for r, g in zip(records, groups) for j in range(len(g))]
+    texts = iter(sample_texts(lm, [p for g in groups for p in g], config, seeds))
+    return [sum(ngram_entropy(next(texts)) for _ in g) / len(g) for g in groups]
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------------
@@ -149,17 +197,27 @@ class CounterFactResult(Result):
     eval_config: EvalConfig = field(default_factory=EvalConfig)
 
 
-def _evaluate_record(lm: LM, rec: CounterFactRecord, config: RomeConfig, eval_config: EvalConfig, stats) -> dict:
-    base = {**record_scores(lm, rec), "ge": _fluency(lm, rec, eval_config)}
+def _unedited(lm: LM, records: Sequence[CounterFactRecord], eval_config: EvalConfig) -> list[dict]:
+    """Scores and GE of the unedited model on each record (the fluency samples of all records in one batch)."""
+    return [{**record_scores(lm, r), "ge": ge} for r, ge in zip(records, _fluency(lm, records, eval_config))]
+
+
+def _evaluate_record(lm: LM, rec: CounterFactRecord, base: dict, config: RomeConfig, eval_config: EvalConfig,
+                     stats) -> dict:
     request = EditRequest(rec.template.format("{}"), rec.subject, rec.new)
     with rome_edit(lm, request, config, stats=stats) as handle:
-        edited = {**record_scores(lm, rec), "ge": _fluency(lm, rec, eval_config)}
+        edited = {**record_scores(lm, rec), "ge": _fluency(lm, [rec], eval_config)[0]}
     return {"case_id": rec.case_id, "unedited": base, "edited": edited, "v_loss": handle.edit.losses[-1]["loss"]}
 
 
 def evaluate_counterfact(lm: LM, records: Sequence[CounterFactRecord], out_dir: str | Path,
-                         config: RomeConfig | None = None, eval_config: EvalConfig | None = None) -> CounterFactResult:
-    """Edit, measure and undo every record (resuming from ``out_dir/records.jsonl``); save metrics.json + result/."""
+                         config: RomeConfig | None = None, eval_config: EvalConfig | None = None,
+                         batch: int = 16) -> CounterFactResult:
+    """Edit, measure and undo every record (resuming from ``out_dir/records.jsonl``); save metrics.json + result/.
+
+    The unedited model is measured ``batch`` records at a time (its fluency samples in one batch; a sample does
+    not depend on its batch), then each record is edited, measured and undone in turn (ROME's protocol).
+    """
     config, eval_config = config or RomeConfig(), eval_config or EvalConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -172,12 +230,16 @@ def evaluate_counterfact(lm: LM, records: Sequence[CounterFactRecord], out_dir: 
         stats = second_moment(lm, layer, config.stats_corpus, config.stats_samples)
     done = {r["case_id"]: r for r in read_run_records(out / RECORDS)}
     todo = [r for r in records if r.case_id not in done]
+    bar = tqdm(desc=f"counterfact {lm.name}", unit="edit", initial=len(records) - len(todo), total=len(records))
     with (out / RECORDS).open("a") as sink:
-        for rec in tqdm(todo, desc=f"counterfact {lm.name}", unit="edit", initial=len(records) - len(todo),
-                        total=len(records)):
-            row = _evaluate_record(lm, rec, config, eval_config, stats)
-            append_record(sink, row)
-            done[rec.case_id] = row
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            for rec, base in zip(chunk, _unedited(lm, chunk, eval_config)):
+                row = _evaluate_record(lm, rec, base, config, eval_config, stats)
+                append_record(sink, row)
+                done[rec.case_id] = row
+                bar.update()
+    bar.close()
     rows = [done[r.case_id] for r in records]
     result = CounterFactResult(model=lm.name, layer=layer, n_records=len(rows),
                                edited=summarize([r["edited"] for r in rows]),

@@ -5,6 +5,7 @@ import torch
 
 import lmscope
 from lmscope import Site
+from lmscope.model.hooks import capture
 from lmscope.model.surgery import staggered_start, start_after
 from tests.conftest import tiny_model, tiny_tokenizer
 
@@ -62,3 +63,24 @@ def test_staggered_start_checks_order_and_always_restores():
     container = lm.model.get_submodule(lm.layout.spec.blocks)
     assert list(container) == blocks
     torch.testing.assert_close(lm(ids), logits, atol=0, rtol=0)
+
+
+def test_a_swapped_block_keeps_its_own_attention_type():
+    """Gemma 3 picks masks and rotary embeddings by slot: a moved block must take its own with it."""
+    from lmscope.model.surgery import delete_blocks, swap_blocks
+
+    lm, ids, _, cache = _setup("gemma3_text")  # sliding, sliding, full
+    types = list(lm.config.layer_types)
+    with torch.no_grad():
+        with swap_blocks(lm, 1):
+            assert lm.config.layer_types == [types[0], types[2], types[1]]
+            swapped = lm.model(input_ids=ids, use_cache=False).logits
+        site = Site(2, "resid_post")  # by hand: block 2 at its own slot on the stream under block 1, then block 1
+        with start_after(lm, 0, cache[Site(0, "resid_post")]), delete_blocks(lm, 1), lm.hooks(capture(site)) as c:
+            lm.model(input_ids=ids, use_cache=False)
+        with start_after(lm, 0, c[site]), delete_blocks(lm, 2):
+            by_hand = lm.model(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(swapped, by_hand, atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError), swap_blocks(lm, 1):
+        raise RuntimeError
+    assert lm.config.layer_types == types

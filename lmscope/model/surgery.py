@@ -77,10 +77,24 @@ def delete_blocks(lm: LM, layers) -> AbstractContextManager[None]:
     return replaced_blocks(lm, {layer: PassThrough(lm.layout.blocks[layer], tup) for layer in layers})
 
 
-def swap_blocks(lm: LM, layer: int) -> AbstractContextManager[None]:
-    """Run block ``layer + 1`` before block ``layer`` (each keeps its own weights and attention type)."""
+@contextmanager
+def swap_blocks(lm: LM, layer: int) -> Iterator[None]:
+    """Run block ``layer + 1`` before block ``layer``, each with its own weights and its own attention type.
+
+    Where the model picks a block's mask and rotary embedding by its slot (``config.layer_types``, e.g. Gemma 3's
+    sliding and full attention), the two entries are swapped too, so a moved block keeps its own (always restored).
+    """
     first, second = lm.check(Site(layer, "resid_post")).layer, lm.check(Site(layer + 1, "resid_post")).layer
-    return replaced_blocks(lm, {first: lm.layout.blocks[second], second: lm.layout.blocks[first]})
+    types = getattr(lm.config, "layer_types", None)
+    original = list(types) if isinstance(types, list) and len(types) > second else None
+    try:
+        if original is not None:
+            types[first], types[second] = original[second], original[first]
+        with replaced_blocks(lm, {first: lm.layout.blocks[second], second: lm.layout.blocks[first]}):
+            yield
+    finally:
+        if original is not None:
+            types[:] = original
 
 
 def start_after(lm: LM, layer: int, resid: torch.Tensor) -> AbstractContextManager[None]:

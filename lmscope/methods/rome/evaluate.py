@@ -254,6 +254,10 @@ def evaluate_counterfact(lm: LM, records: Sequence[CounterFactRecord], out_dir: 
 def _notes(records: Sequence[CounterFactRecord], eval_config: EvalConfig) -> list[str]:
     notes = ["RS (consistency) is not reported: it needs ROME's reference texts about each new target "
              "(attribute snippets + TF-IDF), which the offline CounterFact files do not include."]
+    n = max(1, len(records))
+    para, near = (sum(len(getattr(r, k)) for r in records) / n for k in ("paraphrase_prompts", "neighborhood_prompts"))
+    notes.append(f"Prompts per record: {para:.1f} paraphrase, {near:.1f} neighbourhood (the paper's CounterFact: "
+                 "2 and 10).")
     if eval_config.gen_tokens > 0 and not any(r.generation_prompts for r in records):
         notes.append("GE: these records have no generation prompts (flattened layout); the fluency samples start "
                      "from the rewrite and paraphrase prompts instead.")

@@ -60,8 +60,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     lm = lmscope.load(args.model, device=args.device)
     batches = [b.to(lm.device) for b in token_batches(lm.tokenizer, iter_texts("wiki", split="test"), seq_len=128,
                                                        batch_size=8, max_tokens=args.tokens)]
@@ -75,7 +76,8 @@ def main() -> None:
     diff = max(float((f[m] - s[m]).abs().max()) for f, s in zip(fast, slow) for m in st.MODES)
     tokens = sum(b.numel() for b in batches)
     lines = [f"# Lesion sweep, {args.model} on {args.device} ({platform.node()}, torch {torch.__version__})", "",
-             f"{tokens} tokens of the Wikipedia test split, {lm.n_layers} deletions + {lm.n_layers - 1} swaps", "",
+             f"{tokens} tokens of the Wikipedia test split, {lm.n_layers} deletions + {lm.n_layers - 1} swaps, "
+             f"{torch.get_num_threads()} threads", "",
              "| sweep | seconds | cost vs naive | max abs difference of the sums |", "|---|---|---|---|",
              f"| naive (2L - 1 full passes + the clean pass) | {t_slow:.1f} | 1.00 | |",
              f"| lmscope (from the cached clean stream) | {t_fast:.1f} | {t_fast / t_slow:.2f} | {diff:.2e} |"]

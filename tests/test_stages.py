@@ -140,3 +140,16 @@ def test_site_capture_sees_the_lesioned_stream():
     with delete_blocks(lm, 1):
         _, cache = lm.run_with_cache(ids, [Site(0, "resid_post"), Site(1, "resid_post")])
     torch.testing.assert_close(cache[Site(1, "resid_post")], cache[Site(0, "resid_post")], atol=0, rtol=0)
+
+
+def test_lesion_metrics_equal_their_definitions():
+    """KL(P_ref || P), top-1 hits and H(P) - H(P_ref), summed over positions, against torch's own functions."""
+    ref_logits, logits = torch.randn(2, 40, 50), torch.randn(2, 40, 50) * 2
+    targets = torch.randint(0, 50, (2, 40))
+    kl, correct, d_entropy = st._compare(st._Reference.of(ref_logits), logits, targets, chunk=16)
+    logp_ref, logp = ref_logits.log_softmax(-1), logits.log_softmax(-1)
+    entropy = lambda lp: -(lp.exp() * lp).sum(-1)  # noqa: E731
+    torch.testing.assert_close(kl.float(), torch.nn.functional.kl_div(logp, logp_ref, log_target=True,
+                                                                      reduction="sum"), rtol=1e-4, atol=1e-4)
+    assert int(correct) == int((logits.argmax(-1) == targets).sum())
+    torch.testing.assert_close(d_entropy.float(), (entropy(logp) - entropy(logp_ref)).sum(), rtol=1e-4, atol=1e-4)

@@ -13,8 +13,9 @@ from lmscope.methods.trace import (
     restored_prob,
     window_layers,
 )
-from lmscope.methods.trace_engine import Cell, cell_start, plan, supports_prefix
+from lmscope.methods.trace_engine import Cell, cell_start, plan
 from lmscope.methods.trace_reference import reference_trace
+from lmscope.model.cache import supports_prefix
 from tests.conftest import tiny_model, tiny_tokenizer
 
 PROMPT = "The Eiffel Tower is in the capital of France is"

@@ -21,17 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from lmscope.io import Result
-from lmscope.methods.trace_engine import (
-    MAX_LOGITS,
-    SITE_KIND,
-    Cell,
-    Runs,
-    last_logits,
-    plan,
-    run_batch,
-    supports_prefix,
-)
+from lmscope.methods.trace_engine import MAX_LOGITS, SITE_KIND, Cell, Runs, plan, run_batch
 from lmscope.methods.trace_engine import window_layers as window_layers
+from lmscope.model.cache import last_logits, supports_prefix
 from lmscope.model.hooks import Op, add, capture, replace
 from lmscope.model.lm import LM, InputError, check_prompt
 from lmscope.model.sites import Site

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import copy
-import inspect
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 
+from lmscope.model.cache import cache_kwargs, last_logits, returned_cache
 from lmscope.model.hooks import Op, apply, replace
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -110,21 +110,6 @@ def prefix_cache(lm: LM, runs: Runs, t0: int):
     return runs.prefixes[t0]
 
 
-def supports_prefix(lm: LM) -> bool:
-    """Whether the model returns a KV cache that can be reordered per row (probed once and cached)."""
-    if not hasattr(lm, "_trace_prefix_ok"):
-        try:
-            with torch.no_grad():
-                out = lm.model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=lm.device), use_cache=True)
-            cache = copy.deepcopy(returned_cache(out))
-            cache.layers[0].batch_select_indices(torch.zeros(2, dtype=torch.long, device=lm.device))
-            lm._trace_prefix_ok = cache.get_seq_length() == 2 and len(cache.layers) == lm.n_layers
-        except (AttributeError, TypeError, ValueError, RuntimeError, NotImplementedError) as err:
-            log.info("%s: no reusable KV cache (%s); tracing runs whole prompts", lm.name, err)
-            lm._trace_prefix_ok = False
-    return lm._trace_prefix_ok
-
-
 # ---- one batch --------------------------------------------------------------------------------------------------
 class _Patches:
     """Per site, the (row, position, value) writes of a batch, applied in one hook."""
@@ -199,27 +184,3 @@ def run_batch(lm: LM, runs: Runs, t0: int, cells: list[Cell], window: int) -> to
         logits = last_logits(lm, ids, **kwargs).logits[:, -1].float()  # (rows, vocab)
     probs = torch.exp(logits[:, runs.target] - torch.logsumexp(logits, -1))  # softmax at the target only
     return probs.view(len(cells), runs.samples).mean(1)
-
-
-def _accepts(model: torch.nn.Module, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
-
-
-def cache_kwargs(lm: LM, cache) -> dict:
-    """Keyword arguments passing a KV cache (``cache=`` in recent transformers, ``past_key_values=`` before)."""
-    if cache is None:
-        return {"use_cache": False}
-    return {"cache" if _accepts(lm.model, "cache") else "past_key_values": cache, "use_cache": True}
-
-
-def returned_cache(output):
-    """The KV cache a forward pass returned (``.cache`` or ``.past_key_values``, by transformers version)."""
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else getattr(output, "past_key_values", None)
-
-
-def last_logits(lm: LM, ids: torch.Tensor, **kwargs):
-    """The model's output with logits at the last position only, when the model allows (else at all positions)."""
-    if _accepts(lm.model, "logits_to_keep"):
-        kwargs["logits_to_keep"] = 1
-    return lm.model(input_ids=ids, **kwargs)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lmscope.methods.rome.edit import EditRequest, RomeConfig, pad_right, subject_last_token, target_ids, value_site
+from lmscope.model.cache import cache_kwargs, returned_cache, supports_prefix
 from lmscope.model.hooks import apply, capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -130,8 +131,6 @@ class _SuffixRows(_FullRows):
             self.below = self.below.gather(1, at[..., None].expand(-1, -1, self.below.shape[-1]))
         with torch.no_grad():
             out = lm.model(input_ids=prefix, attention_mask=prefix_mask, use_cache=True)
-        from lmscope.methods.trace_engine import cache_kwargs, returned_cache
-
         self._prefix, self._kwargs = returned_cache(out), cache_kwargs
         self.view = _ValueBatch(ids, mask, torch.zeros_like(b.lookup), b.target_pos - cut_t[:b.n_rewrite], b.target)
 
@@ -145,8 +144,6 @@ class _SuffixRows(_FullRows):
 
 def _rows_runner(lm: LM, b: _ValueBatch, layer: int) -> _FullRows:
     """Suffix rows where the model takes a reusable KV cache and no sliding window cuts the prompt short."""
-    from lmscope.methods.trace_engine import supports_prefix
-
     window = getattr(lm.config, "sliding_window", None)
     if supports_prefix(lm) and not (isinstance(window, int) and window < b.ids.shape[1] + 1):
         return _SuffixRows(lm, b, layer)

@@ -11,7 +11,7 @@ about half the blocks of the naive 2L full passes.
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -134,11 +134,6 @@ class _Reference(NamedTuple):
         return cls(p, torch.logsumexp(logits.float(), -1) - (p * logits).sum(-1))
 
 
-def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise dot products of two (rows, vocab) matrices, without a (rows, vocab) product (2x faster on CPU)."""
-    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
-
-
 def _compare(ref: _Reference, logits: torch.Tensor, targets: torch.Tensor, chunk: int = 32) -> tuple:
     """(sum KL(P_ref || P), correct top-1 count, sum of H(P) - H(P_ref)) over the positions given.
 
@@ -152,8 +147,8 @@ def _compare(ref: _Reference, logits: torch.Tensor, targets: torch.Tensor, chunk
             z = logits[b, i:i + chunk].float()  # (chunk, vocab)
             p_ref, h_ref = ref.p[b, i:i + chunk], ref.entropy[b, i:i + chunk]
             lse = torch.logsumexp(z, -1)
-            kl = kl + (lse - _rowdot(p_ref, z) - h_ref).sum()
-            entropy = entropy + (lse - _rowdot(torch.softmax(z, -1), z) - h_ref).sum()
+            kl = kl + (lse - (p_ref * z).sum(-1) - h_ref).sum()
+            entropy = entropy + (lse - (torch.softmax(z, -1) * z).sum(-1) - h_ref).sum()
             correct = correct + (z.argmax(-1) == targets[b, i:i + chunk]).sum()
     return kl, correct, entropy
 
@@ -163,46 +158,23 @@ def _logits(lm: LM, ids: torch.Tensor) -> torch.Tensor:
     return lm.model(input_ids=ids, use_cache=False).logits[:, :-1]
 
 
-def _lesion_contexts(lm: LM, ids: torch.Tensor, layer: int, resid: dict) -> dict[str, list]:
-    """The context managers of delete(layer) and swap(layer), each starting from the clean stream under it.
-
-    Both lesions begin with block layer + 1 run on the stream entering block ``layer``: in the middle of the
-    model that block runs once for the two, and each lesion goes on from its output.
-    """
-    if layer == 0 or layer == lm.n_layers - 1:  # no block under it / none above it to share
-        out = {"delete": [_below(lm, layer, resid), delete_blocks(lm, layer)]}
-        return out if layer else {**out, "swap": [_below(lm, layer, resid), swap_blocks(lm, layer)]}
-    first = _next_block(lm, ids, resid, layer)
-    return {"delete": [start_after(lm, layer + 1, first)],
-            "swap": [start_after(lm, layer - 1, first), delete_blocks(lm, layer + 1)]}
-
-
-def _below(lm: LM, layer: int, resid: dict):
-    """Start the pass from the clean stream entering block ``layer`` (block 0: from the embeddings)."""
-    return nullcontext() if layer == 0 else start_after(lm, layer - 1, resid[layer - 1])
-
-
-def _next_block(lm: LM, ids: torch.Tensor, resid: dict, layer: int) -> torch.Tensor:
-    """The output of block layer + 1 on the stream entering block ``layer`` (1 <= layer): (batch, pos, d_model)."""
-    site = Site(layer + 1, "resid_post")
-    with _below(lm, layer, resid), delete_blocks(lm, layer), lm.hooks(capture(site), stop_after=site) as cache:
-        lm.model(input_ids=ids, use_cache=False)
-    return cache[site]
+def _lesion_context(lm: LM, mode: str, layer: int, resid: dict):
+    below = nullcontext() if layer == 0 else start_after(lm, layer - 1, resid[layer - 1])
+    return below, (delete_blocks(lm, layer) if mode == "delete" else swap_blocks(lm, layer))
 
 
 def _lesions(lm: LM, ids: torch.Tensor, resid: dict, ref: _Reference, targets: torch.Tensor,
              sums: _Sums) -> None:
     """Every deletion and swap of one batch, each started from the clean stream under the lesion."""
-    rows = {mode: torch.zeros(lm.n_layers - (mode == "swap"), 3, dtype=torch.float64) for mode in MODES}
-    for layer in range(lm.n_layers):
-        for mode, contexts in _lesion_contexts(lm, ids, layer, resid).items():
-            with ExitStack() as stack:
-                for context in contexts:
-                    stack.enter_context(context)
-                measures = _compare(ref, _logits(lm, ids), targets)
-            rows[mode][layer] = torch.stack([v.double().cpu() for v in measures])
     for mode in MODES:
-        sums.add(mode, rows[mode])
+        layers = range(lm.n_layers if mode == "delete" else lm.n_layers - 1)
+        rows = torch.zeros(len(layers), 3, dtype=torch.float64)
+        for layer in layers:
+            below, lesion = _lesion_context(lm, mode, layer, resid)
+            with below, lesion:
+                kl, correct, d_entropy = _compare(ref, _logits(lm, ids), targets)
+            rows[layer] = torch.stack([kl.double().cpu(), correct.double().cpu(), d_entropy.double().cpu()])
+        sums.add(mode, rows)
 
 
 @torch.no_grad()

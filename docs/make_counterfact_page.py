@@ -30,6 +30,12 @@ def _command(m: dict, result: CounterFactResult, folder: Path) -> str:
             f"--out {folder}")
 
 
+def _change(edited: dict, unedited: dict) -> str:
+    """One sentence: what the edits changed, in points."""
+    moves = ", ".join(f"{k} {unedited[k]:.1f} -> {edited[k]:.1f}" for k in ("ES", "PS", "NS", "GE") if k in edited)
+    return f"Edited vs unedited: {moves}."
+
+
 def section(folder: Path) -> list[str]:
     """Markdown lines for one run."""
     m = read_json(folder / "metrics.json")
@@ -37,11 +43,11 @@ def section(folder: Path) -> list[str]:
     cfg, ecfg = result.config, result.eval_config
     lines = [f"## {m['model']}", "",
              f"{m['records']} records, edit layer {m['layer']} (see [causal tracing](causal-tracing.md) for the "
-             "MLP AIE peak at the last subject token); second moment from {cfg.stats_samples} {cfg.stats_corpus} "
+             f"MLP AIE peak at the last subject token); second moment from {cfg.stats_samples} {cfg.stats_corpus} "
              f"texts; v* {cfg.v_steps} steps at most, lr {cfg.v_lr}; GE over texts of {ecfg.gen_tokens} tokens "
              f"(top-{ecfg.gen_top_k}). Command: `{_command(m, result, folder)}`.", "",
              "| | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|",
-             _row("ROME", m["edited"]), _row("unedited", m["unedited"])]
+             _row("ROME", m["edited"]), _row("unedited", m["unedited"]), "", _change(m["edited"], m["unedited"])]
     return lines + [""] + [f"- {note}" for note in m.get("notes", [])] + [""]
 
 

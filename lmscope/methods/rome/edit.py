@@ -105,14 +105,19 @@ def subject_last_token(lm: LM, template: str, subject: str) -> tuple[list[int], 
     return list(enc["input_ids"]), inside[-1]
 
 
-def pad_right(rows: list[list[int]], device, min_width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention mask), both (n, max_len), right-padded with id 0 (never attended to)."""
+def pad_right(rows: list[list[int]], device, min_width: int = 0, *, left: bool = False,
+              pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (n, max_len), padded with ``pad_id`` (never attended to).
+
+    Padding goes on the right, or on the left with ``left=True`` (batched generation).
+    """
     width = max(min_width, *(len(r) for r in rows))
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r)
-        mask[i, :len(r)] = 1
+        at = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, at] = torch.tensor(r, dtype=torch.long)
+        mask[i, at] = 1
     return ids.to(device), mask.to(device)
 
 

@@ -91,14 +91,6 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
     return sum(values) / len(values)
 
 
-def pad_left(rows: Sequence[Sequence[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask (batch, width) of token-id rows, for batched generation."""
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-    return ids, mask
-
-
 class _TopKPerRow:
     """A logits processor that draws each row's next token from its own seeded generator (top-k, ROME's sampler).
 
@@ -134,7 +126,7 @@ def sample_ids(lm: LM, prompts: Sequence[str], config: EvalConfig,
     pad = lm.tokenizer.pad_token_id
     pad = eos if pad is None else pad
     rows = [lm.tokenizer(p)["input_ids"] for p in prompts]
-    ids, mask = pad_left(rows, pad, lm.device)
+    ids, mask = pad_right(rows, lm.device, left=True, pad_id=pad)
     new = config.gen_tokens - min(len(r) for r in rows)
     out = ids
     if new > 0:

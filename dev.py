@@ -57,7 +57,7 @@ def demo() -> None:
 
 
 def test() -> None:
-    """Lint, then every test (fast tiers first, then the slow real-model tier)."""
+    """Lint, then every test: the fast tiers (tests/unit, families, methods, cli), then the real models (tests/real)."""
     run(BIN / "ruff", "check", "lmscope", "tests", "bench", "docs", "dev.py")
     run(PY, "-m", "pytest", "-q", "-m", "not slow", env=QUIET_CPU)
     run(PY, "-m", "pytest", "-q", "-m", "slow", env=QUIET_CPU)

@@ -20,8 +20,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import lmscope  # noqa: E402
-from lmscope.methods.rome import EditRequest, RomeConfig, rome_edit, second_moment  # noqa: E402
-from lmscope.methods.rome.edit import context_prefixes  # noqa: E402
+from lmscope.methods.rome import (  # noqa: E402
+    EditRequest,
+    RomeConfig,
+    context_prefixes,  # noqa: E402
+    rome_edit,
+    second_moment,
+)
 from lmscope.methods.rome.reference import reference_update  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -20,7 +20,9 @@ import torch  # noqa: E402
 
 import lmscope  # noqa: E402
 from lmscope.data.corpus import iter_texts, token_batches  # noqa: E402
-from lmscope.methods import stages as st  # noqa: E402
+from lmscope.methods.stages import MODES  # noqa: E402
+from lmscope.methods.stages.lesion import lesion_sweep  # noqa: E402
+from lmscope.methods.stages.metrics import Reference, Sums, compare, next_logits  # noqa: E402
 from lmscope.model.hooks import capture  # noqa: E402
 from lmscope.model.sites import Site  # noqa: E402
 from lmscope.model.surgery import delete_blocks, swap_blocks  # noqa: E402
@@ -33,23 +35,23 @@ def cached_sweep(lm, ids):
     """lmscope: one clean pass caching the residual stream, then every lesion from the stream under it."""
     sites = lm.sites("resid_post")
     with lm.hooks(*(capture(s) for s in sites)) as cache:
-        ref = st._Reference.of(st._logits(lm, ids))
+        ref = Reference.of(next_logits(lm, ids))
     resid = {s.layer: cache[s] for s in sites}
-    sums = st._Sums()
-    st._lesions(lm, ids, resid, ref, ids[:, 1:], sums)
+    sums = Sums()
+    lesion_sweep(lm, ids, resid, ref, ids[:, 1:], sums)
     return sums.sums
 
 
 @torch.no_grad()
 def naive_sweep(lm, ids):
     """Every lesion as a full forward pass."""
-    ref = st._Reference.of(st._logits(lm, ids))
+    ref = Reference.of(next_logits(lm, ids))
     targets, out = ids[:, 1:], {}
     for mode, lesion, n in (("delete", delete_blocks, lm.n_layers), ("swap", swap_blocks, lm.n_layers - 1)):
         rows = []
         for layer in range(n):
             with lesion(lm, layer):
-                rows.append(torch.stack([v.double().cpu() for v in st._compare(ref, st._logits(lm, ids), targets)]))
+                rows.append(torch.stack([v.double().cpu() for v in compare(ref, next_logits(lm, ids), targets)]))
         out[mode] = torch.stack(rows)
     return out
 
@@ -73,7 +75,7 @@ def main() -> None:
     t = time.perf_counter()
     slow = [naive_sweep(lm, b) for b in batches]
     t_slow = time.perf_counter() - t
-    diff = max(float((f[m] - s[m]).abs().max()) for f, s in zip(fast, slow) for m in st.MODES)
+    diff = max(float((f[m] - s[m]).abs().max()) for f, s in zip(fast, slow) for m in MODES)
     tokens = sum(b.numel() for b in batches)
     lines = [f"# Lesion sweep, {args.model} on {args.device} ({platform.node()}, torch {torch.__version__})", "",
              f"{tokens} tokens of the Wikipedia test split, {lm.n_layers} deletions + {lm.n_layers - 1} swaps, "

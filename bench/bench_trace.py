@@ -18,8 +18,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import lmscope  # noqa: E402
-from lmscope.methods.trace import TraceConfig, causal_trace  # noqa: E402
-from lmscope.methods.trace_reference import reference_trace  # noqa: E402
+from lmscope.methods.trace import (  # noqa: E402
+    TraceConfig,
+    causal_trace,
+    reference_trace,  # noqa: E402
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT, SUBJECT = "The Eiffel Tower is located in the city of", "The Eiffel Tower"

@@ -2,7 +2,8 @@
 
     python docs/make_counterfact_page.py out/cf-smollm2 out/cf-gemma3
 
-Each folder must hold the ``metrics.json`` a run writes; the page has one table per model, ROME beside the
+Each folder must hold the ``result/`` a run writes (read with ``lmscope.load_result``; its ``summary()`` is what
+the run's metrics.json holds); the page has one table per model, ROME beside the
 unedited model, with the paper's GPT-2 XL numbers for reference, and the run's notes.
 """
 
@@ -11,8 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lmscope import CounterFactResult
-from lmscope.io import read_json
+from lmscope import CounterFactResult, load_result
 
 DOCS = Path(__file__).resolve().parent
 COLUMNS = ("S", "ES", "EM", "PS", "PM", "NS", "NM", "GE")
@@ -38,8 +38,8 @@ def _change(edited: dict, unedited: dict) -> str:
 
 def section(folder: Path) -> list[str]:
     """Markdown lines for one run."""
-    m = read_json(folder / "metrics.json")
-    result = CounterFactResult.load(folder / "result")
+    result = load_result(folder / "result")
+    m = result.summary()
     cfg, ecfg = result.config, result.eval_config
     lines = [f"## {m['model']}", "",
              f"{m['records']} records, edit layer {m['layer']} (see [causal tracing](causal-tracing.md) for the "

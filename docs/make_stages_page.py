@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lmscope.methods.stages import StagesResult
+from lmscope import load_result
 from lmscope.viz.report import save_figure
 from lmscope.viz.stages import lesion_figure, summary_figure
 
@@ -23,7 +23,7 @@ def _values(row) -> str:
     return " ".join(f"{float(v):.2f}" for v in row)
 
 
-def _middle(result: StagesResult, key: str) -> str:
+def _middle(result, key: str) -> str:
     """Range of a lesion's relative accuracy over the blocks at relative depth 0.25-0.75."""
     values = [float(v) for v, d in zip(result.lesion[key], result.depth) if 0.25 <= float(d) <= 0.75]
     return f"{min(values):.2f}-{max(values):.2f}"
@@ -31,7 +31,7 @@ def _middle(result: StagesResult, key: str) -> str:
 
 def section(folder: Path) -> list[str]:
     """Markdown lines for one run."""
-    result = StagesResult.load(folder / "result")
+    result = load_result(folder / "result")
     name = result.model.replace("/", "--")
     save_figure(summary_figure(result), DOCS / "figures" / f"stages-{name}.png")
     save_figure(lesion_figure(result), DOCS / "figures" / f"lesions-{name}.png")

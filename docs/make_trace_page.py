@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from lmscope.methods.trace_dataset import TraceDatasetResult
+from lmscope import load_result
 from lmscope.viz.report import save_figure
 from lmscope.viz.trace import aie_figure
 
@@ -21,7 +21,7 @@ DOCS = Path(__file__).resolve().parent
 
 def section(folder: Path) -> list[str]:
     """Markdown lines for one run."""
-    result = TraceDatasetResult.load(folder / "result")
+    result = load_result(folder / "result")
     name = result.model.replace("/", "--")
     save_figure(aie_figure(result), DOCS / "figures" / f"aie-{name}.png")
     lines = [f"## {result.model}", "",

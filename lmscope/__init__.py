@@ -2,28 +2,56 @@
 
 import logging
 
-from lmscope.io import ArtifactError
+from lmscope.errors import (
+    ArtifactError,
+    AssetError,
+    ConfigError,
+    DataError,
+    EditError,
+    FamilySpecError,
+    HookError,
+    InputError,
+    LmscopeError,
+    ModelNotFoundError,
+    PatternHookError,
+    RunError,
+    SiteError,
+    SubjectError,
+)
+from lmscope.io import Result, load_result
 from lmscope.methods.lens import LensConfig, LogitLensResult, logit_lens
-from lmscope.methods.rome import EditRequest, RomeConfig, RomeEdit, apply_edit, rome_edit, second_moment
-from lmscope.methods.rome.evaluate import CounterFactResult, EvalConfig, evaluate_counterfact
-from lmscope.methods.trace import SubjectError, TraceConfig, TraceResult, causal_trace, restored_prob
-from lmscope.methods.trace_dataset import TraceDatasetResult, trace_dataset
+from lmscope.methods.rome import (
+    CounterFactResult,
+    EditRequest,
+    EvalConfig,
+    RomeConfig,
+    RomeEdit,
+    apply_edit,
+    evaluate_counterfact,
+    rome_edit,
+    second_moment,
+)
+from lmscope.methods.stages import LesionConfig, LesionResult, StagesConfig, StagesResult, lesion_prompt, stages
+from lmscope.methods.trace import (
+    TraceConfig,
+    TraceDatasetResult,
+    TraceResult,
+    causal_trace,
+    restored_prob,
+    trace_dataset,
+)
 from lmscope.model import (
     DEFAULT_MODEL,
     FAMILIES,
     KINDS,
     LM,
     REGISTRY,
+    ActivationCache,
     Cache,
     FamilySpec,
-    FamilySpecError,
-    HookError,
-    InputError,
-    ModelNotFoundError,
     ModuleSite,
     Op,
     Site,
-    SiteError,
     add,
     apply,
     capture,
@@ -39,10 +67,12 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "DEFAULT_MODEL", "FAMILIES", "KINDS", "LM", "REGISTRY", "ArtifactError", "Cache", "FamilySpec",
-    "FamilySpecError", "HookError", "InputError", "LensConfig", "LogitLensResult", "ModelNotFoundError",
-    "ModuleSite", "Op", "Site", "SiteError", "add", "apply", "capture", "hooks", "infer_spec", "list_models",
-    "load", "logit_lens", "replace", "zero", "SubjectError", "TraceConfig", "TraceResult", "causal_trace",
-    "restored_prob", "TraceDatasetResult", "trace_dataset", "EditRequest", "RomeConfig", "RomeEdit", "apply_edit",
-    "rome_edit", "second_moment", "CounterFactResult", "EvalConfig", "evaluate_counterfact",
+    "DEFAULT_MODEL", "FAMILIES", "KINDS", "LM", "REGISTRY", "ActivationCache", "ArtifactError", "AssetError", "Cache",
+    "ConfigError", "CounterFactResult", "DataError", "EditError", "EditRequest", "EvalConfig", "FamilySpec",
+    "FamilySpecError", "HookError", "InputError", "LensConfig", "LesionConfig", "LesionResult", "LmscopeError",
+    "LogitLensResult", "ModelNotFoundError", "ModuleSite", "Op", "PatternHookError", "Result", "RomeConfig",
+    "RomeEdit", "RunError", "Site", "SiteError", "StagesConfig", "StagesResult", "SubjectError", "TraceConfig",
+    "TraceDatasetResult", "TraceResult", "add", "apply", "apply_edit", "capture", "causal_trace",
+    "evaluate_counterfact", "hooks", "infer_spec", "lesion_prompt", "list_models", "load", "load_result",
+    "logit_lens", "replace", "restored_prob", "rome_edit", "second_moment", "stages", "trace_dataset", "zero",
 ]

@@ -1,4 +1,4 @@
-"""``python -m lmscope`` runs the command line."""
+"""``python -m lmscope``: the command line."""
 
 import sys
 

@@ -1,43 +1,45 @@
-"""Config dataclasses double as the command line: one ``--flag`` per field, with the field's default and help."""
+"""Checks shared by the config dataclasses: each names the field and the value, in one :class:`ConfigError`."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import typing
-from typing import Any, TypeVar
+import math
+from collections.abc import Iterable
 
-C = TypeVar("C")
+from lmscope.errors import ConfigError
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return name.replace("_", "-")
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one option per field of the config dataclass ``cls`` (help from ``field(metadata={"help": ...})``)."""
-    hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(f"{cls.__name__} (paper defaults)")
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        if tp is bool:
-            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                               help=help_text)
-        elif typing.get_origin(tp) is tuple:
-            group.add_argument(_flag(f.name), dest=f.name, nargs="+", default=default, help=help_text)
-        else:
-            kinds = (str,) if str in typing.get_args(tp) else (int, float, str)  # int | str ("auto"): parse later
-            kind = next((t for t in kinds if tp is t or t in typing.get_args(tp)), str)
-            group.add_argument(_flag(f.name), dest=f.name, type=kind, default=default, help=help_text)
+def at_least(config: object, minimum: float, *names: str) -> None:
+    """Every named field is a finite number >= ``minimum``."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < minimum:
+            raise ConfigError(f"{_flag(name)} must be a number >= {minimum:g}, got {value!r}")
 
 
-def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
-    """Build the config dataclass from parsed arguments (its ``__post_init__`` validates)."""
-    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    hints = typing.get_type_hints(cls)
-    for name, value in values.items():
-        if typing.get_origin(hints[name]) is tuple and isinstance(value, list):
-            values[name] = tuple(value)
-    return cls(**values)
+def positive(config: object, *names: str) -> None:
+    """Every named field is a finite number > 0."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{_flag(name)} must be a number > 0, got {value!r}")
+
+
+def finite(config: object, *names: str) -> None:
+    """Every named field that is set (not None) is a finite number."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise ConfigError(f"{_flag(name)} must be a finite number, got {value!r}")
+
+
+def one_of(config: object, name: str, choices: Iterable[str]) -> None:
+    """The named field is one of ``choices``."""
+    choices = tuple(choices)
+    if getattr(config, name) not in choices:
+        raise ConfigError(f"{_flag(name)} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")

@@ -2,7 +2,10 @@
 
 Every result dataclass in lmscope inherits :class:`Result`, which saves tensor fields to safetensors and every
 other field (strings, numbers, lists, dicts, nested config dataclasses) to JSON; a field holding a dict of tensors
-is stored as tensors named ``field.key``, and loads them back.
+is stored as tensors named ``field.key``, and loads them back. Each result class registers itself under its name,
+which ``cfg.json`` records as ``kind``: :func:`load_result` reloads any saved result without knowing its class,
+and :meth:`Result.summary` gives the readable JSON view that the command line, the docs generators and reports
+share. All files are written atomically (a temporary file, then a rename).
 """
 
 from __future__ import annotations
@@ -10,13 +13,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from lmscope.errors import ArtifactError
 
 FORMAT_VERSION = 1
 CFG_NAME = "cfg.json"
@@ -25,15 +32,13 @@ TENSORS_NAME = "tensors.safetensors"
 R = TypeVar("R", bound="Result")
 
 
-class ArtifactError(RuntimeError):
-    """An artifact folder is missing, corrupt, or holds another kind of result."""
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (write a temporary file, then rename)."""
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Write JSON atomically (write a temporary file, then rename); returns the path."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False))
+    tmp.write_text(json.dumps(to_json(obj), indent=indent, ensure_ascii=False))
     os.replace(tmp, path)
+    return path
 
 
 def read_json(path: Path) -> Any:
@@ -63,15 +68,16 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ArtifactError(f"{path} is not a valid safetensors file ({err}); the file is corrupt") from err
 
 
-def _to_json(value: Any) -> Any:
+def to_json(value: Any) -> Any:
+    """Config dataclasses, tuples, tensors and dicts as plain JSON values (tensors as nested lists)."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_to_json(v) for v in value]
-    if isinstance(value, list):
-        return [_to_json(v) for v in value]
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [to_json(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
+        return {str(k): to_json(v) for k, v in value.items()}
     return value
 
 
@@ -83,7 +89,7 @@ def _from_json(tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin is tuple and isinstance(value, list):
         return tuple(value)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             if dataclasses.is_dataclass(arg) and isinstance(value, dict):
                 return _from_json(arg, value)
@@ -101,8 +107,42 @@ def _tensor_dict(folder: Path, tensors: dict, name: str, keys: list[str]) -> dic
     return {k: tensors[f"{name}.{k}"] for k in keys}
 
 
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``folder`` (a reader sees the old or the new one, never half)."""
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 class Result:
-    """Mixin for result dataclasses: ``save(dir)`` and ``load(dir)`` as ``cfg.json`` + safetensors."""
+    """Mixin for result dataclasses: ``save(dir)`` and ``load(dir)`` as ``cfg.json`` + safetensors.
+
+    Subclasses register under their class name (the ``kind`` in ``cfg.json``) for :func:`load_result`, and override
+    :meth:`summary` with what a reader wants to see first.
+    """
+
+    kinds: ClassVar[dict[str, type[Result]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        Result.kinds[cls.__name__] = cls
+
+    def summary(self) -> dict:
+        """A readable JSON view of the result (default: every non-tensor field)."""
+        return {f.name: to_json(getattr(self, f.name)) for f in dataclasses.fields(self)  # type: ignore[arg-type]
+                if not isinstance(getattr(self, f.name), torch.Tensor)}
+
+    def save_atomic(self, path: str | Path) -> Path:
+        """Save into a temporary folder, then replace ``path`` as a whole (checkpoints a kill must not tear)."""
+        folder = Path(path)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.save(tmp)
+        replace_folder(tmp, folder)
+        return folder
 
     def save(self, path: str | Path) -> Path:
         """Save to the folder ``path`` (created if needed); returns it."""
@@ -117,7 +157,7 @@ class Result:
                 tensors.update({f"{f.name}.{k}": v for k, v in value.items()})
                 cfg[f.name] = {"tensor_keys": list(value)}
             else:
-                cfg[f.name] = _to_json(value)
+                cfg[f.name] = to_json(value)
         save_tensors(folder / TENSORS_NAME, tensors)
         write_json(folder / CFG_NAME, cfg)
         return folder
@@ -145,39 +185,12 @@ class Result:
         return cls(**kwargs)
 
 
-# ---- long runs: one JSON line per finished item, resumable ---------------------------------------------------------
-def read_run_records(path: Path) -> list[dict]:
-    """The complete records of a (possibly interrupted) run's JSONL file; a torn last line is cut off the file."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records, good_bytes = [], 0
-    with path.open("rb") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # the run was killed while writing this line
-            good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
-        with path.open("r+b") as f:
-            f.truncate(good_bytes)
-    return records
-
-
-def append_record(sink, record: dict) -> None:
-    """Append one record as a JSON line and force it to disk (a kill loses at most the line being written)."""
-    sink.write(json.dumps(record) + "\n")
-    sink.flush()
-    os.fsync(sink.fileno())
-
-
-def check_run(out: Path, meta: dict) -> None:
-    """Refuse to resume in ``out`` a run made with other settings (``meta``); record them for a new run."""
-    path = Path(out) / "run.json"
-    if path.is_file():
-        saved = read_json(path)
-        if saved != meta:
-            raise ValueError(f"{out} holds a run of another model or configuration ({saved}); use another --out")
-    else:
-        write_json(path, meta)
+def load_result(path: str | Path) -> Result:
+    """Load any saved result; its class comes from the ``kind`` recorded in ``cfg.json``."""
+    folder = Path(path)
+    cfg = read_json(folder / CFG_NAME)
+    kind = cfg.get("kind") if isinstance(cfg, dict) else None
+    if kind not in Result.kinds:
+        known = ", ".join(sorted(Result.kinds))
+        raise ArtifactError(f"{folder} holds no lmscope result I know (kind {kind!r}; known kinds: {known})")
+    return Result.kinds[kind].load(folder)

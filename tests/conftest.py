@@ -1,60 +1,12 @@
-"""Shared fixtures: tiny random Hugging Face models for every supported family, a tiny tokenizer, data paths."""
+"""Shared fixtures: every supported family, a saved tiny model folder, the reference data, a private store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
-import transformers as T
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-
-_COMMON = dict(vocab_size=97, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-_LLAMA_LIKE = dict(num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-                   intermediate_size=48, max_position_embeddings=64, **_COMMON)
-
-#: model_type -> config factory. Every family in lmscope.FAMILIES must appear here (checked by a test).
-TINY_CONFIGS = {
-    "llama": lambda: T.LlamaConfig(**_LLAMA_LIKE),
-    "mistral": lambda: T.MistralConfig(**_LLAMA_LIKE, sliding_window=4),
-    "qwen2": lambda: T.Qwen2Config(**_LLAMA_LIKE),
-    "qwen3": lambda: T.Qwen3Config(**_LLAMA_LIKE, head_dim=8),
-    "gemma": lambda: T.GemmaConfig(**_LLAMA_LIKE, head_dim=8),
-    "gemma2": lambda: T.Gemma2Config(**_LLAMA_LIKE, head_dim=8, sliding_window=4, final_logit_softcapping=30.0,
-                                     attn_logit_softcapping=50.0),
-    "gemma3_text": lambda: T.Gemma3TextConfig(**_LLAMA_LIKE, head_dim=8, sliding_window=4,
-                                              layer_types=["sliding_attention", "sliding_attention",
-                                                           "full_attention"]),
-    "gpt2": lambda: T.GPT2Config(n_layer=3, n_embd=32, n_head=4, n_positions=64, **_COMMON),
-    "gpt_neox": lambda: T.GPTNeoXConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=4,
-                                        intermediate_size=48, max_position_embeddings=64, **_COMMON),
-    "gptj": lambda: T.GPTJConfig(n_layer=3, n_embd=32, n_head=4, rotary_dim=4, n_positions=64, **_COMMON),
-    "phi": lambda: T.PhiConfig(num_hidden_layers=3, hidden_size=32, num_attention_heads=4, intermediate_size=48,
-                               max_position_embeddings=64, **_COMMON),
-}
-FAMILY_NAMES = sorted(TINY_CONFIGS)
-
-
-def tiny_model(model_type: str, attn: str | None = None, seed: int = 0) -> torch.nn.Module:
-    """A tiny random causal LM of the given family (default attention: SDPA where supported), in eval mode."""
-    torch.manual_seed(seed)
-    model = T.AutoModelForCausalLM.from_config(TINY_CONFIGS[model_type](), attn_implementation=attn)
-    return model.eval()
-
-
-def tiny_tokenizer() -> T.PreTrainedTokenizerFast:
-    """A word-level tokenizer over 97 ids: specials, the words below, and w0..wN fillers."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = ["<pad>", "<bos>", "<eos>", "<unk>", "The", "capital", "of", "France", "is", "Paris", "Eiffel",
-             "Tower", "located", "in", "city", "the", "a"]
-    vocab = {w: i for i, w in enumerate(words + [f"w{i}" for i in range(97 - len(words))])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return T.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                     unk_token="<unk>", pad_token="<pad>")
+from tests.helpers import FAMILY_NAMES, SHARED_DATA, tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(params=FAMILY_NAMES)
@@ -69,6 +21,13 @@ def tiny_llama_dir(tmp_path) -> Path:
     tiny_model("llama").save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def store_dir(tmp_path, monkeypatch) -> Path:
+    """A private, empty lmscope store for this test."""
+    monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path / "store"))
+    return tmp_path / "store"
 
 
 @pytest.fixture

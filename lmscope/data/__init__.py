@@ -3,7 +3,6 @@
 from lmscope.data.corpus import CORPORA, Document, iter_documents, iter_texts, token_batches
 from lmscope.data.facts import (
     CounterFactRecord,
-    DataError,
     IOIPrompt,
     KnownFact,
     load_counterfact,
@@ -11,6 +10,7 @@ from lmscope.data.facts import (
     load_known_facts,
     read_records,
 )
+from lmscope.errors import DataError
 
 __all__ = [
     "CORPORA", "CounterFactRecord", "DataError", "Document", "IOIPrompt", "KnownFact", "iter_documents",

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from lmscope.assets import Wheel, fetch_wheel
-from lmscope.data.facts import DataError
+from lmscope.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmscope.errors import DataError
+
 log = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """A dataset file that is missing, unreadable or not in the expected layout."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +97,8 @@ def read_records(path: str | Path) -> list[dict]:
         data = data.get("data", data.get("records"))
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise DataError(f"{path}: expected a JSON list of objects")
+    if not data:
+        raise DataError(f"{path}: the file holds no records")
     return data
 
 
@@ -109,8 +109,8 @@ def _need(path: Path, i: int, record: dict, *keys: str) -> None:
 
 
 def _take(records: list[dict], limit: int | None) -> list[dict]:
-    if limit is not None and limit < 0:
-        raise DataError(f"limit must be >= 0, got {limit}")
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be >= 1, got {limit}")
     return records if limit is None else records[:limit]
 
 

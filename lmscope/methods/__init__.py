@@ -1,1 +1,7 @@
-"""One module per method; each takes (model, inputs, config) and returns a result dataclass."""
+"""One package per method family, each taking (model, inputs, config) and returning a result dataclass.
+
+``lens`` (logit lens), ``trace/`` (causal tracing), ``rome/`` (rank-one editing and CounterFact), ``stages/``
+(stages of inference). Inside a family, modules import in one direction: its ``config`` at the bottom, its public
+entry on top. Families do not import each other; what two of them share lives below them (``lmscope.model``,
+``lmscope.data``, ``lmscope.io``, ``lmscope.runs``, ``lmscope.running``, ``lmscope.store``).
+"""

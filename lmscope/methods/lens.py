@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmscope import config as check
 from lmscope.io import Result
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -20,10 +21,11 @@ class LensConfig:
     """Options of the logit lens."""
 
     top_k: int = field(default=10, metadata={"help": "tokens kept per (layer, position)"})
+    chunk: int = field(default=256, metadata={
+        "help": "positions unembedded at a time (memory only: a long prompt never holds all layers' logits)"})
 
     def __post_init__(self) -> None:
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        check.at_least(self, 1, "top_k", "chunk")
 
 
 @dataclass
@@ -50,6 +52,16 @@ class LogitLensResult(Result):
         """The most likely next token read from residual ``row`` at position ``pos``."""
         return self.top_tokens[row][pos][0]
 
+    def summary(self) -> dict:
+        """Per layer: the top-k at the last position, its KL and entropy, and the top-1 token at every position."""
+        rows = [{"layer": label,
+                 "top_last": [[t, round(float(p), 5)] for t, p in zip(self.top_tokens[i][-1], self.top_probs[i, -1])],
+                 "kl_last": float(self.kl[i, -1]), "entropy_last": float(self.entropy[i, -1]),
+                 "top1": [pos[0] for pos in self.top_tokens[i]]}
+                for i, label in enumerate(self.layer_labels)]
+        return {"model": self.model, "prompt": self.prompt, "tokens": self.tokens, "top_k": self.config.top_k,
+                "layers": rows}
+
 
 def _row_stats(logits: torch.Tensor, final_logp: torch.Tensor, k: int):
     """Top-k, KL(final || this) and entropy for one residual row. logits: (pos, vocab)."""
@@ -60,17 +72,28 @@ def _row_stats(logits: torch.Tensor, final_logp: torch.Tensor, k: int):
     return top.indices, top.values.exp(), kl.clamp_min(0.0), entropy
 
 
+def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor, k: int):
+    """Top-k, KL and entropy of every residual stream at a few positions: (n_rows, chunk[, k]) each."""
+    final_logp = torch.log_softmax(final_logits.float(), dim=-1)  # (chunk, vocab)
+    rows = [_row_stats(lm.unembed(h), final_logp, k) for h in streams]
+    return [torch.stack(t) for t in zip(*rows)]
+
+
 @torch.no_grad()
 def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None) -> LogitLensResult:
-    """Apply the final norm and W_U to every residual stream h^0..h^L of ``prompt`` (SPEC §3)."""
+    """Apply the final norm and W_U to every residual stream h^0..h^L of ``prompt`` (SPEC §3).
+
+    Positions are unembedded ``config.chunk`` at a time, so memory grows with the prompt by the residual streams
+    and one (pos, vocab) logit matrix, not by one per layer.
+    """
     config = config or LensConfig()
     inputs = lm.tokenize(prompt)
     sites = [Site(0, "resid_pre"), *lm.sites("resid_post")]
     logits, cache = lm.run_with_cache(inputs, sites)
-    final_logp = torch.log_softmax(logits[0].float(), dim=-1)  # (pos, vocab)
     k = min(config.top_k, lm.vocab_size)
-    rows = [_row_stats(lm.unembed(cache[s][0]), final_logp, k) for s in sites]
-    top_ids, top_probs, kl, entropy = (torch.stack(t) for t in zip(*rows))
+    chunks = [_chunk_stats(lm, [cache[s][0, i:i + config.chunk] for s in sites], logits[0, i:i + config.chunk], k)
+              for i in range(0, logits.shape[1], config.chunk)]
+    top_ids, top_probs, kl, entropy = (torch.cat(parts, dim=1) for parts in zip(*chunks))
     return LogitLensResult(
         model=lm.name,
         prompt=prompt,

@@ -1,13 +1,18 @@
-"""The model layer: loading, family specs, typed sites and the hook core."""
+"""The model layer: loading, family specs, typed sites, the hook core, and the helpers every method shares.
 
-from lmscope.model.families import FAMILIES, FamilySpec, FamilySpecError, infer_spec
-from lmscope.model.hooks import Cache, HookError, Op, add, apply, capture, hooks, replace, zero
-from lmscope.model.lm import LM, InputError
-from lmscope.model.loading import DEFAULT_MODEL, REGISTRY, ModelNotFoundError, list_models, load
-from lmscope.model.sites import KINDS, ModuleSite, Site, SiteError
+Modules, lowest first: ``sites``, ``weights``, ``families``, ``patterns``, ``hooks``, ``lm`` (the wrapper),
+``tokens``, ``generate``, ``kv`` (the model's KV cache), ``surgery`` (block surgery), ``loading``.
+"""
+
+from lmscope.errors import FamilySpecError, HookError, InputError, ModelNotFoundError, PatternHookError, SiteError
+from lmscope.model.families import FAMILIES, FamilySpec, infer_spec
+from lmscope.model.hooks import ActivationCache, Cache, Op, add, apply, capture, hooks, replace, zero
+from lmscope.model.lm import LM
+from lmscope.model.loading import DEFAULT_MODEL, REGISTRY, list_models, load
+from lmscope.model.sites import KINDS, ModuleSite, Site
 
 __all__ = [
-    "FAMILIES", "KINDS", "REGISTRY", "DEFAULT_MODEL", "LM", "Cache", "FamilySpec", "FamilySpecError", "HookError",
-    "InputError", "ModelNotFoundError", "ModuleSite", "Op", "Site", "SiteError", "add", "apply", "capture", "hooks",
-    "infer_spec", "list_models", "load", "replace", "zero",
+    "FAMILIES", "KINDS", "REGISTRY", "DEFAULT_MODEL", "LM", "ActivationCache", "Cache", "FamilySpec",
+    "FamilySpecError", "HookError", "InputError", "ModelNotFoundError", "ModuleSite", "Op", "PatternHookError",
+    "Site", "SiteError", "add", "apply", "capture", "hooks", "infer_spec", "list_models", "load", "replace", "zero",
 ]

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from lmscope.errors import FamilySpecError
+from lmscope.model.weights import is_linear, linear_dims
+
 log = logging.getLogger(__name__)
 
 NORM_WORDS = ("norm", "ln")
-
-
-class FamilySpecError(ValueError):
-    """A family spec does not fit the model, or the structural fallback cannot be sure."""
 
 
 @dataclass(frozen=True)
@@ -121,18 +120,6 @@ def _path_of(model: nn.Module, target: nn.Module | None, field: str) -> str:
     raise FamilySpecError(f"structural fallback: cannot find `{field}` in the module tree; pass it in a FamilySpec")
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-
-
-def _linear_dims(module: nn.Module) -> tuple[int, int]:
-    """(in_features, out_features) of an nn.Linear or a transformers Conv1D."""
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    n_in, n_out = module.weight.shape  # Conv1D stores (in, out)
-    return n_in, n_out
-
-
 def _find_blocks(model: nn.Module, n_layers: int | None) -> str:
     lists = [n for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n_layers]
     return _one(lists, "blocks", f"the one ModuleList of length num_hidden_layers={n_layers}")
@@ -147,7 +134,7 @@ def _find_final_norm(model: nn.Module, blocks: str) -> str:
 
 
 def _find_mlp_parts(mlp: nn.Module, mlp_name: str, d_model: int) -> dict[str, str | None]:
-    linears = {n: _linear_dims(m) for n, m in mlp.named_modules() if n and _is_linear(m)}
+    linears = {n: linear_dims(m) for n, m in mlp.named_modules() if n and is_linear(m)}
     outs = [n for n, (i, o) in linears.items() if o == d_model and i != d_model]
     ins = [n for n, (i, o) in linears.items() if i == d_model and o != d_model]
     w_out = _one(outs, "mlp_out_proj", "the MLP linear mapping d_mlp -> d_model")

@@ -20,16 +20,13 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
+from lmscope.errors import HookError
 from lmscope.model.patterns import register_pattern_hook
 from lmscope.model.sites import HookPoint, ModuleSite, Site
 
 Index = None | int | slice | Sequence[int] | torch.Tensor
 Action = Literal["capture", "replace", "add", "zero", "apply"]
 AnySite = Site | ModuleSite
-
-
-class HookError(RuntimeError):
-    """An intervention that cannot be applied (wrong shape, position out of range, ...)."""
 
 
 class StopForward(Exception):
@@ -83,12 +80,15 @@ def apply(site: AnySite, fn: Callable[[torch.Tensor], torch.Tensor], *, position
     return Op(site, "apply", fn=fn, positions=positions, rows=rows)
 
 
-class Cache(dict):
+class ActivationCache(dict):
     """Captured activations, keyed by site."""
 
     def __missing__(self, site: AnySite) -> torch.Tensor:
         have = ", ".join(str(s) for s in self) or "nothing"
         raise KeyError(f"{site} was not captured (captured: {have}); did the forward pass reach it?")
+
+
+Cache = ActivationCache  # the name before 0.2
 
 
 def _index(idx: Index, size: int, what: str, device: torch.device) -> torch.Tensor | None:
@@ -129,7 +129,7 @@ def _new_values(op: Op, sel: torch.Tensor) -> torch.Tensor:
     return value if op.action == "replace" else sel + value
 
 
-def _run_op(op: Op, x: torch.Tensor, dim: int, cache: Cache) -> torch.Tensor | None:
+def _run_op(op: Op, x: torch.Tensor, dim: int, cache: ActivationCache) -> torch.Tensor | None:
     """Apply ``op`` to the site value ``x``; return the new value, or None to leave it unchanged."""
     rows = _index(op.rows, x.shape[0], "rows", x.device)
     pos = _index(op.positions, x.shape[dim], "positions", x.device)
@@ -202,10 +202,10 @@ class _ModuleResolver:
 
 
 @contextmanager
-def hooks(target: Resolver | nn.Module, *ops: Op, stop_after: AnySite | None = None) -> Iterator[Cache]:
+def hooks(target: Resolver | nn.Module, *ops: Op, stop_after: AnySite | None = None) -> Iterator[ActivationCache]:
     """Apply ``ops`` during forward passes run inside the block; yield the cache of captured values."""
     resolver = target if hasattr(target, "hook_point") else _ModuleResolver(target)  # type: ignore[arg-type]
-    cache, handles = Cache(), []
+    cache, handles = ActivationCache(), []
     try:
         for op in ops:
             point = resolver.hook_point(op.site)

@@ -5,16 +5,25 @@ The wrapper adds no modules and changes no weights; with no hooks its logits are
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections.abc import Sequence
+import logging
+import weakref
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-from lmscope.model.families import FamilySpec, FamilySpecError, spec_for
-from lmscope.model.hooks import Cache, Op, capture, hooks
-from lmscope.model.sites import KINDS, HookPoint, ModuleSite, Site, SiteError
+from lmscope.errors import FamilySpecError, InputError, SiteError
+from lmscope.model.families import FamilySpec, spec_for
+from lmscope.model.hooks import ActivationCache, Op, capture, hooks
+from lmscope.model.sites import KINDS, HookPoint, ModuleSite, Site
+from lmscope.model.weights import linear_weight
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def check_prompt(text: str) -> str:
@@ -25,10 +34,6 @@ def check_prompt(text: str) -> str:
 
 
 _BLOCK_FIELDS = ("attn", "mlp", "mlp_in", "mlp_out_proj", "mlp_up", "attn_out", "mlp_out")
-
-
-class InputError(ValueError):
-    """A prompt or token input the model cannot take (empty prompt, wrong shape)."""
 
 
 def _get(model: nn.Module, path: str, spec: FamilySpec, field: str, where: str = "") -> nn.Module:
@@ -63,9 +68,17 @@ class Layout:
         raise FamilySpecError(f"family spec {self.spec.name!r} has no {field!r}")
 
 
-def _linear_weight(module: nn.Module) -> torch.Tensor:
-    """The (out_features, in_features) weight of an nn.Linear or a (transposed) transformers Conv1D."""
-    return module.weight.T if type(module).__name__ == "Conv1D" else module.weight
+def probed(fn: Callable[[LM], T]) -> Callable[[LM], T]:
+    """Memoise a probe of the model's behaviour (``fn(lm)``) once per model, keyed by the module, not on the LM."""
+    results: weakref.WeakKeyDictionary[nn.Module, T] = weakref.WeakKeyDictionary()
+
+    @functools.wraps(fn)
+    def wrapper(lm: LM) -> T:
+        if lm.model not in results:
+            results[lm.model] = fn(lm)
+        return results[lm.model]
+
+    return wrapper
 
 
 class LM:
@@ -124,11 +137,11 @@ class LM:
 
     def W_out(self, layer: int) -> torch.Tensor:  # noqa: N802
         """MLP output projection of block ``layer`` as (d_model, d_mlp), whatever the storage layout."""
-        return _linear_weight(self.layout.part(self.check(Site(layer, "mlp_out")).layer, "mlp_out_proj"))
+        return linear_weight(self.layout.part(self.check(Site(layer, "mlp_out")).layer, "mlp_out_proj"))
 
     def W_in(self, layer: int) -> torch.Tensor:  # noqa: N802
         """MLP input (gate) projection of block ``layer`` as (d_mlp, d_model)."""
-        return _linear_weight(self.layout.part(self.check(Site(layer, "mlp_pre")).layer, "mlp_in"))
+        return linear_weight(self.layout.part(self.check(Site(layer, "mlp_pre")).layer, "mlp_in"))
 
     # ---- sites -------------------------------------------------------------------------------------------
     def check(self, site: Site) -> Site:
@@ -156,6 +169,7 @@ class LM:
             "attn_out": lambda: (part(layer, "attn_out"), "output"),
             "mlp_out": lambda: (part(layer, "mlp_out"), "output"),
             "mlp_key": lambda: (part(layer, "mlp_out_proj"), "input"),
+            "mlp_value": lambda: (part(layer, "mlp_out_proj"), "output"),
             "mlp_pre": lambda: (part(layer, "mlp_in"), "output"),
             "attn_pattern": lambda: (part(layer, "attn"), "pattern"),
         }
@@ -164,7 +178,11 @@ class LM:
 
     def _block_slot(self, layer: int) -> nn.Module:
         """The module now in block slot ``layer`` (during block surgery: the stand-in, which sees the stream)."""
-        return _get(self.model, self.layout.spec.blocks, self.layout.spec, "blocks")[layer]
+        return self.block_list()[layer]
+
+    def block_list(self) -> nn.ModuleList:
+        """The model's live list of blocks (block surgery swaps its entries; ``layout.blocks`` keeps the originals)."""
+        return _get(self.model, self.layout.spec.blocks, self.layout.spec, "blocks")
 
     def module_path(self, site: Site) -> str:
         """Dotted module path of the module that carries ``site`` (for display)."""
@@ -172,7 +190,23 @@ class LM:
         return next(n for n, m in self.model.named_modules() if m is target)
 
     # ---- running -----------------------------------------------------------------------------------------
-    def hooks(self, *ops: Op, stop_after: Site | None = None) -> AbstractContextManager[Cache]:
+    @property
+    def context_length(self) -> int | None:
+        """The most positions the model takes (``config.max_position_embeddings`` or its equivalents), if known."""
+        for attr in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+            value = getattr(self.config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def check_length(self, n_tokens: int) -> None:
+        """Refuse an input of ``n_tokens`` positions that is longer than the model's context."""
+        limit = self.context_length
+        if limit is not None and n_tokens > limit:
+            raise InputError(f"the input has {n_tokens} tokens, more than the {limit} positions {self.name} takes "
+                             "(its context length); shorten it")
+
+    def hooks(self, *ops: Op, stop_after: Site | None = None) -> AbstractContextManager[ActivationCache]:
         """The hook core on this model: see :func:`lmscope.hooks`."""
         return hooks(self, *ops, stop_after=stop_after)
 
@@ -186,6 +220,7 @@ class LM:
         for t in texts:
             check_prompt(t)
         enc = self.tokenizer(texts, return_tensors="pt", padding=len(texts) > 1)
+        self.check_length(enc["input_ids"].shape[1])
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
 
     def to_str_tokens(self, ids: torch.Tensor | Sequence[int]) -> list[str]:
@@ -198,6 +233,7 @@ class LM:
         if isinstance(inputs, torch.Tensor):
             if inputs.ndim != 2 or inputs.shape[1] == 0:
                 raise InputError(f"token ids must be (batch, pos) with pos >= 1, got {tuple(inputs.shape)}")
+            self.check_length(inputs.shape[1])
             return {"input_ids": inputs.to(self.device)}
         return self.tokenize(inputs)
 
@@ -209,7 +245,7 @@ class LM:
 
     @torch.no_grad()
     def run_with_cache(self, inputs, sites: Sequence[Site], *ops: Op,
-                       stop_after: Site | None = None) -> tuple[torch.Tensor | None, Cache]:
+                       stop_after: Site | None = None) -> tuple[torch.Tensor | None, ActivationCache]:
         """Run once, capturing ``sites`` (plus any extra ``ops``); logits are None if stopped early."""
         logits = None
         with self.hooks(*ops, *(capture(s) for s in sites), stop_after=stop_after) as cache:

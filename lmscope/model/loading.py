@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants
 from safetensors import safe_open
 from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lmscope import store
 from lmscope.assets import PackagedFile, Wheel, concatenate, sha256_file
@@ -29,8 +31,9 @@ from lmscope.model.lm import LM
 
 log = logging.getLogger(__name__)
 
-CONVERSION_FORMAT = 1
+CONVERSION_FORMAT = 2  # 2: per file size, mtime_ns and sha256 (1: sizes only)
 MANIFEST = "lmscope-conversion.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -102,18 +105,50 @@ DEFAULT_MODEL = "smollm2-135m"
 
 
 # ---- conversion ------------------------------------------------------------------------------------------
+def _file_record(path: Path) -> dict:
+    """What the manifest keeps per file: size, mtime (ns) and sha256."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
+
+
+def _check_file(path: Path, record: dict) -> bool:
+    """Raise ValueError if ``path`` does not match its manifest record; True if only its mtime moved (re-hashed).
+
+    Same size and mtime: trusted without hashing (hashing a 540 MB file costs about 1.5 s per load).
+    """
+    if not path.is_file():
+        raise ValueError(f"{path.name} is missing")
+    stat = path.stat()
+    if stat.st_size != record["size"]:
+        raise ValueError(f"{path.name} has the wrong size ({stat.st_size} bytes, manifest: {record['size']})")
+    if stat.st_mtime_ns == record["mtime_ns"]:
+        return False
+    if sha256_file(path) != record["sha256"]:
+        raise ValueError(f"{path.name} was modified: same size, but its sha256 no longer matches")
+    record["mtime_ns"] = stat.st_mtime_ns
+    return True
+
+
 def _check_conversion(folder: Path, source: str) -> None:
-    """Raise ValueError unless the manifest, the file sizes and the safetensors headers are all in order."""
+    """Raise ValueError unless the manifest, the files (size, mtime, sha256) and the safetensors headers are in order.
+
+    A file whose mtime moved but whose sha256 still matches is fine: its new mtime is written back to the manifest.
+    """
     manifest = read_json(folder / MANIFEST)
     if manifest.get("format") != CONVERSION_FORMAT or manifest.get("source") != source:
-        raise ValueError(f"manifest is for {manifest.get('source')!r} (format {manifest.get('format')})")
-    for name, size in manifest["files"].items():
-        path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
-            raise ValueError(f"{name} is missing or has the wrong size")
+        raise ValueError(f"manifest is for {manifest.get('source')!r} (format {manifest.get('format')}), "
+                         f"expected {source!r} (format {CONVERSION_FORMAT})")
+    touched = [name for name, record in manifest["files"].items() if _check_file(folder / name, record)]
+    for name in manifest["files"]:
         if name.endswith(".safetensors"):
-            with safe_open(str(path), framework="pt") as f:
+            with safe_open(str(folder / name), framework="pt") as f:
                 f.keys()
+    if touched:
+        log.info("%s: %s touched but unchanged (sha256 matches); updating the manifest", folder, ", ".join(touched))
+        try:
+            write_json(folder / MANIFEST, manifest)
+        except OSError as err:  # a read-only cache: the files are verified, only the next load hashes again
+            log.warning("could not update %s (%s)", folder / MANIFEST, err)
 
 
 def _manifest_ok(folder: Path, source: str) -> bool:
@@ -130,8 +165,6 @@ def _manifest_ok(folder: Path, source: str) -> bool:
 
 def read_gguf(gguf: Path) -> tuple[nn.Module, object]:
     """Load a GGUF with transformers and rebuild it as a plain (savable) float32 model; returns (model, tokenizer)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     config = quantised.config
@@ -150,7 +183,7 @@ def write_conversion(model: nn.Module, tokenizer, out_dir: Path, source: str) ->
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     model.save_pretrained(str(tmp))
     tokenizer.save_pretrained(str(tmp))
-    files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+    files = {p.name: _file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     write_json(tmp / MANIFEST, {"format": CONVERSION_FORMAT, "source": source, "files": files})
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -184,8 +217,6 @@ def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = No
 
 # ---- load ------------------------------------------------------------------------------------------------
 def _hub_reachable() -> bool:
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE:
         return False
     host = constants.ENDPOINT.split("://")[-1].split("/")[0].split(":")[0]
@@ -196,33 +227,49 @@ def _hub_reachable() -> bool:
         return False
 
 
-def _from_pretrained(source: str, device: str, dtype: torch.dtype, **kwargs):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def _from_pretrained(source: str, device: str, dtype: torch.dtype, use_safetensors: bool | None = True, **kwargs):
+    """(model on ``device``, tokenizer); ``use_safetensors=True`` refuses pickle weights, None leaves it open."""
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=use_safetensors, **kwargs)
     return model.to(device), tokenizer
 
 
-def _resolve_source(name: str) -> tuple[str, str]:
-    """(folder or hub id to pass to from_pretrained, display name)."""
+def _folder_weights(path: Path, allow_pickle: bool) -> bool | None:
+    """``use_safetensors`` for a local folder: True with safetensors weights; pickle-only is refused unless allowed."""
+    if any(path.glob("*.safetensors")):
+        return True
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        return True  # no weights at all: transformers says so, load() turns that into ModelNotFoundError
+    if not allow_pickle:
+        raise ModelNotFoundError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}) and lmscope loads safetensors only: convert it "
+            "once in a trusted environment (load it with transformers, then model.save_pretrained(folder, "
+            "safe_serialization=True)), or pass allow_pickle=True if you trust these files."
+        )
+    log.warning("loading pickle weights from %s (allow_pickle=True): unpickling can run arbitrary code", path)
+    return None
+
+
+def _resolve_source(name: str, allow_pickle: bool = False) -> tuple[str, str, bool | None]:
+    """(folder or hub id to pass to from_pretrained, display name, ``use_safetensors`` for it)."""
     if name in REGISTRY:
-        return str(ensure_converted(REGISTRY[name])), name
+        return str(ensure_converted(REGISTRY[name])), name, True
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file {path} does not exist")
-        return str(ensure_converted(path)), path.stem
+        return str(ensure_converted(path)), path.stem, True
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
-        return str(path), path.name
+        return str(path), path.name, _folder_weights(path, allow_pickle)
     if not _hub_reachable():
         raise ModelNotFoundError(
             f"unknown model {name!r}: not a bundled model ({', '.join(REGISTRY)}), not a local folder or .gguf "
             "file, and the Hugging Face hub is not reachable from here to look it up (offline)."
         )
-    return name, name
+    return name, name, None if allow_pickle else True
 
 
 def load(
@@ -231,8 +278,14 @@ def load(
     device: str = "cpu",
     dtype: str | torch.dtype = "float32",
     spec: FamilySpec | None = None,
+    allow_pickle: bool = False,
 ) -> LM:
-    """Load a model and its tokenizer, wrapped as an :class:`LM` (see the module docstring for sources)."""
+    """Load a model and its tokenizer, wrapped as an :class:`LM` (see the module docstring for sources).
+
+    Weights are read from safetensors only: a local folder that holds only pickle weights (``.bin``, ``.pt``,
+    ``.pth``) raises :class:`ModelNotFoundError`, and a hub id is loaded with ``use_safetensors=True``.
+    ``allow_pickle=True`` lifts that rule (with a warning) for files you trust: unpickling can run arbitrary code.
+    """
     if isinstance(model, tuple):
         module, tokenizer = model
         return LM(module, tokenizer, spec=spec)
@@ -240,11 +293,12 @@ def load(
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
-    source, display = _resolve_source(str(model))
+    source, display, use_safetensors = _resolve_source(str(model), allow_pickle)
     try:
-        hf_model, tokenizer = _from_pretrained(source, device, dtype)
+        hf_model, tokenizer = _from_pretrained(source, device, dtype, use_safetensors=use_safetensors)
     except OSError as err:
-        raise ModelNotFoundError(f"could not load {model!r}: {err}") from err
+        hint = " (lmscope loads safetensors only; allow_pickle=True lifts that)" if "safetensors" in str(err) else ""
+        raise ModelNotFoundError(f"could not load {model!r}: {err}{hint}") from err
     return LM(hf_model, tokenizer, name=display, spec=spec)
 
 

@@ -17,15 +17,13 @@ from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from lmscope.errors import PatternHookError
+
 PREFIX = "lmscope_patterns+"
 PatternFn = Callable[[torch.Tensor], object]
 
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, list[PatternFn]] = weakref.WeakKeyDictionary()
 _INSTALLED: dict[int, list] = {}  # id(config) -> [original implementation name, number of active hooks]
-
-
-class PatternHookError(RuntimeError):
-    """Attention patterns cannot be read from this attention module."""
 
 
 def attention_pattern(

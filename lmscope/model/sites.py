@@ -11,6 +11,7 @@ resid_post     residual stream leaving block ``layer``      (batch, pos, d_model
 attn_out       what attention adds to the residual          (batch, pos, d_model)
 mlp_out        what the MLP adds to the residual            (batch, pos, d_model)
 mlp_key        MLP hidden activation = input of W_out       (batch, pos, d_mlp)
+mlp_value      output of W_out (before any post-MLP norm)   (batch, pos, d_model)
 mlp_pre        MLP pre-activation = output of W_in (gate)   (batch, pos, d_mlp)
 attn_pattern   attention probabilities                      (batch, head, query_pos, key_pos)
 ============== ============================================ =========================================
@@ -23,14 +24,13 @@ from typing import Literal
 
 from torch import nn
 
-Kind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_pre", "attn_pattern"]
-KINDS: tuple[str, ...] = ("embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_pre",
-                          "attn_pattern")
+from lmscope.errors import SiteError
+
+Kind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_value", "mlp_pre",
+               "attn_pattern"]
+KINDS: tuple[str, ...] = ("embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_value",
+                          "mlp_pre", "attn_pattern")
 Where = Literal["input", "output", "pattern"]
-
-
-class SiteError(ValueError):
-    """A site that does not exist in this model (unknown kind, layer out of range)."""
 
 
 @dataclass(frozen=True)

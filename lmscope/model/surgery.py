@@ -15,7 +15,8 @@ from contextlib import AbstractContextManager, contextmanager
 import torch
 from torch import nn
 
-from lmscope.model.lm import LM, _get
+from lmscope.errors import ConfigError, SiteError
+from lmscope.model.lm import LM, probed
 from lmscope.model.sites import Site
 
 log = logging.getLogger(__name__)
@@ -39,24 +40,23 @@ class PassThrough(nn.Module):
         return (out,) if self.as_tuple else out
 
 
+@probed
 def block_output_is_tuple(lm: LM) -> bool:
-    """Whether this model's blocks return a tuple (older transformers) or a tensor; probed once and cached."""
-    if not hasattr(lm, "_block_tuple"):
-        seen = []
-        handle = lm.layout.blocks[0].register_forward_hook(lambda m, i, o: seen.append(isinstance(o, tuple)))
-        try:
-            with torch.no_grad():
-                lm.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=lm.device), use_cache=False)
-        finally:
-            handle.remove()
-        lm._block_tuple = seen[0]
-    return lm._block_tuple
+    """Whether this model's blocks return a tuple (older transformers) or a tensor; probed once per model."""
+    seen = []
+    handle = lm.layout.blocks[0].register_forward_hook(lambda m, i, o: seen.append(isinstance(o, tuple)))
+    try:
+        with torch.no_grad():
+            lm.model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=lm.device), use_cache=False)
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 @contextmanager
 def replaced_blocks(lm: LM, modules: Mapping[int, nn.Module]) -> Iterator[None]:
     """Put ``modules[l]`` in place of block ``l`` for the duration of the context (always restored)."""
-    container = _get(lm.model, lm.layout.spec.blocks, lm.layout.spec, "blocks")
+    container = lm.block_list()
     for layer in modules:
         lm.check(Site(layer, "resid_post"))
     originals = {layer: container[layer] for layer in modules}
@@ -84,7 +84,11 @@ def swap_blocks(lm: LM, layer: int) -> Iterator[None]:
     Where the model picks a block's mask and rotary embedding by its slot (``config.layer_types``, e.g. Gemma 3's
     sliding and full attention), the two entries are swapped too, so a moved block keeps its own (always restored).
     """
-    first, second = lm.check(Site(layer, "resid_post")).layer, lm.check(Site(layer + 1, "resid_post")).layer
+    first = lm.check(Site(layer, "resid_post")).layer
+    if first == lm.n_layers - 1:
+        raise SiteError(f"cannot swap block {layer}: it is the last block; swaps take a layer in 0..{lm.n_layers - 2} "
+                        f"(block l runs after block l + 1)")
+    second = first + 1
     types = getattr(lm.config, "layer_types", None)
     original = list(types) if isinstance(types, list) and len(types) > second else None
     try:
@@ -163,7 +167,7 @@ def staggered_start(lm: LM, starts: list[int], resid: torch.Tensor) -> AbstractC
     at layer ``l``, the rows that run block ``l`` (the first ``sum(s < l for s in starts)``).
     """
     if any(b < a for a, b in zip(starts, starts[1:])):
-        raise ValueError("staggered_start: starts must be sorted (non-decreasing over the batch)")
+        raise ConfigError("staggered_start: starts must be sorted (non-decreasing over the batch)")
     tup = block_output_is_tuple(lm)
     stubs = {}
     for layer in range(lm.n_layers):

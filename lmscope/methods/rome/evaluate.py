@@ -23,14 +23,20 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from lmscope import config as check
 from lmscope.data.facts import CounterFactRecord
-from lmscope.io import Result, append_record, check_run, read_run_records, write_json
-from lmscope.methods.rome.edit import EditRequest, RomeConfig, pad_right, resolve_layer, rome_edit, target_ids
+from lmscope.errors import DataError
+from lmscope.io import Result, write_json
+from lmscope.methods.rome.config import EditRequest, RomeConfig
+from lmscope.methods.rome.edit import resolve_layer, rome_edit
+from lmscope.methods.rome.prefixes import context_prefixes
+from lmscope.methods.rome.stats import second_moment
+from lmscope.model.generate import sample_ids as sample_with_seeds
 from lmscope.model.lm import LM
+from lmscope.model.tokens import pad, target_ids
+from lmscope.runs import Run
 
 log = logging.getLogger(__name__)
-
-RECORDS = "records.jsonl"
 
 
 @dataclass
@@ -41,6 +47,11 @@ class EvalConfig:
         "help": "tokens per fluency text, prompt included (ROME's max_out_len; 0: skip GE)"})
     gen_top_k: int = field(default=5, metadata={"help": "top-k of the fluency samples"})
     gen_seed: int = field(default=0, metadata={"help": "seed of the fluency samples"})
+    batch: int = field(default=16, metadata={"help": "records whose unedited samples run in one batch (speed only)"})
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 0, "gen_tokens")
+        check.at_least(self, 1, "gen_top_k", "batch")
 
 
 # ---- probabilities ------------------------------------------------------------------------------------------------
@@ -53,7 +64,7 @@ def target_nll(lm: LM, prompts: Sequence[str], target: str) -> torch.Tensor:
         ids = lm.tokenizer(prompt)["input_ids"]
         rows.append(ids + tgt)
         starts.append(len(ids))
-    ids, mask = pad_right(rows, lm.device)
+    ids, mask = pad(rows, lm.device)
     logp = torch.log_softmax(lm.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float(), -1)
     pos = torch.tensor(starts, device=lm.device)[:, None] - 1 + torch.arange(len(tgt), device=lm.device)
     picked = logp[torch.arange(len(rows), device=lm.device)[:, None], pos].gather(
@@ -91,50 +102,15 @@ def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float,
     return sum(values) / len(values)
 
 
-class _TopKPerRow:
-    """A logits processor that draws each row's next token from its own seeded generator (top-k, ROME's sampler).
-
-    It returns one-hot scores for greedy decoding to pick, so a row's sample does not depend on the other rows
-    of the batch. End-of-text is never drawn: every row runs its full length.
-    """
-
-    def __init__(self, seeds: Sequence[int], top_k: int, eos: int | None):
-        self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.top_k, self.eos = top_k, eos
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:  # scores: (rows, vocab)
-        scores = scores.float()
-        if self.eos is not None:
-            scores[:, self.eos] = -math.inf
-        top = scores.topk(self.top_k, dim=-1)
-        probs = torch.softmax(top.values, -1).cpu()  # (rows, top_k)
-        picks = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.gens)])
-        chosen = top.indices.gather(1, picks.to(top.indices.device))  # (rows, 1)
-        return torch.full_like(scores, -math.inf).scatter_(1, chosen, 0.0)
-
-
-@torch.no_grad()
 def sample_ids(lm: LM, prompts: Sequence[str], config: EvalConfig,
                seeds: Sequence[int] | None = None) -> list[list[int]]:
     """Top-k samples after each prompt, ``gen_tokens`` ids per row with the prompt (ROME's ``max_out_len``).
 
-    All prompts run in one batch (left-padded, masked); row i draws from a generator seeded with ``seeds[i]``
-    (default: ``gen_seed + i``), so a sample is the same alone or in any batch (up to float rounding).
+    Row i draws from a generator seeded with ``seeds[i]`` (default: ``gen_seed + i``), so a sample is the same
+    alone or in any batch (up to float rounding); see :func:`lmscope.model.generate.sample_ids`.
     """
     seeds = [config.gen_seed + i for i in range(len(prompts))] if seeds is None else seeds
-    eos = lm.tokenizer.eos_token_id
-    pad = lm.tokenizer.pad_token_id
-    pad = eos if pad is None else pad
-    rows = [lm.tokenizer(p)["input_ids"] for p in prompts]
-    ids, mask = pad_right(rows, lm.device, left=True, pad_id=pad)
-    new = config.gen_tokens - min(len(r) for r in rows)
-    out = ids
-    if new > 0:
-        out = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
-                                max_new_tokens=new, pad_token_id=pad, repetition_penalty=None,
-                                logits_processor=[_TopKPerRow(seeds, config.gen_top_k, eos)])
-    width = ids.shape[1]
-    return [list(r) + out[i, width:width + max(config.gen_tokens - len(r), 0)].tolist() for i, r in enumerate(rows)]
+    return sample_with_seeds(lm, prompts, config.gen_tokens, config.gen_top_k, seeds)
 
 
 def sample_texts(lm: LM, prompts: Sequence[str], config: EvalConfig, seeds: Sequence[int] | None = None) -> list[str]:
@@ -187,6 +163,12 @@ class CounterFactResult(Result):
     notes: list[str]
     config: RomeConfig = field(default_factory=RomeConfig)
     eval_config: EvalConfig = field(default_factory=EvalConfig)
+    layer_source: str = ""
+
+    def summary(self) -> dict:
+        """The metrics of ROME and of the unedited model (percent), with the notes on what was measured."""
+        return {"model": self.model, "layer": self.layer, "layer_source": self.layer_source,
+                "records": self.n_records, "edited": self.edited, "unedited": self.unedited, "notes": self.notes}
 
 
 def _unedited(lm: LM, records: Sequence[CounterFactRecord], eval_config: EvalConfig) -> list[dict]:
@@ -194,52 +176,59 @@ def _unedited(lm: LM, records: Sequence[CounterFactRecord], eval_config: EvalCon
     return [{**record_scores(lm, r), "ge": ge} for r, ge in zip(records, _fluency(lm, records, eval_config))]
 
 
-def _evaluate_record(lm: LM, rec: CounterFactRecord, base: dict, config: RomeConfig, eval_config: EvalConfig,
-                     stats) -> dict:
-    request = EditRequest(rec.template.format("{}"), rec.subject, rec.new)
-    with rome_edit(lm, request, config, stats=stats) as handle:
-        edited = {**record_scores(lm, rec), "ge": _fluency(lm, [rec], eval_config)[0]}
-    return {"case_id": rec.case_id, "unedited": base, "edited": edited, "v_loss": handle.edit.losses[-1]["loss"]}
+class _Editor:
+    """Edits, measures and undoes one record at a time, with the statistics and prefixes computed once."""
+
+    def __init__(self, lm: LM, config: RomeConfig, eval_config: EvalConfig, layer: int):
+        self.lm, self.config, self.eval_config = lm, config, eval_config
+        self.stats = (second_moment(lm, layer, config.stats_corpus, config.stats_samples)
+                      if config.mom2_adjustment else None)
+        self.prefixes = context_prefixes(lm, config)
+
+    def __call__(self, rec: CounterFactRecord, base: dict) -> dict:
+        request = EditRequest(rec.template.format("{}"), rec.subject, rec.new)
+        with rome_edit(self.lm, request, self.config, stats=self.stats, prefixes=self.prefixes) as handle:
+            edited = {**record_scores(self.lm, rec), "ge": _fluency(self.lm, [rec], self.eval_config)[0]}
+        return {"case_id": rec.case_id, "unedited": base, "edited": edited, "v_loss": handle.edit.losses[-1]["loss"]}
+
+
+def _settings(lm: LM, config: RomeConfig, eval_config: EvalConfig, layer: int) -> dict:
+    """What a resumed run must share with the interrupted one."""
+    return {"model": lm.name, "layer": layer, "config": config,
+            "eval": {k: v for k, v in eval_config.__dict__.items() if k != "batch"}}
 
 
 def evaluate_counterfact(lm: LM, records: Sequence[CounterFactRecord], out_dir: str | Path,
-                         config: RomeConfig | None = None, eval_config: EvalConfig | None = None,
-                         batch: int = 16) -> CounterFactResult:
+                         config: RomeConfig | None = None, eval_config: EvalConfig | None = None) -> CounterFactResult:
     """Edit, measure and undo every record (resuming from ``out_dir/records.jsonl``); save metrics.json + result/.
 
-    The unedited model is measured ``batch`` records at a time (its fluency samples in one batch; a sample does
-    not depend on its batch), then each record is edited, measured and undone in turn (ROME's protocol).
+    The unedited model is measured ``eval_config.batch`` records at a time (its fluency samples in one batch; a
+    sample does not depend on its batch), then each record is edited, measured and undone in turn (ROME's
+    protocol).
     """
+    if not records:
+        raise DataError("no CounterFact records to evaluate: the data file holds none (or --limit is 0)")
     config, eval_config = config or RomeConfig(), eval_config or EvalConfig()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    layer = resolve_layer(lm, config)
-    _check_run(out, lm, config, eval_config, layer)
-    stats = None
-    if config.mom2_adjustment:
-        from lmscope.methods.rome.stats import second_moment
-
-        stats = second_moment(lm, layer, config.stats_corpus, config.stats_samples)
-    done = {r["case_id"]: r for r in read_run_records(out / RECORDS)}
-    todo = [r for r in records if r.case_id not in done]
+    layer, source = resolve_layer(lm, config)
+    run = Run(out_dir, _settings(lm, config, eval_config, layer), key="case_id")
+    editor = _Editor(lm, config, eval_config, layer)
+    todo = run.todo(list(records), lambda r: r.case_id)
     bar = tqdm(desc=f"counterfact {lm.name}", unit="edit", initial=len(records) - len(todo), total=len(records))
-    with (out / RECORDS).open("a") as sink:
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
+    with run.writer() as write:
+        for start in range(0, len(todo), eval_config.batch):
+            chunk = todo[start:start + eval_config.batch]
             for rec, base in zip(chunk, _unedited(lm, chunk, eval_config)):
-                row = _evaluate_record(lm, rec, base, config, eval_config, stats)
-                append_record(sink, row)
-                done[rec.case_id] = row
+                write(editor(rec, base))
                 bar.update()
     bar.close()
-    rows = [done[r.case_id] for r in records]
+    rows = [run.done[k] for k in dict.fromkeys(r.case_id for r in records)]
     result = CounterFactResult(model=lm.name, layer=layer, n_records=len(rows),
                                edited=summarize([r["edited"] for r in rows]),
                                unedited=summarize([r["unedited"] for r in rows]),
-                               notes=_notes(records, eval_config), config=config, eval_config=eval_config)
-    result.save(out / "result")
-    write_json(out / "metrics.json", {"model": lm.name, "layer": layer, "records": len(rows),
-                                      "edited": result.edited, "unedited": result.unedited, "notes": result.notes})
+                               notes=_notes(records, eval_config), config=config, eval_config=eval_config,
+                               layer_source=source)
+    result.save(run.out / "result")
+    write_json(run.out / "metrics.json", result.summary())
     return result
 
 
@@ -254,10 +243,3 @@ def _notes(records: Sequence[CounterFactRecord], eval_config: EvalConfig) -> lis
         notes.append("GE: these records have no generation prompts (flattened layout); the fluency samples start "
                      "from the rewrite and paraphrase prompts instead.")
     return notes
-
-
-def _check_run(out: Path, lm: LM, config: RomeConfig, eval_config: EvalConfig, layer: int) -> None:
-    """Refuse to resume a run made with another model or configuration."""
-    from lmscope.io import _to_json
-
-    check_run(out, {"model": lm.name, "layer": layer, "config": _to_json(config), "eval": _to_json(eval_config)})

@@ -3,7 +3,7 @@
 Per request, as ``rome_main.execute_rome``: the key over the prefixes (``compute_u``, with the explicit inverse of
 C), then ``compute_v``: every step runs the whole model on all rewriting prompts, computes the logits at every
 position and, for the NLL, the unembedding of the last layer's output at every position once more; then a separate
-forward pass reads W_out's input and output at the bare prompt. :func:`lmscope.methods.rome.rome_edit` computes
+forward pass reads W_out's input and output at the bare prompt. :func:`lmscope.methods.rome.edit.rome_edit` computes
 the same update without the repeated work (blocks under the edit layer run once, unembedding only where the loss
 reads it).
 """
@@ -13,16 +13,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lmscope.methods.rome.edit import EditRequest, RomeConfig, compute_key, subject_last_token, value_site
-from lmscope.methods.rome.value import _value_batch, frozen
+from lmscope.methods.rome.config import EditRequest, RomeConfig
+from lmscope.methods.rome.key import compute_key
+from lmscope.methods.rome.value import frozen, value_batch
 from lmscope.model.hooks import apply, capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.tokens import subject_last_token
 
 
 def _reference_v(lm: LM, request: EditRequest, layer: int, prefixes: list[str], config: RomeConfig):
-    b = _value_batch(lm, request, prefixes, config.kl_prompt)
-    site, last = value_site(lm, layer), Site(lm.n_layers - 1, "resid_post")
+    b = value_batch(lm, request, prefixes, config.kl_prompt)
+    site, last = Site(layer, "mlp_value"), Site(lm.n_layers - 1, "resid_post")
     n, rows = b.n_rewrite, torch.arange(len(b.lookup))
     delta = torch.zeros(lm.d_model, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=config.v_lr)
@@ -61,7 +63,7 @@ def _reference_v(lm: LM, request: EditRequest, layer: int, prefixes: list[str], 
 @torch.no_grad()
 def _input_output_at_word(lm: LM, request: EditRequest, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     ids, idx = subject_last_token(lm, request.prompt, request.subject)
-    key, value = Site(layer, "mlp_key"), value_site(lm, layer)
+    key, value = Site(layer, "mlp_key"), Site(layer, "mlp_value")
     with lm.hooks(capture(key), capture(value)) as cache:
         lm.model(input_ids=torch.tensor([ids]), use_cache=False)
     return cache[key][0, idx].float(), cache[value][0, idx].float()
@@ -70,7 +72,7 @@ def _input_output_at_word(lm: LM, request: EditRequest, layer: int) -> tuple[tor
 def reference_update(lm: LM, request: EditRequest, layer: int, prefixes: list[str], config: RomeConfig,
                      second_moment: torch.Tensor | None) -> torch.Tensor:
     """ROME's update of W_out at ``layer`` as a (d_model, d_mlp) matrix; the model is left unchanged."""
-    u = compute_key(lm, request, layer, prefixes)["k_star"]
+    u = compute_key(lm, request, layer, prefixes).k_star
     if second_moment is not None:
         u = torch.inverse(second_moment.float()) @ u
     u = u / u.norm()

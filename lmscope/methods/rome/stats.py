@@ -11,24 +11,42 @@ where it stopped and gives the same matrix.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
-import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from lmscope.assets import cache_dir
-from lmscope.io import ArtifactError, Result
+from lmscope import config as check
+from lmscope import running, store
+from lmscope.data.corpus import iter_texts
+from lmscope.errors import ArtifactError, InputError
+from lmscope.io import Result
 from lmscope.model.hooks import capture
-from lmscope.model.lm import LM, InputError
+from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.tokens import pad
 
 log = logging.getLogger(__name__)
 
 WINDOW = 256  # texts per checkpoint; sorted by length inside a window to limit padding
+
+
+@dataclass
+class StatsConfig:
+    """Options of the second-moment statistics (ROME's ``layer_stats``)."""
+
+    layer: int = field(default=0, metadata={"help": "the layer whose MLP keys are measured", "required": True})
+    corpus: str = field(default="wiki", metadata={"help": "wiki, bbc, or a file / folder of texts"})
+    samples: int = field(default=100_000, metadata={"help": "texts (paper: 100,000; capped at the corpus size)"})
+    max_len: int = field(default=512, metadata={"help": "tokens per text (longer texts are cut)"})
+    batch_tokens: int = field(default=4096, metadata={"help": "tokens per forward pass (speed / memory only)"})
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "samples", "max_len", "batch_tokens")
 
 
 @dataclass
@@ -75,51 +93,38 @@ def key_fingerprint(lm: LM, layer: int) -> str:
 
 
 def stats_path(lm: LM, layer: int, corpus: str, samples: int, max_len: int) -> Path:
-    """Where the statistics of this (model, layer, corpus, samples) live in the cache."""
-    name = f"{lm.name.replace('/', '--')}-{key_fingerprint(lm, layer)}"
-    tag = Path(str(corpus)).name.replace(".", "_")
-    return cache_dir() / "stats" / name / f"mom2-{tag}-L{layer}-n{samples}-len{max_len}"
+    """Where the statistics of this (model, layer, corpus, samples) live in the store."""
+    return store.second_moment_dir(lm.name, key_fingerprint(lm, layer), corpus, layer, samples, max_len)
 
 
 def _texts(corpus: str, start: int, stop: int) -> list[str]:
-    from lmscope.data.corpus import iter_texts
-
-    out = []
-    for i, text in enumerate(iter_texts(corpus)):
-        if i >= stop:
-            break
-        if i >= start:
-            out.append(text)
-    return out
+    return list(itertools.islice(iter_texts(corpus), start, stop))
 
 
 @torch.no_grad()
-def _window_sum(lm: LM, layer: int, texts: list[str], max_len: int, batch_tokens: int):
-    """(sum of k k^T (d_mlp, d_mlp) float64, number of keys) over the texts of one window."""
-    from lmscope.methods.rome.edit import pad_right
-
+def _window_sum(lm: LM, layer: int, texts: list[str], max_len: int, batch_tokens: int) -> running.SecondMoment:
+    """The running sum of k k^T over the keys of one window of texts (special tokens left out)."""
     special = torch.tensor(sorted(lm.tokenizer.all_special_ids), device=lm.device)
     encoded = sorted((lm.tokenizer(t, truncation=True, max_length=max_len)["input_ids"] for t in texts), key=len)
-    total = torch.zeros(lm.d_mlp, lm.d_mlp, dtype=torch.float64, device=lm.device)
-    count, site = 0, Site(layer, "mlp_key")
+    moment, site = running.SecondMoment(lm.d_mlp), Site(layer, "mlp_key")
     batch: list[list[int]] = []
     for i, ids in enumerate(encoded):
         batch.append(ids)
         if i + 1 < len(encoded) and (len(batch) + 1) * len(encoded[i + 1]) <= batch_tokens:
             continue
-        x, mask = pad_right(batch, lm.device)
+        x, mask = pad(batch, lm.device)
         keep = mask.bool() & ~torch.isin(x, special)
         with lm.hooks(capture(site), stop_after=site) as cache:
             lm.model(input_ids=x, attention_mask=mask, use_cache=False)
-        k = cache[site][keep].float()  # (n_keys, d_mlp)
-        total += (k.T @ k).double()
-        count, batch = count + k.shape[0], []
-    return total, count
+        moment.update(cache[site][keep])  # (n_keys, d_mlp)
+        batch = []
+    return moment
 
 
 def second_moment(lm: LM, layer: int, corpus: str = "wiki", samples: int = 100_000, max_len: int = 512,
                   batch_tokens: int = 4096, path: str | Path | None = None) -> SecondMoment:
     """C = E[k k^T] at ``layer`` over the first ``samples`` texts of ``corpus``; cached, resumable."""
+    StatsConfig(layer, corpus, samples, max_len, batch_tokens)  # validates
     layer = lm.check(Site(layer, "mlp_key")).layer
     folder = Path(path) if path else stats_path(lm, layer, corpus, samples, max_len)
     if (folder / "cfg.json").is_file():
@@ -137,10 +142,10 @@ def second_moment(lm: LM, layer: int, corpus: str = "wiki", samples: int = 100_0
     bar = tqdm(total=n_texts, initial=part.texts, desc=f"stats {lm.name} L{layer}", unit="text")
     while part.texts < n_texts:
         texts = _texts(corpus, part.texts, min(part.texts + WINDOW, n_texts))
-        total, count = _window_sum(lm, layer, texts, max_len, batch_tokens)
-        part.matrix += total.cpu()
-        part.texts, part.tokens = part.texts + len(texts), part.tokens + count
-        _checkpoint(part, folder.with_name(folder.name + ".partial"))  # a killed run resumes here
+        window = _window_sum(lm, layer, texts, max_len, batch_tokens)
+        part.matrix += window.total
+        part.texts, part.tokens = part.texts + len(texts), part.tokens + window.count
+        part.save_atomic(folder.with_name(folder.name + ".partial"))  # a killed run resumes here
         bar.update(len(texts))
     bar.close()
     if part.tokens == 0:
@@ -155,18 +160,7 @@ def second_moment(lm: LM, layer: int, corpus: str = "wiki", samples: int = 100_0
     return done
 
 
-def _checkpoint(part: SecondMoment, partial: Path) -> None:
-    """Replace the checkpoint folder as a whole (sum and counts never disagree after a kill)."""
-    tmp = partial.with_name(partial.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    part.save(tmp)
-    shutil.rmtree(partial, ignore_errors=True)
-    os.replace(tmp, partial)
-
-
 def _count_texts(corpus: str, samples: int) -> int:
-    from lmscope.data.corpus import iter_texts
-
     n = 0
     for n, _ in enumerate(iter_texts(corpus), start=1):
         if n >= samples:

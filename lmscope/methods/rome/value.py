@@ -11,23 +11,33 @@ import copy
 import logging
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from lmscope.methods.rome.edit import EditRequest, RomeConfig, pad_right, subject_last_token, target_ids, value_site
-from lmscope.model.cache import cache_kwargs, returned_cache, supports_prefix
+from lmscope.methods.rome.config import EditRequest, RomeConfig
 from lmscope.model.hooks import apply, capture
+from lmscope.model.kv import cache_kwargs, returned_cache, supports_prefix
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.surgery import start_after
+from lmscope.model.tokens import pad, subject_last_token, target_ids
 
 log = logging.getLogger(__name__)
 
 
-# ---- step 3: the value -------------------------------------------------------------------------------------------
+class Value(NamedTuple):
+    """The result of the v* optimisation."""
+
+    v_star: torch.Tensor  # (d_model,) v0 + delta
+    v0: torch.Tensor  # (d_model,) W_out's output at the subject's last token of the bare prompt
+    delta: torch.Tensor  # (d_model,)
+    losses: list[dict]  # per step: loss, nll, kl, decay, p_target
+
+
 @dataclass
-class _ValueBatch:
+class ValueBatch:
     """The rewriting prompts (each prefix + prompt + target[:-1]) and the KL prompt, right-padded."""
 
     ids: torch.Tensor  # (rows, pos)
@@ -41,7 +51,8 @@ class _ValueBatch:
         return self.target_pos.shape[0]
 
 
-def _value_batch(lm: LM, request: EditRequest, prefixes: list[str], kl_prompt: str) -> _ValueBatch:
+def value_batch(lm: LM, request: EditRequest, prefixes: list[str], kl_prompt: str) -> ValueBatch:
+    """The rows of the v* optimisation: each prefix + prompt + target[:-1] (teacher forcing), then the KL prompt."""
     tgt = target_ids(lm, request.target)
     rows, lookup, target_pos = [], [], []
     for prefix in prefixes:
@@ -50,8 +61,8 @@ def _value_batch(lm: LM, request: EditRequest, prefixes: list[str], kl_prompt: s
         rows.append(ids + tgt[:-1])  # teacher forcing: the target's tokens as ids, not re-tokenised text
         lookup.append(idx)
     kl_ids, kl_idx = subject_last_token(lm, kl_prompt, request.subject)
-    ids, mask = pad_right([*rows, kl_ids], lm.device)
-    return _ValueBatch(ids, mask, torch.tensor([*lookup, kl_idx], device=lm.device),
+    ids, mask = pad([*rows, kl_ids], lm.device)
+    return ValueBatch(ids, mask, torch.tensor([*lookup, kl_idx], device=lm.device),
                        torch.tensor(target_pos, device=lm.device), torch.tensor(tgt, device=lm.device))
 
 
@@ -68,7 +79,7 @@ def frozen(model: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def _value_loss(lm: LM, resid: torch.Tensor, b: _ValueBatch, delta: torch.Tensor, init: dict,
+def _value_loss(lm: LM, resid: torch.Tensor, b: ValueBatch, delta: torch.Tensor, init: dict,
                 config: RomeConfig) -> tuple[torch.Tensor, dict]:
     """NLL of the target + kl_factor x KL(edited || original) on the KL prompt + weight decay (ROME's loss)."""
     n = b.n_rewrite
@@ -87,7 +98,7 @@ def _value_loss(lm: LM, resid: torch.Tensor, b: _ValueBatch, delta: torch.Tensor
 
 
 @torch.no_grad()
-def _below(lm: LM, b: _ValueBatch, layer: int) -> torch.Tensor | None:
+def _below(lm: LM, b: ValueBatch, layer: int) -> torch.Tensor | None:
     """The residual stream after block ``layer - 1`` of every row (None for layer 0)."""
     if layer == 0:
         return None
@@ -100,7 +111,7 @@ def _below(lm: LM, b: _ValueBatch, layer: int) -> torch.Tensor | None:
 class _FullRows:
     """Each step runs the whole (padded) rows, from the cached residual under the edit layer."""
 
-    def __init__(self, lm: LM, b: _ValueBatch, layer: int):
+    def __init__(self, lm: LM, b: ValueBatch, layer: int):
         self.lm, self.layer, self.view = lm, layer, b
         self.below = _below(lm, b, layer)  # blocks under the edit layer do not change: run them once
 
@@ -118,11 +129,11 @@ class _SuffixRows(_FullRows):
     cache (rows right-padded, the gap masked, positions given explicitly).
     """
 
-    def __init__(self, lm: LM, b: _ValueBatch, layer: int):
+    def __init__(self, lm: LM, b: ValueBatch, layer: int):
         super().__init__(lm, b, layer)
         cut, lengths = b.lookup.tolist(), b.mask.sum(1).tolist()
-        prefix, prefix_mask = pad_right([r[:c] for r, c in zip(b.ids.tolist(), cut)], lm.device, min_width=1)
-        ids, mask = pad_right([r[c:n] for r, c, n in zip(b.ids.tolist(), cut, lengths)], lm.device)
+        prefix, prefix_mask = pad([r[:c] for r, c in zip(b.ids.tolist(), cut)], lm.device, min_width=1)
+        ids, mask = pad([r[c:n] for r, c, n in zip(b.ids.tolist(), cut, lengths)], lm.device)
         self.mask = torch.cat([prefix_mask, mask], 1)  # (rows, prefix + suffix): the gap after each prefix is 0
         cut_t = b.lookup[:, None]
         self.positions = cut_t + torch.arange(ids.shape[1], device=lm.device)  # (rows, q)
@@ -132,7 +143,7 @@ class _SuffixRows(_FullRows):
         with torch.no_grad():
             out = lm.model(input_ids=prefix, attention_mask=prefix_mask, use_cache=True)
         self._prefix, self._kwargs = returned_cache(out), cache_kwargs
-        self.view = _ValueBatch(ids, mask, torch.zeros_like(b.lookup), b.target_pos - cut_t[:b.n_rewrite], b.target)
+        self.view = ValueBatch(ids, mask, torch.zeros_like(b.lookup), b.target_pos - cut_t[:b.n_rewrite], b.target)
 
     def forward(self, ops, stop_after: Site) -> dict:
         """Run one step with ``ops`` on the suffixes; return the hook cache."""
@@ -142,7 +153,7 @@ class _SuffixRows(_FullRows):
         return cache
 
 
-def _rows_runner(lm: LM, b: _ValueBatch, layer: int) -> _FullRows:
+def _rows_runner(lm: LM, b: ValueBatch, layer: int) -> _FullRows:
     """Suffix rows where the model takes a reusable KV cache and no sliding window cuts the prompt short."""
     window = getattr(lm.config, "sliding_window", None)
     if supports_prefix(lm) and not (isinstance(window, int) and window < b.ids.shape[1] + 1):
@@ -161,11 +172,10 @@ def _clamp(delta: torch.Tensor, max_norm: torch.Tensor) -> None:
         delta.mul_(max_norm / delta.norm())
 
 
-def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str],
-                  config: RomeConfig) -> dict:
-    """{"v_star": v0 + delta (d_model,), "v0", "delta", "losses": [per step]}: ROME's v* optimisation."""
-    b = _value_batch(lm, request, prefixes, config.kl_prompt)
-    site, last = value_site(lm, layer), Site(lm.n_layers - 1, "resid_post")
+def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str], config: RomeConfig) -> Value:
+    """ROME's v* optimisation (``compute_v``): the vector W_out should write at the subject's last token."""
+    b = value_batch(lm, request, prefixes, config.kl_prompt)
+    site, last = Site(layer, "mlp_value"), Site(lm.n_layers - 1, "resid_post")
     rows = torch.arange(len(b.lookup), device=lm.device)
     delta = torch.zeros(lm.d_model, device=lm.device, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=config.v_lr)
@@ -194,4 +204,4 @@ def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str],
             _clamp(delta, config.clamp_norm_factor * init["v0"].norm())
     log.info("v*: %d steps, loss %.4f -> %.4f, P(target) %.4f -> %.4f", len(losses), losses[0]["loss"],
              losses[-1]["loss"], losses[0]["p_target"], losses[-1]["p_target"])
-    return {"v_star": init["v0"] + delta.detach(), "v0": init["v0"], "delta": delta.detach(), "losses": losses}
+    return Value(init["v0"] + delta.detach(), init["v0"], delta.detach(), losses)

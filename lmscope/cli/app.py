@@ -1,0 +1,55 @@
+"""The ``lmscope`` command: the parser built from the registry, and the one place user errors are reported."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from lmscope.cli import lens, model, rome, stages, trace  # noqa: F401  (each registers its commands)
+from lmscope.cli.options import add_config_args
+from lmscope.cli.registry import COMMANDS, global_options
+from lmscope.errors import LmscopeError
+from lmscope.runs import prepare_out
+
+log = logging.getLogger("lmscope")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser: one subparser per registered command."""
+    parser = argparse.ArgumentParser(prog="lmscope", parents=[global_options(defaults=True)],
+                                     description="Find, decompose and edit what a transformer language model knows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    shared = global_options(defaults=False)
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.run.__doc__, parents=[shared])
+        for flags, kwargs in cmd.args:
+            p.add_argument(*flags, **kwargs)
+        if cmd.out is not None:
+            p.add_argument("--out", type=Path, default=Path(cmd.out), help=f"output folder (default: {cmd.out})")
+        for cls in cmd.configs:
+            add_config_args(p, cls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lmscope`` command; a user error is one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="lmscope: %(message)s")
+    torch.manual_seed(args.seed)
+    cmd = COMMANDS[args.command]
+    try:
+        if cmd.out is not None:
+            prepare_out(args.out, keep=False)  # before the model loads: a bad --out fails at once
+        return cmd.run(args)
+    except LmscopeError as err:
+        print(f"lmscope {args.command}: error: {err}", file=sys.stderr)
+    except OSError as err:
+        print(f"lmscope {args.command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"lmscope {args.command}: interrupted (long runs resume from their output folder)", file=sys.stderr)
+        return 130
+    return 2

@@ -1,0 +1,48 @@
+"""Config dataclasses double as the command line: one ``--flag`` per field, with the field's default and help.
+
+A field's metadata may hold ``help`` and ``required`` (the option must be given: no default makes sense).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one option per field of the config dataclass ``cls`` (help from ``field(metadata={"help": ...})``)."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} (paper defaults)")
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        required = bool(f.metadata.get("required"))
+        help_text = f"{f.metadata.get('help', '')}" + ("" if required else f" (default: {default})")
+        if tp is bool:
+            group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                               help=help_text)
+        elif typing.get_origin(tp) is tuple:
+            group.add_argument(_flag(f.name), dest=f.name, nargs="+", default=default, help=help_text)
+        else:
+            kinds = (str,) if str in typing.get_args(tp) else (int, float, str)  # int | str ("auto"): parse later
+            kind = next((t for t in kinds if tp is t or t in typing.get_args(tp)), str)
+            group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None if required else default,
+                               required=required, help=help_text)
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+    """Build the config dataclass from parsed arguments (its ``__post_init__`` validates)."""
+    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if typing.get_origin(hints[name]) is tuple and isinstance(value, list):
+            values[name] = tuple(value)
+    return cls(**values)

@@ -1,0 +1,41 @@
+"""The stages commands: ``stages`` (the whole analysis) and ``lesion`` (one block on one prompt)."""
+
+from __future__ import annotations
+
+from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
+from lmscope.methods.stages import LesionConfig, StagesConfig, lesion_prompt, stages
+from lmscope.model.lm import check_prompt
+from lmscope.viz.report import save_figure
+from lmscope.viz.stages import curves_figure, lesion_figure, stages_report, summary_figure
+
+
+@command("stages", "stages of inference: lesions, lens, locality, neurons, MLP norms + report",
+         configs=(StagesConfig,), out="out/stages")
+def run_stages(args) -> int:
+    """Run the stages analysis; write result/, stages.json, the figures and report.html."""
+    cfg = config(args, StagesConfig)
+    lm = load_model(args)
+    result = stages(lm, cfg)
+    out = out_dir(args)
+    save_result(out, result, "stages.json")
+    for name, make in (("summary", summary_figure), ("lesions", lesion_figure), ("curves", curves_figure)):
+        save_figure(make(result), out / f"{name}.png")
+    stages_report(result).write(out / "report.html")
+    print(f"{lm.name}: {result.tokens} tokens, base top-1 accuracy {result.base_accuracy:.3f}")
+    for mode in ("delete", "swap"):
+        values = " ".join(f"{v:.2f}" for v in result.lesion[f"{mode}_rel_acc"].tolist())
+        print(f"  {mode:<6} relative accuracy per layer: {values}")
+    print(f"wrote {out}/stages.json, summary.png, lesions.png, curves.png, report.html and result/")
+    return 0
+
+
+@command("lesion", "top next tokens of one prompt before / after deleting or swapping a block",
+         arg("prompt", help="the prompt"), configs=(LesionConfig,))
+def lesion(args) -> int:
+    """Top next tokens of one prompt, unmodified and with block --layer deleted (or swapped with the next)."""
+    cfg = config(args, LesionConfig)
+    check_prompt(args.prompt)
+    result = lesion_prompt(load_model(args), args.prompt, cfg)
+    for label, top in (("unmodified", result.before), (result.label, result.after)):
+        print(f"{label:>24}: " + ", ".join(f"{t!r} {p:.3f}" for t, p in top))
+    return 0

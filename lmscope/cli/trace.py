@@ -1,0 +1,64 @@
+"""The causal-tracing commands: ``trace`` (one prompt) and ``trace-dataset`` (average effects over facts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmscope.cli.registry import arg, command, config, load_model, out_dir
+from lmscope.data.facts import load_known_facts
+from lmscope.io import write_json
+from lmscope.methods.trace import TraceConfig, causal_trace, trace_dataset
+from lmscope.model.lm import check_prompt
+from lmscope.viz.report import save_figure
+from lmscope.viz.trace import aie_figure, aie_report, plot_trace, trace_report
+
+
+@command("trace", "causal trace of one prompt: trace result, one PNG per kind, report.html",
+         arg("prompt", help="the prompt, e.g. 'The Eiffel Tower is located in the city of'"),
+         arg("--subject", required=True, help="the subject, as it appears in the prompt"),
+         arg("--target", help="the answer to trace (its first token); default: the model's top-1 token"),
+         configs=(TraceConfig,), out="out/trace")
+def trace(args) -> int:
+    """Trace one prompt and write result/, trace.json, trace_<kind>.png and report.html."""
+    cfg = config(args, TraceConfig)
+    check_prompt(args.prompt)
+    lm = load_model(args)
+    result = causal_trace(lm, args.prompt, args.subject, args.target, cfg)
+    out = out_dir(args)
+    result.save(out / "result")
+    write_json(out / "trace.json", result.summary(), indent=None)
+    for kind in result.scores:
+        plot_trace(result, kind, out / f"trace_{kind}.png")
+    trace_report(result).write(out / "report.html")
+    print(f"{lm.name}: {args.subject!r} -> {result.target!r}: P = {result.clean_prob:.4f}, "
+          f"P* = {result.corrupted_prob:.4f} (noise {result.noise:.4f})")
+    for kind, peak in result.peaks().items():
+        print(f"  {kind:<18} max P*_restored {peak['p']:.4f} at token {peak['position']} {peak['token']!r}, "
+              f"layer {peak['layer']}")
+    print(f"wrote {out}/trace.json, trace_*.png, report.html and result/")
+    return 0
+
+
+@command("trace-dataset", "average indirect effects over known facts (resumable)",
+         arg("--data", type=Path, required=True, help="known_1000.json (ROME's known facts)"),
+         arg("--limit", type=int, help="trace only the first N facts"),
+         arg("--all-facts", action="store_true", help="also trace facts the model does not predict"),
+         configs=(TraceConfig,), out="out/trace-dataset")
+def trace_facts(args) -> int:
+    """Trace known facts and write records.jsonl, result/, summary.json, aie.png and report.html."""
+    cfg = config(args, TraceConfig)
+    facts = load_known_facts(args.data, args.limit)
+    lm = load_model(args)
+    out = out_dir(args)
+    result = trace_dataset(lm, facts, out, cfg, only_predicted=not args.all_facts)
+    write_json(out / "summary.json", result.summary())
+    print(f"{lm.name}: traced {result.n_kept} of {result.n_facts} facts; ATE = {result.ate:.4f}")
+    if not result.n_kept:
+        print("  the model predicts none of these facts: nothing to average (try more facts, or --all-facts)")
+        return 0
+    save_figure(aie_figure(result), out / "aie.png")
+    aie_report(result).write(out / "report.html")
+    for kind, peak in result.summary()["peaks_last_subject_token"].items():
+        print(f"  {kind:<18} AIE peak at the last subject token: layer {peak['layer']} ({peak['aie']:.4f})")
+    print(f"wrote {out}/records.jsonl, result/, summary.json, aie.png and report.html")
+    return 0

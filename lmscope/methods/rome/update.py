@@ -1,0 +1,109 @@
+"""Step 4 of ROME: the rank-one update, the edit as data (:class:`RomeEdit`), and applying / undoing it.
+
+W_out <- W_out + right u^T with u = C^-1 k* / |C^-1 k*| (C = E[k k^T]) and right = (v* - W_out k) / (u . k), k the
+key of the unprefixed prompt, so that the edited layer maps k to v*. An edit saves as cfg.json + safetensors and
+applies to a fresh copy of the model with :func:`apply_edit`; its handle's ``undo()`` restores the weights bit for
+bit (:func:`lmscope.model.weights.patch_weight`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+from lmscope.errors import EditError
+from lmscope.io import Result
+from lmscope.methods.rome.config import EditRequest, RomeConfig
+from lmscope.model.lm import LM
+from lmscope.model.sites import Site
+from lmscope.model.weights import WeightPatch, is_conv1d, patch_weight
+
+
+def rank_one_update(k_star: torch.Tensor, k: torch.Tensor, v: torch.Tensor, v_star: torch.Tensor,
+                    second_moment: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u (d_mlp,), right (d_model,)) with W_out <- W_out + right u^T; the edited W_out maps k to v*."""
+    u = k_star.double()
+    if second_moment is not None:
+        u = torch.linalg.solve(second_moment.to(u.device, torch.float64), u)  # C^-1 k*
+    u = (u / u.norm()).float()
+    right = (v_star.float() - v.float()) / (u @ k.float())
+    return u, right
+
+
+def w_out_param(lm: LM, layer: int) -> tuple[torch.nn.Parameter, bool]:
+    """W_out's parameter at ``layer`` and whether it is stored transposed, (d_mlp, d_model) (transformers' Conv1D)."""
+    module = lm.layout.part(lm.check(Site(layer, "mlp_out")).layer, "mlp_out_proj")
+    return module.weight, is_conv1d(module)
+
+
+def weight_digest(lm: LM, layer: int) -> str:
+    """A short hash of W_out at ``layer``: an edit applies only to the weights it was computed on."""
+    w = w_out_param(lm, layer)[0].detach().flatten()
+    return hashlib.sha256(w[:: max(1, w.numel() // 65536)].float().cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class RomeEdit(Result):
+    """One ROME edit: W_out[layer] += right u^T, with what it was computed from."""
+
+    model: str
+    layer: int
+    request: EditRequest
+    u: torch.Tensor  # (d_mlp,) C^-1 k* / |C^-1 k*|
+    right: torch.Tensor  # (d_model,) (v* - W_out k) / (u . k)
+    weights: str  # weight_digest of W_out before the edit
+    v0_norm: float
+    delta_norm: float
+    losses: list[dict]
+    prefixes: list[str]
+    stats_texts: int  # texts behind the second moment (0: no adjustment)
+    config: RomeConfig = field(default_factory=RomeConfig)
+    layer_source: str = ""  # how the layer was chosen (given, or which trace peak "auto" took)
+
+    def delta(self, transposed: bool = False) -> torch.Tensor:
+        """The update as a matrix: (d_model, d_mlp), or (d_mlp, d_model) for transposed storage."""
+        return torch.outer(self.u, self.right) if transposed else torch.outer(self.right, self.u)
+
+    def summary(self) -> dict:
+        """The request, the layer and where it came from, and the v* optimisation."""
+        return {"model": self.model, "layer": self.layer, "layer_source": self.layer_source,
+                "prompt": self.request.text, "target": self.request.target, "v_steps": len(self.losses),
+                "final_loss": self.losses[-1] if self.losses else None, "v0_norm": self.v0_norm,
+                "delta_norm": self.delta_norm, "stats_texts": self.stats_texts}
+
+
+class EditHandle:
+    """An applied edit; ``undo()`` (or leaving a ``with`` block) restores W_out bit for bit.
+
+    Edits of one layer stack and are undone last-in, first-out.
+    """
+
+    def __init__(self, edit: RomeEdit, patch: WeightPatch):
+        self.edit, self.patch = edit, patch
+
+    @property
+    def active(self) -> bool:
+        """Whether the edit is still applied."""
+        return self.patch.active
+
+    def undo(self) -> None:
+        """Put the original weights back."""
+        self.patch.undo()
+
+    def __enter__(self) -> EditHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.undo()
+
+
+def apply_edit(lm: LM, edit: RomeEdit, check: bool = True) -> EditHandle:
+    """Apply a (possibly reloaded) edit to ``lm``; it must hold the W_out the edit was computed on."""
+    param, transposed = w_out_param(lm, edit.layer)
+    if param.numel() != edit.u.numel() * edit.right.numel() or (check and weight_digest(lm, edit.layer) !=
+                                                                  edit.weights):
+        raise EditError(f"this edit was computed on other weights at layer {edit.layer} ({edit.model}); "
+                        f"apply it to the model (and the earlier edits) it was made on")
+    return EditHandle(edit, patch_weight(param, edit.delta(transposed)))

@@ -1,0 +1,47 @@
+"""Options of the stages analysis and of a single lesion, with the names the stages modules share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmscope import config as check
+
+MODES = ("delete", "swap")
+METRICS = ("kl", "rel_acc", "d_entropy")
+
+
+@dataclass
+class StagesConfig:
+    """Options of the stages analysis."""
+
+    corpus: str = field(default="wiki", metadata={"help": "packaged corpus (wiki, bbc) or a file / folder of texts"})
+    tokens: int = field(default=8192, metadata={
+        "help": "held-out tokens (test split) for lesions, lens, locality; whole rows of seq_len"})
+    seq_len: int = field(default=128, metadata={"help": "tokens per row"})
+    batch_size: int = field(default=8, metadata={"help": "rows per forward pass"})
+    locality_window: int = field(default=5, metadata={"help": "previous tokens counted as local attention"})
+    kurtosis_threshold: float = field(default=10.0, metadata={
+        "help": "vocabulary kurtosis above which a neuron predicts (skew > 0) or suppresses (skew < 0)"})
+    skew_threshold: float = field(default=0.0, metadata={"help": "|skew| a prediction / suppression neuron exceeds"})
+    top_neurons: int = field(default=10, metadata={"help": "neurons listed per class, with their top tokens"})
+    top_tokens: int = field(default=8, metadata={"help": "tokens shown per listed neuron"})
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 2, "seq_len")
+        check.at_least(self, 1, "batch_size", "locality_window", "top_tokens")
+        check.at_least(self, 0, "top_neurons", "skew_threshold")
+        check.finite(self, "kurtosis_threshold")
+        check.at_least(self, self.seq_len, "tokens")
+
+
+@dataclass
+class LesionConfig:
+    """One lesion of one prompt: which block, how, and how many next tokens to show."""
+
+    layer: int = field(default=0, metadata={"help": "block to delete (or to swap with the next one)", "required": True})
+    mode: str = field(default="delete", metadata={"help": "delete or swap"})
+    top_k: int = field(default=5, metadata={"help": "next tokens shown"})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "mode", MODES)
+        check.at_least(self, 1, "top_k")

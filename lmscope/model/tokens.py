@@ -1,0 +1,70 @@
+"""Token helpers shared by the methods: where a subject's tokens are, padding a batch, a target's ids.
+
+All of them take the tokenizer's own offsets, so a subject is found however the tokenizer splits words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+from lmscope.errors import InputError, SubjectError
+from lmscope.model.lm import LM, check_prompt
+
+
+def subject_span(lm: LM, prompt: str, subject: str, start: int | None = None) -> tuple[list[int], tuple[int, int]]:
+    """Token ids of ``prompt`` and the [first, last + 1) token span of ``subject`` in it.
+
+    ``start``: the subject's character offset (default: its first occurrence). Raises :class:`SubjectError` if
+    the subject is empty, absent, or covers no token.
+    """
+    check_prompt(prompt)
+    if not isinstance(subject, str) or not subject.strip():
+        raise SubjectError("empty subject")
+    enc = lm.tokenizer(prompt, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])
+    lm.check_length(len(ids))
+    begin = prompt.find(subject) if start is None else start
+    if begin < 0:
+        raise SubjectError(f"subject {subject!r} is not in the prompt {prompt!r}; the prompt's tokens are "
+                           f"{lm.to_str_tokens(ids)}")
+    end = begin + len(subject)
+    inside = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if b > a and a < end and b > begin]
+    if not inside:
+        raise SubjectError(f"subject {subject!r} covers no token of {lm.to_str_tokens(ids)}")
+    return ids, (inside[0], inside[-1] + 1)
+
+
+def subject_last_token(lm: LM, template: str, subject: str) -> tuple[list[int], int]:
+    """Token ids of ``template`` with ``subject`` put in place of its "{}", and the index of its last token."""
+    ids, span = subject_span(lm, template.replace("{}", subject, 1), subject, start=template.index("{}"))
+    return ids, span[1] - 1
+
+
+def pad(rows: Sequence[Sequence[int]], device: torch.device | str, min_width: int = 0, *,
+        side: Literal["right", "left"] = "right", pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (n, width) int64, padded with ``pad_id`` on ``side`` (never attended to).
+
+    Right padding keeps positions aligned from the start (teacher forcing); left padding aligns the last tokens
+    (batched generation).
+    """
+    width = max(min_width, *(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        at = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+        ids[i, at] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, at] = 1
+    return ids.to(device), mask.to(device)
+
+
+def target_ids(lm: LM, target: str) -> list[int]:
+    """Token ids of a target continuation such as " Paris" (no special tokens)."""
+    if not isinstance(target, str) or not target:
+        raise InputError("empty target: give the answer's text, e.g. ' Paris'")
+    ids = lm.tokenizer(target, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise InputError(f"target {target!r} has no tokens")
+    return ids

@@ -16,7 +16,7 @@ from lmscope.io import Result, load_result, read_json, write_json
 from lmscope.methods.lens import LensConfig
 from lmscope.methods.rome import EvalConfig, RomeConfig, StatsConfig
 from lmscope.methods.stages import LesionConfig, StagesConfig
-from lmscope.methods.trace import TraceConfig
+from lmscope.methods.trace import GROUPS, TraceConfig
 from lmscope.model.hooks import StopForward
 from lmscope.model.weights import has_patches, linear_weight, patch_weight
 from lmscope.runs import Run, check_settings, prepare_out, read_records
@@ -168,3 +168,24 @@ def test_store_paths_live_under_one_root(tmp_path, monkeypatch):
     monkeypatch.delenv("LMSCOPE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert store.root() == tmp_path / "xdg" / "lmscope" and os.sep in str(store.root())
+
+
+def test_results_saved_before_the_new_fields_still_load(tmp_path):
+    """Runs saved by earlier versions (no layer_source, only_predicted, chunk) reload: docs regenerate from them."""
+    aie = torch.zeros(len(GROUPS), 3)
+    aie[2, 1] = 1.0  # the last subject token peaks at layer 1
+    result = lmscope.TraceDatasetResult(model="m", n_facts=2, n_kept=1, groups=list(GROUPS), aie={"mlp": aie},
+                                        group_counts=[1] * 6, ate=0.5, mean_clean_prob=0.6, mean_corrupted_prob=0.1)
+    folder = result.save(tmp_path / "old")
+    cfg = read_json(folder / "cfg.json")
+    del cfg["only_predicted"]
+    write_json(folder / "cfg.json", cfg)
+    back = load_result(folder)
+    assert back.only_predicted and back.summary()["peaks_last_subject_token"] == {"mlp": {"layer": 1, "aie": 1.0}}
+    lens = lmscope.LogitLensResult("m", "p", ["a"], ["embed"], torch.zeros(1, 1, 1, dtype=torch.long),
+                                   torch.ones(1, 1, 1), [[["a"]]], torch.zeros(1, 1), torch.zeros(1, 1))
+    folder = lens.save(tmp_path / "lens")
+    cfg = read_json(folder / "cfg.json")
+    del cfg["config"]["chunk"]
+    write_json(folder / "cfg.json", cfg)
+    assert load_result(folder).config == LensConfig(top_k=10)

@@ -61,3 +61,7 @@ class RunError(LmscopeError):
 
 class EditError(LmscopeError):
     """A weight edit that cannot be applied or undone (other weights, wrong order)."""
+
+
+class TrainingError(LmscopeError):
+    """Training cannot go on (a non-finite loss); the last good state is checkpointed first."""

@@ -25,7 +25,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         required = bool(f.metadata.get("required"))
-        help_text = f"{f.metadata.get('help', '')}" + ("" if required else f" (default: {default})")
+        help_text = f.metadata.get("help", "").replace("%", "%%") + ("" if required else f" (default: {default})")
         if tp is bool:
             group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)

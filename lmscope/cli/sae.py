@@ -1,0 +1,101 @@
+"""The sparse-autoencoder commands: ``sae-harvest``, ``sae-train`` (a sweep in one pass) and ``sae-eval``."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+from lmscope.cli.registry import arg, command, config, load_model, out_dir
+from lmscope.io import write_json
+from lmscope.methods.sae import (
+    EvalConfig,
+    HarvestConfig,
+    Job,
+    SaeConfig,
+    TrainConfig,
+    evaluate_sae,
+    harvest,
+    load_sae,
+    parse_site,
+    train_saes,
+)
+
+SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g. resid_post.15 mlp_out.3")
+
+
+@command("sae-harvest", "harvest activations at some sites into a disk cache (resumable)", SITES,
+         configs=(HarvestConfig,), out="out/activations")
+def sae_harvest(args) -> int:
+    """Run the model over the corpus and store the activations as safetensors shards with a manifest."""
+    cfg = config(args, HarvestConfig)
+    sites = [parse_site(s) for s in args.sites]
+    lm = load_model(args)
+    manifest = harvest(lm, sites, cfg, out_dir(args))
+    print(f"{lm.name}: {sum(manifest['shards'].values())} activations at {', '.join(manifest['sites'])} in "
+          f"{len(manifest['shards'])} shards -> {out_dir(args)}")
+    return 0
+
+
+def _sweep(args) -> list[SaeConfig]:
+    """One SaeConfig per combination of the swept values (architectures x L1 coefficients x k x ratios).
+
+    An L1 coefficient left unset takes each architecture's own default; TopK variants ignore it, L1 variants k.
+    """
+    axes = {"architecture": args.sweep_architecture or [args.architecture],
+            "l1_coefficient": args.sweep_l1 or [args.l1_coefficient],
+            "k": args.sweep_k or [args.k], "ratio": args.sweep_ratio or [args.ratio]}
+    configs = []
+    for values in itertools.product(*axes.values()):
+        cfg = config(argparse.Namespace(**{**vars(args), **dict(zip(axes, values))}), SaeConfig)
+        if cfg not in configs and not _redundant(cfg, args):
+            configs.append(cfg)
+    return configs
+
+
+def _redundant(cfg: SaeConfig, args) -> bool:
+    """A swept value that does not apply to this architecture (k for L1 variants, L1 for TopK variants)."""
+    l1_variant = cfg.architecture in ("tied", "relu")
+    return (l1_variant and args.sweep_k and cfg.k != args.sweep_k[0]) or \
+        (not l1_variant and args.sweep_l1 and cfg.l1_coefficient != args.sweep_l1[0])
+
+
+@command("sae-train", "train one SAE or a sweep of them on one stream of activations (resumable)", SITES,
+         arg("--cache", type=Path, help="activation cache folder (read where present, written where not)"),
+         arg("--sweep-architecture", nargs="+", help="train these architectures side by side"),
+         arg("--sweep-l1", nargs="+", type=float, help="L1 coefficients to sweep (L1 variants)"),
+         arg("--sweep-k", nargs="+", type=int, help="k values to sweep (TopK variants)"),
+         arg("--sweep-ratio", nargs="+", type=float, help="dictionary ratios to sweep"),
+         configs=(SaeConfig, HarvestConfig, TrainConfig), out="out/sae")
+def sae_train(args) -> int:
+    """Train every SAE of the sweep at every site from the same batches; one folder per SAE."""
+    harvest_cfg, train_cfg = config(args, HarvestConfig), config(args, TrainConfig)
+    sites = [parse_site(s) for s in args.sites]
+    jobs = [Job(site, cfg) for site in sites for cfg in _sweep(args)]
+    lm = load_model(args)
+    paths = train_saes(lm, jobs, harvest_cfg, train_cfg, out_dir(args), args.cache)
+    for path in paths:
+        print(f"  {path}")
+    print(f"{lm.name}: trained {len(paths)} SAEs -> {out_dir(args)}")
+    return 0
+
+
+@command("sae-eval", "MSE, FVE, L0, dead / dense latents and CE recovered of a saved SAE on held-out text",
+         arg("sae", type=Path, help="an SAE folder (lmscope, SAELens or sparsify layout)"),
+         arg("--site", help="the site, if the folder does not say (kind.layer)"),
+         configs=(EvalConfig,), out="out/sae-eval")
+def sae_eval(args) -> int:
+    """Evaluate one SAE; write eval.json and result/."""
+    cfg = config(args, EvalConfig)
+    sae, meta = load_sae(args.sae)
+    site = parse_site(args.site or meta.get("site") or "")
+    lm = load_model(args)
+    result = evaluate_sae(lm, sae, site, cfg)
+    out = out_dir(args)
+    result.save(out / "result")
+    write_json(out / "eval.json", result.summary())
+    s = result.summary()
+    print(f"{lm.name} {s['site']} {s['architecture']} ({s['d_sae']} latents, {s['tokens']} tokens): "
+          f"FVE {s['fve']:.3f}, L0 {s['l0']:.1f}, dead {100 * s['dead']:.1f}%, CE recovered {s['ce_recovered']:.3f} "
+          f"(loss {s['ce_orig']:.3f} -> {s['ce_sae']:.3f}; zero-ablated {s['ce_zero']:.3f})")
+    return 0

@@ -1,0 +1,125 @@
+"""The interface every sparse autoencoder implements, in the SAELens weight layout.
+
+W_enc: (d_in, d_sae), b_enc: (d_sae,), W_dec: (d_sae, d_in), b_dec: (d_in,). ``encode`` gives the feature
+activations c, ``decode`` the reconstruction x_hat = c W_dec + b_dec, ``forward`` both and the architecture's
+training loss as a :class:`ForwardOutput`. Subclasses set ``name`` and implement ``pre_acts``, ``activation`` and
+``loss_terms``; those whose decoder rows must keep unit norm set ``unit_decoder``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from lmscope.methods.sae.config import SaeConfig
+
+
+class ForwardOutput(NamedTuple):
+    """What one forward pass of an SAE gives, for a batch of n activations."""
+
+    x_hat: torch.Tensor  # (n, d_in) reconstruction
+    codes: torch.Tensor  # (n, d_sae) feature activations
+    loss: torch.Tensor  # () the architecture's training loss
+    reconstruction: torch.Tensor  # () its reconstruction term, as weighted in the loss
+    sparsity: torch.Tensor  # () its sparsity term (L1; AuxK for TopK variants), as weighted in the loss
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class: encode, decode, forward (with the loss), and the unit-norm decoder constraint where needed."""
+
+    name: ClassVar[str] = ""
+    unit_decoder: ClassVar[bool] = False
+
+    def __init__(self, cfg: SaeConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.d_in, self.d_sae = cfg.d_in, cfg.d_sae
+        self.register_buffer("input_scale", torch.ones(()))  # inputs are multiplied by it, outputs divided
+
+    # ---- the SAELens layout; subclasses store what they need and expose these ----------------------------------
+    W_enc: torch.Tensor
+    b_enc: torch.Tensor
+    W_dec: torch.Tensor
+    b_dec: torch.Tensor
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations (n, d_sae)."""
+        return (x - self.b_dec) @ self.W_enc + self.b_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """Feature activations from pre-activations (default: ReLU)."""
+        return torch.relu(pre)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations c: (..., d_in) -> (..., d_sae)."""
+        return self.activation(self.pre_acts(x * self.input_scale))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Reconstruction: (..., d_sae) -> (..., d_in)."""
+        return (codes @ self.W_dec + self.b_dec) / self.input_scale
+
+    def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None) -> ForwardOutput:
+        """Encode, decode and compute the loss (in scaled units) of a batch x: (n, d_in).
+
+        ``l1_scale``: the L1 warm-up factor; ``dead``: (d_sae,) bool mask of the latents AuxK may revive.
+        """
+        x = x * self.input_scale
+        pre = self.pre_acts(x)
+        codes = self.activation(pre)
+        x_hat = codes @ self.W_dec + self.b_dec
+        recon, sparsity = self.loss_terms(x, x_hat, codes, pre, l1_scale, dead)
+        return ForwardOutput(x_hat / self.input_scale, codes, recon + sparsity, recon, sparsity)
+
+    def loss_terms(self, x, x_hat, codes, pre, l1_scale, dead) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, sparsity) terms of the architecture's loss."""
+        raise NotImplementedError
+
+    # ---- the unit-norm decoder (TopK variants) ------------------------------------------------------------------
+    @torch.no_grad()
+    def project_decoder_grad(self) -> None:
+        """Remove the part of W_dec's gradient that would change its rows' norms (before the optimiser step)."""
+        w = self.W_dec
+        if self.unit_decoder and w.grad is not None:
+            w.grad -= (w.grad * w).sum(-1, keepdim=True) * w
+
+    @torch.no_grad()
+    def constrain(self) -> None:
+        """Put the decoder rows back on the unit sphere (after the optimiser step)."""
+        if self.unit_decoder:
+            self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    # ---- weights in and out -------------------------------------------------------------------------------------
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The SAELens-layout tensors (plus ``threshold`` for BatchTopK), detached."""
+        return {k: getattr(self, k).detach().clone() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+
+    @torch.no_grad()
+    def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Set the weights from SAELens-layout tensors (shapes checked by the caller)."""
+        for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            getattr(self, name).copy_(tensors[name])
+
+    @torch.no_grad()
+    def init_b_dec(self, value: torch.Tensor) -> None:
+        """Set the decoder bias (from the geometric median or mean of the first batch)."""
+        self.b_dec.copy_(value)
+
+
+def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of |x - x_hat|^2 (summed over coordinates)."""
+    return (x - x_hat).pow(2).sum(-1).mean()
+
+
+@torch.no_grad()
+def geometric_median(x: torch.Tensor, iters: int = 100, tol: float = 1e-5) -> torch.Tensor:
+    """The point minimising the summed distances to the rows of ``x`` (n, d), by Weiszfeld's iteration."""
+    point = x.mean(0)
+    for _ in range(iters):
+        weights = 1 / (x - point).norm(dim=-1).clamp_min(1e-8)  # (n,)
+        new = (weights[:, None] * x).sum(0) / weights.sum()
+        if (new - point).norm() < tol * point.norm().clamp_min(1e-8):
+            return new
+        point = new
+    return point

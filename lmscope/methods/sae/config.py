@@ -1,0 +1,119 @@
+"""Options of sparse autoencoders (SPEC §4): the dictionary, its training, and the activations it learns from.
+
+Every paper default is a field. Each architecture's loss is its paper's: the tied model of Cunningham et al.
+(2023) takes the mean squared error over coordinates + alpha ||c||_1; the untied ReLU model (Anthropic, April 2024)
+the squared error summed over coordinates + lambda sum_i c_i ||W_dec,i||; TopK (Gao et al. 2024) and BatchTopK
+(Bussmann et al. 2024) the summed squared error + AuxK. Reported metrics (MSE, FVE, L0) are computed the same way
+for all of them (:mod:`.evaluate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmscope import config as check
+from lmscope.errors import ConfigError
+
+ARCHITECTURES = ("tied", "relu", "topk", "batchtopk")
+L1_ARCHITECTURES = ("tied", "relu")  # the variants whose dead latents are resampled
+DEFAULT_L1 = {"tied": 8.6e-4, "relu": 5.0}  # Cunningham et al.'s alpha; Anthropic's lambda (inputs at norm sqrt(d))
+DEFAULT_LR = {"tied": 1e-3, "relu": 5e-5, "topk": 2e-4, "batchtopk": 2e-4}
+
+
+@dataclass
+class SaeConfig:
+    """One dictionary: its architecture, size and sparsity."""
+
+    architecture: str = field(default="tied", metadata={"help": "tied (the paper's), relu, topk, batchtopk"})
+    d_in: int = field(default=0, metadata={"help": "input width (0: the site's width, filled in when training)"})
+    ratio: float = field(default=8.0, metadata={"help": "dictionary size / d_in (paper: up to 8)"})
+    width: int = field(default=0, metadata={"help": "dictionary size; overrides ratio when > 0"})
+    l1_coefficient: float | None = field(default=None, metadata={
+        "help": "sparsity weight of the L1 variants (default: tied 8.6e-4, the paper's alpha; relu 5.0)"})
+    k: int = field(default=32, metadata={"help": "active latents per token (topk) or on average (batchtopk)"})
+    aux_k: int = field(default=0, metadata={"help": "dead latents in the AuxK loss (0: d_in / 2, Gao et al.)"})
+    aux_coefficient: float = field(default=1 / 32, metadata={"help": "weight of the AuxK loss (Gao et al.: 1/32)"})
+    threshold_momentum: float = field(default=0.99, metadata={
+        "help": "batchtopk: EMA momentum of the inference threshold (the smallest kept activation)"})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "architecture", ARCHITECTURES)
+        check.at_least(self, 0, "d_in", "width", "aux_k", "aux_coefficient")
+        check.positive(self, "ratio")
+        check.at_least(self, 1, "k")
+        if self.l1_coefficient is None:
+            self.l1_coefficient = DEFAULT_L1.get(self.architecture, 0.0)
+        check.at_least(self, 0, "l1_coefficient")
+        if not 0 <= self.threshold_momentum < 1:
+            raise ConfigError(f"threshold-momentum must be in [0, 1), got {self.threshold_momentum}")
+
+    @property
+    def d_sae(self) -> int:
+        """The dictionary size."""
+        size = self.width or round(self.ratio * self.d_in)
+        if size < 1:
+            raise ConfigError(f"the dictionary has no latents (width {self.width}, ratio {self.ratio}, d_in "
+                              f"{self.d_in}); give a positive width or ratio")
+        return size
+
+    @property
+    def k_aux(self) -> int:
+        """Dead latents the AuxK loss may use."""
+        return self.aux_k or max(1, self.d_in // 2)
+
+
+@dataclass
+class HarvestConfig:
+    """Where the activations come from: sites, text, and which positions are kept."""
+
+    corpus: str = field(default="wiki", metadata={"help": "packaged corpus (wiki, bbc) or a .txt / .jsonl / folder"})
+    split: str = field(default="train", metadata={"help": "corpus split: train, test or all"})
+    seq_len: int = field(default=128, metadata={"help": "tokens per row (context)"})
+    batch_size: int = field(default=32, metadata={"help": "rows per forward pass"})
+    tokens: int = field(default=1_000_000, metadata={"help": "tokens to harvest (whole rows)"})
+    drop_special: bool = field(default=True, metadata={"help": "leave out BOS / EOS / padding positions"})
+    sink_factor: float = field(default=0.0, metadata={
+        "help": "drop rows whose norm exceeds this multiple of the median norm (attention sinks; 0: keep all)"})
+    buffer_rows: int = field(default=65_536, metadata={"help": "activations shuffled together (memory only)"})
+    shard_tokens: int = field(default=262_144, metadata={"help": "activations per cached shard on disk"})
+    shuffle_seed: int = field(default=0, metadata={"help": "seed of the shuffling"})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "split", ("train", "test", "all"))
+        check.at_least(self, 2, "seq_len")
+        check.at_least(self, 1, "batch_size", "tokens", "buffer_rows", "shard_tokens")
+        check.at_least(self, 0, "sink_factor")
+
+
+@dataclass
+class TrainConfig:
+    """How the dictionaries are trained (Adam; each architecture's paper defaults where lr is left at 0)."""
+
+    batch_tokens: int = field(default=4096, metadata={"help": "activations per optimisation step"})
+    lr: float = field(default=0.0, metadata={
+        "help": "Adam learning rate (0: the architecture's default: tied 1e-3, relu 5e-5, topk / batchtopk 2e-4)"})
+    beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
+    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    warmup_steps: int = field(default=100, metadata={"help": "steps of linear learning-rate warm-up"})
+    l1_warmup_fraction: float = field(default=0.05, metadata={
+        "help": "fraction of the steps over which the L1 coefficient rises linearly from 0 (Anthropic: 5%)"})
+    decay_fraction: float = field(default=0.2, metadata={
+        "help": "fraction of the steps at the end over which the learning rate decays linearly to 0 (Anthropic)"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0: none)"})
+    b_dec_init: str = field(default="geometric_median", metadata={
+        "help": "decoder bias init from the first batch: geometric_median, mean or zeros"})
+    normalize_inputs: bool = field(default=True, metadata={
+        "help": "scale inputs to E|x| = sqrt(d_in) while training; folded into the weights when saved"})
+    dead_tokens: int = field(default=1_000_000, metadata={"help": "a latent is dead after this many tokens unfired"})
+    resample_every: int = field(default=0, metadata={
+        "help": "L1 variants: resample dead latents toward badly reconstructed inputs every N steps (0: never)"})
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (resume point)"})
+    init_seed: int = field(default=0, metadata={"help": "seed of the initialisation (and of resampling)"})
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "batch_tokens", "checkpoint_every")
+        check.at_least(self, 0, "lr", "warmup_steps", "grad_clip", "dead_tokens", "resample_every")
+        for name in ("beta1", "beta2", "l1_warmup_fraction", "decay_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        check.one_of(self, "b_dec_init", ("geometric_median", "mean", "zeros"))

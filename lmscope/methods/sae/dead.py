@@ -1,0 +1,66 @@
+"""Dead latents: which have not fired for a while, and the paper's remedy for the L1 variants (resampling).
+
+Resampling (Anthropic, "Towards Monosemanticity", 2023): draw inputs with probability proportional to their
+squared reconstruction loss; each dead latent's decoder row becomes the (normalised) drawn input, its encoder row
+the same direction scaled to 0.2 x the mean encoder norm of the alive latents; its encoder bias and its Adam state
+are zeroed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lmscope.methods.sae.arch import SparseAutoencoder
+
+
+class Firing:
+    """Tokens since each latent last fired; a latent is dead after ``window`` tokens without firing."""
+
+    def __init__(self, d_sae: int, window: int):
+        self.since = torch.zeros(d_sae, dtype=torch.long)
+        self.window = window
+
+    def update(self, codes: torch.Tensor) -> None:
+        """Count a batch of codes (n, d_sae)."""
+        self.since += codes.shape[0]
+        self.since[(codes > 0).any(0).cpu()] = 0
+
+    def dead(self) -> torch.Tensor:
+        """(d_sae,) bool: latents unfired for at least ``window`` tokens (none while window is 0)."""
+        if self.window <= 0:
+            return torch.zeros_like(self.since, dtype=torch.bool)
+        return self.since >= self.window
+
+
+def _zero_adam(opt: torch.optim.Optimizer, param: torch.Tensor, index: torch.Tensor, dim: int) -> None:
+    state = opt.state.get(param, {})
+    for key in ("exp_avg", "exp_avg_sq"):
+        if key in state:
+            state[key].index_fill_(dim, index, 0.0)
+
+
+@torch.no_grad()
+def resample(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor, dead: torch.Tensor,
+             generator: torch.Generator) -> int:
+    """Re-initialise the dead latents toward badly reconstructed rows of ``x`` (n, d_in); returns how many."""
+    index = dead.nonzero().flatten().to(x.device)
+    if index.numel() == 0:
+        return 0
+    loss = (sae(x).x_hat - x).pow(2).sum(-1)  # (n,)
+    weights = loss.pow(2).cpu() if bool((loss > 0).any()) else torch.ones(x.shape[0])
+    rows = torch.multinomial(weights, index.numel(), replacement=True, generator=generator)
+    directions = torch.nn.functional.normalize(x[rows.to(x.device)] * sae.input_scale - sae.b_dec, dim=-1)
+    alive = ~dead.to(x.device)
+    enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else x.new_tensor(1.0)
+    if sae.name == "tied":
+        sae.M[index] = directions
+        sae.bias[index] = 0.0
+        for param, dim in ((sae.M, 0), (sae.bias, 0)):
+            _zero_adam(opt, param, index, dim)
+        return index.numel()
+    sae.W_dec[index] = directions
+    sae.W_enc[:, index] = (directions * 0.2 * enc_norm).T
+    sae.b_enc[index] = 0.0
+    for param, dim in ((sae.W_dec, 0), (sae.W_enc, 1), (sae.b_enc, 0)):
+        _zero_adam(opt, param, index, dim)
+    return index.numel()

@@ -1,0 +1,150 @@
+"""How good an SAE is on held-out text: reconstruction, sparsity, dead and dense latents, and the model's loss.
+
+FVE = 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 over the evaluation tokens (the mean over those tokens; peers
+differ, so the definition travels with the result). CE recovered = (CE_zero - CE_sae) / (CE_zero - CE_orig), with
+CE the mean next-token loss of the model, CE_sae with the site replaced by the reconstruction and CE_zero with the
+site zero-ablated, at the same positions (special tokens keep their own activations, as in training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lmscope import config as check
+from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.io import Result
+from lmscope.methods.sae.arch import SparseAutoencoder
+from lmscope.methods.sae.splice import splice
+from lmscope.model.hooks import Op, apply
+from lmscope.model.lm import LM
+from lmscope.model.sites import Site
+from lmscope.running import Mean
+
+FVE_DEFINITION = "1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2 over the evaluation tokens"
+
+
+@dataclass
+class EvalConfig:
+    """Held-out text for the evaluation."""
+
+    corpus: str = field(default="wiki", metadata={"help": "packaged corpus or a text file / folder"})
+    split: str = field(default="test", metadata={"help": "corpus split (held-out: test)"})
+    tokens: int = field(default=65_536, metadata={"help": "evaluation tokens"})
+    seq_len: int = field(default=128, metadata={"help": "tokens per row"})
+    batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
+    dense_threshold: float = field(default=0.1, metadata={"help": "a latent firing on more tokens than this is dense"})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "split", ("train", "test", "all"))
+        check.at_least(self, 2, "seq_len")
+        check.at_least(self, 1, "tokens", "batch_size")
+
+
+@dataclass
+class SaeEvalResult(Result):
+    """Metrics of one SAE at one site, and the firing density of every latent."""
+
+    model: str
+    site: str
+    architecture: str
+    d_sae: int
+    tokens: int
+    mse: float  # mean over tokens of |x - x_hat|^2
+    fve: float
+    l0: float  # mean active latents per token
+    dead: float  # fraction of latents that never fired
+    dense: float  # fraction firing on more than dense_threshold of the tokens
+    ce_orig: float
+    ce_sae: float
+    ce_zero: float
+    density: torch.Tensor  # (d_sae,) fraction of tokens on which each latent fires
+    fve_definition: str = FVE_DEFINITION
+    config: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def ce_recovered(self) -> float:
+        """(CE_zero - CE_sae) / (CE_zero - CE_orig)."""
+        return (self.ce_zero - self.ce_sae) / (self.ce_zero - self.ce_orig)
+
+    @property
+    def delta_lm_loss(self) -> float:
+        """CE_sae - CE_orig."""
+        return self.ce_sae - self.ce_orig
+
+    def summary(self) -> dict:
+        """Every scalar metric, CE recovered and the loss increase included."""
+        keys = ("model", "site", "architecture", "d_sae", "tokens", "mse", "fve", "l0", "dead", "dense", "ce_orig",
+                "ce_sae", "ce_zero", "fve_definition")
+        return {**{k: getattr(self, k) for k in keys}, "ce_recovered": self.ce_recovered,
+                "delta_lm_loss": self.delta_lm_loss}
+
+
+def _next_token_loss(lm: LM, ids: torch.Tensor, ops) -> torch.Tensor:
+    """Summed next-token NLL of a batch (batch, pos) under ``ops``."""
+    with lm.hooks(*ops):
+        logits = lm.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+
+
+class _Totals:
+    """Running sums of the reconstruction metrics (float64) and of the three losses."""
+
+    def __init__(self, d_in: int, d_sae: int):
+        self.x, self.sq, self.err = Mean((d_in,)), 0.0, 0.0
+        self.active, self.fired = 0.0, torch.zeros(d_sae, dtype=torch.float64)
+        self.ce, self.ce_tokens = torch.zeros(3, dtype=torch.float64), 0
+
+    def add(self, x: torch.Tensor, x_hat: torch.Tensor, codes: torch.Tensor) -> None:
+        self.x.update(x)
+        self.sq += float(x.double().pow(2).sum())
+        self.err += float((x - x_hat).double().pow(2).sum())
+        firing = (codes > 0).double()
+        self.active += float(firing.sum())
+        self.fired += firing.sum(0).cpu()
+
+
+def _where(site: Site, keep: torch.Tensor, fn) -> Op:
+    """Apply ``fn`` at the kept (non-special) positions only; keep: (batch, pos) bool."""
+    return apply(site, lambda x: torch.where(keep[..., None], fn(x), x))
+
+
+def _losses(lm: LM, sae: SparseAutoencoder, site: Site, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Summed next-token loss of the batch: (orig, SAE spliced, site zeroed), float64 on CPU."""
+    spliced = _where(site, keep, splice(sae, site).fn)
+    zeroed = _where(site, keep, torch.zeros_like)
+    return torch.stack([_next_token_loss(lm, ids, ops).double().cpu() for ops in ([], [spliced], [zeroed])])
+
+
+@torch.no_grad()
+def evaluate_sae(lm: LM, sae: SparseAutoencoder, site: Site, config: EvalConfig | None = None) -> SaeEvalResult:
+    """Reconstruction, sparsity and CE metrics of ``sae`` at ``site`` on held-out tokens."""
+    config = config or EvalConfig()
+    site, sae = lm.check(site), sae.eval()
+    lm.check_length(config.seq_len)
+    special = torch.tensor(sorted(lm.tokenizer.all_special_ids), device=lm.device)
+    totals = _Totals(sae.d_in, sae.d_sae)
+    texts = iter_texts(config.corpus, split=config.split)
+    for ids in token_batches(lm.tokenizer, texts, config.seq_len, config.batch_size, max_tokens=config.tokens):
+        ids = ids.to(lm.device)
+        keep = ~torch.isin(ids, special)
+        _, cache = lm.run_with_cache(ids, [site], stop_after=site)
+        x = cache[site][keep].float()  # (n, d_in)
+        codes = sae.encode(x)
+        totals.add(x, sae.decode(codes), codes)
+        totals.ce += _losses(lm, sae, site, ids, keep)
+        totals.ce_tokens += ids[:, 1:].numel()
+    return _result(lm, sae, site, totals, config)
+
+
+def _result(lm: LM, sae: SparseAutoencoder, site: Site, totals: _Totals, config: EvalConfig) -> SaeEvalResult:
+    n = max(totals.x.count, 1)
+    variance = totals.sq - n * float(totals.x.mean().double().pow(2).sum())
+    density = (totals.fired / n).float()
+    ce_orig, ce_sae, ce_zero = (totals.ce / max(totals.ce_tokens, 1)).tolist()
+    return SaeEvalResult(model=lm.name, site=str(site), architecture=sae.name, d_sae=sae.d_sae, tokens=totals.x.count,
+                         mse=totals.err / n, fve=1 - totals.err / max(variance, 1e-12), l0=totals.active / n,
+                         dead=float((density == 0).float().mean()),
+                         dense=float((density > config.dense_threshold).float().mean()),
+                         ce_orig=ce_orig, ce_sae=ce_sae, ce_zero=ce_zero, density=density, config=config)

@@ -1,0 +1,176 @@
+"""Activations for dictionary learning: the model run over a corpus, one or more sites collected per position.
+
+The stream is cut into *buffers*: buffer i holds the activations of token batches [i m, (i + 1) m) of the corpus
+(m = buffer_rows / tokens per batch), so any buffer can be rebuilt alone: to resume, the batches before it are
+tokenised but never run. A buffer is shuffled with a seed of its own and cut into training batches; the stream is
+the same whether it comes from the model or from the disk cache, where each buffer is one safetensors shard beside a
+manifest naming the model (fingerprint), sites and corpus. The forward pass stops after the deepest site's block.
+Positions of special tokens (BOS, EOS, padding) are left out, and optionally "attention sink" rows whose norm
+exceeds a multiple of the median.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.errors import ArtifactError
+from lmscope.io import load_tensors, read_json, save_tensors, write_json
+from lmscope.methods.sae.config import HarvestConfig
+from lmscope.model.hooks import capture
+from lmscope.model.lm import LM
+from lmscope.model.sites import Site
+
+log = logging.getLogger(__name__)
+
+Batch = dict[Site, torch.Tensor]  # site -> (rows, d), rows aligned across sites
+MANIFEST = "manifest.json"
+
+
+def site_key(site: Site) -> str:
+    """A site as a tensor / file name: "resid_post.15"."""
+    return str(site)
+
+
+def parse_site(text: str) -> Site:
+    """The inverse of :func:`site_key` ("resid_post.15" or "resid_post:15")."""
+    kind, _, layer = text.replace(":", ".").rpartition(".")
+    if not kind or not layer.lstrip("-").isdigit():
+        raise ArtifactError(f"not a site: {text!r} (expected kind.layer, e.g. resid_post.15)")
+    return Site(int(layer), kind)  # type: ignore[arg-type]
+
+
+class ActivationStream:
+    """Buffers of activations at ``sites``, harvested from the model or read from a disk cache."""
+
+    def __init__(self, lm: LM, sites: Sequence[Site], config: HarvestConfig, cache: str | Path | None = None):
+        self.lm, self.config = lm, config
+        self.sites = [lm.check(s) for s in sites]
+        if not self.sites:
+            raise ArtifactError("no site to harvest")
+        lm.check_length(config.seq_len)
+        deepest = max(s.layer for s in self.sites)
+        self.stop = Site(0, "embed") if all(s.kind == "embed" for s in self.sites) else Site(deepest, "resid_post")
+        per_batch = config.batch_size * config.seq_len
+        self.batches_per_buffer = max(1, config.buffer_rows // per_batch)
+        self.n_buffers = -(-config.tokens // (per_batch * self.batches_per_buffer))
+        self.cache = Path(cache) if cache else None
+        if self.cache:
+            self._check_cache()
+
+    # ---- the model side --------------------------------------------------------------------------------------
+    def _token_batches(self, start: int) -> Iterator[list[torch.Tensor]]:
+        """Token batches grouped per buffer, from buffer ``start`` (earlier ones tokenised, not run)."""
+        cfg = self.config
+        batches = token_batches(self.lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), seq_len=cfg.seq_len,
+                                batch_size=cfg.batch_size, max_tokens=cfg.tokens)
+        groups = iter(lambda: list(itertools.islice(batches, self.batches_per_buffer)), [])
+        return itertools.islice(groups, start, None)
+
+    @torch.no_grad()
+    def _run(self, ids: torch.Tensor) -> Batch:
+        """Activations of one token batch at every site, special positions (and sinks) left out."""
+        ids = ids.to(self.lm.device)
+        with self.lm.hooks(*(capture(s) for s in self.sites), stop_after=self.stop) as cache:
+            self.lm.model(input_ids=ids, use_cache=False)
+        keep = torch.ones_like(ids, dtype=torch.bool)
+        if self.config.drop_special:
+            special = torch.tensor(sorted(self.lm.tokenizer.all_special_ids), device=ids.device)
+            keep &= ~torch.isin(ids, special)
+        rows = {s: cache[s][keep].float() for s in self.sites}  # (n, d) each
+        if self.config.sink_factor > 0:
+            ok = torch.ones(next(iter(rows.values())).shape[0], dtype=torch.bool, device=ids.device)
+            for x in rows.values():
+                norms = x.norm(dim=-1)
+                ok &= norms <= self.config.sink_factor * norms.median()
+            rows = {s: x[ok] for s, x in rows.items()}
+        return {s: x.cpu() for s, x in rows.items()}
+
+    def _harvest(self, token_groups: list[torch.Tensor]) -> Batch:
+        parts = [self._run(ids) for ids in token_groups]
+        return {s: torch.cat([p[s] for p in parts]) for s in self.sites}
+
+    # ---- buffers ---------------------------------------------------------------------------------------------
+    def buffers(self, start: int = 0) -> Iterator[tuple[int, Batch]]:
+        """(index, activations) of every buffer from ``start``, unshuffled; cached ones read from disk."""
+        groups = self._token_batches(start) if not self._all_cached(start) else itertools.repeat(None)
+        for index, group in zip(range(start, self.n_buffers), groups):
+            cached = self._read_shard(index) if self.cache else None
+            if cached is None:
+                if group is None:
+                    group = next(self._token_batches(index))
+                cached = self._harvest(group)
+                if self.cache:
+                    self._write_shard(index, cached)
+            yield index, cached
+
+    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[tuple[int, int], Batch]]:
+        """Shuffled training batches of ``batch_tokens`` rows: ((buffer, batch in buffer), activations).
+
+        A buffer's remainder smaller than a batch is dropped. ``start`` resumes at that position.
+        """
+        for index, buf in self.buffers(start[0]):
+            n = next(iter(buf.values())).shape[0]
+            seed = self.config.shuffle_seed * 100_003 + index  # a buffer's order depends on it alone
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+            first = start[1] if index == start[0] else 0
+            for b in range(first, n // batch_tokens):
+                rows = order[b * batch_tokens:(b + 1) * batch_tokens]
+                yield (index, b), {s: x[rows] for s, x in buf.items()}
+
+    # ---- the disk cache --------------------------------------------------------------------------------------
+    def _identity(self) -> dict:
+        cfg = self.config
+        return {"model": self.lm.name, "fingerprint": self.lm.fingerprint(), "sites": [site_key(s) for s in self.sites],
+                "corpus": str(cfg.corpus), "split": cfg.split, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
+                "tokens": cfg.tokens, "buffer_rows": cfg.buffer_rows, "drop_special": cfg.drop_special,
+                "sink_factor": cfg.sink_factor}
+
+    def _check_cache(self) -> None:
+        """Refuse a cache of another model, site or setting; start a new one in an empty folder."""
+        path = self.cache / MANIFEST
+        if not path.is_file():
+            self.cache.mkdir(parents=True, exist_ok=True)
+            write_json(path, {**self._identity(), "shards": {}})
+            return
+        saved = read_json(path)
+        mine = self._identity()
+        wrong = [k for k in mine if saved.get(k) != mine[k]]
+        if wrong:
+            raise ArtifactError(f"the activation cache in {self.cache} belongs to another harvest ({wrong[0]}: "
+                                f"{saved.get(wrong[0])!r}, asked for {mine[wrong[0]]!r}); use another folder")
+
+    def _shard(self, index: int) -> Path:
+        return self.cache / f"shard-{index:05d}.safetensors"
+
+    def _read_shard(self, index: int) -> Batch | None:
+        if not self._shard(index).is_file():
+            return None
+        try:
+            tensors = load_tensors(self._shard(index))
+            return {s: tensors[site_key(s)] for s in self.sites}
+        except (ArtifactError, KeyError) as err:
+            log.warning("activation shard %s unreadable (%s); harvesting it again", self._shard(index), err)
+            return None
+
+    def _write_shard(self, index: int, batch: Batch) -> None:
+        save_tensors(self._shard(index), {site_key(s): x for s, x in batch.items()})
+        manifest = read_json(self.cache / MANIFEST)
+        manifest["shards"][str(index)] = next(iter(batch.values())).shape[0]
+        write_json(self.cache / MANIFEST, manifest)
+
+    def _all_cached(self, start: int) -> bool:
+        return bool(self.cache) and all(self._shard(i).is_file() for i in range(start, self.n_buffers))
+
+
+def harvest(lm: LM, sites: Sequence[Site], config: HarvestConfig, out: str | Path) -> dict:
+    """Harvest every buffer into the disk cache ``out`` (resumable: finished shards are kept); returns the manifest."""
+    stream = ActivationStream(lm, sites, config, cache=out)
+    for _ in stream.buffers():
+        pass
+    return read_json(Path(out) / MANIFEST)

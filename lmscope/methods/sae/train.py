@@ -1,0 +1,232 @@
+"""Training one or many SAEs from one stream of activations (a sweep pays for the harvest once).
+
+Every SAE of a sweep (other L1 coefficients, k, widths, architectures or sites) takes the same batches. Adam with a
+linear warm-up and a final linear decay of the learning rate, an L1 warm-up, the decoder bias initialised at the
+geometric median (or mean) of the first batch, inputs scaled to E|x| = sqrt(d_in), dead latents tracked, resampled
+(L1 variants) or revived by AuxK (TopK variants). A checkpoint (weights, Adam state, dead-latent counters, stream
+position) is written every ``checkpoint_every`` steps; a killed run resumes from it to the same result. A
+non-finite loss stops the run with a checkpoint of the last good state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from lmscope.errors import TrainingError
+from lmscope.io import load_tensors, read_json, replace_folder, save_tensors, write_json
+from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
+from lmscope.methods.sae.artifacts import save_sae
+from lmscope.methods.sae.config import DEFAULT_LR, L1_ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
+from lmscope.methods.sae.dead import Firing, resample
+from lmscope.methods.sae.harvest import ActivationStream, site_key
+from lmscope.model.lm import LM
+from lmscope.model.sites import Site
+from lmscope.runs import check_settings, prepare_out
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint"
+
+
+@dataclass
+class Job:
+    """One SAE of a sweep: where it reads, what it is, and its folder name."""
+
+    site: Site
+    config: SaeConfig
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            c = self.config
+            knob = f"k{c.k}" if c.architecture in ("topk", "batchtopk") else f"l1{c.l1_coefficient:g}"
+            self.name = f"{site_key(self.site)}-{c.architecture}-{c.width or f'r{c.ratio:g}'}-{knob}"
+
+
+@dataclass
+class _Trainee:
+    """A job being trained: its SAE, optimiser, dead-latent counters, input scale and log."""
+
+    job: Job
+    sae: SparseAutoencoder
+    opt: torch.optim.Adam
+    firing: Firing
+    scale: float
+    log: list[dict] = field(default_factory=list)
+
+
+def fve(x: torch.Tensor, x_hat: torch.Tensor) -> float:
+    """Fraction of variance explained: 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 over the rows."""
+    total = (x - x.mean(0)).pow(2).sum()
+    return float(1 - (x - x_hat).pow(2).sum() / total.clamp_min(1e-12))
+
+
+def _schedule(step: int, total: int, cfg: TrainConfig) -> tuple[float, float]:
+    """(learning-rate factor, L1 factor) at ``step`` of a nominal ``total``."""
+    lr = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    decay_start = total * (1 - cfg.decay_fraction)
+    if cfg.decay_fraction and step >= decay_start:
+        lr *= max(0.0, (total - step) / (total - decay_start))
+    l1 = min(1.0, step / (cfg.l1_warmup_fraction * total)) if cfg.l1_warmup_fraction and total else 1.0
+    return lr, l1
+
+
+def _new_trainee(job: Job, x: torch.Tensor, cfg: TrainConfig, device) -> _Trainee:
+    """Build a job's SAE for inputs like ``x`` (n, d) and initialise its decoder bias from them."""
+    sae_cfg = replace(job.config, d_in=x.shape[1])
+    sae = build_sae(sae_cfg, cfg.init_seed).to(device)
+    scale = math.sqrt(x.shape[1]) / float(x.norm(dim=-1).mean()) if cfg.normalize_inputs else 1.0
+    xs = (x * scale).to(device)
+    if cfg.b_dec_init != "zeros":
+        sae.init_b_dec(geometric_median(xs) if cfg.b_dec_init == "geometric_median" else xs.mean(0))
+    lr = cfg.lr or DEFAULT_LR[sae_cfg.architecture]
+    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(cfg.beta1, cfg.beta2))
+    return _Trainee(replace(job, config=sae_cfg), sae, opt, Firing(sae.d_sae, cfg.dead_tokens), scale)
+
+
+def _forward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainConfig):
+    """The SAE's forward pass and loss on a batch x (n, d_in), at this step's learning rate and L1 factor."""
+    lr_factor, l1 = _schedule(step, total, cfg)
+    for group in t.opt.param_groups:
+        group["lr"] = (cfg.lr or DEFAULT_LR[t.job.config.architecture]) * lr_factor
+    xs = x * t.scale
+    dead = t.firing.dead().to(x.device)
+    return t.sae(xs, l1_scale=l1, dead=dead), xs, dead, lr_factor, l1
+
+
+def _update(t: _Trainee, forward, step: int, cfg: TrainConfig) -> dict:
+    """One optimisation step from a forward pass; returns the logged numbers."""
+    result, xs, dead, lr_factor, l1 = forward
+    t.opt.zero_grad(set_to_none=True)
+    result.loss.backward()
+    t.sae.project_decoder_grad()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(t.sae.parameters(), cfg.grad_clip)
+    t.opt.step()
+    t.sae.constrain()
+    t.firing.update(result.codes.detach())
+    if cfg.resample_every and t.job.config.architecture in L1_ARCHITECTURES and (step + 1) % cfg.resample_every == 0:
+        gen = torch.Generator().manual_seed(cfg.init_seed * 7919 + step)
+        n = resample(t.sae, t.opt, xs, t.firing.dead(), gen)
+        t.firing.since[t.firing.dead()] = 0  # resampled latents get a fresh window
+        log.info("%s: resampled %d dead latents at step %d", t.job.name, n, step + 1)
+    loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
+    return {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity, "l0": float((result.codes > 0).sum(-1).float().mean()),
+            "fve": fve(xs, result.x_hat.detach()), "dead": float(dead.float().mean()), "lr": lr_factor, "l1": l1}
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------------
+def _save_checkpoint(out: Path, trainees: list[_Trainee], step: int, position: tuple[int, int],
+                     done: bool = False) -> None:
+    """Everything a resumed run needs, replaced as a whole (a kill never leaves half a checkpoint)."""
+    tmp = out / (CHECKPOINT + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(trainees):
+        opt = t.opt.state_dict()
+        tensors = {f"sae.{k}": v for k, v in t.sae.state_dict().items()}
+        tensors.update({f"adam.{p}.{k}": v for p, st in opt["state"].items() for k, v in st.items()})
+        tensors["since"] = t.firing.since
+        save_tensors(tmp / f"job-{i}.safetensors", tensors)
+        write_json(tmp / f"job-{i}.json", {"name": t.job.name, "config": asdict(t.job.config), "scale": t.scale,
+                                           "param_groups": opt["param_groups"], "log": t.log})
+    write_json(tmp / "state.json", {"step": step, "position": list(position), "jobs": len(trainees), "done": done})
+    replace_folder(tmp, out / CHECKPOINT)
+
+
+def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tuple[list[_Trainee], dict]:
+    """The trainees and the state (step, stream position, done) of the checkpoint in ``out``."""
+    folder = out / CHECKPOINT
+    state = read_json(folder / "state.json")
+    trainees = []
+    for i, job in enumerate(jobs):
+        meta, tensors = read_json(folder / f"job-{i}.json"), load_tensors(folder / f"job-{i}.safetensors")
+        sae_cfg = SaeConfig(**meta["config"])
+        sae = build_sae(sae_cfg, cfg.init_seed).to(device)
+        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr or DEFAULT_LR[sae_cfg.architecture])
+        adam: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("adam."):
+                _, p, name = key.split(".", 2)
+                adam.setdefault(int(p), {})[name] = value
+        opt.load_state_dict({"state": adam, "param_groups": meta["param_groups"]})
+        firing = Firing(sae.d_sae, cfg.dead_tokens)
+        firing.since = tensors["since"].clone()
+        trainees.append(_Trainee(replace(job, config=sae_cfg), sae, opt, firing, meta["scale"], meta["log"]))
+    return trainees, state
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------
+def _settings(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig, cfg: TrainConfig) -> dict:
+    return {"model": lm.name, "fingerprint": lm.fingerprint(), "harvest": harvest_cfg,
+            "train": {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"},
+            "jobs": [{"site": site_key(j.site), "name": j.name, "config": j.config} for j in jobs]}
+
+
+def _finish(out: Path, lm: LM, trainees: list[_Trainee], step: int, cfg: TrainConfig) -> list[Path]:
+    """Save every SAE (input scale folded in) with its training log."""
+    paths = []
+    for t in trainees:
+        t.sae.input_scale.fill_(t.scale)
+        extra = {"steps": step, "tokens": step * cfg.batch_tokens, "last": t.log[-1] if t.log else {}}
+        paths.append(save_sae(t.sae, out / t.job.name, site=site_key(t.job.site), model=lm.name, extra=extra))
+        write_json(out / t.job.name / "training_log.json", t.log)
+        t.sae.input_scale.fill_(1.0)
+    return paths
+
+
+def _log(trainees: list[_Trainee], rows: list[dict], step: int, every: int, bar, batch_tokens: int) -> None:
+    for t, row in zip(trainees, rows):
+        if step % every == 0 or step == 1:
+            t.log.append(row)
+    rate = (bar.format_dict.get("rate") or 0) * batch_tokens
+    bar.set_postfix(tok_s=f"{rate:.0f}", loss=f"{rows[0]['loss']:.4g}", l0=f"{rows[0]['l0']:.1f}",
+                    fve=f"{rows[0]['fve']:.3f}", dead=f"{100 * rows[0]['dead']:.1f}%")
+    bar.update()
+
+
+def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None, cfg: TrainConfig | None = None,
+               out: str | Path = "out/sae", cache: str | Path | None = None, log_every: int = 10) -> list[Path]:
+    """Train every job on one stream of activations; returns the saved SAE folders (resumes in ``out``).
+
+    ``cache``: a folder of harvested activations (read where present, written where not).
+    """
+    harvest_cfg, cfg = harvest_cfg or HarvestConfig(), cfg or TrainConfig()
+    out = prepare_out(out)
+    check_settings(out, _settings(lm, jobs, harvest_cfg, cfg))
+    stream = ActivationStream(lm, sorted({j.site for j in jobs}, key=site_key), harvest_cfg, cache)
+    step, position, batches = 0, (0, -1), iter(())
+    if (out / CHECKPOINT / "state.json").is_file():
+        trainees, state = _load_checkpoint(out, jobs, cfg, lm.device)
+        step, position = state["step"], tuple(state["position"])
+        log.info("resuming %d SAEs at step %d from %s", len(trainees), step, out / CHECKPOINT)
+        if not state.get("done"):
+            batches = stream.batches(cfg.batch_tokens, (position[0], position[1] + 1))
+    else:
+        batches = stream.batches(cfg.batch_tokens)
+        first = next(batches)
+        trainees = [_new_trainee(job, first[1][job.site], cfg, lm.device) for job in jobs]
+        batches = itertools.chain([first], batches)
+    total = harvest_cfg.tokens // cfg.batch_tokens
+    bar = tqdm(total=total, initial=step, desc=f"sae {lm.name}", unit="step")
+    for position, batch in batches:
+        forwards = [_forward(t, batch[t.job.site].to(lm.device), step, total, cfg) for t in trainees]
+        if not all(torch.isfinite(f[0].loss) for f in forwards):
+            _save_checkpoint(out, trainees, step, (position[0], position[1] - 1))
+            bad = next(t.job.name for t, f in zip(trainees, forwards) if not torch.isfinite(f[0].loss))
+            raise TrainingError(f"{bad}: the loss is not finite at step {step}; the last good state is "
+                                f"checkpointed in {out / CHECKPOINT} (try a lower --lr)")
+        rows = [_update(t, f, step, cfg) for t, f in zip(trainees, forwards)]
+        step += 1
+        _log(trainees, rows, step, log_every, bar, cfg.batch_tokens)
+        if step % cfg.checkpoint_every == 0:
+            _save_checkpoint(out, trainees, step, position)
+    bar.close()
+    _save_checkpoint(out, trainees, step, position, done=True)
+    return _finish(out, lm, trainees, step, cfg)

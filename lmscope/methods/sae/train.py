@@ -117,7 +117,8 @@ def _update(t: _Trainee, forward, step: int, cfg: TrainConfig) -> dict:
         t.firing.since[t.firing.dead()] = 0  # resampled latents get a fresh window
         log.info("%s: resampled %d dead latents at step %d", t.job.name, n, step + 1)
     loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
-    return {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity, "l0": float((result.codes > 0).sum(-1).float().mean()),
+    return {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity,
+            "l0": float((result.codes > 0).sum(-1).float().mean()),
             "fve": fve(xs, result.x_hat.detach()), "dead": float(dead.float().mean()), "lr": lr_factor, "l1": l1}
 
 

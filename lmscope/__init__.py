@@ -17,6 +17,7 @@ from lmscope.errors import (
     RunError,
     SiteError,
     SubjectError,
+    TrainingError,
 )
 from lmscope.io import Result, load_result
 from lmscope.methods.lens import LensConfig, LogitLensResult, logit_lens
@@ -30,6 +31,19 @@ from lmscope.methods.rome import (
     evaluate_counterfact,
     rome_edit,
     second_moment,
+)
+from lmscope.methods.sae import (
+    HarvestConfig,
+    Job,
+    SaeConfig,
+    SaeEvalResult,
+    TrainConfig,
+    evaluate_sae,
+    harvest,
+    load_sae,
+    save_sae,
+    splice,
+    train_saes,
 )
 from lmscope.methods.stages import LesionConfig, LesionResult, StagesConfig, StagesResult, lesion_prompt, stages
 from lmscope.methods.trace import (
@@ -67,12 +81,14 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
-    "DEFAULT_MODEL", "FAMILIES", "KINDS", "LM", "REGISTRY", "ActivationCache", "ArtifactError", "AssetError", "Cache",
-    "ConfigError", "CounterFactResult", "DataError", "EditError", "EditRequest", "EvalConfig", "FamilySpec",
-    "FamilySpecError", "HookError", "InputError", "LensConfig", "LesionConfig", "LesionResult", "LmscopeError",
-    "LogitLensResult", "ModelNotFoundError", "ModuleSite", "Op", "PatternHookError", "Result", "RomeConfig",
-    "RomeEdit", "RunError", "Site", "SiteError", "StagesConfig", "StagesResult", "SubjectError", "TraceConfig",
-    "TraceDatasetResult", "TraceResult", "add", "apply", "apply_edit", "capture", "causal_trace",
-    "evaluate_counterfact", "hooks", "infer_spec", "lesion_prompt", "list_models", "load", "load_result",
-    "logit_lens", "replace", "restored_prob", "rome_edit", "second_moment", "stages", "trace_dataset", "zero",
+    "ActivationCache", "ArtifactError", "AssetError", "Cache", "ConfigError", "CounterFactResult", "DEFAULT_MODEL",
+    "DataError", "EditError", "EditRequest", "EvalConfig", "FAMILIES", "FamilySpec", "FamilySpecError",
+    "HarvestConfig", "HookError", "InputError", "Job", "KINDS", "LM", "LensConfig", "LesionConfig", "LesionResult",
+    "LmscopeError", "LogitLensResult", "ModelNotFoundError", "ModuleSite", "Op", "PatternHookError", "REGISTRY",
+    "Result", "RomeConfig", "RomeEdit", "RunError", "SaeConfig", "SaeEvalResult", "Site", "SiteError", "StagesConfig",
+    "StagesResult", "SubjectError", "TraceConfig", "TraceDatasetResult", "TraceResult", "TrainConfig",
+    "TrainingError", "add", "apply", "apply_edit", "capture", "causal_trace", "evaluate_counterfact", "evaluate_sae",
+    "harvest", "hooks", "infer_spec", "lesion_prompt", "list_models", "load", "load_result", "load_sae", "logit_lens",
+    "replace", "restored_prob", "rome_edit", "save_sae", "second_moment", "splice", "stages", "trace_dataset",
+    "train_saes", "zero",
 ]

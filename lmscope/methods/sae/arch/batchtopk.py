@@ -51,5 +51,4 @@ class BatchTopKSAE(TopKSAE):
         """Weights and (if given) the threshold."""
         super().load_weights(tensors)
         if "threshold" in tensors:
-            self.threshold.copy_(tensors["threshold"].reshape(()).mean() if tensors["threshold"].numel() > 1
-                                 else tensors["threshold"].reshape(()))
+            self.threshold.copy_(tensors["threshold"].float().mean())  # one value for all latents

@@ -1,0 +1,99 @@
+"""Each SAE architecture's loss and gradient against a hand computation on tiny shapes."""
+
+import pytest
+import torch
+
+import lmscope
+from lmscope.methods.sae import SaeConfig, build_sae
+from lmscope.methods.sae.arch import geometric_median
+
+torch.manual_seed(0)
+X = torch.randn(5, 6)
+
+
+def grads(loss, params):
+    return torch.autograd.grad(loss, params)
+
+
+def test_tied_loss_is_the_papers():
+    sae = build_sae(SaeConfig("tied", d_in=6, ratio=2, l1_coefficient=0.01), seed=1)
+    with torch.no_grad():
+        sae.bias.normal_()
+    m = sae.M / sae.M.norm(dim=-1, keepdim=True)  # rows of M are unit vectors
+    c = torch.relu(X @ m.T + sae.bias)
+    expected = (X - c @ m).pow(2).mean() + 0.01 * c.abs().sum(-1).mean()
+    out = sae(X)
+    torch.testing.assert_close(out.loss, expected)
+    for a, b in zip(grads(out.loss, [sae.M, sae.bias]), grads(expected, [sae.M, sae.bias])):
+        torch.testing.assert_close(a, b)
+    assert torch.allclose(sae.W_dec.norm(dim=-1), torch.ones(12)) and torch.equal(sae.W_enc, sae.W_dec.T)
+
+
+def test_relu_loss_weights_l1_by_decoder_norms():
+    sae = build_sae(SaeConfig("relu", d_in=6, width=10, l1_coefficient=2.0), seed=2)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+        sae.b_enc.normal_()
+    c = torch.relu((X - sae.b_dec) @ sae.W_enc + sae.b_enc)
+    x_hat = c @ sae.W_dec + sae.b_dec
+    expected = (X - x_hat).pow(2).sum(-1).mean() + 2.0 * (c * sae.W_dec.norm(dim=-1)).sum(-1).mean()
+    out = sae(X)
+    torch.testing.assert_close(out.loss, expected)
+    params = [sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec]
+    for a, b in zip(grads(out.loss, params), grads(expected, params)):
+        torch.testing.assert_close(a, b)
+
+
+def test_topk_keeps_k_and_auxk_reconstructs_the_error_from_dead_latents():
+    sae = build_sae(SaeConfig("topk", d_in=6, width=12, k=3, aux_k=2, aux_coefficient=0.5), seed=3)
+    out = sae(X)
+    assert ((out.codes > 0).sum(-1) <= 3).all() and (out.codes > 0).sum() > 5
+    dead = torch.zeros(12, dtype=torch.bool)
+    dead[[1, 4, 7, 9]] = True
+    pre = (X - sae.b_dec) @ sae.W_enc + sae.b_enc
+    codes = torch.zeros_like(pre)
+    top = torch.where(dead, pre, torch.tensor(-torch.inf)).topk(2, dim=-1)
+    codes.scatter_(-1, top.indices, torch.relu(top.values))
+    e = (X - out.x_hat).detach()
+    expected = 0.5 * (e - codes @ sae.W_dec).pow(2).sum(-1).mean()
+    torch.testing.assert_close(sae(X, dead=dead).sparsity, expected)
+    assert float(sae(X, dead=torch.zeros(12, dtype=torch.bool)).sparsity) == 0.0
+
+
+def test_unit_decoder_stays_on_the_sphere():
+    sae = build_sae(SaeConfig("topk", d_in=6, width=12, k=3), seed=4)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        sae(X).loss.backward()
+        sae.project_decoder_grad()
+        assert torch.allclose((sae.W_dec.grad * sae.W_dec).sum(-1), torch.zeros(12), atol=1e-6)
+        opt.step()
+        sae.constrain()
+    torch.testing.assert_close(sae.W_dec.norm(dim=-1), torch.ones(12))
+
+
+def test_batchtopk_keeps_k_per_row_on_average_and_thresholds_at_inference():
+    sae = build_sae(SaeConfig("batchtopk", d_in=6, width=12, k=2, threshold_momentum=0.0), seed=5)
+    out = sae.train()(X)
+    assert int((out.codes > 0).sum()) == 10  # k x rows over the batch
+    kept = out.codes[out.codes > 0]
+    assert float(sae.threshold) == pytest.approx(float(kept.min().detach()))
+    sae.eval()
+    acts = torch.relu(sae.pre_acts(X))
+    torch.testing.assert_close(sae.encode(X), acts * (acts > sae.threshold))
+
+
+def test_geometric_median_beats_the_mean_on_outliers():
+    points = torch.cat([torch.zeros(20, 2), torch.full((3, 2), 100.0)])
+    median = geometric_median(points)
+    assert float(median.norm()) < 1.0 < float(points.mean(0).norm())
+
+
+def test_width_must_be_positive():
+    with pytest.raises(lmscope.ConfigError, match="no latents"):
+        _ = SaeConfig("relu", d_in=0, ratio=8).d_sae
+    with pytest.raises(lmscope.ConfigError, match="ratio must be a number > 0"):
+        SaeConfig("relu", ratio=0)
+    with pytest.raises(lmscope.ConfigError, match="architecture must be one of"):
+        SaeConfig("gated")

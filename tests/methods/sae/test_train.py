@@ -1,0 +1,106 @@
+"""Training: a killed run resumes to the same SAEs, a sweep harvests once, the cache replaces the model, errors."""
+
+import pytest
+import torch
+
+import lmscope
+from lmscope import Site
+from lmscope.io import load_tensors, read_json
+from lmscope.methods.sae import ActivationStream, Job, SaeConfig, harvest, load_sae, train_saes
+from lmscope.methods.sae import train as train_module
+
+SITE = Site(1, "resid_post")
+
+
+def jobs():
+    return [Job(SITE, SaeConfig("tied", ratio=2)), Job(SITE, SaeConfig("topk", ratio=2, k=4)),
+            Job(Site(0, "mlp_out"), SaeConfig("relu", width=40))]
+
+
+def weights(paths):
+    return [load_tensors(p / "sae.safetensors") for p in paths]
+
+
+def count_forwards(monkeypatch, lm):
+    calls = []
+    real = lm.model.forward
+    monkeypatch.setattr(lm.model, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_killed_run_resumes_to_the_same_saes(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):
+    whole = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "whole")
+    real, calls = train_module._update, []
+
+    def dies_at_step_8(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3 * 7 + 2:  # in the middle of step 8 (3 SAEs a step), after the checkpoint of step 5
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_update", dies_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "killed")
+    assert read_json(tmp_path / "killed" / "checkpoint" / "state.json")["step"] == 5
+    monkeypatch.setattr(train_module, "_update", real)
+    resumed = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "killed")
+    assert [p.name for p in resumed] == [p.name for p in whole]
+    for a, b in zip(weights(whole), weights(resumed)):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = read_json(whole[1] / "training_log.json")
+    assert log == read_json(resumed[1] / "training_log.json") and log[-1]["step"] > 10
+    tied = read_json(whole[0] / "training_log.json")
+    assert tied[-1]["fve"] > tied[0]["fve"] + 0.1  # the paper's model learns (from a random dictionary)
+
+
+def test_a_sweep_harvests_once_and_the_cache_replaces_the_model(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):
+    calls = count_forwards(monkeypatch, lm)
+    train_saes(lm, jobs()[:1], harvest_cfg, train_cfg, tmp_path / "one")
+    alone = len(calls)
+    calls.clear()
+    streamed = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "three")
+    assert len(calls) == alone > 0  # three SAEs, two sites: the same forward passes as one SAE
+    harvest(lm, [Site(0, "mlp_out"), SITE], harvest_cfg, tmp_path / "cache")
+    calls.clear()
+    cached = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "cached", cache=tmp_path / "cache")
+    assert not calls  # every activation came from the disk cache
+    for a, b in zip(weights(streamed), weights(cached)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cache_of_another_site_or_model_is_refused(lm, harvest_cfg, tmp_path):
+    harvest(lm, [SITE], harvest_cfg, tmp_path / "cache")
+    with pytest.raises(lmscope.ArtifactError, match="another harvest.*sites"):
+        ActivationStream(lm, [Site(0, "resid_post")], harvest_cfg, tmp_path / "cache")
+    other = lmscope.LM(lm.model, lm.tokenizer, name="other")
+    with pytest.raises(lmscope.ArtifactError, match="another harvest.*model"):
+        ActivationStream(other, [SITE], harvest_cfg, tmp_path / "cache")
+
+
+def test_special_positions_are_left_out(lm, harvest_cfg):
+    stream = ActivationStream(lm, [SITE], harvest_cfg)
+    _, buf = next(stream.buffers())
+    assert buf[SITE].shape[0] < harvest_cfg.buffer_rows  # the EOS between documents is dropped
+    keep_all = ActivationStream(lm, [SITE], harvest_cfg.__class__(**{**vars(harvest_cfg), "drop_special": False}))
+    assert next(keep_all.buffers())[1][SITE].shape[0] == harvest_cfg.buffer_rows
+
+
+def test_non_finite_loss_stops_with_a_checkpoint(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):
+    real = train_module._forward
+
+    def nan_at_step_7(t, x, step, total, cfg):
+        out = real(t, x, step, total, cfg)
+        return (out[0]._replace(loss=out[0].loss * float("nan")), *out[1:]) if step == 7 else out
+
+    monkeypatch.setattr(train_module, "_forward", nan_at_step_7)
+    with pytest.raises(lmscope.TrainingError, match="not finite at step 7.*checkpoint"):
+        train_saes(lm, jobs()[:1], harvest_cfg, train_cfg, tmp_path / "nan")
+    assert read_json(tmp_path / "nan" / "checkpoint" / "state.json")["step"] == 7
+
+
+def test_layer_out_of_range_and_trained_sae_reloads(lm, harvest_cfg, train_cfg, tmp_path):
+    with pytest.raises(lmscope.SiteError, match="out of range"):
+        train_saes(lm, [Job(Site(5, "resid_post"), SaeConfig("topk"))], harvest_cfg, train_cfg, tmp_path / "bad")
+    path = train_saes(lm, jobs()[1:2], harvest_cfg, train_cfg, tmp_path / "ok")[0]
+    sae, meta = load_sae(path)
+    assert meta["site"] == "resid_post.1" and meta["steps"] > 10 and sae.d_in == lm.d_model

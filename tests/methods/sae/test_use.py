@@ -1,0 +1,82 @@
+"""Using an SAE: splicing changes nothing when it should not, CE recovered is 1 for an exact SAE and 0 for a zero
+one, feature interventions move the model; the command line end to end."""
+
+import json
+
+import torch
+
+from lmscope import Site
+from lmscope.cli import main
+from lmscope.methods.sae import EvalConfig, SaeConfig, build_sae, evaluate_sae, save_sae, set_feature, splice
+from lmscope.methods.sae.splice import feature_acts
+
+SITE = Site(1, "resid_post")
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def exact_sae(d: int):
+    """A ReLU SAE with W_enc = [I, -I]: x_hat = ReLU(x) - ReLU(-x) = x, exactly."""
+    sae = build_sae(SaeConfig("relu", d_in=d, width=2 * d))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae.eval()
+
+
+def zero_sae(d: int):
+    sae = build_sae(SaeConfig("relu", d_in=d, width=4))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.zero_()
+    return sae.eval()
+
+
+def test_splices_that_change_nothing_change_no_logit(lm):
+    ids = lm.tokenize(PROMPT)["input_ids"]
+    with torch.no_grad():
+        bare = lm(ids)
+        some = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4)).eval()
+        with lm.hooks(splice(some, SITE, keep_error=True)):
+            assert torch.equal(lm(ids), bare)  # the error term puts back exactly what the SAE misses
+        with lm.hooks(splice(exact_sae(lm.d_model), SITE)):
+            assert torch.equal(lm(ids), bare)
+        with lm.hooks(set_feature(some, SITE, 0, 5.0, mode="add")):
+            assert not torch.equal(lm(ids), bare)
+        _, cache = lm.run_with_cache(ids, [SITE])
+        acts = feature_acts(some, cache[SITE])
+        assert acts.shape == (1, ids.shape[1], some.d_sae) and ((acts > 0).sum(-1) <= 4).all()
+
+
+def test_ce_recovered_of_exact_and_zero_saes(lm, corpus):
+    cfg = EvalConfig(corpus=corpus, split="all", tokens=256, seq_len=16, batch_size=4)
+    exact = evaluate_sae(lm, exact_sae(lm.d_model), SITE, cfg)
+    assert exact.ce_recovered == 1.0 and exact.mse == 0.0 and exact.fve == 1.0 and exact.ce_sae == exact.ce_orig
+    assert exact.l0 > 0 and exact.tokens > 200 and exact.density.shape == (2 * lm.d_model,)
+    zero = evaluate_sae(lm, zero_sae(lm.d_model), SITE, cfg)
+    assert zero.ce_recovered == 0.0 and zero.dead == 1.0 and zero.l0 == 0.0 and zero.fve < 0.01
+    assert "mean(x)" in zero.summary()["fve_definition"]
+
+
+def test_sae_commands_end_to_end(tiny_llama_dir, corpus, tmp_path, capsys):
+    model = ["--model", str(tiny_llama_dir)]
+    small = ["--corpus", corpus, "--split", "all", "--seq-len", "16", "--batch-size", "4", "--tokens", "1024",
+             "--buffer-rows", "512"]
+    assert main([*model, "sae-harvest", "--sites", "resid_post.1", *small, "--out", str(tmp_path / "acts")]) == 0
+    assert "activations at resid_post.1" in capsys.readouterr().out
+    argv = [*model, "sae-train", "--sites", "resid_post.1", *small, "--cache", str(tmp_path / "acts"),
+            "--sweep-architecture", "tied", "topk", "--sweep-k", "4", "8", "--ratio", "2", "--batch-tokens", "64",
+            "--out", str(tmp_path / "saes")]
+    assert main(argv) == 0
+    assert "trained 3 SAEs" in capsys.readouterr().out  # tied once, topk at k = 4 and 8
+    folder = next(p for p in (tmp_path / "saes").iterdir() if "topk" in p.name)
+    assert main([*model, "sae-eval", str(folder), "--corpus", corpus, "--split", "all", "--tokens", "256",
+                 "--seq-len", "16", "--out", str(tmp_path / "ev")]) == 0
+    summary = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert summary["site"] == "resid_post.1" and summary["architecture"] == "topk" and summary["l0"] <= 8
+    save_sae(exact_sae(32), tmp_path / "lens", format="saelens", site="resid_post.1")
+    assert main([*model, "sae-eval", str(tmp_path / "lens"), "--corpus", corpus, "--split", "all", "--tokens",
+                 "256", "--seq-len", "16", "--out", str(tmp_path / "ev2")]) == 0
+    assert "CE recovered 1.000" in capsys.readouterr().out

@@ -151,7 +151,8 @@ def runner_config(args: argparse.Namespace, corpus: Path, cache: Path | None):
         normalize_activations="expected_average_only_in", dtype="float32", device="cpu")
     return LanguageModelSAERunnerConfig(
         sae=sae, model_name=str(MODEL_DIR), hook_name=HOOK, dataset_path=str(corpus), streaming=True,
-        is_dataset_tokenized=False, context_size=CONTEXT, prepend_bos=True, exclude_special_tokens=True,
+        is_dataset_tokenized=False, dataset_trust_remote_code=False, context_size=CONTEXT, prepend_bos=True,
+        exclude_special_tokens=True,
         use_cached_activations=cache is not None, cached_activations_path=str(cache) if cache else None,
         training_tokens=steps * BATCH_TOKENS, train_batch_size_tokens=BATCH_TOKENS,
         store_batch_size_prompts=PROMPTS_PER_FORWARD, n_batches_in_buffer=BUFFER_TOKENS // CONTEXT,

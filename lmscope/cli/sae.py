@@ -1,4 +1,4 @@
-"""The sparse-autoencoder commands: ``sae-harvest``, ``sae-train`` (a sweep in one pass) and ``sae-eval``."""
+"""The SAE commands: ``sae-harvest``, ``sae-train`` (a sweep in one pass), ``sae-eval``, ``sae-features``."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from lmscope.cli.registry import arg, command, config, load_model, out_dir
 from lmscope.io import write_json
 from lmscope.methods.sae import (
     EvalConfig,
+    FeatureConfig,
     HarvestConfig,
     Job,
     SaeConfig,
     TrainConfig,
     evaluate_sae,
+    feature_examples,
     harvest,
     load_sae,
     parse_site,
     train_saes,
 )
+from lmscope.viz.features import write_feature_pages
 
 SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g. resid_post.15 mlp_out.3")
 
@@ -98,4 +101,22 @@ def sae_eval(args) -> int:
     print(f"{lm.name} {s['site']} {s['architecture']} ({s['d_sae']} latents, {s['tokens']} tokens): "
           f"FVE {s['fve']:.3f}, L0 {s['l0']:.1f}, dead {100 * s['dead']:.1f}%, CE recovered {s['ce_recovered']:.3f} "
           f"(loss {s['ce_orig']:.3f} -> {s['ce_sae']:.3f}; zero-ablated {s['ce_zero']:.3f})")
+    return 0
+
+
+@command("sae-features", "feature pages of a saved SAE: index.html, one page and one JSON per feature, Neuronpedia",
+         arg("sae", type=Path, help="an SAE folder (lmscope, SAELens or sparsify layout)"),
+         arg("--site", help="the site, if the folder does not say (kind.layer)"),
+         configs=(FeatureConfig,), out="out/sae-features")
+def sae_features(args) -> int:
+    """Collect every feature's examples in one pass and write the pages."""
+    cfg = config(args, FeatureConfig)
+    sae, meta = load_sae(args.sae)
+    site = parse_site(args.site or meta.get("site") or "")
+    lm = load_model(args)
+    result = feature_examples(lm, sae, site, cfg)
+    out = out_dir(args)
+    result.save(out / "result")
+    index = write_feature_pages(result, out)
+    print(f"{lm.name} {result.site}: {len(result.pages)} feature pages from {result.tokens} tokens -> {index}")
     return 0

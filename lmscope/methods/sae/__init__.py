@@ -2,14 +2,15 @@
 
 Modules, lowest first: ``config`` (SaeConfig, HarvestConfig, TrainConfig), ``arch/`` (tied, relu, topk, batchtopk
 behind one interface), ``harvest`` (the activation stream and its disk cache), ``artifacts`` (save / load, SAELens
-and sparsify layouts), ``dead`` (dead latents, resampling), ``splice`` (hooks that use an SAE in the model),
-``train`` (:func:`train_saes`, sweeps included), ``evaluate`` (:func:`evaluate_sae`), ``features`` (examples of
-each feature for its page).
+and sparsify layouts), ``dead`` (dead latents, resampling), ``distributed`` (torchrun ranks), ``splice`` (hooks
+that use an SAE in the model), ``train`` (:func:`train_saes`, sweeps included), ``evaluate``
+(:func:`evaluate_sae`), ``features`` (examples of each feature for its page).
 """
 
 from lmscope.methods.sae.arch import CLASSES, ForwardOutput, SparseAutoencoder, build_sae
 from lmscope.methods.sae.artifacts import load_sae, save_sae
 from lmscope.methods.sae.config import ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
+from lmscope.methods.sae.distributed import World
 from lmscope.methods.sae.evaluate import EvalConfig, SaeEvalResult, evaluate_sae
 from lmscope.methods.sae.features import FeatureConfig, FeatureExamples, feature_examples
 from lmscope.methods.sae.harvest import ActivationStream, harvest, parse_site, site_key
@@ -18,7 +19,7 @@ from lmscope.methods.sae.train import Job, train_saes
 
 __all__ = [
     "ARCHITECTURES", "ActivationStream", "CLASSES", "EvalConfig", "FeatureConfig", "FeatureExamples", "ForwardOutput",
-    "HarvestConfig", "Job", "SaeConfig", "SaeEvalResult", "SparseAutoencoder", "TrainConfig", "build_sae",
+    "HarvestConfig", "Job", "SaeConfig", "SaeEvalResult", "SparseAutoencoder", "TrainConfig", "World", "build_sae",
     "evaluate_sae", "feature_acts", "feature_examples", "harvest", "load_sae", "parse_site", "save_sae",
     "set_feature", "site_key", "splice", "train_saes",
 ]

@@ -20,10 +20,10 @@ class Firing:
         self.since = torch.zeros(d_sae, dtype=torch.long)
         self.window = window
 
-    def update(self, codes: torch.Tensor) -> None:
-        """Count a batch of codes (n, d_sae)."""
-        self.since += codes.shape[0]
-        self.since[(codes > 0).any(0).cpu()] = 0
+    def update(self, fired: torch.Tensor, n: int) -> None:
+        """Count a batch of ``n`` tokens in which the latents of ``fired`` (d_sae,) bool fired."""
+        self.since += n
+        self.since[fired.cpu()] = 0
 
     def dead(self) -> torch.Tensor:
         """(d_sae,) bool: latents unfired for at least ``window`` tokens (none while window is 0)."""

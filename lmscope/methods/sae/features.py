@@ -36,7 +36,7 @@ class FeatureConfig:
     left: int = field(default=16, metadata={"help": "tokens of context before the activating token"})
     right: int = field(default=4, metadata={"help": "tokens of context after it"})
     logit_tokens: int = field(default=10, metadata={"help": "top and bottom logit-effect tokens"})
-    seed: int = field(default=0, metadata={"help": "seed of the feature sample and the quantile examples"})
+    sample_seed: int = field(default=0, metadata={"help": "seed of the feature sample and the quantile examples"})
 
     def __post_init__(self) -> None:
         self.features = tuple(int(f) for f in self.features)
@@ -149,7 +149,7 @@ def feature_examples(lm: LM, sae: SparseAutoencoder, site: Site,
     data = _collect(lm, sae, site, cfg)
     n_tokens = data.ids.numel()
     counts = torch.bincount(data.feature, minlength=sae.d_sae)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.sample_seed)
     chosen = list(cfg.features) or _sample(counts, cfg.n_features, gen)
     pages = [_page(lm, sae, data, f, n_tokens, cfg, gen) for f in chosen]
     return FeatureExamples(model=lm.name, site=str(site), d_sae=sae.d_sae, tokens=n_tokens,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.errors import ArtifactError
@@ -48,8 +49,9 @@ def parse_site(text: str) -> Site:
 class ActivationStream:
     """Buffers of activations at ``sites``, harvested from the model or read from a disk cache."""
 
-    def __init__(self, lm: LM, sites: Sequence[Site], config: HarvestConfig, cache: str | Path | None = None):
-        self.lm, self.config = lm, config
+    def __init__(self, lm: LM, sites: Sequence[Site], config: HarvestConfig, cache: str | Path | None = None,
+                 shard: tuple[int, int] = (0, 1)):
+        self.lm, self.config, self.shard = lm, config, shard  # shard: (this one, of how many)
         self.sites = [lm.check(s) for s in sites]
         if not self.sites:
             raise ArtifactError("no site to harvest")
@@ -70,7 +72,8 @@ class ActivationStream:
         batches = token_batches(self.lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), seq_len=cfg.seq_len,
                                 batch_size=cfg.batch_size, max_tokens=cfg.tokens)
         groups = iter(lambda: list(itertools.islice(batches, self.batches_per_buffer)), [])
-        return itertools.islice(groups, start, None)
+        mine, of = self.shard
+        return (group[mine::of] for group in itertools.islice(groups, start, None))
 
     @torch.no_grad()
     def _run(self, ids: torch.Tensor) -> Batch:
@@ -109,17 +112,23 @@ class ActivationStream:
                     self._write_shard(index, cached)
             yield index, cached
 
-    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[tuple[int, int], Batch]]:
+    def order(self, index: int, n: int) -> torch.Tensor:
+        """The shuffled order of buffer ``index``'s ``n`` rows: it depends on the seed, buffer and shard alone."""
+        seed = self.config.shuffle_seed * 100_003 + index + 7_000_003 * self.shard[0]
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0),
+                agree: Callable[[int], int] = int) -> Iterator[tuple[tuple[int, int], Batch]]:
         """Shuffled training batches of ``batch_tokens`` rows: ((buffer, batch in buffer), activations).
 
-        A buffer's remainder smaller than a batch is dropped. ``start`` resumes at that position.
+        A buffer's remainder smaller than a batch is dropped. ``start`` resumes at that position. ``agree`` turns
+        this shard's number of batches in a buffer into the number every shard takes (the smallest, across ranks).
         """
         for index, buf in self.buffers(start[0]):
             n = next(iter(buf.values())).shape[0]
-            seed = self.config.shuffle_seed * 100_003 + index  # a buffer's order depends on it alone
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+            order = self.order(index, n)
             first = start[1] if index == start[0] else 0
-            for b in range(first, n // batch_tokens):
+            for b in range(first, agree(n // batch_tokens)):
                 rows = order[b * batch_tokens:(b + 1) * batch_tokens]
                 yield (index, b), {s: x[rows] for s, x in buf.items()}
 
@@ -127,6 +136,7 @@ class ActivationStream:
     def _identity(self) -> dict:
         cfg = self.config
         return {"model": self.lm.name, "fingerprint": self.lm.fingerprint(), "sites": [site_key(s) for s in self.sites],
+                "shard": list(self.shard),
                 "corpus": str(cfg.corpus), "split": cfg.split, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
                 "tokens": cfg.tokens, "buffer_rows": cfg.buffer_rows, "drop_special": cfg.drop_special,
                 "sink_factor": cfg.sink_factor}
@@ -168,9 +178,39 @@ class ActivationStream:
         return bool(self.cache) and all(self._shard(i).is_file() for i in range(start, self.n_buffers))
 
 
-def harvest(lm: LM, sites: Sequence[Site], config: HarvestConfig, out: str | Path) -> dict:
-    """Harvest every buffer into the disk cache ``out`` (resumable: finished shards are kept); returns the manifest."""
-    stream = ActivationStream(lm, sites, config, cache=out)
-    for _ in stream.buffers():
+def harvest(lm: LM, sites: Sequence[Site], config: HarvestConfig, out: str | Path,
+            shard: tuple[int, int] = (0, 1)) -> dict:
+    """Harvest every buffer into the disk cache ``out`` (resumable: finished shards are kept); returns the manifest.
+
+    ``shard``: (rank, ranks) of a ``torchrun`` run: this rank harvests its share into ``out/rank<r>of<n>``, the
+    folder :func:`lmscope.methods.sae.train_saes` reads on that rank.
+    """
+    folder = Path(out) / f"rank{shard[0]}of{shard[1]}" if shard[1] > 1 else Path(out)
+    stream = ActivationStream(lm, sites, config, cache=folder, shard=shard)
+    for _ in tqdm(stream.buffers(), total=stream.n_buffers, desc=f"harvest {lm.name}", unit="buffer"):
         pass
-    return read_json(Path(out) / MANIFEST)
+    return read_json(folder / MANIFEST)
+
+
+class ShardedStream:
+    """The global batches of a run on several ranks, made in one process: shard r's batch is rank r's.
+
+    Each training batch is the concatenation, in rank order, of every shard's batch at the same position, so a
+    single process reproduces a ``torchrun`` run exactly (up to the order of float sums).
+    """
+
+    def __init__(self, streams: list[ActivationStream]):
+        self.streams = streams
+
+    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[tuple[int, int], Batch]]:
+        """Global batches of ``batch_tokens`` rows (each shard gives batch_tokens / shards)."""
+        local = batch_tokens // len(self.streams)
+        for parts in zip(*(s.buffers(start[0]) for s in self.streams)):
+            index, bufs = parts[0][0], [buf for _, buf in parts]
+            sizes = [next(iter(buf.values())).shape[0] for buf in bufs]
+            orders = [s.order(index, n) for s, n in zip(self.streams, sizes)]
+            first = start[1] if index == start[0] else 0
+            for b in range(first, min(n // local for n in sizes)):
+                rows = [order[b * local:(b + 1) * local] for order in orders]
+                yield (index, b), {site: torch.cat([buf[site][r] for buf, r in zip(bufs, rows)])
+                                   for site in bufs[0]}

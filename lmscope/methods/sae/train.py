@@ -14,18 +14,20 @@ import itertools
 import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from lmscope.errors import TrainingError
+from lmscope.errors import ConfigError, TrainingError
 from lmscope.io import load_tensors, read_json, replace_folder, save_tensors, write_json
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
 from lmscope.methods.sae.artifacts import save_sae
 from lmscope.methods.sae.config import DEFAULT_LR, L1_ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
 from lmscope.methods.sae.dead import Firing, resample
-from lmscope.methods.sae.harvest import ActivationStream, site_key
+from lmscope.methods.sae.distributed import World
+from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, site_key
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.runs import check_settings, prepare_out
@@ -100,20 +102,21 @@ def _forward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainConf
     return t.sae(xs, l1_scale=l1, dead=dead), xs, dead, lr_factor, l1
 
 
-def _update(t: _Trainee, forward, step: int, cfg: TrainConfig) -> dict:
-    """One optimisation step from a forward pass; returns the logged numbers."""
+def _update(t: _Trainee, forward, step: int, cfg: TrainConfig, world: World) -> dict:
+    """One optimisation step from a forward pass (gradients averaged over the ranks); returns the logged numbers."""
     result, xs, dead, lr_factor, l1 = forward
     t.opt.zero_grad(set_to_none=True)
     result.loss.backward()
+    world.average_gradients(t.sae.parameters())
     t.sae.project_decoder_grad()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(t.sae.parameters(), cfg.grad_clip)
     t.opt.step()
     t.sae.constrain()
-    t.firing.update(result.codes.detach())
+    t.firing.update(world.fired((result.codes > 0).any(0)), xs.shape[0] * world.size)
     if cfg.resample_every and t.job.config.architecture in L1_ARCHITECTURES and (step + 1) % cfg.resample_every == 0:
         gen = torch.Generator().manual_seed(cfg.init_seed * 7919 + step)
-        n = resample(t.sae, t.opt, xs, t.firing.dead(), gen)
+        n = resample(t.sae, t.opt, world.gather(xs), t.firing.dead(), gen)  # the same on every rank
         t.firing.since[t.firing.dead()] = 0  # resampled latents get a fresh window
         log.info("%s: resampled %d dead latents at step %d", t.job.name, n, step + 1)
     loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
@@ -192,42 +195,67 @@ def _log(trainees: list[_Trainee], rows: list[dict], step: int, every: int, bar,
     bar.update()
 
 
-def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None, cfg: TrainConfig | None = None,
-               out: str | Path = "out/sae", cache: str | Path | None = None, log_every: int = 10) -> list[Path]:
-    """Train every job on one stream of activations; returns the saved SAE folders (resumes in ``out``).
+def _stream(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig, cfg: TrainConfig, cache, world: World,
+            shards: int):
+    """The batches this rank trains on: (iterator factory, rows per local batch)."""
+    sites = sorted({j.site for j in jobs}, key=site_key)
+    ways = max(world.size, shards)
+    if cfg.batch_tokens % ways:
+        raise ConfigError(f"batch-tokens {cfg.batch_tokens} must divide among the {ways} ranks / shards")
+    def folder(r: int):
+        return (Path(cache) / f"rank{r}of{ways}") if cache and ways > 1 else cache
+    if world.size > 1:
+        stream = ActivationStream(lm, sites, harvest_cfg, folder(world.rank), shard=(world.rank, world.size))
+        return lambda start: stream.batches(cfg.batch_tokens // world.size, start, agree=world.min)
+    if shards > 1:
+        stream = ShardedStream([ActivationStream(lm, sites, harvest_cfg, folder(r), shard=(r, shards))
+                                for r in range(shards)])
+        return lambda start: stream.batches(cfg.batch_tokens, start)
+    stream = ActivationStream(lm, sites, harvest_cfg, cache)
+    return lambda start: stream.batches(cfg.batch_tokens, start)
 
-    ``cache``: a folder of harvested activations (read where present, written where not).
-    """
-    harvest_cfg, cfg = harvest_cfg or HarvestConfig(), cfg or TrainConfig()
-    out = prepare_out(out)
-    check_settings(out, _settings(lm, jobs, harvest_cfg, cfg))
-    stream = ActivationStream(lm, sorted({j.site for j in jobs}, key=site_key), harvest_cfg, cache)
-    step, position, batches = 0, (0, -1), iter(())
+
+def _begin(out: Path, lm: LM, jobs: list[Job], cfg: TrainConfig, batches, world: World):
+    """(trainees, step, position, batch iterator): from the checkpoint, or new ones from the first global batch."""
     if (out / CHECKPOINT / "state.json").is_file():
         trainees, state = _load_checkpoint(out, jobs, cfg, lm.device)
         step, position = state["step"], tuple(state["position"])
         log.info("resuming %d SAEs at step %d from %s", len(trainees), step, out / CHECKPOINT)
-        if not state.get("done"):
-            batches = stream.batches(cfg.batch_tokens, (position[0], position[1] + 1))
-    else:
-        batches = stream.batches(cfg.batch_tokens)
-        first = next(batches)
-        trainees = [_new_trainee(job, first[1][job.site], cfg, lm.device) for job in jobs]
-        batches = itertools.chain([first], batches)
+        return trainees, step, position, (iter(()) if state.get("done") else batches((position[0], position[1] + 1)))
+    stream = batches((0, 0))
+    first = next(stream)
+    trainees = [_new_trainee(job, world.gather(first[1][job.site]), cfg, lm.device) for job in jobs]
+    return trainees, 0, (0, -1), itertools.chain([first], stream)
+
+
+def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None, cfg: TrainConfig | None = None,
+               out: str | Path = "out/sae", cache: str | Path | None = None, log_every: int = 10,
+               world: World | None = None, shards: int = 1) -> list[Path]:
+    """Train every job on one stream of activations; returns the saved SAE folders (resumes in ``out``).
+
+    ``cache``: a folder of harvested activations (read where present, written where not). ``world``: the ranks of
+    a ``torchrun`` run (default: from the environment). ``shards``: in one process, reproduce the global batches
+    of a run on that many ranks.
+    """
+    harvest_cfg, cfg = harvest_cfg or HarvestConfig(), cfg or TrainConfig()
+    world = world or World.from_env(lm.device)
+    out = prepare_out(out)
+    world.on_main(lambda: check_settings(out, _settings(lm, jobs, harvest_cfg, cfg)))
+    batches = _stream(lm, jobs, harvest_cfg, cfg, cache, world, shards)
+    trainees, step, position, stream = _begin(out, lm, jobs, cfg, batches, world)
     total = harvest_cfg.tokens // cfg.batch_tokens
-    bar = tqdm(total=total, initial=step, desc=f"sae {lm.name}", unit="step")
-    for position, batch in batches:
+    bar = tqdm(total=total, initial=step, desc=f"sae {lm.name}", unit="step", disable=not world.main)
+    for position, batch in stream:
         forwards = [_forward(t, batch[t.job.site].to(lm.device), step, total, cfg) for t in trainees]
-        if not all(torch.isfinite(f[0].loss) for f in forwards):
-            _save_checkpoint(out, trainees, step, (position[0], position[1] - 1))
-            bad = next(t.job.name for t, f in zip(trainees, forwards) if not torch.isfinite(f[0].loss))
-            raise TrainingError(f"{bad}: the loss is not finite at step {step}; the last good state is "
-                                f"checkpointed in {out / CHECKPOINT} (try a lower --lr)")
-        rows = [_update(t, f, step, cfg) for t, f in zip(trainees, forwards)]
+        if world.any(not all(torch.isfinite(f[0].loss) for f in forwards)):
+            world.on_main(partial(_save_checkpoint, out, trainees, step, (position[0], position[1] - 1)))
+            raise TrainingError(f"the loss is not finite at step {step}; the last good state is checkpointed in "
+                                f"{out / CHECKPOINT} (try a lower --lr)")
+        rows = [_update(t, f, step, cfg, world) for t, f in zip(trainees, forwards)]
         step += 1
         _log(trainees, rows, step, log_every, bar, cfg.batch_tokens)
         if step % cfg.checkpoint_every == 0:
-            _save_checkpoint(out, trainees, step, position)
+            world.on_main(partial(_save_checkpoint, out, trainees, step, position))
     bar.close()
-    _save_checkpoint(out, trainees, step, position, done=True)
-    return _finish(out, lm, trainees, step, cfg)
+    world.on_main(partial(_save_checkpoint, out, trainees, step, position, done=True))
+    return world.on_main(partial(_finish, out, lm, trainees, step, cfg)) or [out / t.job.name for t in trainees]

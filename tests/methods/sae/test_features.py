@@ -25,8 +25,9 @@ def test_feature_pages(lm, corpus, tmp_path):
     assert maxima == sorted(maxima, reverse=True) and abs(maxima[0] - page["max"]) < 1e-4
     example = page["top"][0]
     assert example["values"][example["max_index"]] == example["max"]
-    codes = torch.cat([sae.encode(lm.run_with_cache(ids, [SITE])[1][SITE]).flatten(0, 1) for ids in token_batches(
-        lm.tokenizer, iter_texts(corpus), 16, 4, max_tokens=512)])  # the same pass, by hand
+    with torch.no_grad():  # the same pass, by hand
+        codes = torch.cat([sae.encode(lm.run_with_cache(ids, [SITE])[1][SITE]).flatten(0, 1)
+                           for ids in token_batches(lm.tokenizer, iter_texts(corpus), 16, 4, max_tokens=512)])
     assert abs(float(codes[:, page["feature"]].max()) - page["max"]) < 1e-5
     assert len(page["logits"]["positive"]) == 3 and sum(page["histogram"]["heights"]) == page["density"] * 512
     back = load_result(result.save(tmp_path / "result"))

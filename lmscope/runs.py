@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from lmscope.distributed import World
 from lmscope.errors import RunError
 from lmscope.io import read_json, to_json, write_json
 
@@ -33,7 +34,7 @@ def prepare_out(path: str | Path, keep: bool = True) -> Path:
     created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".lmscope-write-test"
+        probe = folder / f".lmscope-write-test-{os.getpid()}"  # one per process: ranks probe at the same time
         probe.write_text("")
         probe.unlink()
     except OSError as err:
@@ -45,8 +46,11 @@ def prepare_out(path: str | Path, keep: bool = True) -> Path:
     return folder
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """The complete records of a (possibly interrupted) run's JSONL file; a torn last line is cut off the file."""
+def read_records(path: str | Path, repair: bool = True) -> list[dict]:
+    """The complete records of a (possibly interrupted) run's JSONL file; a torn last line is cut off the file.
+
+    ``repair=False`` reads without cutting (another process may still be writing that file).
+    """
     path = Path(path)
     if not path.is_file():
         return []
@@ -58,7 +62,7 @@ def read_records(path: str | Path) -> list[dict]:
             except json.JSONDecodeError:
                 break  # the run was killed while writing this line
             good_bytes += len(line)
-    if good_bytes < path.stat().st_size:
+    if repair and good_bytes < path.stat().st_size:
         with path.open("r+b") as f:
             f.truncate(good_bytes)
     return records
@@ -84,22 +88,42 @@ def check_settings(out: str | Path, settings: dict) -> None:
 
 
 class Run:
-    """A resumable run in one output folder: ``done`` holds finished records by key; ``writer()`` appends more."""
+    """A resumable run in one output folder: ``done`` holds finished records by key; ``writer()`` appends more.
 
-    def __init__(self, out: str | Path, settings: dict, key: str):
+    Under ``torchrun`` each rank writes its own ``records.rank<r>of<n>.jsonl`` and takes every n-th of the items
+    not done yet; ``done`` is read from every records file of the folder, so a run resumes on any number of ranks.
+    """
+
+    def __init__(self, out: str | Path, settings: dict, key: str, world: World | None = None):
+        self.world = world or World()
         self.out = prepare_out(out)
-        check_settings(self.out, settings)
+        self.world.on_main(lambda: check_settings(self.out, settings))
         self.key = key
-        self.done: dict = {r[key]: r for r in read_records(self.out / RECORDS)}
+        w = self.world
+        self.records = self.out / (RECORDS if w.size == 1 else f"records.rank{w.rank}of{w.size}.jsonl")
+        self.done: dict = self.read()
+        w.barrier()  # every rank has read the same records before any rank writes
+
+    def read(self) -> dict:
+        """Every finished record in the folder, by key (this rank's own file repaired after a kill)."""
+        done = {}
+        for path in sorted(self.out.glob("records*.jsonl")):
+            done.update({r[self.key]: r for r in read_records(path, repair=path == self.records)})
+        return done
 
     def todo(self, items: list, key_of) -> list:
-        """The items whose key has no record yet, in order."""
-        return [item for item in items if key_of(item) not in self.done]
+        """The share of this rank of the items whose key has no record yet, in order."""
+        return [item for item in items if key_of(item) not in self.done][self.world.rank::self.world.size]
+
+    def merged(self) -> dict:
+        """After every rank has finished: all records of the folder, by key."""
+        self.world.barrier()
+        return self.read()
 
     @contextmanager
     def writer(self) -> Iterator[callable]:
         """A function that records one finished item (appended and flushed to disk at once)."""
-        with (self.out / RECORDS).open("a") as sink:
+        with self.records.open("a") as sink:
             def write(record: dict) -> None:
                 append_record(sink, record)
                 self.done[record[self.key]] = record

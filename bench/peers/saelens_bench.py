@@ -106,10 +106,11 @@ def load_model():
 def harvest_tokens(tokens: int) -> int:
     """Tokens to cache so that training on ``tokens`` never wraps around the cache.
 
-    Training reads more than it trains on: the norm estimate reads NORM_BATCHES batches, the shuffling buffer
-    keeps half of BUFFER_TOKENS unserved at the end, and special tokens (BOS, about 2%) are dropped; 5% margin.
+    Training reads more than it trains on: the norm estimate takes NORM_BATCHES batches, SAELens's shuffle buffer
+    still holds half of BUFFER_TOKENS (and up to two loads more) when training stops, and special tokens (BOS,
+    about 2% of the positions here) are dropped; 5% margin.
     """
-    need = (tokens + NORM_BATCHES * BATCH_TOKENS + BUFFER_TOKENS) * 1.05
+    need = (tokens + (NORM_BATCHES + 2) * BATCH_TOKENS + BUFFER_TOKENS // 2) * 1.05
     return math.ceil(need / BATCH_TOKENS) * BATCH_TOKENS
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = COMMANDS[args.command]
     try:
         if cmd.out is not None:
-            prepare_out(args.out, keep=False)  # before the model loads: a bad --out fails at once
+            # before the model loads: a bad --out fails at once (under torchrun the ranks share the folder: kept)
+            prepare_out(args.out, keep=int(os.environ.get("WORLD_SIZE", "1")) > 1)
         return cmd.run(args)
     except LmscopeError as err:
         print(f"lmscope {args.command}: error: {err}", file=sys.stderr)

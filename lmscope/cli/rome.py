@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lmscope.cli.registry import arg, command, config, load_model, out_dir
 from lmscope.data.facts import load_counterfact
+from lmscope.distributed import World
 from lmscope.io import write_json
 from lmscope.methods.rome import EditRequest, EvalConfig, RomeConfig, StatsConfig, evaluate_counterfact, rome_edit
 from lmscope.methods.rome.evaluate import target_probs
@@ -65,8 +66,10 @@ def eval_edits(args) -> int:
     cfg, eval_cfg = config(args, RomeConfig), config(args, EvalConfig)
     records = load_counterfact(args.data, args.limit)
     lm = load_model(args)
-    out = out_dir(args)
-    result = evaluate_counterfact(lm, records, out, cfg, eval_cfg)
+    out, world = out_dir(args), World.from_env(lm.device)  # under torchrun: each rank edits its share
+    result = evaluate_counterfact(lm, records, out, cfg, eval_cfg, world=world)
+    if not world.main:
+        return 0
     counterfact_report(result).write(out / "report.html")
     names = list(result.edited)
     print(f"{lm.name}: {result.n_records} CounterFact records, edit layer {result.layer} ({result.layer_source})")

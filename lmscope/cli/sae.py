@@ -7,6 +7,7 @@ import itertools
 from pathlib import Path
 
 from lmscope.cli.registry import arg, command, config, load_model, out_dir
+from lmscope.distributed import World
 from lmscope.io import write_json
 from lmscope.methods.sae import (
     EvalConfig,
@@ -22,7 +23,6 @@ from lmscope.methods.sae import (
     parse_site,
     train_saes,
 )
-from lmscope.methods.sae.distributed import World
 from lmscope.viz.features import write_feature_pages
 
 SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g. resid_post.15 mlp_out.3")

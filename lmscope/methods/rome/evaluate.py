@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lmscope import config as check
 from lmscope.data.facts import CounterFactRecord
+from lmscope.distributed import World
 from lmscope.errors import DataError
 from lmscope.io import Result, write_json
 from lmscope.methods.rome.config import EditRequest, RomeConfig
@@ -179,10 +180,12 @@ def _unedited(lm: LM, records: Sequence[CounterFactRecord], eval_config: EvalCon
 class _Editor:
     """Edits, measures and undoes one record at a time, with the statistics and prefixes computed once."""
 
-    def __init__(self, lm: LM, config: RomeConfig, eval_config: EvalConfig, layer: int):
+    def __init__(self, lm: LM, config: RomeConfig, eval_config: EvalConfig, layer: int, world: World):
         self.lm, self.config, self.eval_config = lm, config, eval_config
-        self.stats = (second_moment(lm, layer, config.stats_corpus, config.stats_samples)
-                      if config.mom2_adjustment else None)
+        self.stats = None
+        if config.mom2_adjustment:  # computed (and stored) on rank 0, then read by every rank
+            world.on_main(lambda: second_moment(lm, layer, config.stats_corpus, config.stats_samples))
+            self.stats = second_moment(lm, layer, config.stats_corpus, config.stats_samples)
         self.prefixes = context_prefixes(lm, config)
 
     def __call__(self, rec: CounterFactRecord, base: dict) -> dict:
@@ -199,21 +202,22 @@ def _settings(lm: LM, config: RomeConfig, eval_config: EvalConfig, layer: int) -
 
 
 def evaluate_counterfact(lm: LM, records: Sequence[CounterFactRecord], out_dir: str | Path,
-                         config: RomeConfig | None = None, eval_config: EvalConfig | None = None) -> CounterFactResult:
+                         config: RomeConfig | None = None, eval_config: EvalConfig | None = None,
+                         world: World | None = None) -> CounterFactResult:
     """Edit, measure and undo every record (resuming from ``out_dir/records.jsonl``); save metrics.json + result/.
 
     The unedited model is measured ``eval_config.batch`` records at a time (its fluency samples in one batch; a
     sample does not depend on its batch), then each record is edited, measured and undone in turn (ROME's
-    protocol).
+    protocol). ``world``: under torchrun, each rank takes its share of the records; rank 0 merges and saves.
     """
     if not records:
         raise DataError("no CounterFact records to evaluate: the data file holds none (or --limit is 0)")
-    config, eval_config = config or RomeConfig(), eval_config or EvalConfig()
+    config, eval_config, world = config or RomeConfig(), eval_config or EvalConfig(), world or World()
     layer, source = resolve_layer(lm, config)
-    run = Run(out_dir, _settings(lm, config, eval_config, layer), key="case_id")
-    editor = _Editor(lm, config, eval_config, layer)
+    run = Run(out_dir, _settings(lm, config, eval_config, layer), key="case_id", world=world)
+    editor = _Editor(lm, config, eval_config, layer, world)
     todo = run.todo(list(records), lambda r: r.case_id)
-    bar = tqdm(desc=f"counterfact {lm.name}", unit="edit", initial=len(records) - len(todo), total=len(records))
+    bar = tqdm(desc=f"counterfact {lm.name}", unit="edit", total=len(todo), disable=not world.main)
     with run.writer() as write:
         for start in range(0, len(todo), eval_config.batch):
             chunk = todo[start:start + eval_config.batch]
@@ -221,14 +225,14 @@ def evaluate_counterfact(lm: LM, records: Sequence[CounterFactRecord], out_dir: 
                 write(editor(rec, base))
                 bar.update()
     bar.close()
-    rows = [run.done[k] for k in dict.fromkeys(r.case_id for r in records)]
+    done = run.merged()
+    rows = [done[k] for k in dict.fromkeys(r.case_id for r in records)]
     result = CounterFactResult(model=lm.name, layer=layer, n_records=len(rows),
                                edited=summarize([r["edited"] for r in rows]),
                                unedited=summarize([r["unedited"] for r in rows]),
                                notes=_notes(records, eval_config), config=config, eval_config=eval_config,
                                layer_source=source)
-    result.save(run.out / "result")
-    write_json(run.out / "metrics.json", result.summary())
+    world.on_main(lambda: (result.save(run.out / "result"), write_json(run.out / "metrics.json", result.summary())))
     return result
 
 

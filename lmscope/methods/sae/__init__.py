@@ -7,10 +7,10 @@ that use an SAE in the model), ``train`` (:func:`train_saes`, sweeps included), 
 (:func:`evaluate_sae`), ``features`` (examples of each feature for its page).
 """
 
+from lmscope.distributed import World
 from lmscope.methods.sae.arch import CLASSES, ForwardOutput, SparseAutoencoder, build_sae
 from lmscope.methods.sae.artifacts import load_sae, save_sae
 from lmscope.methods.sae.config import ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
-from lmscope.methods.sae.distributed import World
 from lmscope.methods.sae.evaluate import EvalConfig, SaeEvalResult, evaluate_sae
 from lmscope.methods.sae.features import FeatureConfig, FeatureExamples, feature_examples
 from lmscope.methods.sae.harvest import ActivationStream, harvest, parse_site, site_key

@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from lmscope.distributed import World
 from lmscope.errors import ConfigError, TrainingError
 from lmscope.io import load_tensors, read_json, replace_folder, save_tensors, write_json
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
 from lmscope.methods.sae.artifacts import save_sae
 from lmscope.methods.sae.config import DEFAULT_LR, L1_ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
 from lmscope.methods.sae.dead import Firing, resample
-from lmscope.methods.sae.distributed import World
 from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, site_key
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site

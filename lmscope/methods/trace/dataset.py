@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmscope.data.facts import KnownFact
+from lmscope.distributed import World
 from lmscope.errors import DataError
 from lmscope.io import Result
 from lmscope.methods.trace.config import TraceConfig
@@ -120,6 +121,14 @@ def _aggregate(lm: LM, records: list[dict], n_facts: int, config: TraceConfig,
         mean_corrupted_prob=mean("p_corrupt"), config=config, only_predicted=only_predicted)
 
 
+def _save(lm: LM, result: TraceDatasetResult, out: Path, only_predicted: bool) -> None:
+    """Save the averages and record the run's MLP peak (rank 0)."""
+    result.save(out / "result")
+    if result.n_kept and "mlp" in result.aie:
+        layer, value = result.peak("mlp")
+        record_peak(lm.name, Peak(layer, result.n_kept, str(out.resolve()), value, only_predicted, lm.fingerprint()))
+
+
 def _settings(lm: LM, config: TraceConfig) -> dict:
     """What a resumed run must share with the interrupted one (its records would be mixed otherwise)."""
     return {"model": lm.name, "fingerprint": lm.fingerprint(), "config": {
@@ -127,30 +136,27 @@ def _settings(lm: LM, config: TraceConfig) -> dict:
 
 
 def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, config: TraceConfig | None = None,
-                  only_predicted: bool = True) -> TraceDatasetResult:
+                  only_predicted: bool = True, world: World | None = None) -> TraceDatasetResult:
     """Trace every fact (resuming from ``out_dir/records.jsonl``) and save the averages to ``out_dir/result``.
 
     A finished run records its MLP peak at the last subject token for ROME's ``layer="auto"``
-    (:mod:`lmscope.model.peaks`).
+    (:mod:`lmscope.model.peaks`). ``world``: under torchrun, each rank traces its share; rank 0 merges and saves.
     """
     if not facts:
         raise DataError("no facts to trace: the data file holds no records (or --limit is 0)")
-    config = config or TraceConfig()
-    run = Run(out_dir, _settings(lm, config), key="known_id")
+    config, world = config or TraceConfig(), world or World()
+    run = Run(out_dir, _settings(lm, config), key="known_id", world=world)
+    world.on_main(lambda: noise_scale(lm, config))  # estimated (and stored) once
     config = dataclasses.replace(config, noise=noise_scale(lm, config))  # one scale for every fact
     todo = run.todo(list(facts), lambda f: f.known_id)
     if len(todo) < len(facts):
         log.info("resuming: %d of %d facts already traced in %s", len(facts) - len(todo), len(facts), run.out)
     with run.writer() as write:
-        for fact in tqdm(todo, desc=f"trace {lm.name}", unit="fact", initial=len(facts) - len(todo),
-                         total=len(facts)):
+        for fact in tqdm(todo, desc=f"trace {lm.name}", unit="fact", disable=not world.main):
             write(_trace_record(lm, fact, config, only_predicted))
-    records = [run.done[k] for k in dict.fromkeys(f.known_id for f in facts)]
+    done = run.merged()
+    records = [done[k] for k in dict.fromkeys(f.known_id for f in facts)]
     result = _aggregate(lm, records, len(facts), config, only_predicted)
-    result.save(run.out / "result")
-    if result.n_kept and "mlp" in result.aie:
-        layer, value = result.peak("mlp")
-        record_peak(lm.name, Peak(layer, result.n_kept, str(run.out.resolve()), value, only_predicted,
-                                  lm.fingerprint()))
+    world.on_main(lambda: _save(lm, result, run.out, only_predicted))
     log.info("traced %d of %d facts (the others are not predicted by %s)", result.n_kept, len(facts), lm.name)
     return result

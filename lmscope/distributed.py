@@ -1,10 +1,10 @@
-"""Training on several processes (``torchrun``): which rank this is, and the few collectives the trainer needs.
+"""Several processes (``torchrun``): which rank this is, and the few collectives the methods need.
 
-Each rank harvests its own shard of the corpus (every W-th token batch of each buffer) and trains on it; gradients
-are averaged over the ranks after every backward pass, as DistributedDataParallel does, so every rank holds the
-same weights. The first batch (decoder-bias init, input scale) and the dead-latent counts are shared, so a run on
-W ranks equals a single-process run given the same global batches (``shards=W``). Backend: gloo on CPU, nccl on
-GPU. Rank 0 alone writes checkpoints and results.
+SAE training: each rank harvests its own shard of the corpus and trains on it; gradients are averaged over the
+ranks after every backward pass, as DistributedDataParallel does, so every rank holds the same weights. Dataset
+runs (trace-dataset, eval-edits): each rank takes every W-th record and writes its own resumable records; rank 0
+merges them in the data's order, so the result equals a single-process run. Backend: gloo on CPU, nccl on GPU.
+Rank 0 alone writes shared files (checkpoints, results, the store).
 """
 
 from __future__ import annotations

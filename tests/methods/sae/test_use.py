@@ -5,6 +5,7 @@ import json
 
 import torch
 
+import lmscope
 from lmscope import Site
 from lmscope.cli import main
 from lmscope.methods.sae import EvalConfig, SaeConfig, build_sae, evaluate_sae, save_sae, set_feature, splice
@@ -80,3 +81,15 @@ def test_sae_commands_end_to_end(tiny_llama_dir, corpus, tmp_path, capsys):
     assert main([*model, "sae-eval", str(tmp_path / "lens"), "--corpus", corpus, "--split", "all", "--tokens",
                  "256", "--seq-len", "16", "--out", str(tmp_path / "ev2")]) == 0
     assert "CE recovered 1.000" in capsys.readouterr().out
+
+
+def test_methods_run_through_an_sae(lm):
+    """Any method runs through an SAE under lm.hooks: here the logit lens, with the SAE spliced at block 1."""
+    sae = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=2)).eval()
+    plain = lmscope.logit_lens(lm, PROMPT)
+    with lm.hooks(splice(sae, SITE)):
+        through = lmscope.logit_lens(lm, PROMPT)
+    assert torch.equal(through.top_probs[:2], plain.top_probs[:2])  # embeddings and block 0 come before the splice
+    assert not torch.equal(through.top_probs[2:], plain.top_probs[2:])  # from block 1 on: the reconstruction
+    with lm.hooks(splice(exact_sae(lm.d_model), SITE)):
+        assert torch.equal(lmscope.logit_lens(lm, PROMPT).top_probs, plain.top_probs)

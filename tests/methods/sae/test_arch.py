@@ -97,3 +97,30 @@ def test_width_must_be_positive():
         SaeConfig("relu", ratio=0)
     with pytest.raises(lmscope.ConfigError, match="architecture must be one of"):
         SaeConfig("gated")
+
+
+def test_resampling_reinitialises_dead_latents_toward_badly_reconstructed_inputs():
+    from lmscope.methods.sae.dead import Firing, resample
+
+    sae = build_sae(SaeConfig("relu", d_in=6, width=10), seed=6)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.01)
+    sae(X).loss.backward()
+    opt.step()
+    firing = Firing(10, window=5)
+    fired = torch.zeros(10, dtype=torch.bool)
+    fired[:7] = True
+    firing.update(fired, 5)
+    dead = firing.dead()
+    assert dead.tolist() == [False] * 7 + [True] * 3
+    alive_enc = sae.W_enc[:, :7].detach().clone()
+    x = torch.zeros(8, 6)
+    x[3] = torch.tensor([0.0, 3.0, 0.0, 0.0, 4.0, 0.0])  # the only row the SAE reconstructs badly
+    with torch.no_grad():
+        sae.b_dec.zero_()
+    assert resample(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 3
+    expected = torch.tensor([0.0, 0.6, 0.0, 0.0, 0.8, 0.0])
+    for i in (7, 8, 9):
+        torch.testing.assert_close(sae.W_dec[i].detach(), expected)
+        assert float(sae.b_enc[i]) == 0.0 and float(opt.state[sae.W_dec]["exp_avg"][i].abs().sum()) == 0.0
+    torch.testing.assert_close(sae.W_enc[:, 7].norm(), 0.2 * alive_enc.norm(dim=0).mean())
+    assert torch.equal(sae.W_enc[:, :7], alive_enc)  # alive latents are untouched

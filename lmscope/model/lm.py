@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -22,7 +21,6 @@ from lmscope.model.hooks import ActivationCache, Op, capture, hooks
 from lmscope.model.sites import KINDS, HookPoint, ModuleSite, Site
 from lmscope.model.weights import linear_weight
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

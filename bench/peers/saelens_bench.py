@@ -56,9 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--l1", type=float, default=5.0, help="L1 coefficient (inputs scaled to E|x| = sqrt(d_in))")
     p.add_argument("--split", default="train", choices=("train", "test", "all"), help="lmscope wiki split")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/saelens-bench"),
-                   help="scratch: the corpus as JSONL and the activation cache (deleted after the run)")
+                   help="scratch: the corpus as JSONL (kept) and the activation cache (deleted after the run)")
     p.add_argument("--seed", type=int, default=42)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.tokens < BATCH_TOKENS:
+        p.error(f"--tokens must be at least one batch ({BATCH_TOKENS})")
+    return args
 
 
 def dump_corpus(workdir: Path, split: str) -> Path:
@@ -107,10 +110,10 @@ def harvest_tokens(tokens: int) -> int:
     """Tokens to cache so that training on ``tokens`` never wraps around the cache.
 
     Training reads more than it trains on: the norm estimate takes NORM_BATCHES batches, SAELens's shuffle buffer
-    still holds half of BUFFER_TOKENS (and up to two loads more) when training stops, and special tokens (BOS,
-    about 2% of the positions here) are dropped; 5% margin.
+    is refilled to BUFFER_TOKENS before it serves (so up to all of it is unserved when training stops), and special
+    tokens (BOS, about 2% of the positions here) are dropped; one load and 5% margin on top.
     """
-    need = (tokens + (NORM_BATCHES + 2) * BATCH_TOKENS + BUFFER_TOKENS // 2) * 1.05
+    need = (tokens + (NORM_BATCHES + 1) * BATCH_TOKENS + BUFFER_TOKENS) * 1.05
     return math.ceil(need / BATCH_TOKENS) * BATCH_TOKENS
 
 

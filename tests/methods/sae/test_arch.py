@@ -124,3 +124,30 @@ def test_resampling_reinitialises_dead_latents_toward_badly_reconstructed_inputs
         assert float(sae.b_enc[i]) == 0.0 and float(opt.state[sae.W_dec]["exp_avg"][i].abs().sum()) == 0.0
     torch.testing.assert_close(sae.W_enc[:, 7].norm(), 0.2 * alive_enc.norm(dim=0).mean())
     assert torch.equal(sae.W_enc[:, :7], alive_enc)  # alive latents are untouched
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_sparse_training_step_equals_the_dense_one(arch):
+    from lmscope.methods.sae.arch import SparseAutoencoder
+
+    torch.manual_seed(1)
+    x = torch.randn(16, 6)
+    dead = torch.zeros(12, dtype=torch.bool)
+    dead[[0, 5, 6, 11]] = True
+    results = []
+    for forward in (SparseAutoencoder.forward, type(build_sae(SaeConfig(arch, d_in=6, width=12))).forward):
+        sae = build_sae(SaeConfig(arch, d_in=6, width=12, k=3, aux_k=2, threshold_momentum=0.5), seed=7)
+        torch.manual_seed(2)  # the same biases for both
+        with torch.no_grad():
+            sae.b_dec.normal_()
+            sae.b_enc.normal_()
+        out = forward(sae, x, dead=dead)
+        params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
+        results.append((out, grads(out.loss, params), float(sae.threshold) if arch == "batchtopk" else 0.0))
+    (dense, dense_grads, t1), (sparse, sparse_grads, t2) = results
+    torch.testing.assert_close(sparse.loss, dense.loss)
+    torch.testing.assert_close(sparse.codes, dense.codes.detach())
+    torch.testing.assert_close(sparse.x_hat, dense.x_hat)
+    for a, b in zip(sparse_grads, dense_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert t1 == t2

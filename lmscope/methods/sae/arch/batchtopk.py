@@ -34,6 +34,13 @@ class BatchTopKSAE(TopKSAE):
             self._update_threshold(top.values)
         return kept
 
+    def select(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, cols) of the k x n largest activations of the batch, rows ascending; the threshold follows."""
+        top = acts.flatten().topk(min(self.cfg.k * acts.shape[0], acts.numel()))
+        self._update_threshold(top.values)
+        flat = top.indices.sort().values  # row-major: sorted positions have ascending rows
+        return flat // acts.shape[1], flat % acts.shape[1]
+
     @torch.no_grad()
     def _update_threshold(self, kept: torch.Tensor) -> None:
         positive = kept[kept > 0]

@@ -3,6 +3,7 @@
 Dead latents are revived by AuxK: e = x - x_hat is reconstructed from the k_aux largest pre-activations of the
 dead latents alone (e_hat = c_aux W_dec), adding aux_coefficient |e - e_hat|^2 to the loss. Decoder rows keep unit
 norm (gradient projected, rows renormalised after every step); the encoder starts as the decoder's transpose.
+Training steps run sparse (:mod:`.sparse`): only the encoder's forward matmul touches every latent.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmscope.methods.sae.arch.base import SparseAutoencoder, squared_error
+from lmscope.methods.sae.arch.base import ForwardOutput, SparseAutoencoder, squared_error
+from lmscope.methods.sae.arch.sparse import dense_codes, sparse_decode, sparse_encode
 from lmscope.methods.sae.config import SaeConfig
 
 
@@ -50,3 +52,38 @@ class TopKSAE(SparseAutoencoder):
     def loss_terms(self, x, x_hat, codes, pre, l1_scale, dead):
         """(squared error, AuxK term)."""
         return squared_error(x, x_hat), self.aux_loss(x, x_hat, pre, dead)
+
+    # ---- the sparse training step --------------------------------------------------------------------------------
+    def select(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, cols) of the kept activations of ReLU'd pre-activations (n, d_sae), rows ascending."""
+        k = min(self.cfg.k, acts.shape[1])
+        cols = acts.topk(k, dim=-1).indices.flatten()
+        return torch.arange(acts.shape[0], device=acts.device).repeat_interleave(k), cols
+
+    def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None) -> ForwardOutput:
+        """As :meth:`SparseAutoencoder.forward`; in training with gradients, through sparse products."""
+        if not (self.training and torch.is_grad_enabled()):
+            return super().forward(x, l1_scale, dead)
+        x = x * self.input_scale
+        x_c, n = x - self.b_dec, x.shape[0]
+        with torch.no_grad():
+            pre = x_c @ self.W_enc + self.b_enc  # (n, d_sae)
+        rows, cols = self.select(torch.relu(pre))
+        vals = torch.relu(sparse_encode(x_c, self.W_enc, self.b_enc, pre, rows, cols))
+        x_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec
+        recon = squared_error(x, x_hat)
+        aux = self._sparse_aux(x, x_hat, x_c, pre, dead)
+        codes = dense_codes(rows, cols, vals, n, self.d_sae)
+        return ForwardOutput(x_hat / self.input_scale, codes, recon + aux, recon, aux)
+
+    def _sparse_aux(self, x, x_hat, x_c, pre, dead) -> torch.Tensor:
+        """The AuxK term through sparse products (0 if no latent is dead)."""
+        if dead is None or not bool(dead.any()):
+            return x.new_zeros(())
+        k = min(self.cfg.k_aux, int(dead.sum()))
+        dead_pre = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
+        cols = dead_pre.topk(k, dim=-1).indices.flatten()
+        rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
+        vals = torch.relu(sparse_encode(x_c, self.W_enc, self.b_enc, pre, rows, cols))
+        e_hat = sparse_decode(rows, cols, vals, self.W_dec, x.shape[0])
+        return self.cfg.aux_coefficient * squared_error((x - x_hat).detach(), e_hat)

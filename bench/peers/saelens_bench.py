@@ -10,7 +10,8 @@ Wikipedia corpus, timed in three phases, offline. Run it with the peer virtualen
 The model is loaded once, with transformers from lmscope's cache folder, and handed to TransformerLens
 (``hf_model=``, ``tokenizer=``); it is loaded outside every timed phase. Prints one JSON line on stdout (everything
 else goes to stderr): tokens/s of each phase, the final MSE / L0 / explained variance of each training run as
-SAELens computes them, the settings and the versions. See bench/peers/README.md.
+SAELens computes them, a matmul probe of the machine's speed before and after, the settings and the versions.
+See bench/peers/README.md.
 """
 
 from __future__ import annotations
@@ -199,6 +200,20 @@ def train(model, cfg) -> dict:
             "dead_features": log["sparsity/dead_features"]}
 
 
+def probe_gflops(repeats: int = 20) -> float:
+    """Speed of this machine right now: GFLOP/s of the SAE encoder's matmul (4096 x 576 @ 576 x 4608), float32.
+
+    Measured before and after the run: shared machines drift (up to 2x here within an hour), so a comparison
+    with another benchmark should be made on runs whose probes agree.
+    """
+    x, w = torch.randn(BATCH_TOKENS, D_IN), torch.randn(D_IN, D_IN * RATIO)
+    x @ w
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        x @ w
+    return round(2 * BATCH_TOKENS * D_IN * D_IN * RATIO * repeats / (time.perf_counter() - t0) / 1e9, 1)
+
+
 def versions() -> dict:
     """Versions of the interpreter and of the packages that matter."""
     names = ("sae-lens", "transformer-lens", "torch", "transformers", "datasets", "numpy")
@@ -222,6 +237,7 @@ def run(args: argparse.Namespace) -> dict:
     """Load the model, then harvest, train from the cache, and train end to end."""
     torch.set_num_threads(args.threads)
     corpus = dump_corpus(args.workdir, args.split)
+    gflops_before = probe_gflops()
     t0 = time.perf_counter()
     model = load_model()
     load_s = time.perf_counter() - t0
@@ -233,8 +249,8 @@ def run(args: argparse.Namespace) -> dict:
         shutil.rmtree(cache, ignore_errors=True)
     end_to_end = train(model, runner_config(args, corpus, None))
     return {"bench": "saelens", "harvest": harvested, "train_from_cache": cached, "end_to_end": end_to_end,
-            "model_load_s": round(load_s, 2), "settings": settings(args), "versions": versions(),
-            "cpu": platform.processor() or platform.machine()}
+            "model_load_s": round(load_s, 2), "matmul_gflops": {"before": gflops_before, "after": probe_gflops()},
+            "settings": settings(args), "versions": versions(), "cpu": platform.processor() or platform.machine()}
 
 
 def main(argv: list[str] | None = None) -> None:

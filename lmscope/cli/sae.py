@@ -89,21 +89,28 @@ def sae_train(args) -> int:
     return 0
 
 
+SAE_FOLDER = arg("sae", type=Path, help="an SAE folder (lmscope, SAELens or sparsify layout)")
+SAE_SITE = arg("--site", help="the site, if the folder does not say (kind.layer)")
+
+
+def _load(args):
+    """(the model, the SAE, its site) from the arguments; the SAE and site are checked before the model loads."""
+    sae, meta = load_sae(args.sae)
+    site = parse_site(args.site or meta.get("site") or "")
+    return load_model(args), sae, site
+
+
 @command("sae-eval", "MSE, FVE, L0, dead / dense latents and CE recovered of a saved SAE on held-out text",
-         arg("sae", type=Path, help="an SAE folder (lmscope, SAELens or sparsify layout)"),
-         arg("--site", help="the site, if the folder does not say (kind.layer)"),
-         configs=(EvalConfig,), out="out/sae-eval")
+         SAE_FOLDER, SAE_SITE, configs=(EvalConfig,), out="out/sae-eval")
 def sae_eval(args) -> int:
     """Evaluate one SAE; write eval.json and result/."""
     cfg = config(args, EvalConfig)
-    sae, meta = load_sae(args.sae)
-    site = parse_site(args.site or meta.get("site") or "")
-    lm = load_model(args)
+    lm, sae, site = _load(args)
     result = evaluate_sae(lm, sae, site, cfg)
     out = out_dir(args)
     result.save(out / "result")
-    write_json(out / "eval.json", result.summary())
     s = result.summary()
+    write_json(out / "eval.json", s)
     print(f"{lm.name} {s['site']} {s['architecture']} ({s['d_sae']} latents, {s['tokens']} tokens): "
           f"FVE {s['fve']:.3f}, L0 {s['l0']:.1f}, dead {100 * s['dead']:.1f}%, CE recovered {s['ce_recovered']:.3f} "
           f"(loss {s['ce_orig']:.3f} -> {s['ce_sae']:.3f}; zero-ablated {s['ce_zero']:.3f})")
@@ -111,15 +118,11 @@ def sae_eval(args) -> int:
 
 
 @command("sae-features", "feature pages of a saved SAE: index.html, one page and one JSON per feature, Neuronpedia",
-         arg("sae", type=Path, help="an SAE folder (lmscope, SAELens or sparsify layout)"),
-         arg("--site", help="the site, if the folder does not say (kind.layer)"),
-         configs=(FeatureConfig,), out="out/sae-features")
+         SAE_FOLDER, SAE_SITE, configs=(FeatureConfig,), out="out/sae-features")
 def sae_features(args) -> int:
     """Collect every feature's examples in one pass and write the pages."""
     cfg = config(args, FeatureConfig)
-    sae, meta = load_sae(args.sae)
-    site = parse_site(args.site or meta.get("site") or "")
-    lm = load_model(args)
+    lm, sae, site = _load(args)
     result = feature_examples(lm, sae, site, cfg)
     out = out_dir(args)
     result.save(out / "result")

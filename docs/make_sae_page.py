@@ -13,6 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 from lmscope import load_result
 from lmscope.viz.report import save_figure
@@ -28,6 +29,8 @@ def _figure(rows: list, title: str):
             ax.plot([r.l0 for r in mine], [getattr(r, key) for r in mine], "o-", label=arch)
     for ax, label in zip(axes, ("fraction of variance explained", "CE loss recovered")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(-0.05, 1.02)  # diverged runs (far below 0) stay in the table, off the chart
         ax.set_xlabel("L0 (active latents per token)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -184,8 +184,10 @@ class _Editor:
         self.lm, self.config, self.eval_config = lm, config, eval_config
         self.stats = None
         if config.mom2_adjustment:  # computed (and stored) on rank 0, then read by every rank
-            world.on_main(lambda: second_moment(lm, layer, config.stats_corpus, config.stats_samples))
-            self.stats = second_moment(lm, layer, config.stats_corpus, config.stats_samples)
+            def stats():
+                return second_moment(lm, layer, config.stats_corpus, config.stats_samples)
+
+            self.stats = world.on_main(stats) or stats()  # the other ranks read what rank 0 stored
         self.prefixes = context_prefixes(lm, config)
 
     def __call__(self, rec: CounterFactRecord, base: dict) -> dict:

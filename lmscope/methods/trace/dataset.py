@@ -146,8 +146,8 @@ def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, confi
         raise DataError("no facts to trace: the data file holds no records (or --limit is 0)")
     config, world = config or TraceConfig(), world or World()
     run = Run(out_dir, _settings(lm, config), key="known_id", world=world)
-    world.on_main(lambda: noise_scale(lm, config))  # estimated (and stored) once
-    config = dataclasses.replace(config, noise=noise_scale(lm, config))  # one scale for every fact
+    scale = world.on_main(lambda: noise_scale(lm, config))  # estimated and stored once, on rank 0
+    config = dataclasses.replace(config, noise=scale if scale is not None else noise_scale(lm, config))
     todo = run.todo(list(facts), lambda f: f.known_id)
     if len(todo) < len(facts):
         log.info("resuming: %d of %d facts already traced in %s", len(facts) - len(todo), len(facts), run.out)

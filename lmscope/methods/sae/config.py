@@ -90,6 +90,8 @@ class TrainConfig:
     """How the dictionaries are trained (Adam; each architecture's paper defaults where lr is left at 0)."""
 
     batch_tokens: int = field(default=4096, metadata={"help": "activations per optimisation step"})
+    epochs: int = field(default=1, metadata={
+        "help": "passes over the harvested tokens, each buffer shuffled anew (for corpora smaller than the run)"})
     lr: float = field(default=0.0, metadata={
         "help": "Adam learning rate (0: the architecture's default: tied 1e-3, relu 5e-5, topk / batchtopk 2e-4)"})
     beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
@@ -111,7 +113,7 @@ class TrainConfig:
     init_seed: int = field(default=0, metadata={"help": "seed of the initialisation (and of resampling)"})
 
     def __post_init__(self) -> None:
-        check.at_least(self, 1, "batch_tokens", "checkpoint_every")
+        check.at_least(self, 1, "batch_tokens", "epochs", "checkpoint_every")
         check.at_least(self, 0, "lr", "warmup_steps", "grad_clip", "dead_tokens", "resample_every")
         for name in ("beta1", "beta2", "l1_warmup_fraction", "decay_fraction"):
             if not 0 <= getattr(self, name) < 1:

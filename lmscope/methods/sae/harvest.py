@@ -117,14 +117,22 @@ class ActivationStream:
         seed = self.config.shuffle_seed * 100_003 + index + 7_000_003 * self.shard[0]
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
-    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0),
-                agree: Callable[[int], int] = int) -> Iterator[tuple[tuple[int, int], Batch]]:
-        """Shuffled training batches of ``batch_tokens`` rows: ((buffer, batch in buffer), activations).
+    def epoch_buffers(self, start: int = 0, epochs: int = 1) -> Iterator[tuple[int, Batch]]:
+        """(pass index, activations) over ``epochs`` passes: pass e of buffer i has index e * n_buffers + i."""
+        for epoch in range(start // self.n_buffers, epochs):
+            first = start % self.n_buffers if epoch == start // self.n_buffers else 0
+            for index, buf in self.buffers(first):
+                yield epoch * self.n_buffers + index, buf
+
+    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0), agree: Callable[[int], int] = int,
+                epochs: int = 1) -> Iterator[tuple[tuple[int, int], Batch]]:
+        """Shuffled training batches of ``batch_tokens`` rows: ((buffer pass, batch in buffer), activations).
 
         A buffer's remainder smaller than a batch is dropped. ``start`` resumes at that position. ``agree`` turns
         this shard's number of batches in a buffer into the number every shard takes (the smallest, across ranks).
+        Each of the ``epochs`` passes shuffles every buffer anew.
         """
-        for index, buf in self.buffers(start[0]):
+        for index, buf in self.epoch_buffers(start[0], epochs):
             n = next(iter(buf.values())).shape[0]
             order = self.order(index, n)
             first = start[1] if index == start[0] else 0
@@ -202,10 +210,11 @@ class ShardedStream:
     def __init__(self, streams: list[ActivationStream]):
         self.streams = streams
 
-    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0)) -> Iterator[tuple[tuple[int, int], Batch]]:
+    def batches(self, batch_tokens: int, start: tuple[int, int] = (0, 0),
+                epochs: int = 1) -> Iterator[tuple[tuple[int, int], Batch]]:
         """Global batches of ``batch_tokens`` rows (each shard gives batch_tokens / shards)."""
         local = batch_tokens // len(self.streams)
-        for parts in zip(*(s.buffers(start[0]) for s in self.streams)):
+        for parts in zip(*(s.epoch_buffers(start[0], epochs) for s in self.streams)):
             index, bufs = parts[0][0], [buf for _, buf in parts]
             sizes = [next(iter(buf.values())).shape[0] for buf in bufs]
             orders = [s.order(index, n) for s, n in zip(self.streams, sizes)]

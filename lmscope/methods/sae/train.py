@@ -178,7 +178,8 @@ def _finish(out: Path, lm: LM, trainees: list[_Trainee], step: int, cfg: TrainCo
     paths = []
     for t in trainees:
         t.sae.input_scale.fill_(t.scale)
-        extra = {"steps": step, "tokens": step * cfg.batch_tokens, "last": t.log[-1] if t.log else {}}
+        extra = {"steps": step, "tokens": step * cfg.batch_tokens, "epochs": cfg.epochs,
+                 "last": t.log[-1] if t.log else {}}
         paths.append(save_sae(t.sae, out / t.job.name, site=site_key(t.job.site), model=lm.name, extra=extra))
         write_json(out / t.job.name / "training_log.json", t.log)
         t.sae.input_scale.fill_(1.0)
@@ -206,13 +207,13 @@ def _stream(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig, cfg: TrainConfi
         return (Path(cache) / f"rank{r}of{ways}") if cache and ways > 1 else cache
     if world.size > 1:
         stream = ActivationStream(lm, sites, harvest_cfg, folder(world.rank), shard=(world.rank, world.size))
-        return lambda start: stream.batches(cfg.batch_tokens // world.size, start, agree=world.min)
+        return lambda start: stream.batches(cfg.batch_tokens // world.size, start, agree=world.min, epochs=cfg.epochs)
     if shards > 1:
         stream = ShardedStream([ActivationStream(lm, sites, harvest_cfg, folder(r), shard=(r, shards))
                                 for r in range(shards)])
-        return lambda start: stream.batches(cfg.batch_tokens, start)
+        return lambda start: stream.batches(cfg.batch_tokens, start, epochs=cfg.epochs)
     stream = ActivationStream(lm, sites, harvest_cfg, cache)
-    return lambda start: stream.batches(cfg.batch_tokens, start)
+    return lambda start: stream.batches(cfg.batch_tokens, start, epochs=cfg.epochs)
 
 
 def _begin(out: Path, lm: LM, jobs: list[Job], cfg: TrainConfig, batches, world: World):
@@ -243,7 +244,7 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     world.on_main(lambda: check_settings(out, _settings(lm, jobs, harvest_cfg, cfg)))
     batches = _stream(lm, jobs, harvest_cfg, cfg, cache, world, shards)
     trainees, step, position, stream = _begin(out, lm, jobs, cfg, batches, world)
-    total = harvest_cfg.tokens // cfg.batch_tokens
+    total = harvest_cfg.tokens * cfg.epochs // cfg.batch_tokens
     bar = tqdm(total=total, initial=step, desc=f"sae {lm.name}", unit="step", disable=not world.main)
     for position, batch in stream:
         forwards = [_forward(t, batch[t.job.site].to(lm.device), step, total, cfg) for t in trainees]

@@ -151,3 +151,23 @@ def test_sparse_training_step_equals_the_dense_one(arch):
     for a, b in zip(sparse_grads, dense_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     assert t1 == t2
+
+
+def test_a_resampled_tied_latent_fires_only_near_its_input_despite_a_large_mean():
+    from lmscope.methods.sae.dead import TIED_FIRING, resample
+
+    sae = build_sae(SaeConfig("tied", d_in=6, width=10), seed=6)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(1)
+    x = 20 * torch.nn.functional.normalize(torch.ones(6), dim=0) + torch.randn(400, 6, generator=gen)  # big mean
+    x[123] += torch.tensor([0.0, 0.0, 9.0, 0.0, 0.0, 0.0])  # badly reconstructed, drawn with weight ~ loss^2
+    dead = torch.zeros(10, dtype=torch.bool)
+    dead[[2, 5]] = True
+    alive_before = sae.M[~dead].detach().clone()
+    assert resample(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 2
+    pre = sae.pre_acts(x).detach()  # (400, 10)
+    for i in (2, 5):
+        assert float(sae.bias[i]) < -10  # without it the new latent would fire on all 400 rows
+        assert int((pre[:, i] > 0).sum()) <= TIED_FIRING * 400 + 1
+        assert 0.99 < float(sae.M[i].norm()) < 1.01
+    assert torch.equal(sae.M[~dead], alive_before)

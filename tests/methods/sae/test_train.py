@@ -104,3 +104,37 @@ def test_layer_out_of_range_and_trained_sae_reloads(lm, harvest_cfg, train_cfg, 
     path = train_saes(lm, jobs()[1:2], harvest_cfg, train_cfg, tmp_path / "ok")[0]
     sae, meta = load_sae(path)
     assert meta["site"] == "resid_post.1" and meta["steps"] > 10 and sae.d_in == lm.d_model
+
+
+def test_epochs_pass_over_the_cache_again_in_a_new_order_and_resume(lm, harvest_cfg, train_cfg, tmp_path,
+                                                                     monkeypatch):
+    from dataclasses import replace
+
+    harvest(lm, [SITE], harvest_cfg, tmp_path / "cache")
+    stream = ActivationStream(lm, [SITE], harvest_cfg, tmp_path / "cache")
+    one = list(stream.batches(64))
+    two = list(stream.batches(64, epochs=2))
+    assert len(two) == 2 * len(one) and [p for p, _ in two[:len(one)]] == [p for p, _ in one]
+    first, second = (torch.cat([b[SITE] for _, b in part]) for part in (two[:len(one)], two[len(one):]))
+    assert not torch.equal(first, second)  # reshuffled ...
+    harvested = {tuple(row.tolist()) for _, buf in stream.buffers() for row in buf[SITE]}
+    assert {tuple(row.tolist()) for row in second} <= harvested  # ... rows of the same cache
+    cfg = replace(train_cfg, epochs=2)
+    calls = count_forwards(monkeypatch, lm)
+    whole = train_saes(lm, jobs()[:1], harvest_cfg, cfg, tmp_path / "whole", cache=tmp_path / "cache")
+    assert not calls and read_json(whole[0] / "cfg.json")["steps"] == len(two)
+    real, steps = train_module._update, []
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == len(one) + 7:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_update", dies_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_saes(lm, jobs()[:1], harvest_cfg, cfg, tmp_path / "killed", cache=tmp_path / "cache")
+    monkeypatch.setattr(train_module, "_update", real)
+    resumed = train_saes(lm, jobs()[:1], harvest_cfg, cfg, tmp_path / "killed", cache=tmp_path / "cache")
+    a, b = weights(whole)[0], weights(resumed)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)

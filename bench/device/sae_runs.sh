@@ -5,14 +5,16 @@
 #   bench/device/sae_runs.sh MODEL LAYER WORK [EPOCHS] [TOKENS]
 #
 # Environment: DEVICE (default cuda), DTYPE (float32), KS (TopK k values), EVAL_TOKENS, FEATURE_TOKENS,
-# RESAMPLE_EVERY / DEAD_TOKENS (tied resampling). Every command resumes where a killed run stopped.
+# RESAMPLE_EVERY / DEAD_TOKENS (tied resampling), EVAL_DTYPE (the model's dtype in sae-eval / sae-features),
+# NORESAMPLE=0 (skip the tied run without resampling). Every step resumes or is skipped when its output exists.
 set -euo pipefail
 MODEL=$1 LAYER=$2 WORK=$3 EPOCHS=${4:-1} TOKENS=${5:-5000000}
 DEVICE=${DEVICE:-cuda} DTYPE=${DTYPE:-float32} KS=${KS:-16 32 64 128}
 EVAL_TOKENS=${EVAL_TOKENS:-131072} FEATURE_TOKENS=${FEATURE_TOKENS:-262144}
 RESAMPLE_EVERY=${RESAMPLE_EVERY:-250} DEAD_TOKENS=${DEAD_TOKENS:-500000}
-CORPUS=${CORPUS:-wiki+bbc+sotu+kjv}
+CORPUS=${CORPUS:-wiki+bbc+sotu+kjv} EVAL_DTYPE=${EVAL_DTYPE:-$DTYPE} NORESAMPLE=${NORESAMPLE:-1}
 L="python3 -m lmscope -q --model $MODEL --device $DEVICE --dtype $DTYPE"
+E="python3 -m lmscope -q --model $MODEL --device $DEVICE --dtype $EVAL_DTYPE"
 SITE=resid_post.$LAYER
 mkdir -p "$WORK"
 log() { echo "[$(date +%T)] $*" | tee -a "$WORK/commands.log"; }
@@ -26,19 +28,23 @@ $L sae-train --sites $SITE --corpus $CORPUS --tokens $TOKENS --epochs $EPOCHS --
 evaluate() {  # evaluate every SAE in a folder of SAEs
   for d in "$1"/$SITE-*; do
     name=$(basename "$1")-$(basename "$d")
+    [ -f "$WORK/eval/$name/eval.json" ] && continue
     log eval "$name"
-    $L sae-eval "$d" --corpus $CORPUS --tokens $EVAL_TOKENS --out "$WORK/eval/$name"
+    $E sae-eval "$d" --corpus $CORPUS --tokens $EVAL_TOKENS --out "$WORK/eval/$name"
   done
 }
 pages() {
+  [ -f "$WORK/pages/$(basename "$1")/index.html" ] && return
   log features "$(basename "$1")"
-  $L sae-features "$1" --corpus $CORPUS --tokens $FEATURE_TOKENS --out "$WORK/pages/$(basename "$1")"
+  $E sae-features "$1" --corpus $CORPUS --tokens $FEATURE_TOKENS --out "$WORK/pages/$(basename "$1")"
 }
 evaluate "$WORK/saes"
 pages "$WORK/saes/$SITE-topk-r8-k32"
+if [ "$NORESAMPLE" = 1 ]; then
 log train tied without resampling
 $L sae-train --sites $SITE --corpus $CORPUS --tokens $TOKENS --epochs $EPOCHS --cache "$WORK/acts" \
   --architecture tied --dead-tokens $DEAD_TOKENS --out "$WORK/saes-noresample"
 evaluate "$WORK/saes-noresample"
+fi
 pages "$(ls -d "$WORK"/saes/$SITE-tied-*)"
 log done

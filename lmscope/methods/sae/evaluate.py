@@ -121,7 +121,7 @@ def _losses(lm: LM, sae: SparseAutoencoder, site: Site, ids: torch.Tensor, keep:
 def evaluate_sae(lm: LM, sae: SparseAutoencoder, site: Site, config: EvalConfig | None = None) -> SaeEvalResult:
     """Reconstruction, sparsity and CE metrics of ``sae`` at ``site`` on held-out tokens."""
     config = config or EvalConfig()
-    site, sae = lm.check(site), sae.eval()
+    site, sae = lm.check(site), sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(config.seq_len)
     special = torch.tensor(sorted(lm.tokenizer.all_special_ids), device=lm.device)
     totals = _Totals(sae.d_in, sae.d_sae)

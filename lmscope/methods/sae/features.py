@@ -144,7 +144,7 @@ def feature_examples(lm: LM, sae: SparseAutoencoder, site: Site,
                      config: FeatureConfig | None = None) -> FeatureExamples:
     """Examples and statistics of the selected features (``config.features``, or a seeded sample of those firing)."""
     cfg = config or FeatureConfig()
-    site, sae = lm.check(site), sae.eval()
+    site, sae = lm.check(site), sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(cfg.seq_len)
     data = _collect(lm, sae, site, cfg)
     n_tokens = data.ids.numel()

@@ -72,6 +72,9 @@ class HarvestConfig:
     batch_size: int = field(default=32, metadata={"help": "rows per forward pass"})
     tokens: int = field(default=1_000_000, metadata={"help": "tokens to harvest (whole rows)"})
     drop_special: bool = field(default=True, metadata={"help": "leave out BOS / EOS / padding positions"})
+    drop_first: bool = field(default=True, metadata={
+        "help": "leave out the first position of every row: BOS, or the attention sink of a model without one "
+                "(SmolLM2's reaches norm ~100x the others)"})
     sink_factor: float = field(default=0.0, metadata={
         "help": "drop rows whose norm exceeds this multiple of the median norm (attention sinks; 0: keep all)"})
     buffer_rows: int = field(default=65_536, metadata={"help": "activations shuffled together (memory only)"})

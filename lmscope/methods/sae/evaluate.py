@@ -3,7 +3,8 @@
 FVE = 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 over the evaluation tokens (the mean over those tokens; peers
 differ, so the definition travels with the result). CE recovered = (CE_zero - CE_sae) / (CE_zero - CE_orig), with
 CE the mean next-token loss of the model, CE_sae with the site replaced by the reconstruction and CE_zero with the
-site zero-ablated, at the same positions (special tokens keep their own activations, as in training).
+site zero-ablated, at the same positions (special tokens and each row's first position keep their own activations,
+as in training).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lmscope import config as check
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
+from lmscope.methods.sae.harvest import kept_positions
 from lmscope.methods.sae.splice import splice
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
@@ -35,6 +37,8 @@ class EvalConfig:
     seq_len: int = field(default=128, metadata={"help": "tokens per row"})
     batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
     dense_threshold: float = field(default=0.1, metadata={"help": "a latent firing on more tokens than this is dense"})
+    drop_first: bool = field(default=True, metadata={
+        "help": "leave each row's first position (BOS or attention sink) out of the metrics and unspliced"})
 
     def __post_init__(self) -> None:
         check.one_of(self, "split", ("train", "test", "all"))
@@ -123,12 +127,11 @@ def evaluate_sae(lm: LM, sae: SparseAutoencoder, site: Site, config: EvalConfig 
     config = config or EvalConfig()
     site, sae = lm.check(site), sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(config.seq_len)
-    special = torch.tensor(sorted(lm.tokenizer.all_special_ids), device=lm.device)
     totals = _Totals(sae.d_in, sae.d_sae)
     texts = iter_texts(config.corpus, split=config.split)
     for ids in token_batches(lm.tokenizer, texts, config.seq_len, config.batch_size, max_tokens=config.tokens):
         ids = ids.to(lm.device)
-        keep = ~torch.isin(ids, special)
+        keep = kept_positions(lm, ids, drop_first=config.drop_first)  # (batch, pos)
         _, cache = lm.run_with_cache(ids, [site], stop_after=site)
         x = cache[site][keep].float()  # (n, d_in)
         codes = sae.encode(x)

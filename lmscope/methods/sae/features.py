@@ -15,6 +15,7 @@ from lmscope import config as check
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
+from lmscope.methods.sae.harvest import kept_positions
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 
@@ -33,6 +34,9 @@ class FeatureConfig:
     top_examples: int = field(default=12, metadata={"help": "top-activating contexts per feature"})
     quantile_bins: int = field(default=4, metadata={"help": "activation quantile bins with examples"})
     per_bin: int = field(default=3, metadata={"help": "examples per quantile bin"})
+    drop_special: bool = field(default=True, metadata={"help": "special tokens never count as activating"})
+    drop_first: bool = field(default=True, metadata={
+        "help": "nor each row's first position (BOS or attention sink), as in training"})
     left: int = field(default=16, metadata={"help": "tokens of context before the activating token"})
     right: int = field(default=4, metadata={"help": "tokens of context after it"})
     logit_tokens: int = field(default=10, metadata={"help": "top and bottom logit-effect tokens"})
@@ -53,7 +57,7 @@ class FeatureExamples(Result):
     model: str
     site: str
     d_sae: int
-    tokens: int  # positions read
+    tokens: int  # positions that count (specials and, with drop_first, each row's first left out)
     density: torch.Tensor  # (d_sae,) fraction of positions where each feature fires
     pages: list[dict]  # one per selected feature: see :func:`_page`
     config: FeatureConfig = field(default_factory=FeatureConfig)
@@ -73,23 +77,27 @@ class _Sparse:
     position: torch.Tensor  # (nnz,) row * seq_len + pos
     feature: torch.Tensor  # (nnz,)
     value: torch.Tensor  # (nnz,)
+    kept: int  # positions that count (not special, not a row's first when drop_first)
 
 
 @torch.no_grad()
 def _collect(lm: LM, sae: SparseAutoencoder, site: Site, cfg: FeatureConfig) -> _Sparse:
     rows, pos, feat, val = [], [], [], []
-    offset = 0
+    offset = kept = 0
     for ids in token_batches(lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), cfg.seq_len, cfg.batch_size,
                              max_tokens=cfg.tokens):
         _, cache = lm.run_with_cache(ids.to(lm.device), [site], stop_after=site)
-        codes = sae.encode(cache[site].float()).flatten(0, 1)  # (batch * seq_len, d_sae)
+        codes = sae.encode(cache[site].float())  # (batch, seq_len, d_sae)
+        keep = kept_positions(lm, ids.to(lm.device), cfg.drop_special, cfg.drop_first)  # (batch, seq_len)
+        codes = (codes * keep[..., None]).flatten(0, 1)  # (batch * seq_len, d_sae): left-out positions never fire
+        kept += int(keep.sum())
         p, f = codes.nonzero(as_tuple=True)
         rows.append(ids)
         pos.append(p.cpu() + offset)
         feat.append(f.cpu())
         val.append(codes[p, f].cpu())
         offset += ids.numel()
-    return _Sparse(torch.cat(rows), torch.cat(pos), torch.cat(feat), torch.cat(val))
+    return _Sparse(torch.cat(rows), torch.cat(pos), torch.cat(feat), torch.cat(val), kept)
 
 
 def _context(lm: LM, data: _Sparse, dense: torch.Tensor, at: int, cfg: FeatureConfig) -> dict:
@@ -125,15 +133,15 @@ def _logit_effects(lm: LM, sae: SparseAutoencoder, f: int, k: int) -> dict:
             "negative": [[t, v] for t, v in zip(lm.to_str_tokens(bottom.indices), (-bottom.values).tolist())]}
 
 
-def _page(lm, sae, data: _Sparse, f: int, n_tokens: int, cfg: FeatureConfig, gen) -> dict:
+def _page(lm, sae, data: _Sparse, f: int, cfg: FeatureConfig, gen) -> dict:
     mine = data.feature == f
     where, values = data.position[mine], data.value[mine]
-    dense = torch.zeros(n_tokens)
+    dense = torch.zeros(data.ids.numel())  # (positions,)
     dense[where] = values
     order = values.argsort(descending=True)[:cfg.top_examples]
     top = [_context(lm, data, dense, int(where[i]), cfg) for i in order]
     heights, edges = torch.histogram(values, bins=20) if values.numel() else (torch.zeros(0), torch.zeros(0))
-    return {"feature": f, "density": values.numel() / n_tokens, "max": float(values.max()) if values.numel() else 0.0,
+    return {"feature": f, "density": values.numel() / max(data.kept, 1), "max": float(values.max()) if values.numel() else 0.0,
             "top_token": top[0]["tokens"][top[0]["max_index"]] if top else "", "top": top,
             "quantiles": _quantile_examples(lm, data, dense, where, values, cfg, gen),
             "histogram": {"heights": heights.tolist(), "edges": edges.tolist()},
@@ -147,13 +155,12 @@ def feature_examples(lm: LM, sae: SparseAutoencoder, site: Site,
     site, sae = lm.check(site), sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(cfg.seq_len)
     data = _collect(lm, sae, site, cfg)
-    n_tokens = data.ids.numel()
     counts = torch.bincount(data.feature, minlength=sae.d_sae)
     gen = torch.Generator().manual_seed(cfg.sample_seed)
     chosen = list(cfg.features) or _sample(counts, cfg.n_features, gen)
-    pages = [_page(lm, sae, data, f, n_tokens, cfg, gen) for f in chosen]
-    return FeatureExamples(model=lm.name, site=str(site), d_sae=sae.d_sae, tokens=n_tokens,
-                           density=(counts.float() / n_tokens), pages=pages, config=cfg)
+    pages = [_page(lm, sae, data, f, cfg, gen) for f in chosen]
+    return FeatureExamples(model=lm.name, site=str(site), d_sae=sae.d_sae, tokens=data.kept,
+                           density=(counts.float() / max(data.kept, 1)), pages=pages, config=cfg)
 
 
 def _sample(counts: torch.Tensor, n: int, gen: torch.Generator) -> list[int]:

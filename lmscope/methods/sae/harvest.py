@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Batch = dict[Site, torch.Tensor]  # site -> (rows, d), rows aligned across sites
 MANIFEST = "manifest.json"
+OLD_DEFAULTS = {"drop_first": False}  # what caches written before a setting existed did
 
 
 def site_key(site: Site) -> str:
@@ -44,6 +45,20 @@ def parse_site(text: str) -> Site:
     if not kind or not layer.lstrip("-").isdigit():
         raise ArtifactError(f"not a site: {text!r} (expected kind.layer, e.g. resid_post.15)")
     return Site(int(layer), kind)  # type: ignore[arg-type]
+
+
+def kept_positions(lm: LM, ids: torch.Tensor, drop_special: bool = True, drop_first: bool = True) -> torch.Tensor:
+    """(batch, pos) bool: the positions an SAE learns from and is measured on.
+
+    Special tokens (BOS, EOS, padding) and the first position of every row are left out: a row's first position is
+    BOS or, in a model without one, the model's attention sink, whose activation is far from the others.
+    """
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    if drop_special:
+        keep &= ~torch.isin(ids, torch.tensor(sorted(lm.tokenizer.all_special_ids), device=ids.device))
+    if drop_first:
+        keep[:, 0] = False
+    return keep
 
 
 class ActivationStream:
@@ -81,10 +96,7 @@ class ActivationStream:
         ids = ids.to(self.lm.device)
         with self.lm.hooks(*(capture(s) for s in self.sites), stop_after=self.stop) as cache:
             self.lm.model(input_ids=ids, use_cache=False)
-        keep = torch.ones_like(ids, dtype=torch.bool)
-        if self.config.drop_special:
-            special = torch.tensor(sorted(self.lm.tokenizer.all_special_ids), device=ids.device)
-            keep &= ~torch.isin(ids, special)
+        keep = kept_positions(self.lm, ids, self.config.drop_special, self.config.drop_first)
         rows = {s: cache[s][keep].float() for s in self.sites}  # (n, d) each
         if self.config.sink_factor > 0:
             ok = torch.ones(next(iter(rows.values())).shape[0], dtype=torch.bool, device=ids.device)
@@ -147,7 +159,7 @@ class ActivationStream:
                 "shard": list(self.shard),
                 "corpus": str(cfg.corpus), "split": cfg.split, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
                 "tokens": cfg.tokens, "buffer_rows": cfg.buffer_rows, "drop_special": cfg.drop_special,
-                "sink_factor": cfg.sink_factor}
+                "drop_first": cfg.drop_first, "sink_factor": cfg.sink_factor}
 
     def _check_cache(self) -> None:
         """Refuse a cache of another model, site or setting; start a new one in an empty folder."""
@@ -158,7 +170,7 @@ class ActivationStream:
             return
         saved = read_json(path)
         mine = self._identity()
-        wrong = [k for k in mine if saved.get(k) != mine[k]]
+        wrong = [k for k in mine if saved.get(k, OLD_DEFAULTS.get(k)) != mine[k]]
         if wrong:
             raise ArtifactError(f"the activation cache in {self.cache} belongs to another harvest ({wrong[0]}: "
                                 f"{saved.get(wrong[0])!r}, asked for {mine[wrong[0]]!r}); use another folder")

@@ -77,12 +77,22 @@ def test_cache_of_another_site_or_model_is_refused(lm, harvest_cfg, tmp_path):
         ActivationStream(other, [SITE], harvest_cfg, tmp_path / "cache")
 
 
-def test_special_positions_are_left_out(lm, harvest_cfg):
-    stream = ActivationStream(lm, [SITE], harvest_cfg)
-    _, buf = next(stream.buffers())
-    assert buf[SITE].shape[0] < harvest_cfg.buffer_rows  # the EOS between documents is dropped
-    keep_all = ActivationStream(lm, [SITE], harvest_cfg.__class__(**{**vars(harvest_cfg), "drop_special": False}))
-    assert next(keep_all.buffers())[1][SITE].shape[0] == harvest_cfg.buffer_rows
+def test_special_and_first_positions_are_left_out(lm, harvest_cfg, tmp_path):
+    from dataclasses import replace
+
+    rows = harvest_cfg.buffer_rows // harvest_cfg.seq_len
+    n = {(s, f): next(ActivationStream(lm, [SITE], replace(harvest_cfg, drop_special=s, drop_first=f)).buffers())[1]
+         [SITE].shape[0] for s in (True, False) for f in (True, False)}
+    assert n[False, False] == harvest_cfg.buffer_rows and n[False, True] == harvest_cfg.buffer_rows - rows
+    assert n[True, False] < harvest_cfg.buffer_rows  # the EOS between documents is dropped
+    assert n[True, True] < n[True, False]  # and each row's first position (BOS or the attention sink)
+    harvest(lm, [SITE], harvest_cfg, tmp_path / "cache")  # a cache written before drop_first existed kept it
+    manifest = read_json(tmp_path / "cache" / "manifest.json")
+    del manifest["drop_first"]
+    lmscope.io.write_json(tmp_path / "cache" / "manifest.json", manifest)
+    with pytest.raises(lmscope.ArtifactError, match="drop_first"):
+        ActivationStream(lm, [SITE], harvest_cfg, tmp_path / "cache")
+    ActivationStream(lm, [SITE], replace(harvest_cfg, drop_first=False), tmp_path / "cache")
 
 
 def test_non_finite_loss_stops_with_a_checkpoint(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):

@@ -141,7 +141,8 @@ def _page(lm, sae, data: _Sparse, f: int, cfg: FeatureConfig, gen) -> dict:
     order = values.argsort(descending=True)[:cfg.top_examples]
     top = [_context(lm, data, dense, int(where[i]), cfg) for i in order]
     heights, edges = torch.histogram(values, bins=20) if values.numel() else (torch.zeros(0), torch.zeros(0))
-    return {"feature": f, "density": values.numel() / max(data.kept, 1), "max": float(values.max()) if values.numel() else 0.0,
+    return {"feature": f, "density": values.numel() / max(data.kept, 1),
+            "max": float(values.max()) if values.numel() else 0.0,
             "top_token": top[0]["tokens"][top[0]["max_index"]] if top else "", "top": top,
             "quantiles": _quantile_examples(lm, data, dense, where, values, cfg, gen),
             "histogram": {"heights": heights.tolist(), "edges": edges.tolist()},

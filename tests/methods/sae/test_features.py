@@ -31,7 +31,8 @@ def test_feature_pages(lm, corpus, tmp_path):
         codes = torch.cat([sae.encode(lm.run_with_cache(ids, [SITE])[1][SITE])[:, 1:].flatten(0, 1)
                            for ids in token_batches(lm.tokenizer, iter_texts(corpus), 16, 4, max_tokens=512)])
     assert abs(float(codes[:, page["feature"]].max()) - page["max"]) < 1e-5
-    assert len(page["logits"]["positive"]) == 3 and sum(page["histogram"]["heights"]) == round(page["density"] * result.tokens)
+    assert len(page["logits"]["positive"]) == 3
+    assert sum(page["histogram"]["heights"]) == round(page["density"] * result.tokens)
     back = load_result(result.save(tmp_path / "result"))
     assert back.pages == result.pages and torch.equal(back.density, result.density)
 

@@ -1,9 +1,9 @@
 """Dead latents: which have not fired for a while, and the paper's remedy for the L1 variants (resampling).
 
 Resampling (Anthropic, "Towards Monosemanticity", 2023): draw inputs with probability proportional to their
-squared reconstruction loss; each dead latent's decoder row becomes the (normalised) drawn input, its encoder row
-the same direction scaled to 0.2 x the mean encoder norm of the alive latents; its encoder bias and its Adam state
-are zeroed.
+squared reconstruction loss (distinct inputs, so that dead latents do not pile onto one outlier); each dead latent's
+decoder row becomes the (normalised) drawn input, its encoder row the same direction scaled to 0.2 x the mean
+encoder norm of the alive latents; its encoder bias and its Adam state are zeroed.
 
 The tied model (Cunningham et al.) has one matrix for both, at unit norm, and no decoder bias, so a resampled
 latent cannot be made quiet by a small encoder: on a residual stream with a large mean direction it would fire on
@@ -62,7 +62,8 @@ def resample(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor
         return 0
     loss = (sae(x).x_hat - x).pow(2).sum(-1)  # (n,)
     weights = loss.pow(2).cpu() if bool((loss > 0).any()) else torch.ones(x.shape[0])
-    rows = torch.multinomial(weights, index.numel(), replacement=True, generator=generator)
+    distinct = int((weights > 0).sum()) >= index.numel()  # one input per dead latent where there are enough
+    rows = torch.multinomial(weights, index.numel(), replacement=not distinct, generator=generator)
     directions = torch.nn.functional.normalize(x[rows.to(x.device)] * sae.input_scale - sae.b_dec, dim=-1)
     alive = ~dead.to(x.device)
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else x.new_tensor(1.0)

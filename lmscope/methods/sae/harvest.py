@@ -172,8 +172,10 @@ class ActivationStream:
         mine = self._identity()
         wrong = [k for k in mine if saved.get(k, OLD_DEFAULTS.get(k)) != mine[k]]
         if wrong:
-            raise ArtifactError(f"the activation cache in {self.cache} belongs to another harvest ({wrong[0]}: "
-                                f"{saved.get(wrong[0])!r}, asked for {mine[wrong[0]]!r}); use another folder")
+            key = wrong[0]
+            raise ArtifactError(f"the activation cache in {self.cache} belongs to another harvest ({key}: "
+                                f"{saved.get(key, OLD_DEFAULTS.get(key))!r}, asked for {mine[key]!r}); use another "
+                                f"folder")
 
     def _shard(self, index: int) -> Path:
         return self.cache / f"shard-{index:05d}.safetensors"

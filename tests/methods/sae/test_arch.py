@@ -171,3 +171,17 @@ def test_a_resampled_tied_latent_fires_only_near_its_input_despite_a_large_mean(
         assert int((pre[:, i] > 0).sum()) <= TIED_FIRING * 400 + 1
         assert 0.99 < float(sae.M[i].norm()) < 1.01
     assert torch.equal(sae.M[~dead], alive_before)
+
+
+def test_dead_latents_are_resampled_toward_distinct_inputs_even_when_one_outlier_dominates():
+    from lmscope.methods.sae.dead import resample
+
+    sae = build_sae(SaeConfig("tied", d_in=6, width=12), seed=6)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.01)
+    x = torch.randn(50, 6, generator=torch.Generator().manual_seed(2))
+    x[7] *= 1000  # an attention-sink-like row: its squared loss is ~1e12 times the others'
+    dead = torch.zeros(12, dtype=torch.bool)
+    dead[:6] = True
+    assert resample(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 6
+    directions = sae.M[:6].detach()
+    assert int(((directions @ directions.T).abs() > 0.999).sum()) == 6  # six different directions, not six copies

@@ -19,6 +19,7 @@ from lmscope.model.weights import is_linear, linear_dims
 log = logging.getLogger(__name__)
 
 NORM_WORDS = ("norm", "ln")
+OUT_PROJ_NAMES = ("o_proj", "out_proj", "dense", "c_proj", "o")  # how attention output projections are named
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class FamilySpec:
     mlp_in: str  # block: W_in, the gate projection for gated MLPs; its output is the pre-activation
     mlp_out_proj: str  # block: W_out; its input is the MLP key (hidden activation)
     mlp_up: str | None = None  # block: the up projection of gated MLPs
+    attn_out_proj: str | None = None  # block: attention output projection; its input is the heads' outputs
     attn_out: str | None = None  # block: module whose output is added to the residual, if not ``attn``
     mlp_out: str | None = None  # block: likewise for the MLP
     parallel: bool | str = False  # attention and MLP both read h^{l-1}; or the config attribute that says so
@@ -52,7 +54,7 @@ class FamilySpec:
 _LLAMA = FamilySpec(
     name="llama", embed="model.embed_tokens", blocks="model.layers", final_norm="model.norm",
     unembed="lm_head", attn="self_attn", mlp="mlp", mlp_in="mlp.gate_proj", mlp_up="mlp.up_proj",
-    mlp_out_proj="mlp.down_proj",
+    mlp_out_proj="mlp.down_proj", attn_out_proj="self_attn.o_proj",
 )
 _GEMMA2 = _LLAMA.replace(
     name="gemma2", attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm",
@@ -61,16 +63,19 @@ _GEMMA2 = _LLAMA.replace(
 _GPT2 = FamilySpec(
     name="gpt2", embed="transformer.wte", blocks="transformer.h", final_norm="transformer.ln_f",
     unembed="lm_head", attn="attn", mlp="mlp", mlp_in="mlp.c_fc", mlp_out_proj="mlp.c_proj",
+    attn_out_proj="attn.c_proj",
 )
 _GPT_NEOX = FamilySpec(
     name="gpt_neox", embed="gpt_neox.embed_in", blocks="gpt_neox.layers", final_norm="gpt_neox.final_layer_norm",
     unembed="lm_head", attn="attention", mlp="mlp", mlp_in="mlp.dense_h_to_4h", mlp_out_proj="mlp.dense_4h_to_h",
-    parallel="use_parallel_residual",
+    attn_out_proj="attention.dense", parallel="use_parallel_residual",
 )
-_GPTJ = _GPT2.replace(name="gptj", mlp_in="mlp.fc_in", mlp_out_proj="mlp.fc_out", parallel=True)
+_GPTJ = _GPT2.replace(name="gptj", mlp_in="mlp.fc_in", mlp_out_proj="mlp.fc_out", attn_out_proj="attn.out_proj",
+                      parallel=True)
 _PHI = FamilySpec(
     name="phi", embed="model.embed_tokens", blocks="model.layers", final_norm="model.final_layernorm",
-    unembed="lm_head", attn="self_attn", mlp="mlp", mlp_in="mlp.fc1", mlp_out_proj="mlp.fc2", parallel=True,
+    unembed="lm_head", attn="self_attn", mlp="mlp", mlp_in="mlp.fc1", mlp_out_proj="mlp.fc2",
+    attn_out_proj="self_attn.dense", parallel=True,
 )
 
 #: ``config.model_type`` -> spec. Add a family by adding one line here (and a tiny config to the tests).
@@ -160,7 +165,15 @@ def _find_block_parts(block: nn.Module, d_model: int) -> dict[str, str | None]:
                 "the attention submodule of a block (with weights)")
     mlp = _one([n for n in children if n.lower() in ("mlp", "feed_forward", "ffn", "ff")], "mlp",
                "the MLP submodule of a block")
-    return {"attn": attn, "mlp": mlp, **_find_mlp_parts(children[mlp], mlp, d_model)}
+    return {"attn": attn, "mlp": mlp, "attn_out_proj": _find_attn_out_proj(children[attn], attn, d_model),
+            **_find_mlp_parts(children[mlp], mlp, d_model)}
+
+
+def _find_attn_out_proj(attn: nn.Module, attn_name: str, d_model: int) -> str | None:
+    """The attention's output projection (a linear into d_model named like one), or None: no ``attn_heads`` site."""
+    names = [n for n, m in attn.named_modules() if n and is_linear(m) and linear_dims(m)[1] == d_model
+             and n.rpartition(".")[2] in OUT_PROJ_NAMES]
+    return f"{attn_name}.{names[0]}" if len(names) == 1 else None
 
 
 def infer_spec(model: nn.Module) -> FamilySpec:

@@ -19,7 +19,7 @@ from lmscope.errors import FamilySpecError, InputError, SiteError
 from lmscope.model.families import FamilySpec, spec_for
 from lmscope.model.hooks import ActivationCache, Op, capture, hooks
 from lmscope.model.sites import KINDS, HookPoint, ModuleSite, Site
-from lmscope.model.weights import linear_weight
+from lmscope.model.weights import linear_dims, linear_weight
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ def check_prompt(text: str) -> str:
     return text
 
 
-_BLOCK_FIELDS = ("attn", "mlp", "mlp_in", "mlp_out_proj", "mlp_up", "attn_out", "mlp_out")
+_BLOCK_FIELDS = ("attn", "mlp", "mlp_in", "mlp_out_proj", "mlp_up", "attn_out", "mlp_out", "attn_out_proj")
 
 
 def _get(model: nn.Module, path: str, spec: FamilySpec, field: str, where: str = "") -> nn.Module:
@@ -107,6 +107,20 @@ class LM:
         return self.W_out(0).shape[1]
 
     @property
+    def n_heads(self) -> int:
+        """Attention heads per block (query heads)."""
+        config = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
+        if not heads:
+            raise FamilySpecError(f"{self.name}: the config gives no number of attention heads")
+        return int(heads)
+
+    @property
+    def d_head(self) -> int:
+        """Width of one head's output (the ``attn_heads`` site is n_heads x d_head wide)."""
+        return linear_dims(self.layout.part(0, "attn_out_proj"))[0] // self.n_heads
+
+    @property
     def vocab_size(self) -> int:
         """Rows of W_U."""
         return self.W_U.shape[0]
@@ -170,6 +184,7 @@ class LM:
             "mlp_value": lambda: (part(layer, "mlp_out_proj"), "output"),
             "mlp_pre": lambda: (part(layer, "mlp_in"), "output"),
             "attn_pattern": lambda: (part(layer, "attn"), "pattern"),
+            "attn_heads": lambda: (part(layer, "attn_out_proj"), "input"),
         }
         module, where = table[site.kind]()
         return HookPoint(module, where, site.pos_dim)
@@ -271,6 +286,12 @@ class LM:
                 h.update(flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 
+    def _describe_site(self, site: Site) -> str:
+        try:
+            return f"{self.module_path(site)} [{self.hook_point(site).where}]"
+        except FamilySpecError as err:  # e.g. attn_heads of an inferred spec without an output projection
+            return f"unavailable ({err})"
+
     def describe(self) -> dict:
         """Family, sizes and the module path of every site kind at layer 0 (for ``lmscope info``)."""
         return {
@@ -279,8 +300,7 @@ class LM:
             "n_heads": getattr(self.config, "num_attention_heads", None), "parallel_blocks": self.parallel,
             "attn_implementation": getattr(self.config, "_attn_implementation", None),
             "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
-            "sites (layer 0)": {k: f"{self.module_path(Site(0, k))} [{self.hook_point(Site(0, k)).where}]"
-                                for k in KINDS},
+            "sites (layer 0)": {k: self._describe_site(Site(0, k)) for k in KINDS},
         }
 
     def __repr__(self) -> str:

@@ -14,6 +14,9 @@ mlp_key        MLP hidden activation = input of W_out       (batch, pos, d_mlp)
 mlp_value      output of W_out (before any post-MLP norm)   (batch, pos, d_model)
 mlp_pre        MLP pre-activation = output of W_in (gate)   (batch, pos, d_mlp)
 attn_pattern   attention probabilities                      (batch, head, query_pos, key_pos)
+attn_heads     every head's output, concatenated = input of (batch, pos, n_heads * d_head)
+               the attention output projection (TransformerLens' hook_z, flattened); head h is columns
+               [h * d_head, (h + 1) * d_head)
 ============== ============================================ =========================================
 """
 
@@ -27,9 +30,9 @@ from torch import nn
 from lmscope.errors import SiteError
 
 Kind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_value", "mlp_pre",
-               "attn_pattern"]
+               "attn_pattern", "attn_heads"]
 KINDS: tuple[str, ...] = ("embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_value",
-                          "mlp_pre", "attn_pattern")
+                          "mlp_pre", "attn_pattern", "attn_heads")
 Where = Literal["input", "output", "pattern"]
 
 

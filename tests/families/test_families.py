@@ -54,6 +54,26 @@ def test_site_shapes_and_residual_decomposition(family):
 
 
 @torch.no_grad()
+def test_attn_heads_are_the_input_of_the_output_projection_one_head_per_slice(family):
+    lm = lmscope.load((tiny_model(family), None))
+    site = Site(1, "attn_heads")
+    _, cache = lm.run_with_cache(IDS, [site, Site(1, "attn_out")])
+    z = cache[site]  # (batch, pos, n_heads * d_head)
+    assert z.shape == (*IDS.shape, lm.n_heads * lm.d_head)
+    proj = lm.layout.part(1, "attn_out_proj")
+    if lm.layout.spec.attn_out is None:  # no post-attention norm: the projection of z is what attention adds
+        assert torch.allclose(proj(z), cache[Site(1, "attn_out")], atol=1e-5)
+    h, d = 1, lm.d_head
+    with lm.hooks(zero(site, positions=[3])):
+        all_zero = lm(IDS)
+    with lm.hooks(lmscope.apply(site, lambda x: torch.cat([x[..., :h * d], 0 * x[..., h * d:(h + 1) * d],
+                                                            x[..., (h + 1) * d:]], -1))):
+        one_zero = lm(IDS)
+    assert not torch.equal(one_zero, lm(IDS)) and not torch.equal(all_zero, lm(IDS))
+    assert torch.equal(lm(IDS)[:, :3], all_zero[:, :3])  # causal: positions before the patch are untouched
+
+
+@torch.no_grad()
 def test_w_out_maps_key_to_mlp_output(family):
     lm = lmscope.load((tiny_model(family), None))
     spec = lm.layout.spec

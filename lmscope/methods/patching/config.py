@@ -1,0 +1,52 @@
+"""Options of activation patching and the metrics it reads off the patched logits.
+
+A metric maps the logits of a batch, (batch, pos, vocab), to one number per row, (batch,). Scores are normalised
+so that 0 is the corrupted run and 1 the clean run: (m_patched - m_corrupted) / (m_clean - m_corrupted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from lmscope import config as check
+from lmscope.errors import ConfigError
+
+Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (batch, pos, vocab) -> (batch,)
+PATCH_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
+
+
+@dataclass
+class PatchConfig:
+    """Which activations are patched from the clean run into the corrupted one, and how many per forward pass."""
+
+    kinds: tuple[str, ...] = field(default=("resid_pre", "attn_out", "mlp_out"), metadata={
+        "help": "resid_pre, resid_post, attn_out, mlp_out (a layer x position grid each) and heads (layer x head, "
+                "every position)"})
+    layers: tuple[int, ...] = field(default=(), metadata={"help": "layers to patch (default: all)"})
+    positions: tuple[int, ...] = field(default=(), metadata={"help": "positions to patch (default: all)"})
+    batch_size: int = field(default=32, metadata={"help": "patched runs per forward pass"})
+
+    def __post_init__(self) -> None:
+        self.kinds, self.layers, self.positions = tuple(self.kinds), tuple(self.layers), tuple(self.positions)
+        bad = [k for k in self.kinds if k not in PATCH_KINDS]
+        if bad or not self.kinds:
+            raise ConfigError(f"patch kinds must be among {', '.join(PATCH_KINDS)}, got {list(self.kinds)}")
+        check.at_least(self, 1, "batch_size")
+
+
+def logit_diff(good: int, bad: int, position: int = -1) -> Metric:
+    """logit[good] - logit[bad] at ``position`` (default: the last)."""
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        last = logits[:, position].float()
+        return last[:, good] - last[:, bad]
+    return metric
+
+
+def target_prob(target: int, position: int = -1) -> Metric:
+    """P[target] at ``position`` (default: the last)."""
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits[:, position].float(), -1)[:, target]
+    return metric

@@ -56,3 +56,52 @@ def patching_report(result, report: HtmlReport | None = None) -> HtmlReport:
                  [[k, b["layer"], b.get("token", b.get("head")), b["score"]] for k, b in best.items()])
     report.figure(patching_figure(result), "0 = corrupted run, 1 = clean run")
     return report
+
+
+def ioi_figure(result) -> Figure:
+    """The sparsity claim: share of the summed |effects| reached by the top-k units of each basis; top mean effects.
+
+    Left panel: cumulative share, largest |effect| first (mean over pairs). Right: the ten largest mean effects.
+    """
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for basis, effects in result.exact.items():
+        mags = effects.abs().sort(dim=1, descending=True).values
+        share = (mags.cumsum(1) / mags.sum(1, keepdim=True).clamp_min(1e-12)).mean(0).numpy()
+        k = np.arange(1, len(share) + 1)
+        half = float(result.half_count(basis).float().median())
+        left.plot(k, share, label=f"{basis} ({result.sites[basis]}; half at {half:g})")
+        top = [r["mean_effect"] for r in result.ranking(basis, 10)]
+        right.plot(range(1, len(top) + 1), np.abs(top), "o-", label=basis)
+    left.axhline(0.5, color="grey", lw=0.8, ls="--")
+    left.set_xscale("log")
+    left.set_xlabel("units, largest |effect| first")
+    left.set_ylabel("share of summed |effect| (mean over pairs)")
+    left.legend(fontsize=7)
+    right.set_xlabel("rank")
+    right.set_ylabel("|mean effect| / total effect")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{result.model}: single-unit patching on IOI ({len(result.cases)} pairs, position "
+                 f"{result.config.position})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ioi_report(result, report: HtmlReport | None = None) -> HtmlReport:
+    """The counts, the sparsity comparison, the top units of each basis and the attribution agreement."""
+    s = result.summary()
+    report = report or HtmlReport(f"IOI features — {result.model}")
+    report.heading("Causal feature identification on IOI")
+    report.table(["quantity", "value"], [["pairs", s["n_pairs"]], ["logit(IO) > logit(S)", s["n_correct"]],
+                                         ["IO is the top-1 token", s["n_top1"]], ["pairs patched", s["n_used"]],
+                                         ["mean total effect (logit diff)", s["mean_total_effect"]]])
+    report.table(["basis", "site", "units", "changed per pair", "units for half the effect (median)",
+                  "attribution vs exact r"],
+                 [[b, v["site"], v["units"], v["changed_per_pair"], v["half_effect_units_median"],
+                   v["attribution_vs_exact_r"]] for b, v in s["bases"].items()])
+    for b, v in s["bases"].items():
+        report.table([f"{b} unit", "mean effect / total", "pairs where it changed"],
+                     [[r["unit"], r["mean_effect"], r["pairs"]] for r in v["top"]])
+    report.figure(ioi_figure(result), "effects are normalised by each pair's clean - corrupted logit difference")
+    return report

@@ -25,12 +25,13 @@ class PatchConfig:
     kinds: tuple[str, ...] = field(default=("resid_pre", "attn_out", "mlp_out"), metadata={
         "help": "resid_pre, resid_post, attn_out, mlp_out (a layer x position grid each) and heads (layer x head, "
                 "every position)"})
-    layers: tuple[int, ...] = field(default=(), metadata={"help": "layers to patch (default: all)"})
-    positions: tuple[int, ...] = field(default=(), metadata={"help": "positions to patch (default: all)"})
+    layers: tuple[int, ...] = field(default=(), metadata={"help": "layers to patch (empty: all)"})
+    positions: tuple[int, ...] = field(default=(), metadata={"help": "positions to patch (empty: all)"})
     batch_size: int = field(default=32, metadata={"help": "patched runs per forward pass"})
 
     def __post_init__(self) -> None:
-        self.kinds, self.layers, self.positions = tuple(self.kinds), tuple(self.layers), tuple(self.positions)
+        self.kinds = tuple(self.kinds)
+        self.layers, self.positions = tuple(map(int, self.layers)), tuple(map(int, self.positions))
         bad = [k for k in self.kinds if k not in PATCH_KINDS]
         if bad or not self.kinds:
             raise ConfigError(f"patch kinds must be among {', '.join(PATCH_KINDS)}, got {list(self.kinds)}")

@@ -1,0 +1,91 @@
+"""The patching commands: ``patch`` (a clean / corrupted prompt pair) and ``ioi-features`` (Cunningham et al. §5)."""
+
+from __future__ import annotations
+
+from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
+from lmscope.data.ioi import ioi_pairs, read_ioi
+from lmscope.errors import InputError
+from lmscope.methods.patching import PatchConfig, activation_patching, attribution_patching, logit_diff, target_prob
+from lmscope.methods.patching.ioi import IOIConfig, ioi_features
+from lmscope.methods.patching.units import coordinate_basis, sae_basis
+from lmscope.methods.sae import load_sae, parse_site
+from lmscope.model.sites import Site
+from lmscope.viz.patching import ioi_figure, ioi_report, patching_report, plot_patching
+from lmscope.viz.report import HtmlReport, save_figure
+
+
+def _token(lm, text: str) -> int:
+    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise InputError(f"{text!r} has no tokens")
+    return ids[0]
+
+
+@command("patch", "activation patching of a clean / corrupted prompt pair: layer x position (and head) heat maps",
+         arg("--clean", required=True, help="the clean prompt"),
+         arg("--corrupted", required=True, help="the corrupted prompt (same number of tokens)"),
+         arg("--answer", required=True, help="the clean answer's text (its first token is read)"),
+         arg("--wrong", help="a competing answer: metric = logit(answer) - logit(wrong); default: P(answer)"),
+         arg("--attribution", action="store_true", help="also the attribution-patching estimate (one backward)"),
+         configs=(PatchConfig,), out="out/patch")
+def patch(args) -> int:
+    """Write result/ (and attribution/), patch.json, patching.png and report.html."""
+    cfg = config(args, PatchConfig)
+    lm = load_model(args)
+    good = _token(lm, args.answer)
+    metric = logit_diff(good, _token(lm, args.wrong)) if args.wrong else target_prob(good)
+    out = out_dir(args)
+    result = activation_patching(lm, args.clean, args.corrupted, metric, cfg)
+    save_result(out, result, "patch.json")
+    plot_patching(result, out / "patching.png")
+    report = patching_report(result)
+    if args.attribution:
+        approx = attribution_patching(lm, args.clean, args.corrupted, metric, cfg)
+        approx.save(out / "attribution")
+        patching_report(approx, report)
+    report.write(out / "report.html")
+    best = result.summary()["best"]
+    print(f"{lm.name}: metric {result.clean_metric:.4g} clean, {result.corrupted_metric:.4g} corrupted; best cells: "
+          + "; ".join(f"{k} L{b['layer']} {b.get('token', b.get('head'))!r} {b['score']:.2f}" for k, b in best.items())
+          + f" -> {out}")
+    return 0
+
+
+@command("ioi-features", "patch single SAE features, neurons and residual dimensions on IOI pairs; rank by effect",
+         arg("--data", required=True, help="IOI prompt file (a JSON list of prompt / answer records)"),
+         arg("--sae", help="an SAE folder (its site gives the layer); without it: neurons and dimensions only"),
+         arg("--layer", type=int, help="the layer (default: the SAE's)"),
+         arg("--bases", nargs="+", default=["sae", "neurons", "dims"], choices=["sae", "neurons", "dims"],
+             help="unit bases to patch"),
+         configs=(IOIConfig,), out="out/ioi-features")
+def ioi(args) -> int:
+    """Write result/, ioi.json, ioi.png and report.html."""
+    cfg = config(args, IOIConfig)
+    sae, meta = load_sae(args.sae) if args.sae else (None, {})
+    sae_site = parse_site(meta["site"]) if sae is not None else None
+    layer = args.layer if args.layer is not None else (sae_site.layer if sae_site else None)
+    if layer is None:
+        raise InputError("give --layer, or an --sae whose site names it")
+    records = read_ioi(args.data)
+    lm = load_model(args)
+    bases = []
+    for name in args.bases:
+        if name == "sae" and sae is not None:
+            bases.append(sae_basis(sae.to(lm.device), sae_site))
+        elif name == "neurons":
+            bases.append(coordinate_basis("neurons", lm.check(Site(layer, "mlp_key")), lm.d_mlp))
+        elif name == "dims":
+            bases.append(coordinate_basis("dims", lm.check(Site(layer, sae_site.kind if sae_site else "resid_post")),
+                                          lm.d_model))
+    result = ioi_features(lm, ioi_pairs(lm.tokenizer, records, seed=cfg.name_seed), bases, cfg)
+    out = out_dir(args)
+    save_result(out, result, "ioi.json")
+    report = ioi_report(result, HtmlReport(f"IOI features — {lm.name}"))
+    save_figure(ioi_figure(result), out / "ioi.png")
+    report.write(out / "report.html")
+    s = result.summary()
+    print(f"{lm.name}: {s['n_correct']} of {s['n_pairs']} IOI pairs answered (IO top-1 on {s['n_top1']}); "
+          f"{s['n_used']} patched at {cfg.position}: " + "; ".join(
+              f"{b} half the effect in {v['half_effect_units_median']:g} of {v['units']} units"
+              for b, v in s["bases"].items()) + f" -> {out}")
+    return 0

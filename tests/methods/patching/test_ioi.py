@@ -1,0 +1,103 @@
+"""IOI pairs (ABC corruption), single-unit feature identification on a tiny model, the half-effect count, CLI."""
+
+import json
+
+import pytest
+import torch
+
+import lmscope
+from lmscope.cli import main
+from lmscope.data.ioi import ioi_pairs, read_ioi
+from lmscope.methods.patching.ioi import IOIConfig, IOIFeatureResult, ioi_features
+from lmscope.methods.patching.units import coordinate_basis, sae_basis
+from lmscope.methods.sae import SaeConfig, build_sae, save_sae
+from tests.helpers import tiny_lm, tiny_model, tiny_tokenizer
+
+# names the tiny word-level tokenizer knows (one token each); "w.." are filler words
+RECORDS = [
+    {"case_id": 0, "prompt": "Then Paris and France w1 w2 w3 . Paris w4 w5 to", "answer": "France"},
+    {"case_id": 1, "prompt": "Then Eiffel and Tower w6 w7 . Tower w8 w9 to", "answer": "Eiffel"},
+    {"case_id": 2, "prompt": "Then France and Eiffel w3 . France w2 w1 to", "answer": "Eiffel"},
+    {"case_id": 3, "prompt": "Then Paris and Tower w5 w6 w7 w8 . Paris w9 to", "answer": "Tower"},
+    {"case_id": 4, "prompt": "no repeated name here: Paris w1", "answer": "Paris"},  # skipped
+]
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "ioi.json"
+    path.write_text(json.dumps(RECORDS))
+    return path
+
+
+def test_pairs_replace_the_second_subject_by_a_third_name(data):
+    tok = tiny_tokenizer()
+    pairs = ioi_pairs(tok, read_ioi(data), seed=0)
+    assert [p.case_id for p in pairs] == [0, 1, 2, 3]
+    for p in pairs:
+        assert p.c not in (p.io, p.s) and p.clean.count(p.s) == 2 and p.corrupted.count(p.s) == 1
+        assert p.corrupted.count(p.c) == 1 + p.clean.count(p.c)
+        clean, corr = tok(p.clean)["input_ids"], tok(p.corrupted)["input_ids"]
+        assert len(clean) == len(corr) and [i for i, (a, b) in enumerate(zip(clean, corr)) if a != b] == [
+            p.s2_position]
+        assert tok.decode([p.io_id]).strip() == p.io and tok.decode([p.s_id]).strip() == p.s
+    assert ioi_pairs(tok, read_ioi(data), seed=0) == pairs  # seeded
+    with pytest.raises(lmscope.DataError, match="no IOI record"):
+        ioi_pairs(tok, RECORDS[4:])
+    (data.parent / "bad.json").write_text("{}")
+    with pytest.raises(lmscope.DataError, match="prompt"):
+        read_ioi(data.parent / "bad.json")
+
+
+def test_features_neurons_dims_on_a_tiny_model(data, tmp_path):
+    lm = tiny_lm("llama", seed=1, sharp=True)  # (this random model prefers IO on pairs 0 and 1)
+    pairs = ioi_pairs(lm.tokenizer, read_ioi(data))
+    sae = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4), seed=0)
+    site = lmscope.Site(1, "resid_post")
+    bases = [sae_basis(sae, site), coordinate_basis("neurons", lmscope.Site(1, "mlp_key"), lm.d_mlp),
+             coordinate_basis("dims", site, lm.d_model)]
+    result = ioi_features(lm, pairs, bases, IOIConfig(n_prompts=5, batch_size=16))
+    assert result.n_pairs == 4 and result.n_correct == 2 and result.cases == [0, 1]
+    assert result.exact["sae"].shape == (2, 64) and result.exact["dims"].shape == (2, lm.d_model)
+    s = result.summary()
+    assert set(s["bases"]) == {"sae", "neurons", "dims"} and s["bases"]["dims"]["units"] == lm.d_model
+    assert 1 <= s["bases"]["dims"]["half_effect_units_median"] <= lm.d_model
+    back = lmscope.load_result(result.save(tmp_path / "r"))
+    assert back.summary() == s
+    with pytest.raises(lmscope.InputError, match="nothing to patch"):  # a model that prefers S everywhere
+        ioi_features(tiny_lm("llama", seed=0, sharp=True), pairs, bases)
+
+
+def test_half_count_is_the_fewest_units_reaching_half_the_summed_effect():
+    exact = torch.tensor([[0.5, 0.3, 0.1, 0.1, 0.0], [0.2, 0.2, 0.2, 0.2, 0.2]])
+    r = IOIFeatureResult(model="m", sites={"x": "s"}, n_pairs=2, n_correct=2, n_top1=2, cases=[0, 1],
+                         total_effect=torch.ones(2), exact={"x": exact}, attribution={"x": exact})
+    assert r.half_count("x").tolist() == [1, 3]
+    assert r.ranking("x", 2)[0] == {"unit": 0, "mean_effect": pytest.approx(0.35), "pairs": 2}
+    assert r.agreement("x") == pytest.approx(1.0)
+
+
+def test_patch_and_ioi_commands(tiny_llama_dir, data, tmp_path, capsys):
+    out = tmp_path / "patch"
+    assert main(["--model", str(tiny_llama_dir), "patch", "--clean", "The capital of France is",
+                 "--corrupted", "The capital of Paris is", "--answer", "Paris", "--wrong", "France",
+                 "--kinds", "resid_pre", "heads", "--attribution", "--out", str(out)]) == 0
+    for name in ("patch.json", "patching.png", "report.html", "result/cfg.json", "attribution/cfg.json"):
+        assert (out / name).is_file(), name
+    assert main(["--model", str(tiny_llama_dir), "patch", "--clean", "The capital of France is",
+                 "--corrupted", "The capital of", "--answer", "Paris"]) == 2
+    assert "same number of tokens" in capsys.readouterr().err
+    sae = build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4), seed=0)
+    save_sae(sae, tmp_path / "sae", site="resid_post.1", model="tiny")
+    model = tmp_path / "tiny-seed1"
+    tiny_model("llama", seed=1).save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    assert main(["--model", str(model), "ioi-features", "--data", str(data), "--sae", str(tmp_path / "sae"),
+                 "--n-prompts", "2", "--out", str(tmp_path / "ioi")]) == 0
+    for name in ("ioi.json", "ioi.png", "report.html", "result/cfg.json"):
+        assert (tmp_path / "ioi" / name).is_file(), name
+    assert "IOI pairs answered" in capsys.readouterr().out
+    assert main(["--model", str(tiny_llama_dir), "ioi-features", "--data", str(data), "--layer", "1"]) == 2
+    assert "nothing to patch" in capsys.readouterr().err
+    assert main(["--model", str(tiny_llama_dir), "ioi-features", "--data", str(data)]) == 2
+    assert "--layer" in capsys.readouterr().err

@@ -65,3 +65,7 @@ class EditError(LmscopeError):
 
 class TrainingError(LmscopeError):
     """Training cannot go on (a non-finite loss); the last good state is checkpointed first."""
+
+
+class EndpointError(LmscopeError):
+    """An HTTP model endpoint cannot be reached, refuses, or the run's request budget is spent."""

@@ -1,0 +1,52 @@
+"""The ``autointerp`` command: explain and score SAE features, neurons and baseline directions of one layer."""
+
+from __future__ import annotations
+
+from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
+from lmscope.errors import InputError
+from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp
+from lmscope.methods.sae import load_sae, parse_site
+from lmscope.model.sites import Site
+from lmscope.viz.autointerp import autointerp_report, scores_figure
+from lmscope.viz.report import save_figure
+
+
+def _backends(args, cfg: ScoreConfig, lm, out):
+    """(explainer, simulator, their names) for the chosen backend."""
+    if cfg.backend == "http":
+        http = HttpBackend(cfg.base_url, cfg.api_model, out / "http-cache", cfg.api_key_env, cfg.timeout, cfg.retries,
+                           cfg.budget, cfg.prompts, cfg.explanation_tokens)
+        return http, http, (cfg.api_model, cfg.api_model)
+    models = {"": lm}
+    for name in {cfg.explainer, cfg.simulator or cfg.explainer} - {""}:
+        models[name] = load_model(args, name)
+    explainer = LocalBackend(models[cfg.explainer], cfg.prompts, cfg.explanation_tokens)
+    simulator_lm = models[cfg.simulator or cfg.explainer]
+    simulator = explainer if simulator_lm is explainer.lm else LocalBackend(simulator_lm, cfg.prompts)
+    return explainer, simulator, (explainer.lm.name, simulator.lm.name)
+
+
+@command("autointerp", "explain SAE features, neurons and random / PCA / ICA directions of one layer, and score them",
+         arg("--sae", help="an SAE folder (its site gives the layer and the directions' site)"),
+         arg("--layer", type=int, help="the layer (default: the SAE's); directions at resid_post of it"),
+         configs=(SampleConfig, ScoreConfig), out="out/autointerp")
+def autointerp_command(args) -> int:
+    """Write records.jsonl (resumable), result/, autointerp.json, scores.png and report.html."""
+    cfg, score_cfg = config(args, SampleConfig), config(args, ScoreConfig)
+    sae, meta = load_sae(args.sae) if args.sae else (None, {})
+    site = parse_site(meta["site"]) if sae is not None else (
+        Site(args.layer, "resid_post") if args.layer is not None else None)
+    if site is None:
+        raise InputError("give --layer, or an --sae whose site names it")
+    lm = load_model(args)
+    out = out_dir(args)
+    explainer, simulator, names = _backends(args, score_cfg, lm, out)
+    result = autointerp(lm, site, cfg, score_cfg, explainer, simulator, out, sae=sae, names=names)
+    save_result(out, result, "autointerp.json")
+    save_figure(scores_figure(result), out / "scores.png")
+    autointerp_report(result).write(out / "report.html")
+    kinds = result.summary()["kinds"]
+    print(f"{lm.name} {site}: " + "; ".join(
+        f"{k} {v['mean_score']:.3f} (n={v['scored']})" if v["mean_score"] is not None else f"{k} -"
+        for k, v in kinds.items()) + f" -> {out}")
+    return 0

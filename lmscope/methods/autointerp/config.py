@@ -1,0 +1,75 @@
+"""Options of automated interpretability (Bills et al. 2023, as used by Cunningham et al. 2023 §3).
+
+Units of one layer (SAE features, MLP neurons, and the paper's baselines: random directions, PCA and ICA directions
+of the same activations) are read over a corpus in one pass; each unit's top-activating excerpts are split between
+the explainer and the scorer (never the same excerpt for both), and random excerpts are added for scoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmscope import config as check
+from lmscope.errors import ConfigError
+
+UNIT_KINDS = ("sae", "neurons", "random", "pca", "ica")
+
+
+@dataclass
+class SampleConfig:
+    """Which units and which text: the corpus pass and the example split."""
+
+    kinds: tuple[str, ...] = field(default=("sae", "neurons", "random", "pca", "ica"), metadata={
+        "help": "unit kinds: sae (needs --sae), neurons (mlp_key), random, pca, ica (directions of the SAE's site)"})
+    n_units: int = field(default=50, metadata={"help": "units of each kind (sampled among those that fire)"})
+    units: tuple[int, ...] = field(default=(), metadata={
+        "help": "explicit SAE feature / neuron indices instead of a sample (for the sae and neurons kinds)"})
+    corpus: str = field(default="wiki", metadata={"help": "packaged corpus or a text file / folder"})
+    split: str = field(default="test", metadata={"help": "corpus split"})
+    tokens: int = field(default=262_144, metadata={"help": "tokens read (excerpts of seq-len tokens)"})
+    seq_len: int = field(default=64, metadata={"help": "tokens per excerpt (Bills et al.: 64)"})
+    batch_size: int = field(default=16, metadata={"help": "excerpts per forward pass"})
+    fit_tokens: int = field(default=65_536, metadata={"help": "activations used to fit the PCA / ICA directions"})
+    explain_examples: int = field(default=5, metadata={"help": "top excerpts shown to the explainer"})
+    score_top: int = field(default=5, metadata={"help": "other top excerpts the explanation is scored on"})
+    score_random: int = field(default=5, metadata={"help": "random excerpts the explanation is scored on"})
+    unit_seed: int = field(default=0, metadata={"help": "seed of the unit sample, random directions and excerpts"})
+
+    def __post_init__(self) -> None:
+        self.kinds, self.units = tuple(self.kinds), tuple(map(int, self.units))
+        bad = [k for k in self.kinds if k not in UNIT_KINDS]
+        if bad or not self.kinds:
+            raise ConfigError(f"unit kinds must be among {', '.join(UNIT_KINDS)}, got {list(self.kinds)}")
+        check.one_of(self, "split", ("train", "test", "all"))
+        check.at_least(self, 1, "n_units", "tokens", "batch_size", "fit_tokens", "explain_examples", "score_top")
+        check.at_least(self, 0, "score_random")
+        check.at_least(self, 2, "seq_len")
+
+
+@dataclass
+class ScoreConfig:
+    """Explainer and simulator: which backend, and how they are asked."""
+
+    backend: str = field(default="local", metadata={
+        "help": "local (a model lmscope loads) or http (an OpenAI-compatible endpoint)"})
+    explainer: str = field(default="", metadata={"help": "local model for explanations (default: the studied model)"})
+    simulator: str = field(default="", metadata={"help": "local model for simulation (default: the explainer)"})
+    base_url: str = field(default="", metadata={"help": "http: the endpoint, e.g. http://localhost:8000/v1"})
+    api_model: str = field(default="", metadata={"help": "http: the model name sent to the endpoint"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "http: environment variable of the key"})
+    timeout: float = field(default=60.0, metadata={"help": "http: seconds per request"})
+    retries: int = field(default=4, metadata={"help": "http: retries of a failed request (exponential backoff)"})
+    budget: int = field(default=2000, metadata={"help": "http: most requests this run sends (cache hits are free)"})
+    concurrency: int = field(default=4, metadata={"help": "http: requests in flight at once"})
+    explanation_tokens: int = field(default=40, metadata={"help": "longest explanation, in tokens"})
+    prompts: str = field(default="", metadata={"help": "a folder of prompt files overriding the packaged ones"})
+    detection: bool = field(default=True, metadata={"help": "also the detection score (activating vs random)"})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "backend", ("local", "http"))
+        if self.backend == "http" and not (self.base_url and self.api_model):
+            raise ConfigError("the http backend needs --base-url and --api-model")
+        check.at_least(self, 0, "retries")
+        check.at_least(self, 1, "budget", "concurrency", "explanation_tokens")
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout must be positive, got {self.timeout}")

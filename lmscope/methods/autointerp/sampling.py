@@ -1,0 +1,87 @@
+"""Excerpts for every unit of a layer from one pass over the corpus, split between explainer and scorer.
+
+Activations at special positions and at each excerpt's first position (BOS or attention sink) read as 0. A unit's
+excerpts are ranked by their largest activation; the top ones alternate between the explainer (ranks 0, 2, 4, ...)
+and the scorer (ranks 1, 3, 5, ...), and the scorer also gets random excerpts that neither side used for that unit,
+so no excerpt that explains a unit scores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.methods.autointerp.config import SampleConfig
+from lmscope.methods.autointerp.units import UnitSet
+from lmscope.methods.sae.harvest import kept_positions
+from lmscope.model.lm import LM
+from lmscope.model.sites import Site
+
+
+def _batches(lm: LM, cfg: SampleConfig, tokens: int):
+    return token_batches(lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), cfg.seq_len, cfg.batch_size,
+                         max_tokens=tokens)
+
+
+@torch.no_grad()
+def fit_activations(lm: LM, sites: list[Site], cfg: SampleConfig) -> dict[Site, torch.Tensor]:
+    """Activations (n, d) at each site over ``fit_tokens`` kept positions (to choose units and fit directions)."""
+    parts: dict[Site, list[torch.Tensor]] = {s: [] for s in sites}
+    deepest = max(sites, key=lambda s: s.layer)
+    for ids in _batches(lm, cfg, cfg.fit_tokens):
+        ids = ids.to(lm.device)
+        _, cache = lm.run_with_cache(ids, sites, stop_after=Site(deepest.layer, "resid_post"))
+        keep = kept_positions(lm, ids)
+        for s in sites:
+            parts[s].append(cache[s][keep].float())
+    return {s: torch.cat(v) for s, v in parts.items()}
+
+
+@dataclass
+class Excerpts:
+    """Every excerpt read, and each unit set's activations on it."""
+
+    ids: torch.Tensor  # (rows, seq_len)
+    acts: dict[str, torch.Tensor]  # kind -> (rows, seq_len, units) float16 on CPU
+
+
+@torch.no_grad()
+def collect(lm: LM, sets: list[UnitSet], cfg: SampleConfig) -> Excerpts:
+    """One pass over ``cfg.tokens`` tokens reading every unit of every set."""
+    sites = sorted({u.site for u in sets}, key=str)
+    stop = Site(max(s.layer for s in sites), "resid_post")
+    rows, acts = [], {u.kind: [] for u in sets}
+    for ids in tqdm(list(_batches(lm, cfg, cfg.tokens)), desc="autointerp excerpts", unit="batch"):
+        ids = ids.to(lm.device)
+        _, cache = lm.run_with_cache(ids, sites, stop_after=stop)
+        keep = kept_positions(lm, ids)[..., None]  # (batch, seq, 1)
+        for u in sets:
+            x = cache[u.site].float()  # (batch, seq, d)
+            a = u.read(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep
+            acts[u.kind].append(a.half().cpu())
+        rows.append(ids.cpu())
+    return Excerpts(torch.cat(rows), {k: torch.cat(v) for k, v in acts.items()})
+
+
+@dataclass
+class UnitExamples:
+    """One unit's excerpts (row indices) for explaining and for scoring."""
+
+    explain: list[int]
+    score_top: list[int]
+    score_random: list[int]
+
+
+def split_examples(row_max: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> UnitExamples:
+    """Disjoint explain / score excerpts of one unit from its per-excerpt maxima (rows,)."""
+    order = row_max.argsort(descending=True)
+    active = order[row_max[order] > 0][: 2 * max(cfg.explain_examples, cfg.score_top)]
+    explain = active[0::2][: cfg.explain_examples].tolist()
+    score_top = active[1::2][: cfg.score_top].tolist()
+    used = set(explain) | set(score_top)
+    rest = torch.tensor([r for r in range(row_max.numel()) if r not in used])
+    pick = rest[torch.randperm(rest.numel(), generator=gen)[: cfg.score_random]].tolist() if rest.numel() else []
+    return UnitExamples(explain, score_top, pick)

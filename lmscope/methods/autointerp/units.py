@@ -1,0 +1,103 @@
+"""The units whose activations are explained: SAE features, MLP neurons, and directions of a site's activations.
+
+Every unit set reads its activations from one site's activations, (n, d) -> (n, units). The baselines of
+Cunningham et al. are directions in the SAE's site: random unit vectors, the top principal components, and ICA
+components (FastICA, symmetric, log-cosh, on the whitened top components), each read as a projection of the
+centred activation; ICA signs are chosen so that the heavy tail is positive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from lmscope.errors import InputError
+from lmscope.methods.sae.arch import SparseAutoencoder
+from lmscope.model.sites import Site
+
+
+@dataclass
+class UnitSet:
+    """Some units of one kind at one site: their indices and how to read their activations."""
+
+    kind: str
+    site: Site
+    units: list[int]  # unit ids (feature / neuron index, or the direction's rank)
+    read: Callable[[torch.Tensor], torch.Tensor]  # (n, d_site) -> (n, len(units))
+
+
+def _sample(candidates: torch.Tensor, n: int, gen: torch.Generator) -> list[int]:
+    pick = candidates[torch.randperm(candidates.numel(), generator=gen)[:n]]
+    return sorted(pick.tolist())
+
+
+def chosen(explicit: tuple[int, ...], width: int, what: str) -> list[int] | None:
+    """Explicit unit indices, checked against the basis width (None: sample instead)."""
+    bad = [u for u in explicit if not 0 <= u < width]
+    if bad:
+        raise InputError(f"{what} {bad} out of range: this layer has {what} 0..{width - 1}")
+    return sorted(set(explicit)) or None
+
+
+def sae_units(sae: SparseAutoencoder, site: Site, fit: torch.Tensor, n: int, gen: torch.Generator,
+              explicit: tuple[int, ...] = ()) -> UnitSet:
+    """``n`` features sampled among those that fire on the fit activations (n_fit, d), or the ``explicit`` ones."""
+    with torch.no_grad():
+        fires = (sae.encode(fit) > 0).any(0).nonzero().flatten().cpu()
+    units = chosen(explicit, sae.d_sae, "SAE features") or _sample(fires, n, gen)
+    index = torch.tensor(units, device=fit.device)
+    return UnitSet("sae", site, units, lambda x: sae.encode(x)[:, index.to(x.device)])
+
+
+def neuron_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator,
+                 explicit: tuple[int, ...] = ()) -> UnitSet:
+    """``n`` MLP neurons (columns of mlp_key) sampled among those that vary on the fit activations, or ``explicit``."""
+    units = chosen(explicit, fit.shape[1], "neurons") or _sample((fit.std(0) > 0).nonzero().flatten().cpu(), n, gen)
+    index = torch.tensor(units)
+    return UnitSet("neurons", site, units, lambda x: x[:, index.to(x.device)])
+
+
+def _projection(kind: str, site: Site, mean: torch.Tensor, directions: torch.Tensor) -> UnitSet:
+    return UnitSet(kind, site, list(range(directions.shape[0])),
+                   lambda x: (x - mean.to(x.device)) @ directions.to(x.device).T)
+
+
+def random_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) -> UnitSet:
+    """``n`` random unit directions."""
+    directions = torch.nn.functional.normalize(torch.randn(n, fit.shape[1], generator=gen), dim=-1)
+    return _projection("random", site, fit.mean(0).cpu(), directions)
+
+
+def pca_units(site: Site, fit: torch.Tensor, n: int) -> UnitSet:
+    """The top ``n`` principal components."""
+    mean = fit.mean(0)
+    _, _, vt = torch.linalg.svd((fit - mean).double(), full_matrices=False)
+    return _projection("pca", site, mean.cpu(), vt[:n].float().cpu())
+
+
+def fast_ica(x: torch.Tensor, n: int, gen: torch.Generator, iters: int = 200, tol: float = 1e-4) -> torch.Tensor:
+    """(n, d) unmixing directions of the rows of x (centred inside): s = (x - mean) @ W.T."""
+    xc = (x - x.mean(0)).double()
+    _, s, vt = torch.linalg.svd(xc / xc.shape[0] ** 0.5, full_matrices=False)
+    whiten = vt[:n] / s[:n, None]  # (n, d): z = xc @ whiten.T has unit covariance
+    z = xc @ whiten.T
+    w = torch.linalg.qr(torch.randn(n, n, generator=gen).double())[0]
+    for _ in range(iters):
+        g = torch.tanh(z @ w.T)  # (rows, n)
+        new = (g.T @ z) / z.shape[0] - (1 - g.pow(2)).mean(0)[:, None] * w
+        u, _, vh = torch.linalg.svd(new)
+        new = u @ vh  # symmetric decorrelation: (W W^T)^(-1/2) W
+        done = float((torch.diag(new @ w.T).abs() - 1).abs().max()) < tol
+        w = new
+        if done:
+            break
+    directions = w @ whiten  # (n, d)
+    skew = ((xc @ directions.T) ** 3).mean(0)
+    return (directions * torch.sign(skew)[:, None]).float()
+
+
+def ica_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) -> UnitSet:
+    """``n`` independent components of the activations."""
+    return _projection("ica", site, fit.mean(0).cpu(), fast_ica(fit.cpu(), n, gen))

@@ -68,3 +68,17 @@ def target_ids(lm: LM, target: str) -> list[int]:
     if not ids:
         raise InputError(f"target {target!r} has no tokens")
     return ids
+
+
+def kept_positions(lm: LM, ids: torch.Tensor, drop_special: bool = True, drop_first: bool = True) -> torch.Tensor:
+    """(batch, pos) bool: the positions an SAE learns from and is measured on.
+
+    Special tokens (BOS, EOS, padding) and the first position of every row are left out: a row's first position is
+    BOS or, in a model without one, the model's attention sink, whose activation is far from the others.
+    """
+    keep = torch.ones_like(ids, dtype=torch.bool)
+    if drop_special:
+        keep &= ~torch.isin(ids, torch.tensor(sorted(lm.tokenizer.all_special_ids), device=ids.device))
+    if drop_first:
+        keep[:, 0] = False
+    return keep

@@ -19,7 +19,6 @@ from lmscope.methods.autointerp.config import UNIT_KINDS, SampleConfig, ScoreCon
 from lmscope.methods.autointerp.sampling import Excerpts, collect, fit_activations, split_examples
 from lmscope.methods.autointerp.scoring import score_unit
 from lmscope.methods.autointerp.units import UnitSet, ica_units, neuron_units, pca_units, random_units, sae_units
-from lmscope.methods.sae.arch import SparseAutoencoder
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.runs import Run
@@ -68,7 +67,7 @@ class AutointerpResult(Result):
                 "kinds": kinds}
 
 
-def unit_sets(lm: LM, sae: SparseAutoencoder | None, site: Site, cfg: SampleConfig) -> list[UnitSet]:
+def unit_sets(lm: LM, sae: torch.nn.Module | None, site: Site, cfg: SampleConfig) -> list[UnitSet]:
     """The units of every asked kind (fit on ``fit_tokens`` activations of the layer)."""
     if "sae" in cfg.kinds and sae is None:
         raise ConfigError("unit kind 'sae' needs an SAE (--sae FOLDER)")
@@ -94,7 +93,7 @@ def _excerpts(lm: LM, data: Excerpts, kind: str, j: int, cfg: SampleConfig, gen:
 
 
 def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, explainer, simulator,
-               out, sae: SparseAutoencoder | None = None, names: tuple[str, str] = ("", "")) -> AutointerpResult:
+               out, sae: torch.nn.Module | None = None, names: tuple[str, str] = ("", "")) -> AutointerpResult:
     """Explain and score ``cfg.n_units`` units of every kind at ``site``'s layer; records resume in ``out``."""
     site = lm.check(site)
     if sae is not None:

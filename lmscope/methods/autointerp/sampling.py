@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.methods.autointerp.config import SampleConfig
 from lmscope.methods.autointerp.units import UnitSet
-from lmscope.methods.sae.harvest import kept_positions
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.tokens import kept_positions
 
 
 def _batches(lm: LM, cfg: SampleConfig, tokens: int):

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 from lmscope.errors import InputError
-from lmscope.methods.sae.arch import SparseAutoencoder
 from lmscope.model.sites import Site
 
 
@@ -41,7 +40,7 @@ def chosen(explicit: tuple[int, ...], width: int, what: str) -> list[int] | None
     return sorted(set(explicit)) or None
 
 
-def sae_units(sae: SparseAutoencoder, site: Site, fit: torch.Tensor, n: int, gen: torch.Generator,
+def sae_units(sae: torch.nn.Module, site: Site, fit: torch.Tensor, n: int, gen: torch.Generator,
               explicit: tuple[int, ...] = ()) -> UnitSet:
     """``n`` features sampled among those that fire on the fit activations (n_fit, d), or the ``explicit`` ones."""
     with torch.no_grad():

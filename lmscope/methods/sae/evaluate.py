@@ -17,11 +17,11 @@ from lmscope import config as check
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
-from lmscope.methods.sae.harvest import kept_positions
 from lmscope.methods.sae.splice import splice
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.tokens import kept_positions
 from lmscope.running import Mean
 
 FVE_DEFINITION = "1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2 over the evaluation tokens"

@@ -15,9 +15,9 @@ from lmscope import config as check
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
-from lmscope.methods.sae.harvest import kept_positions
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.tokens import kept_positions
 
 
 @dataclass

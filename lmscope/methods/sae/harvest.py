@@ -26,6 +26,7 @@ from lmscope.methods.sae.config import HarvestConfig
 from lmscope.model.hooks import capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.tokens import kept_positions
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,6 @@ def parse_site(text: str) -> Site:
     if not kind or not layer.lstrip("-").isdigit():
         raise ArtifactError(f"not a site: {text!r} (expected kind.layer, e.g. resid_post.15)")
     return Site(int(layer), kind)  # type: ignore[arg-type]
-
-
-def kept_positions(lm: LM, ids: torch.Tensor, drop_special: bool = True, drop_first: bool = True) -> torch.Tensor:
-    """(batch, pos) bool: the positions an SAE learns from and is measured on.
-
-    Special tokens (BOS, EOS, padding) and the first position of every row are left out: a row's first position is
-    BOS or, in a model without one, the model's attention sink, whose activation is far from the others.
-    """
-    keep = torch.ones_like(ids, dtype=torch.bool)
-    if drop_special:
-        keep &= ~torch.isin(ids, torch.tensor(sorted(lm.tokenizer.all_special_ids), device=ids.device))
-    if drop_first:
-        keep[:, 0] = False
-    return keep
 
 
 class ActivationStream:

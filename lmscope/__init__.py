@@ -21,7 +21,17 @@ from lmscope.errors import (
     TrainingError,
 )
 from lmscope.io import Result, load_result
+from lmscope.methods.autointerp import AutointerpResult, SampleConfig, ScoreConfig, autointerp
 from lmscope.methods.lens import LensConfig, LogitLensResult, logit_lens
+from lmscope.methods.patching import (
+    PatchConfig,
+    PatchingResult,
+    activation_patching,
+    attribution_patching,
+    logit_diff,
+    target_prob,
+)
+from lmscope.methods.patching.ioi import IOIConfig, IOIFeatureResult, ioi_features
 from lmscope.methods.rome import (
     CounterFactResult,
     EditRequest,
@@ -34,6 +44,7 @@ from lmscope.methods.rome import (
     second_moment,
 )
 from lmscope.methods.sae import (
+    FeatureExamples,
     HarvestConfig,
     Job,
     SaeConfig,
@@ -82,6 +93,9 @@ __version__ = "0.1.0"
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
+    "AutointerpResult", "FeatureExamples", "IOIConfig", "IOIFeatureResult", "PatchConfig", "PatchingResult",
+    "SampleConfig", "ScoreConfig", "activation_patching", "attribution_patching", "autointerp", "ioi_features",
+    "logit_diff", "target_prob",
     "ActivationCache", "ArtifactError", "AssetError", "Cache", "ConfigError", "CounterFactResult", "DEFAULT_MODEL",
     "DataError", "EditError", "EditRequest", "EvalConfig", "FAMILIES", "FamilySpec", "FamilySpecError",
     "HarvestConfig", "HookError", "InputError", "Job", "KINDS", "LM", "LensConfig", "LesionConfig", "LesionResult",

@@ -77,8 +77,8 @@ def ioi(args) -> int:
         elif name == "dims":
             bases.append(coordinate_basis("dims", lm.check(Site(layer, sae_site.kind if sae_site else "resid_post")),
                                           lm.d_model))
-    result = ioi_features(lm, ioi_pairs(lm.tokenizer, records, seed=cfg.name_seed), bases, cfg)
     out = out_dir(args)
+    result = ioi_features(lm, ioi_pairs(lm.tokenizer, records, seed=cfg.name_seed), bases, cfg, out=out)
     save_result(out, result, "ioi.json")
     report = ioi_report(result, HtmlReport(f"IOI features — {lm.name}"))
     save_figure(ioi_figure(result), out / "ioi.png")

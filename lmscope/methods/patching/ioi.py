@@ -9,7 +9,9 @@ largest |effect|, account for half of the summed |effects|.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -22,6 +24,7 @@ from lmscope.methods.patching.config import logit_diff
 from lmscope.methods.patching.engine import prompt_pair
 from lmscope.methods.patching.units import UnitBasis, unit_effects
 from lmscope.model.lm import LM
+from lmscope.runs import Run
 
 POSITIONS = ("s2", "last")
 
@@ -99,30 +102,54 @@ def answers(lm: LM, pairs: list[IOIPair]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(diffs), torch.tensor(top1)
 
 
-def ioi_features(lm: LM, pairs: list[IOIPair], bases: list[UnitBasis], config: IOIConfig | None = None
-                 ) -> IOIFeatureResult:
-    """Patch every unit of every basis on the first ``n_prompts`` pairs the model answers correctly."""
+def _patch_pair(lm: LM, pair: IOIPair, bases: list[UnitBasis], config: IOIConfig) -> dict:
+    """One pair's record: its total effect and, per basis, the changed units' normalised effects (sparse)."""
+    clean_ids, corr_ids = prompt_pair(lm, pair.clean, pair.corrupted)
+    position = pair.s2_position if config.position == "s2" else corr_ids.shape[1] - 1
+    metric = logit_diff(pair.io_id, pair.s_id)
+    record: dict = {"case": pair.case_id}
+    for basis in bases:
+        fx = unit_effects(lm, clean_ids, corr_ids, metric, basis, position, config.batch_size)
+        gap = fx.clean_metric - fx.corrupted_metric
+        changed = fx.delta.nonzero().flatten()
+        record[basis.name] = {"units": changed.tolist(), "exact": (fx.exact[changed] / gap).tolist(),
+                              "attribution": (fx.attribution[changed] / gap).tolist()}
+        record["total_effect"] = gap
+    return record
+
+
+def _dense(records: list[dict], basis: UnitBasis, key: str) -> torch.Tensor:
+    out = torch.zeros(len(records), basis.n_units)
+    for i, r in enumerate(records):
+        out[i, r[basis.name]["units"]] = torch.tensor(r[basis.name][key])
+    return out
+
+
+def ioi_features(lm: LM, pairs: list[IOIPair], bases: list[UnitBasis], config: IOIConfig | None = None,
+                 out: str | Path | None = None) -> IOIFeatureResult:
+    """Patch every unit of every basis on the first ``n_prompts`` pairs the model answers correctly.
+
+    ``out``: a folder where each finished pair is recorded; a killed run resumes there.
+    """
     config = config or IOIConfig()
     diffs, top1 = answers(lm, pairs)
     chosen = [p for p, d in zip(pairs, diffs.tolist()) if d > 0][:config.n_prompts]
     if not chosen:
         raise InputError(f"{lm.name} prefers the subject over the indirect object on all {len(pairs)} IOI pairs; "
                          f"nothing to patch")
-    exact = {b.name: [] for b in bases}
-    attribution = {b.name: [] for b in bases}
-    totals = []
-    for pair in tqdm(chosen, desc="ioi features", unit="pair"):
-        clean_ids, corr_ids = prompt_pair(lm, pair.clean, pair.corrupted)
-        position = pair.s2_position if config.position == "s2" else corr_ids.shape[1] - 1
-        metric = logit_diff(pair.io_id, pair.s_id)
-        for basis in bases:
-            fx = unit_effects(lm, clean_ids, corr_ids, metric, basis, position, config.batch_size)
-            gap = fx.clean_metric - fx.corrupted_metric
-            exact[basis.name].append(fx.exact / gap)
-            attribution[basis.name].append(fx.attribution / gap)
-        totals.append(gap)
+    settings = {"model": lm.name, "bases": {b.name: str(b.site) for b in bases}, "config": asdict(config),
+                "cases": [p.case_id for p in chosen]}
+    run = Run(out, settings, key="case") if out is not None else None
+    done = run.done if run else {}
+    with run.writer() if run else contextlib.nullcontext(lambda r: None) as write:
+        for pair in tqdm(chosen, desc="ioi features", unit="pair"):
+            if pair.case_id not in done:
+                done[pair.case_id] = _patch_pair(lm, pair, bases, config)
+                write(done[pair.case_id])
+    records = [done[p.case_id] for p in chosen]
     return IOIFeatureResult(model=lm.name, sites={b.name: str(b.site) for b in bases}, n_pairs=len(pairs),
                             n_correct=int((diffs > 0).sum()), n_top1=int(top1.sum()),
-                            cases=[p.case_id for p in chosen], total_effect=torch.tensor(totals),
-                            exact={k: torch.stack(v) for k, v in exact.items()},
-                            attribution={k: torch.stack(v) for k, v in attribution.items()}, config=config)
+                            cases=[p.case_id for p in chosen],
+                            total_effect=torch.tensor([r["total_effect"] for r in records]),
+                            exact={b.name: _dense(records, b, "exact") for b in bases},
+                            attribution={b.name: _dense(records, b, "attribution") for b in bases}, config=config)

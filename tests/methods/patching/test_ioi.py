@@ -101,3 +101,28 @@ def test_patch_and_ioi_commands(tiny_llama_dir, data, tmp_path, capsys):
     assert "nothing to patch" in capsys.readouterr().err
     assert main(["--model", str(tiny_llama_dir), "ioi-features", "--data", str(data)]) == 2
     assert "--layer" in capsys.readouterr().err
+
+
+def test_a_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
+    from lmscope.methods.patching import ioi as ioi_module
+
+    lm = tiny_lm("llama", seed=1, sharp=True)
+    pairs = ioi_pairs(lm.tokenizer, read_ioi(data))
+    bases = [coordinate_basis("dims", lmscope.Site(1, "resid_post"), lm.d_model)]
+    whole = ioi_features(lm, pairs, bases, IOIConfig(batch_size=16), out=tmp_path / "whole")
+    real, calls = ioi_module._patch_pair, []
+
+    def dies_on_the_second_pair(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(ioi_module, "_patch_pair", dies_on_the_second_pair)
+    with pytest.raises(KeyboardInterrupt):
+        ioi_features(lm, pairs, bases, IOIConfig(batch_size=16), out=tmp_path / "killed")
+    monkeypatch.setattr(ioi_module, "_patch_pair", real)
+    resumed = ioi_features(lm, pairs, bases, IOIConfig(batch_size=16), out=tmp_path / "killed")
+    assert torch.equal(resumed.exact["dims"], whole.exact["dims"]) and resumed.cases == whole.cases
+    with pytest.raises(lmscope.RunError):  # other settings in the same folder are refused
+        ioi_features(lm, pairs, bases, IOIConfig(batch_size=16, position="last"), out=tmp_path / "killed")

@@ -82,3 +82,15 @@ def kept_positions(lm: LM, ids: torch.Tensor, drop_special: bool = True, drop_fi
     if drop_first:
         keep[:, 0] = False
     return keep
+
+
+def below_sinks(x: torch.Tensor, keep: torch.Tensor, factor: float) -> torch.Tensor:
+    """``keep`` (batch, pos) without the attention-sink positions of the activations x (batch, pos, d).
+
+    A sink has a norm above ``factor`` x the median norm of the kept positions (SmolLM2's reach ~150x the median at
+    the first token of each document); ``factor`` 0 keeps all.
+    """
+    if factor <= 0 or not bool(keep.any()):
+        return keep
+    norms = x.float().norm(dim=-1)  # (batch, pos)
+    return keep & (norms <= factor * norms[keep].median())

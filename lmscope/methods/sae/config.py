@@ -75,7 +75,7 @@ class HarvestConfig:
     drop_first: bool = field(default=True, metadata={
         "help": "leave out the first position of every row: BOS, or the attention sink of a model without one "
                 "(SmolLM2's reaches norm ~100x the others)"})
-    sink_factor: float = field(default=0.0, metadata={
+    sink_factor: float = field(default=10.0, metadata={
         "help": "drop rows whose norm exceeds this multiple of the median norm (attention sinks; 0: keep all)"})
     buffer_rows: int = field(default=65_536, metadata={"help": "activations shuffled together (memory only)"})
     shard_tokens: int = field(default=262_144, metadata={"help": "activations per cached shard on disk"})

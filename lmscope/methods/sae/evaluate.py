@@ -3,8 +3,8 @@
 FVE = 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 over the evaluation tokens (the mean over those tokens; peers
 differ, so the definition travels with the result). CE recovered = (CE_zero - CE_sae) / (CE_zero - CE_orig), with
 CE the mean next-token loss of the model, CE_sae with the site replaced by the reconstruction and CE_zero with the
-site zero-ablated, at the same positions (special tokens and each row's first position keep their own activations,
-as in training).
+site zero-ablated, at the same positions (special tokens, each row's first position and attention-sink positions
+keep their own activations, as in training).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lmscope.methods.sae.splice import splice
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import kept_positions
+from lmscope.model.tokens import below_sinks, kept_positions
 from lmscope.running import Mean
 
 FVE_DEFINITION = "1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2 over the evaluation tokens"
@@ -39,6 +39,8 @@ class EvalConfig:
     dense_threshold: float = field(default=0.1, metadata={"help": "a latent firing on more tokens than this is dense"})
     drop_first: bool = field(default=True, metadata={
         "help": "leave each row's first position (BOS or attention sink) out of the metrics and unspliced"})
+    sink_factor: float = field(default=10.0, metadata={
+        "help": "likewise positions whose norm exceeds this multiple of the median (attention sinks; 0: none)"})
 
     def __post_init__(self) -> None:
         check.one_of(self, "split", ("train", "test", "all"))
@@ -131,8 +133,8 @@ def evaluate_sae(lm: LM, sae: SparseAutoencoder, site: Site, config: EvalConfig 
     texts = iter_texts(config.corpus, split=config.split)
     for ids in token_batches(lm.tokenizer, texts, config.seq_len, config.batch_size, max_tokens=config.tokens):
         ids = ids.to(lm.device)
-        keep = kept_positions(lm, ids, drop_first=config.drop_first)  # (batch, pos)
         _, cache = lm.run_with_cache(ids, [site], stop_after=site)
+        keep = below_sinks(cache[site], kept_positions(lm, ids, drop_first=config.drop_first), config.sink_factor)
         x = cache[site][keep].float()  # (n, d_in)
         codes = sae.encode(x)
         totals.add(x, sae.decode(codes), codes)

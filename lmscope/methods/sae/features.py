@@ -17,7 +17,7 @@ from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import kept_positions
+from lmscope.model.tokens import below_sinks, kept_positions
 
 
 @dataclass
@@ -37,6 +37,8 @@ class FeatureConfig:
     drop_special: bool = field(default=True, metadata={"help": "special tokens never count as activating"})
     drop_first: bool = field(default=True, metadata={
         "help": "nor each row's first position (BOS or attention sink), as in training"})
+    sink_factor: float = field(default=10.0, metadata={
+        "help": "nor attention-sink positions (norm above this multiple of the median; 0: none)"})
     left: int = field(default=16, metadata={"help": "tokens of context before the activating token"})
     right: int = field(default=4, metadata={"help": "tokens of context after it"})
     logit_tokens: int = field(default=10, metadata={"help": "top and bottom logit-effect tokens"})
@@ -88,7 +90,8 @@ def _collect(lm: LM, sae: SparseAutoencoder, site: Site, cfg: FeatureConfig) -> 
                              max_tokens=cfg.tokens):
         _, cache = lm.run_with_cache(ids.to(lm.device), [site], stop_after=site)
         codes = sae.encode(cache[site].float())  # (batch, seq_len, d_sae)
-        keep = kept_positions(lm, ids.to(lm.device), cfg.drop_special, cfg.drop_first)  # (batch, seq_len)
+        keep = below_sinks(cache[site], kept_positions(lm, ids.to(lm.device), cfg.drop_special, cfg.drop_first),
+                           cfg.sink_factor)  # (batch, seq_len)
         codes = (codes * keep[..., None]).flatten(0, 1)  # (batch * seq_len, d_sae): left-out positions never fire
         kept += int(keep.sum())
         p, f = codes.nonzero(as_tuple=True)

@@ -26,13 +26,13 @@ from lmscope.methods.sae.config import HarvestConfig
 from lmscope.model.hooks import capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import kept_positions
+from lmscope.model.tokens import below_sinks, kept_positions
 
 log = logging.getLogger(__name__)
 
 Batch = dict[Site, torch.Tensor]  # site -> (rows, d), rows aligned across sites
 MANIFEST = "manifest.json"
-OLD_DEFAULTS = {"drop_first": False}  # what caches written before a setting existed did
+OLD_DEFAULTS = {"drop_first": False, "sink_factor": 0.0}  # what caches written before a setting existed did
 
 
 def site_key(site: Site) -> str:
@@ -84,14 +84,9 @@ class ActivationStream:
         with self.lm.hooks(*(capture(s) for s in self.sites), stop_after=self.stop) as cache:
             self.lm.model(input_ids=ids, use_cache=False)
         keep = kept_positions(self.lm, ids, self.config.drop_special, self.config.drop_first)
-        rows = {s: cache[s][keep].float() for s in self.sites}  # (n, d) each
-        if self.config.sink_factor > 0:
-            ok = torch.ones(next(iter(rows.values())).shape[0], dtype=torch.bool, device=ids.device)
-            for x in rows.values():
-                norms = x.norm(dim=-1)
-                ok &= norms <= self.config.sink_factor * norms.median()
-            rows = {s: x[ok] for s, x in rows.items()}
-        return {s: x.cpu() for s, x in rows.items()}
+        for s in self.sites:  # a position is left out when any site has a sink there
+            keep = below_sinks(cache[s], keep, self.config.sink_factor)
+        return {s: cache[s][keep].float().cpu() for s in self.sites}  # (n, d) each
 
     def _harvest(self, token_groups: list[torch.Tensor]) -> Batch:
         parts = [self._run(ids) for ids in token_groups]

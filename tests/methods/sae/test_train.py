@@ -148,3 +148,15 @@ def test_epochs_pass_over_the_cache_again_in_a_new_order_and_resume(lm, harvest_
     resumed = train_saes(lm, jobs()[:1], harvest_cfg, cfg, tmp_path / "killed", cache=tmp_path / "cache")
     a, b = weights(whole)[0], weights(resumed)[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_attention_sink_positions_are_left_out():
+    from lmscope.model.tokens import below_sinks
+
+    x = torch.randn(2, 6, 8)
+    x[1, 4] *= 500  # one sink-like position (SmolLM2's reach ~150x the median norm)
+    keep = torch.ones(2, 6, dtype=torch.bool)
+    keep[0, 0] = False
+    out = below_sinks(x, keep, 10.0)
+    assert not out[1, 4] and int(out.sum()) == int(keep.sum()) - 1
+    assert torch.equal(below_sinks(x, keep, 0.0), keep)

@@ -33,6 +33,8 @@ class SampleConfig:
     explain_examples: int = field(default=5, metadata={"help": "top excerpts shown to the explainer"})
     score_top: int = field(default=5, metadata={"help": "other top excerpts the explanation is scored on"})
     score_random: int = field(default=5, metadata={"help": "random excerpts the explanation is scored on"})
+    score_quantiles: int = field(default=0, metadata={
+        "help": "also score on one excerpt from each of this many activation-quantile bins of the active excerpts"})
     unit_seed: int = field(default=0, metadata={"help": "seed of the unit sample, random directions and excerpts"})
 
     def __post_init__(self) -> None:
@@ -42,7 +44,7 @@ class SampleConfig:
             raise ConfigError(f"unit kinds must be among {', '.join(UNIT_KINDS)}, got {list(self.kinds)}")
         check.one_of(self, "split", ("train", "test", "all"))
         check.at_least(self, 1, "n_units", "tokens", "batch_size", "fit_tokens", "explain_examples", "score_top")
-        check.at_least(self, 0, "score_random")
+        check.at_least(self, 0, "score_random", "score_quantiles")
         check.at_least(self, 2, "seq_len")
 
 

@@ -88,8 +88,8 @@ def _excerpts(lm: LM, data: Excerpts, kind: str, j: int, cfg: SampleConfig, gen:
     def rows(index: list[int]) -> list[tuple[list[str], torch.Tensor]]:
         return [(lm.to_str_tokens(data.ids[r]), acts[r]) for r in index]
 
-    return {"explain": rows(split.explain), "top": rows(split.score_top), "random": rows(split.score_random),
-            "rows": asdict(split)}
+    return {"explain": rows(split.explain), "top": rows(split.score_top) + rows(split.score_quantile),
+            "random": rows(split.score_random), "rows": asdict(split)}
 
 
 def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, explainer, simulator,

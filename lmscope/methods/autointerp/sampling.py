@@ -2,8 +2,9 @@
 
 Activations at special positions and at each excerpt's first position (BOS or attention sink) read as 0. A unit's
 excerpts are ranked by their largest activation; the top ones alternate between the explainer (ranks 0, 2, 4, ...)
-and the scorer (ranks 1, 3, 5, ...), and the scorer also gets random excerpts that neither side used for that unit,
-so no excerpt that explains a unit scores it.
+and the scorer (ranks 1, 3, 5, ...), and the scorer also gets random excerpts that neither side used for that unit
+(and, optionally, one active excerpt from each activation-quantile bin), so no excerpt that explains a unit scores
+it.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class UnitExamples:
     explain: list[int]
     score_top: list[int]
     score_random: list[int]
+    score_quantile: list[int]  # one active excerpt per activation-quantile bin (lowest bin first)
 
 
 def split_examples(row_max: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> UnitExamples:
@@ -82,6 +84,22 @@ def split_examples(row_max: torch.Tensor, cfg: SampleConfig, gen: torch.Generato
     explain = active[0::2][: cfg.explain_examples].tolist()
     score_top = active[1::2][: cfg.score_top].tolist()
     used = set(explain) | set(score_top)
+    quantile = _quantile_rows(row_max, used, cfg.score_quantiles, gen)
+    used |= set(quantile)
     rest = torch.tensor([r for r in range(row_max.numel()) if r not in used])
     pick = rest[torch.randperm(rest.numel(), generator=gen)[: cfg.score_random]].tolist() if rest.numel() else []
-    return UnitExamples(explain, score_top, pick)
+    return UnitExamples(explain, score_top, pick, quantile)
+
+
+def _quantile_rows(row_max: torch.Tensor, used: set[int], bins: int, gen: torch.Generator) -> list[int]:
+    """One unused active excerpt from each of ``bins`` equal-count bins of the active excerpts' maxima."""
+    active = [r for r in (row_max > 0).nonzero().flatten().tolist() if r not in used]
+    if not bins or not active:
+        return []
+    ordered = sorted(active, key=lambda r: float(row_max[r]))
+    edges = [round(i * len(ordered) / bins) for i in range(bins + 1)]
+    picks = []
+    for lo, hi in zip(edges, edges[1:]):
+        if hi > lo:
+            picks.append(ordered[lo + int(torch.randint(hi - lo, (1,), generator=gen))])
+    return picks

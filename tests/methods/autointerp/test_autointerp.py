@@ -165,3 +165,17 @@ def test_cli_with_an_http_endpoint(tiny_llama_dir, corpus, stub, tmp_path, capsy
     assert main([*argv[:-2], "--base-url", "http://127.0.0.1:9/v1", "--retries", "0", "--n-units", "3",
                  "--out", str(tmp_path / "ai2")]) == 2
     assert "rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_quantile_excerpts_come_from_each_bin_and_stay_disjoint():
+    from lmscope.methods.autointerp.sampling import split_examples
+
+    row_max = torch.cat([torch.arange(1, 31).float(), torch.zeros(20)])  # 30 active excerpts, 20 silent
+    cfg = SampleConfig(explain_examples=3, score_top=3, score_random=4, score_quantiles=3)
+    split = split_examples(row_max, cfg, torch.Generator().manual_seed(0))
+    assert split.explain == [29, 27, 25] and split.score_top == [28, 26, 24]
+    assert len(split.score_quantile) == 3 and all(row_max[r] > 0 for r in split.score_quantile)
+    bins = sorted(int(row_max[r]) for r in split.score_quantile)
+    assert bins[0] <= 8 and 9 <= bins[1] <= 16 and bins[2] >= 17  # one per third of the (unused) active excerpts
+    groups = [set(split.explain), set(split.score_top), set(split.score_quantile), set(split.score_random)]
+    assert sum(len(g) for g in groups) == len(set().union(*groups))  # pairwise disjoint

@@ -33,7 +33,7 @@ def merged(folders: list[str]):
                                sites={k: v for res in results for k, v in res.sites.items()})
 
 
-def autointerp_page(result, commands: str) -> None:
+def autointerp_page(result, commands: str, notes: str = "") -> None:
     s = result.summary()
     save_figure(scores_figure(result), DOCS / "figures" / "autointerp-smollm2.png")
     lines = ["# Automated interpretability", "",
@@ -58,6 +58,8 @@ def autointerp_page(result, commands: str) -> None:
                       key=lambda r: -r["score"])[:4]
         for r in best:
             lines.append(f"- {kind} {r['unit']} ({r['score']:.2f}): {r['explanation']!r}")
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
     (DOCS / "autointerp.md").write_text("\n".join(lines) + "\n")
 
 
@@ -98,13 +100,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--autointerp", nargs="*", default=[], help="autointerp output folders (merged)")
     parser.add_argument("--autointerp-commands", type=Path)
+    parser.add_argument("--autointerp-notes", type=Path)
     parser.add_argument("--ioi", help="an ioi-features output folder")
     parser.add_argument("--patch", help="a patch output folder (one IOI pair)")
     parser.add_argument("--ioi-commands", type=Path)
     parser.add_argument("--ioi-notes", type=Path)
     args = parser.parse_args()
     if args.autointerp:
-        autointerp_page(merged(args.autointerp), args.autointerp_commands.read_text())
+        autointerp_page(merged(args.autointerp), args.autointerp_commands.read_text(),
+                        args.autointerp_notes.read_text() if args.autointerp_notes else "")
     if args.ioi:
         patch = load_result(Path(args.patch) / "result") if args.patch else None
         ioi_page(load_result(Path(args.ioi) / "result"), patch, args.ioi_commands.read_text(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -95,34 +96,51 @@ def _empty(lm: LM, config: PatchConfig, n_pos: int) -> dict[str, torch.Tensor]:
     return {k: torch.full((lm.n_layers, lm.n_heads if k == "heads" else n_pos), float("nan")) for k in config.kinds}
 
 
+@dataclass
+class _Setup:
+    """What both patching methods start from: the two prompts, the grid, the sites and the clean run."""
+
+    clean_ids: torch.Tensor  # (1, pos)
+    corr_ids: torch.Tensor  # (1, pos)
+    layers: list[int]
+    positions: list[int]
+    sites: list[Site]
+    clean_logits: torch.Tensor  # (1, pos, vocab)
+    clean_cache: dict
+
+
+def _setup(lm: LM, clean, corrupted, config: PatchConfig) -> _Setup:
+    clean_ids, corr_ids = prompt_pair(lm, clean, corrupted)
+    layers, positions = _grid(lm, config, corr_ids.shape[1])
+    sites = sorted({Site(layer, SITE_KIND[k]) for k in config.kinds for layer in layers}, key=str)
+    clean_logits, cache = lm.run_with_cache(clean_ids, sites)
+    return _Setup(clean_ids, corr_ids, layers, positions, sites, clean_logits, cache)
+
+
 @torch.no_grad()
 def activation_patching(lm: LM, clean: str | torch.Tensor, corrupted: str | torch.Tensor, metric: Metric,
                         config: PatchConfig | None = None) -> PatchingResult:
     """Patch each clean activation (cell) into the corrupted run and record the metric, normalised (0 / 1)."""
     config = config or PatchConfig()
-    clean_ids, corr_ids = prompt_pair(lm, clean, corrupted)
-    layers, positions = _grid(lm, config, corr_ids.shape[1])
-    sites = sorted({Site(layer, SITE_KIND[k]) for k in config.kinds for layer in layers}, key=str)
-    clean_logits, cache = lm.run_with_cache(clean_ids, sites)
-    clean_m, corr_m = float(metric(clean_logits)[0]), float(metric(lm(corr_ids))[0])
-    raw = _empty(lm, config, corr_ids.shape[1])
-    cells = _cells(lm, config, layers, positions)
+    st = _setup(lm, clean, corrupted, config)
+    clean_m, corr_m = float(metric(st.clean_logits)[0]), float(metric(lm(st.corr_ids))[0])
+    raw = _empty(lm, config, st.corr_ids.shape[1])
+    cells = _cells(lm, config, st.layers, st.positions)
     for chunk in tqdm(list(_batches(cells, config.batch_size)), desc="patching", unit="batch", leave=False):
-        with lm.hooks(*_patch_ops(lm, cache, chunk)):
-            values = metric(lm(corr_ids.expand(len(chunk), -1))).float().cpu()
+        with lm.hooks(*_patch_ops(lm, st.clean_cache, chunk)):
+            values = metric(lm(st.corr_ids.expand(len(chunk), -1))).float().cpu()
         for (kind, layer, col), v in zip(chunk, values):
             raw[kind][layer, col] = v
-    return _result(lm, clean_ids, corr_ids, clean_m, corr_m, raw, "exact", config)
+    return _result(lm, st.clean_ids, st.corr_ids, clean_m, corr_m, raw, "exact", config)
 
 
 def attribution_patching(lm: LM, clean: str | torch.Tensor, corrupted: str | torch.Tensor, metric: Metric,
                          config: PatchConfig | None = None) -> PatchingResult:
     """First-order estimate of :func:`activation_patching` from one forward and backward pass of the corrupted run."""
     config = config or PatchConfig()
-    clean_ids, corr_ids = prompt_pair(lm, clean, corrupted)
-    layers, positions = _grid(lm, config, corr_ids.shape[1])
-    sites = sorted({Site(layer, SITE_KIND[k]) for k in config.kinds for layer in layers}, key=str)
-    clean_logits, clean_cache = lm.run_with_cache(clean_ids, sites)
+    st = _setup(lm, clean, corrupted, config)
+    clean_ids, corr_ids, positions, sites, clean_cache = st.clean_ids, st.corr_ids, st.positions, st.sites, \
+        st.clean_cache
     taps: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tap(site: Site) -> Op:
@@ -147,4 +165,4 @@ def attribution_patching(lm: LM, clean: str | torch.Tensor, corrupted: str | tor
             raw[kind][site.layer, positions] = delta.sum(-1)[positions].cpu()
     for v in raw.values():  # the estimate is of m_patched - m_corrupted
         v += corr_m
-    return _result(lm, clean_ids, corr_ids, float(metric(clean_logits)[0]), corr_m, raw, "attribution", config)
+    return _result(lm, clean_ids, corr_ids, float(metric(st.clean_logits)[0]), corr_m, raw, "attribution", config)

@@ -30,6 +30,8 @@ class SampleConfig:
     seq_len: int = field(default=64, metadata={"help": "tokens per excerpt (Bills et al.: 64)"})
     batch_size: int = field(default=16, metadata={"help": "excerpts per forward pass"})
     fit_tokens: int = field(default=65_536, metadata={"help": "activations used to fit the PCA / ICA directions"})
+    sink_factor: float = field(default=10.0, metadata={
+        "help": "positions whose norm exceeds this multiple of the median read as 0 (attention sinks; 0: none)"})
     explain_examples: int = field(default=5, metadata={"help": "top excerpts shown to the explainer"})
     score_top: int = field(default=5, metadata={"help": "other top excerpts the explanation is scored on"})
     score_random: int = field(default=5, metadata={"help": "random excerpts the explanation is scored on"})

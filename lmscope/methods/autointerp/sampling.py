@@ -1,6 +1,7 @@
 """Excerpts for every unit of a layer from one pass over the corpus, split between explainer and scorer.
 
-Activations at special positions and at each excerpt's first position (BOS or attention sink) read as 0. A unit's
+Activations at special positions, at each excerpt's first position (BOS or attention sink) and at attention-sink
+positions read as 0, as in SAE training. A unit's
 excerpts are ranked by their largest activation; the top ones alternate between the explainer (ranks 0, 2, 4, ...)
 and the scorer (ranks 1, 3, 5, ...), and the scorer also gets random excerpts that neither side used for that unit
 (and, optionally, one active excerpt from each activation-quantile bin), so no excerpt that explains a unit scores
@@ -19,12 +20,20 @@ from lmscope.methods.autointerp.config import SampleConfig
 from lmscope.methods.autointerp.units import UnitSet
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import kept_positions
+from lmscope.model.tokens import below_sinks, kept_positions
 
 
 def _batches(lm: LM, cfg: SampleConfig, tokens: int):
     return token_batches(lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), cfg.seq_len, cfg.batch_size,
                          max_tokens=tokens)
+
+
+def _kept(lm: LM, ids: torch.Tensor, cache, sites: list[Site], cfg: SampleConfig) -> torch.Tensor:
+    """(batch, seq) positions that count: not special, not a row's first, not an attention sink at any site."""
+    keep = kept_positions(lm, ids)
+    for s in sites:
+        keep = below_sinks(cache[s], keep, cfg.sink_factor)
+    return keep
 
 
 @torch.no_grad()
@@ -35,7 +44,7 @@ def fit_activations(lm: LM, sites: list[Site], cfg: SampleConfig) -> dict[Site, 
     for ids in _batches(lm, cfg, cfg.fit_tokens):
         ids = ids.to(lm.device)
         _, cache = lm.run_with_cache(ids, sites, stop_after=Site(deepest.layer, "resid_post"))
-        keep = kept_positions(lm, ids)
+        keep = _kept(lm, ids, cache, sites, cfg)
         for s in sites:
             parts[s].append(cache[s][keep].float())
     return {s: torch.cat(v) for s, v in parts.items()}
@@ -58,7 +67,7 @@ def collect(lm: LM, sets: list[UnitSet], cfg: SampleConfig) -> Excerpts:
     for ids in tqdm(list(_batches(lm, cfg, cfg.tokens)), desc="autointerp excerpts", unit="batch"):
         ids = ids.to(lm.device)
         _, cache = lm.run_with_cache(ids, sites, stop_after=stop)
-        keep = kept_positions(lm, ids)[..., None]  # (batch, seq, 1)
+        keep = _kept(lm, ids, cache, sites, cfg)[..., None]  # (batch, seq, 1)
         for u in sets:
             x = cache[u.site].float()  # (batch, seq, d)
             a = u.read(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep

@@ -16,8 +16,9 @@ from lmscope.methods.rome.config import EditRequest, RomeConfig
 from lmscope.methods.rome.key import compute_key
 from lmscope.methods.rome.prefixes import context_prefixes
 from lmscope.methods.rome.stats import SecondMoment, second_moment
-from lmscope.methods.rome.update import EditHandle, RomeEdit, apply_edit, rank_one_update, weight_digest
+from lmscope.methods.rome.update import EditHandle, RomeEdit, apply_edit, rank_one_update
 from lmscope.methods.rome.value import compute_value
+from lmscope.model.edits import weight_digest
 from lmscope.model.lm import LM
 from lmscope.model.peaks import auto_layer
 from lmscope.model.sites import Site

@@ -8,7 +8,6 @@ bit (:func:`lmscope.model.weights.patch_weight`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -16,9 +15,9 @@ import torch
 from lmscope.errors import EditError
 from lmscope.io import Result
 from lmscope.methods.rome.config import EditRequest, RomeConfig
+from lmscope.model.edits import w_out_param, weight_digest
 from lmscope.model.lm import LM
-from lmscope.model.sites import Site
-from lmscope.model.weights import WeightPatch, is_conv1d, patch_weight
+from lmscope.model.weights import WeightPatch, patch_weight
 
 
 def rank_one_update(k_star: torch.Tensor, k: torch.Tensor, v: torch.Tensor, v_star: torch.Tensor,
@@ -30,18 +29,6 @@ def rank_one_update(k_star: torch.Tensor, k: torch.Tensor, v: torch.Tensor, v_st
     u = (u / u.norm()).float()
     right = (v_star.float() - v.float()) / (u @ k.float())
     return u, right
-
-
-def w_out_param(lm: LM, layer: int) -> tuple[torch.nn.Parameter, bool]:
-    """W_out's parameter at ``layer`` and whether it is stored transposed, (d_mlp, d_model) (transformers' Conv1D)."""
-    module = lm.layout.part(lm.check(Site(layer, "mlp_out")).layer, "mlp_out_proj")
-    return module.weight, is_conv1d(module)
-
-
-def weight_digest(lm: LM, layer: int) -> str:
-    """A short hash of W_out at ``layer``: an edit applies only to the weights it was computed on."""
-    w = w_out_param(lm, layer)[0].detach().flatten()
-    return hashlib.sha256(w[:: max(1, w.numel() // 65536)].float().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
 @dataclass

@@ -23,6 +23,20 @@ from lmscope.errors import (
 from lmscope.io import Result, load_result
 from lmscope.methods.autointerp import AutointerpResult, SampleConfig, ScoreConfig, autointerp
 from lmscope.methods.lens import LensConfig, LogitLensResult, logit_lens
+from lmscope.methods.neurons import (
+    AblationConfig,
+    AblationResult,
+    NeuronConfig,
+    NeuronEdit,
+    NeuronEditConfig,
+    NeuronResult,
+    SensitivityResult,
+    ablate_neurons,
+    apply_neuron_edit,
+    find_neurons,
+    neuron_edit,
+    sensitivity,
+)
 from lmscope.methods.patching import (
     PatchConfig,
     PatchingResult,
@@ -96,6 +110,8 @@ __all__ = [
     "AutointerpResult", "FeatureExamples", "IOIConfig", "IOIFeatureResult", "PatchConfig", "PatchingResult",
     "SampleConfig", "ScoreConfig", "activation_patching", "attribution_patching", "autointerp", "ioi_features",
     "logit_diff", "target_prob",
+    "AblationConfig", "AblationResult", "NeuronConfig", "NeuronEdit", "NeuronEditConfig", "NeuronResult",
+    "SensitivityResult", "ablate_neurons", "apply_neuron_edit", "find_neurons", "neuron_edit", "sensitivity",
     "ActivationCache", "ArtifactError", "AssetError", "Cache", "ConfigError", "CounterFactResult", "DEFAULT_MODEL",
     "DataError", "EditError", "EditRequest", "EvalConfig", "FAMILIES", "FamilySpec", "FamilySpecError",
     "HarvestConfig", "HookError", "InputError", "Job", "KINDS", "LM", "LensConfig", "LesionConfig", "LesionResult",

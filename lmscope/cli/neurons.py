@@ -1,0 +1,116 @@
+"""The neuron commands (SPEC §5): ``neurons`` (attribution, causal check, sensitivity) and ``neuron-edit``."""
+
+from __future__ import annotations
+
+import torch
+
+from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
+from lmscope.io import write_json
+from lmscope.methods.neurons import (
+    AblationConfig,
+    NeuronConfig,
+    NeuronEditConfig,
+    ablate_neurons,
+    find_neurons,
+    neuron_edit,
+    sensitivity,
+)
+from lmscope.model.generate import greedy
+from lmscope.model.lm import check_prompt
+from lmscope.model.tokens import target_ids
+from lmscope.viz.neurons import ablation_report, edit_report, neurons_report, plot_neurons
+
+DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
+
+
+@command("neurons", "MLP neurons that write a token: forward contribution and gradient x activation, top-k with "
+                    "their vocabulary, ablation against random neurons, sensitivity / specificity",
+         arg("prompt", nargs="?", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})"),
+         arg("--target", help="target token's text (its first token is scored); default: the model's own next token"),
+         arg("--ablate", action="store_true", help="ablate the top neurons and as many random ones (control)"),
+         arg("--same", nargs="+", default=[], help="other prompts of the same concept (sensitivity)"),
+         arg("--other", nargs="+", default=[], help="prompts of other concepts (specificity)"),
+         configs=(NeuronConfig, AblationConfig), out="out/neurons")
+def neurons(args) -> int:
+    """Write result/, neurons.json, neurons.png, report.html (+ ablation/, sensitivity/ when asked)."""
+    cfg, acfg = config(args, NeuronConfig), config(args, AblationConfig)
+    check_prompt(args.prompt)
+    lm = load_model(args)
+    result = find_neurons(lm, args.prompt, args.target, cfg)
+    out = out_dir(args)
+    save_result(out, result, "neurons.json")
+    plot_neurons(result, out / "neurons.png")
+    report = neurons_report(result)
+    print(f"{lm.name}: {args.prompt!r} -> {result.targets[0]!r} (P={result.target_prob[0]:.3f}); "
+          f"Spearman of the two scores {result.agreement[0]:.3f}")
+    for t in result.top[0]:
+        print(f"  L{t['layer']:>2}.{t['neuron']:<5} contribution {_fmt(t['contribution'])} grad x act "
+              f"{_fmt(t['gradxact'])}  writes {' '.join(repr(v) for v in t['vocab'][:5])}")
+    if args.ablate:
+        ab = ablate_neurons(lm, result, acfg)
+        save_result(out / "ablation", ab, "ablation.json")
+        ablation_report(ab, report)
+        s = ab.summary()
+        print(f"ablating the top {cfg.top_k} ({acfg.mode}): P drops {s['prob_drop']:.4f} (random sets: "
+              f"{s['random_prob_drop']:.4f} +- {s['random_prob_drop_std']:.4f}); still generated "
+              f"{s['generated_after']:.0%} (random {s['random_generated']:.0%})")
+    if args.same or args.other:
+        sens = sensitivity(lm, [[t["layer"], t["neuron"]] for t in result.top[0]], args.same, args.other)
+        save_result(out / "sensitivity", sens, "sensitivity.json")
+        report.heading("Sensitivity and specificity").table(
+            ["quantity", "value"], [[k, v] for k, v in sens.summary().items()])
+        print(f"sensitivity {sens.sensitivity:.2f} over {len(args.same)} prompts, specificity "
+              f"{sens.specificity:.2f} over {len(args.other)}")
+    report.write(out / "report.html")
+    print(f"wrote {out}/neurons.json, neurons.png, report.html and result/")
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:+.4g}".ljust(11) if value is not None else "-".ljust(11)
+
+
+@torch.no_grad()
+def _probe(lm, prompt: str, v0: int, v1: int, new_tokens: int) -> tuple[float, float, str]:
+    """(P(v0), P(v1)) at the prompt's last token and its greedy continuation."""
+    probs = lm(prompt)[0, -1].float().softmax(-1)
+    return float(probs[v0]), float(probs[v1]), greedy(lm, prompt, new_tokens)
+
+
+@command("neuron-edit", "move one neuron's contribution from token v0 to v1 (Pan et al.): edit/, before and after "
+                        "on the prompts and neighbours, report.html",
+         arg("--layer", type=int, required=True, help="the neuron's layer"),
+         arg("--neuron", type=int, required=True, help="the neuron's index in the MLP"),
+         arg("--v0", required=True, help="the token it writes now, e.g. ' Paris'"),
+         arg("--v1", required=True, help="the token it should write, e.g. ' Rome'"),
+         arg("--prompt", help="the prompt whose activation weighs the edit (also checked)"),
+         arg("--prompts", nargs="+", default=[], help="more prompts where v1 should now appear"),
+         arg("--neighbours", nargs="+", default=[], help="prompts that should not change"),
+         arg("--new-tokens", type=int, default=8, help="tokens generated per prompt"),
+         configs=(NeuronEditConfig,), out="out/neuron-edit")
+def edit(args) -> int:
+    """Edit, measure on every prompt before and after, write edit/, checks.json and report.html, then undo."""
+    cfg = config(args, NeuronEditConfig)
+    lm = load_model(args)
+    v0, v1 = target_ids(lm, args.v0)[0], target_ids(lm, args.v1)[0]
+    prompts = [("edit", p) for p in ([args.prompt] if args.prompt else []) + args.prompts]
+    prompts += [("neighbour", p) for p in args.neighbours]
+    before = [_probe(lm, p, v0, v1, args.new_tokens) for _, p in prompts]
+    with neuron_edit(lm, args.layer, args.neuron, args.v0, args.v1, args.prompt, cfg) as handle:
+        after = [_probe(lm, p, v0, v1, args.new_tokens) for _, p in prompts]
+    out = out_dir(args)
+    handle.edit.save(out / "edit")
+    checks = [{"prompt": p, "kind": kind, "p_v0": [b[0], a[0]], "p_v1": [b[1], a[1]], "text": [b[2], a[2]],
+               "v1_generated": [args.v1.strip() in b[2], args.v1.strip() in a[2]]}
+              for (kind, p), b, a in zip(prompts, before, after)]
+    write_json(out / "checks.json", {"edit": handle.edit.summary(), "checks": checks})
+    edit_report(handle.edit, checks).write(out / "report.html")
+    e = handle.edit
+    print(f"{lm.name}: L{e.layer}.{e.neuron} contribution to {e.v0!r} / {e.v1!r}: "
+          f"{e.contribution_before[0]:+.4g} / {e.contribution_before[1]:+.4g} -> {e.contribution_after[0]:+.4g} / "
+          f"{e.contribution_after[1]:+.4g} (|delta w| {float(e.delta.norm()):.3g})")
+    for c in checks:
+        print(f"  [{c['kind']}] {c['prompt']!r}: P(v1) {c['p_v1'][0]:.4f} -> {c['p_v1'][1]:.4f}; "
+              f"{c['text'][0]!r} -> {c['text'][1]!r}")
+    print(f"wrote {out}/edit/, checks.json and report.html (the model in memory is restored)")
+    return 0

@@ -1,0 +1,169 @@
+"""Causal checks of found neurons (Pan et al. 2024 §3.2; Schwettmann et al. 2023).
+
+Ablate them (zero / mean / noise) against random sets of the same size, and measure their sensitivity and
+specificity over other inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm import tqdm
+
+from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.errors import InputError
+from lmscope.methods.neurons.config import AblationConfig
+from lmscope.methods.neurons.result import AblationResult, NeuronResult, SensitivityResult
+from lmscope.methods.neurons.scores import last_positions
+from lmscope.model.generate import pad_token
+from lmscope.model.hooks import Op, apply
+from lmscope.model.lm import LM
+from lmscope.model.sites import Site
+from lmscope.running import Mean
+
+Neurons = Sequence[Sequence[int]]  # [(layer, neuron), ...]
+
+
+@torch.no_grad()
+def key_stats(lm: LM, layers: Sequence[int], corpus: str = "wiki", tokens: int = 16_384) -> dict[int, tuple]:
+    """{layer: (mean, std)} of every MLP key over ``tokens`` corpus tokens (test split), each (d_mlp,)."""
+    sites = [Site(layer, "mlp_key") for layer in sorted(set(layers))]
+    first, second = {s: Mean((lm.d_mlp,)) for s in sites}, {s: Mean((lm.d_mlp,)) for s in sites}
+    seq_len = min(128, lm.context_length or 128)
+    for ids in token_batches(lm.tokenizer, iter_texts(corpus, split="test"), seq_len, 8, max_tokens=tokens):
+        _, cache = lm.run_with_cache(ids.to(lm.device), sites, stop_after=sites[-1])
+        for s in sites:
+            x = cache[s].float().flatten(0, 1)  # (tokens, d_mlp)
+            first[s].update(x)
+            second[s].update(x.pow(2))
+    out = {}
+    for s in sites:
+        mean = first[s].mean()
+        out[s.layer] = (mean, (second[s].mean() - mean.pow(2)).clamp_min(0).sqrt())
+    return out
+
+
+def ablation_ops(neurons: Neurons, config: AblationConfig, stats: dict[int, tuple] | None = None,
+                 generator: torch.Generator | None = None) -> list[Op]:
+    """Hook ops that ablate ``neurons`` at every position (zero, mean or added Gaussian noise)."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, neuron in neurons:
+        by_layer.setdefault(int(layer), []).append(int(neuron))
+    ops = []
+    for layer, idx in by_layer.items():
+        cols = torch.tensor(idx)
+
+        def fn(x: torch.Tensor, cols=cols, layer=layer) -> torch.Tensor:
+            x = x.clone()
+            c = cols.to(x.device)
+            if config.mode == "zero":
+                x[..., c] = 0
+            elif config.mode == "mean":
+                x[..., c] = stats[layer][0][cols].to(x.device, x.dtype)
+            else:
+                noise = torch.randn(x[..., c].shape, generator=generator).to(x.device, x.dtype)
+                x[..., c] += config.noise_scale * noise * stats[layer][1][cols].to(x.device, x.dtype)
+            return x
+        ops.append(apply(Site(layer, "mlp_key"), fn))
+    return ops
+
+
+@torch.no_grad()
+def _measure(lm: LM, inputs: dict, target: int, ops: list[Op], new_tokens: int) -> tuple[float, bool, bool]:
+    """(P(target) at the last position, target is the argmax, target among the greedy continuation) under ``ops``."""
+    with lm.hooks(*ops):
+        logits = lm(inputs)[0, -1].float()
+        generated = True
+        if new_tokens:
+            out = lm.model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_token(lm))
+            generated = target in out[0, inputs["input_ids"].shape[1]:].tolist()
+    return float(logits.softmax(-1)[target]), int(logits.argmax()) == target, generated
+
+
+def random_sets(layers: Sequence[int], d_mlp: int, size: int, n: int, exclude: Neurons,
+                generator: torch.Generator) -> list[list[list[int]]]:
+    """``n`` sets of ``size`` neurons drawn uniformly from the scored layers, none of them in ``exclude``."""
+    banned = {(int(a), int(b)) for a, b in exclude}
+    total = len(layers) * d_mlp
+    sets = []
+    for _ in range(n):
+        picked: list[list[int]] = []
+        while len(picked) < size:
+            li, neuron = divmod(int(torch.randint(total, (1,), generator=generator)), d_mlp)
+            pair = (layers[li], neuron)
+            if pair not in banned and list(pair) not in picked:
+                picked.append(list(pair))
+        sets.append(picked)
+    return sets
+
+
+def ablate_neurons(lm: LM, found: NeuronResult, config: AblationConfig | None = None,
+                   top_k: int | None = None) -> AblationResult:
+    """Ablate each prompt's top neurons and, as the control, random sets of the same size.
+
+    ``top_k``: ablate each prompt's first ``top_k`` reported neurons (default all). Measures P(target), whether it
+    is the argmax and whether the greedy continuation still contains it, before and after.
+    """
+    config = config or AblationConfig()
+    gen = torch.Generator().manual_seed(config.control_seed)
+    stats = key_stats(lm, found.layers, config.corpus, config.mean_tokens) if config.mode != "zero" else None
+    rows: dict[str, list] = {k: [] for k in ("neurons", "p0", "p1", "rand", "t0", "t1", "g0", "g1", "rgen")}
+    for b, prompt in enumerate(tqdm(found.prompts, desc="ablate", unit="prompt", disable=len(found.prompts) < 2)):
+        inputs, target = lm.tokenize(prompt), found.target_ids[b]
+        neurons = [[n["layer"], n["neuron"]] for n in found.top[b][:top_k]]
+        p0, t0, g0 = _measure(lm, inputs, target, [], config.new_tokens)
+        p1, t1, g1 = _measure(lm, inputs, target, ablation_ops(neurons, config, stats, gen), config.new_tokens)
+        rand = [_measure(lm, inputs, target, ablation_ops(s, config, stats, gen), config.new_tokens)
+                for s in random_sets(found.layers, lm.d_mlp, len(neurons), config.random_sets, neurons, gen)]
+        for key, value in zip(rows, (neurons, p0, p1, [r[0] for r in rand], t0, t1, g0, g1, [r[2] for r in rand])):
+            rows[key].append(value)
+    return AblationResult(
+        model=lm.name, prompts=found.prompts, targets=found.targets, neurons=rows["neurons"],
+        prob_before=rows["p0"], prob_after=rows["p1"], random_after=torch.tensor(rows["rand"]).reshape(
+            len(found.prompts), config.random_sets), top1_before=rows["t0"], top1_after=rows["t1"],
+        generated_before=rows["g0"], generated_after=rows["g1"],
+        random_generated=torch.tensor(rows["rgen"], dtype=torch.float32).reshape(len(found.prompts),
+                                                                                config.random_sets),
+        config=config)
+
+
+@torch.no_grad()
+def last_keys(lm: LM, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 8) -> torch.Tensor:
+    """(n_prompts, n_layers, d_mlp) MLP keys at each prompt's last token."""
+    sites = [Site(layer, "mlp_key") for layer in layers]
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        inputs = lm.tokenize(list(prompts[start:start + batch_size]))
+        _, cache = lm.run_with_cache(inputs, sites, stop_after=max(sites, key=lambda s: s.layer))
+        last = last_positions(inputs["attention_mask"])
+        rows = torch.arange(last.shape[0])
+        out.append(torch.stack([cache[s][rows, last].float().cpu() for s in sites], 1))
+    return torch.cat(out)
+
+
+def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str], other: Sequence[str],
+                quantile: float = 0.99) -> SensitivityResult:
+    """Activations of ``neurons`` at the last token of same-concept and other-concept prompts.
+
+    A neuron fires on a prompt where it is in its layer's top ``1 - quantile`` there.
+    """
+    if not neurons:
+        raise InputError("no neurons to check")
+    layers = sorted({int(layer) for layer, _ in neurons})
+    li = torch.tensor([layers.index(int(layer)) for layer, _ in neurons])
+    ni = torch.tensor([int(n) for _, n in neurons])
+
+    def read(prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not prompts:
+            return torch.empty(0, len(neurons)), torch.empty(0, len(neurons))
+        keys = last_keys(lm, prompts, layers)  # (n, n_layers, d_mlp)
+        threshold = keys.quantile(quantile, dim=-1)  # (n, n_layers)
+        acts = keys[:, li, ni]  # (n, n_neurons)
+        return acts, (acts >= threshold[:, li]).float()
+
+    same_acts, same_fires = read(same)
+    other_acts, other_fires = read(other)
+    return SensitivityResult(model=lm.name, neurons=[[int(a), int(b)] for a, b in neurons],
+                             same_prompts=list(same), other_prompts=list(other), same=same_acts, other=other_acts,
+                             same_fires=same_fires, other_fires=other_fires, quantile=quantile)

@@ -1,0 +1,85 @@
+"""Options of neuron attribution (SPEC §5), of the causal checks and of neuron editing, with the papers' defaults.
+
+Scores (Pan et al. 2024; Schwettmann et al. 2023):
+
+- forward contribution: s_i^l = O_i^l (W_U W_out^l)[t, i], O^l the MLP key (the input of W_out) at the scored
+  position and t the target token; the paper's direct path, with no norm between W_out and W_U applied;
+- gradient x activation: Z_i^l(p) dy_t / dZ_i^l(p) summed over the scored positions p, with y_t the target's
+  logit and Z the MLP key (the true input of W_out; ``grad_site="mlp_pre"`` scores Schwettmann's pre-activation,
+  the output of W_in / the gate projection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmscope import config as check
+from lmscope.errors import ConfigError
+
+METHODS = ("contribution", "gradxact", "both")
+ABLATIONS = ("zero", "mean", "noise")
+
+
+@dataclass
+class NeuronConfig:
+    """Which neurons are scored, how, and how many are reported."""
+
+    method: str = field(default="both", metadata={"help": "contribution (one forward pass), gradxact (one backward "
+                                                          "pass) or both"})
+    top_k: int = field(default=10, metadata={"help": "neurons reported (across all layers), ranked by the first "
+                                                     "method"})
+    layers: tuple[int, ...] = field(default=(), metadata={"help": "layers scored (empty: all)"})
+    grad_site: str = field(default="mlp_key", metadata={
+        "help": "activation of gradient x activation: mlp_key (input of W_out) or mlp_pre (Schwettmann's "
+                "pre-activation)"})
+    positions: str = field(default="last", metadata={
+        "help": "positions gradient x activation sums over: last (the predicting position) or all (every prompt "
+                "token)"})
+    vocab_top: int = field(default=10, metadata={"help": "top tokens of W_U w_out shown per neuron"})
+
+    def __post_init__(self) -> None:
+        self.layers = tuple(map(int, self.layers))
+        check.one_of(self, "method", METHODS)
+        check.one_of(self, "grad_site", ("mlp_key", "mlp_pre"))
+        check.one_of(self, "positions", ("last", "all"))
+        check.at_least(self, 1, "top_k", "vocab_top")
+
+
+@dataclass
+class AblationConfig:
+    """The causal check: ablate the top neurons, and as many random ones (the papers' control)."""
+
+    mode: str = field(default="zero", metadata={"help": "zero, mean (over --mean-tokens of the corpus) or noise"})
+    noise_scale: float = field(default=1.0, metadata={
+        "help": "noise: Gaussian noise of this many standard deviations of the neuron's activation is added"})
+    random_sets: int = field(default=20, metadata={"help": "random neuron sets of the same size (control)"})
+    new_tokens: int = field(default=8, metadata={"help": "tokens generated to check whether the target still is"})
+    mean_tokens: int = field(default=16_384, metadata={"help": "corpus tokens of the mean / std activation"})
+    corpus: str = field(default="wiki", metadata={"help": "corpus of the mean / std activation"})
+    control_seed: int = field(default=0, metadata={"help": "seed of the random sets and the noise"})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "mode", ABLATIONS)
+        check.at_least(self, 0, "noise_scale", "random_sets", "new_tokens")
+        check.at_least(self, 1, "mean_tokens")
+
+
+@dataclass
+class NeuronEditConfig:
+    """Pan et al.'s neuron edit: move a neuron's contribution from token v0 to v1 by changing its output weights.
+
+    loss(w') = o (w'.u_v0 - w'.u_v1) + beta |o| |w' - w|_2, minimised by Adam on w' (the neuron's column of W_out)
+    until w'.u_v1 exceeds w'.u_v0 by ``margin`` (in logits per unit of activation) or ``steps`` are spent.
+    """
+
+    beta: float = field(default=0.1, metadata={"help": "weight of |delta w|_2 (times the activation |o|)"})
+    lr: float = field(default=0.01, metadata={"help": "Adam learning rate on w'"})
+    steps: int = field(default=200, metadata={"help": "optimisation steps at most"})
+    margin: float = field(default=0.0, metadata={"help": "stop once w'.u_v1 - w'.u_v0 exceeds this"})
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 0, "beta", "margin")
+        check.positive(self, "lr")
+        check.at_least(self, 1, "steps")
+        if self.lr > 10:
+            raise ConfigError(f"lr must be at most 10, got {self.lr}")

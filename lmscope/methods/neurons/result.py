@@ -1,0 +1,163 @@
+"""Results of neuron attribution, of the causal checks and of a neuron edit; each saves, reloads and summarises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lmscope.io import Result
+from lmscope.methods.neurons.config import AblationConfig, NeuronConfig, NeuronEditConfig
+
+
+@dataclass
+class NeuronResult(Result):
+    """Every neuron's scores for each prompt's target token, and each prompt's top neurons.
+
+    ``top[b]``: dicts with layer, neuron, contribution, gradxact, rank_contribution / rank_gradxact (1 = best over all
+    scored neurons; None for a method not run), vocab (top tokens of W_U w_out) and vocab_bottom.
+    ``top_acts[b, j, p]``: the MLP key of the j-th top neuron at token p of prompt b (NaN past the prompt's end).
+    """
+
+    model: str
+    prompts: list[str]
+    targets: list[str]  # the scored target token of each prompt, decoded
+    target_ids: list[int]
+    tokens: list[list[str]]  # each prompt's tokens
+    layers: list[int]
+    contribution: torch.Tensor  # (batch, n_layers, d_mlp); empty when not computed
+    gradxact: torch.Tensor  # (batch, n_layers, d_mlp); empty when not computed
+    top: list[list[dict]]
+    top_acts: torch.Tensor  # (batch, top_k, max_pos)
+    target_prob: list[float]  # P(target) at the scored position
+    agreement: list[float]  # Spearman rank correlation of the two scores over every neuron (NaN: one method)
+    overlap: list[float]  # fraction of the top-k neurons both scores put in their top-k (NaN: one method)
+    notes: list[str] = field(default_factory=list)
+    config: NeuronConfig = field(default_factory=NeuronConfig)
+    patch_acts: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (batch, top_k, image tokens)
+    grid: list[int] = field(default_factory=list)  # [rows, cols] of the image patches, when there is an image
+
+    def patch_map(self, b: int, j: int) -> torch.Tensor:
+        """(rows, cols) activation of prompt ``b``'s j-th top neuron over the image patches."""
+        if not self.grid:
+            raise KeyError("this result has no image")
+        return self.patch_acts[b, j, : self.grid[0] * self.grid[1]].reshape(self.grid)
+
+    def scores(self, method: str) -> torch.Tensor:
+        """(batch, n_layers, d_mlp) scores of "contribution" or "gradxact"."""
+        value = self.contribution if method == "contribution" else self.gradxact
+        if value.numel() == 0:
+            raise KeyError(f"this result has no {method} scores (method {self.config.method!r})")
+        return value
+
+    def summary(self) -> dict:
+        """Per prompt: the target, its probability, the agreement of the scores and the top neurons."""
+        rows = []
+        for b, prompt in enumerate(self.prompts):
+            rows.append({"prompt": prompt, "target": self.targets[b], "target_prob": self.target_prob[b],
+                         "spearman": self.agreement[b], "top_k_overlap": self.overlap[b],
+                         "top": [{k: v for k, v in n.items() if k != "vocab_bottom"} for n in self.top[b]]})
+        return {"model": self.model, "method": self.config.method, "layers": len(self.layers), "prompts": rows,
+                "notes": self.notes}
+
+
+@dataclass
+class AblationResult(Result):
+    """The causal check of one neuron set per prompt against random sets of the same size."""
+
+    model: str
+    prompts: list[str]
+    targets: list[str]
+    neurons: list[list[list[int]]]  # per prompt: [layer, neuron] pairs ablated
+    prob_before: list[float]  # P(target) with nothing ablated
+    prob_after: list[float]  # P(target) with the neurons ablated
+    random_after: torch.Tensor  # (batch, random_sets) P(target) with random sets ablated
+    top1_before: list[bool]  # target is the argmax before
+    top1_after: list[bool]
+    generated_before: list[bool]  # target among the greedy continuation's tokens
+    generated_after: list[bool]
+    random_generated: torch.Tensor  # (batch, random_sets) bool, as float
+    config: AblationConfig = field(default_factory=AblationConfig)
+
+    def summary(self) -> dict:
+        """Means over prompts: probability drop of the found set against the random sets, and generation."""
+        before = torch.tensor(self.prob_before)
+        after = torch.tensor(self.prob_after)
+        rnd = self.random_after
+        rnd_drop = (before[:, None] - rnd).mean(1) if rnd.numel() else torch.full_like(before, float("nan"))
+        n = len(self.prompts)
+        return {"model": self.model, "mode": self.config.mode, "prompts": n,
+                "neurons_per_prompt": [len(x) for x in self.neurons],
+                "prob_before": float(before.mean()), "prob_after": float(after.mean()),
+                "prob_drop": float((before - after).mean()),
+                "random_prob_drop": float(rnd_drop.mean()),
+                "random_prob_drop_std": float((before[:, None] - rnd).std()) if rnd.numel() > 1 else float("nan"),
+                "generated_before": sum(self.generated_before) / n, "generated_after": sum(self.generated_after) / n,
+                "random_generated": float(self.random_generated.mean()) if self.random_generated.numel()
+                else float("nan"),
+                "top1_before": sum(self.top1_before) / n, "top1_after": sum(self.top1_after) / n}
+
+
+@dataclass
+class SensitivityResult(Result):
+    """Whether neurons found on some inputs fire on other inputs of the same concept and stay quiet on others.
+
+    A neuron fires on an input when its activation at the scored position is in the top ``quantile`` of its layer's
+    neurons there. ``same`` / ``other``: (n_inputs, n_neurons) activations on same- and other-concept inputs.
+    """
+
+    model: str
+    neurons: list[list[int]]  # [layer, neuron]
+    same_prompts: list[str]
+    other_prompts: list[str]
+    same: torch.Tensor  # (n_same, n_neurons)
+    other: torch.Tensor  # (n_other, n_neurons)
+    same_fires: torch.Tensor  # (n_same, n_neurons) 0/1
+    other_fires: torch.Tensor  # (n_other, n_neurons) 0/1
+    quantile: float = 0.99
+
+    @property
+    def sensitivity(self) -> float:
+        """Fraction of (neuron, same-concept input) pairs on which the neuron fires."""
+        return float(self.same_fires.float().mean()) if self.same_fires.numel() else float("nan")
+
+    @property
+    def specificity(self) -> float:
+        """Fraction of (neuron, other-concept input) pairs on which it does not."""
+        return float(1 - self.other_fires.float().mean()) if self.other_fires.numel() else float("nan")
+
+    def summary(self) -> dict:
+        """Sensitivity, specificity and the mean activations."""
+        mean = (lambda t: float(t.float().mean()) if t.numel() else float("nan"))  # noqa: E731
+        return {"model": self.model, "neurons": len(self.neurons), "same_inputs": len(self.same_prompts),
+                "other_inputs": len(self.other_prompts), "sensitivity": self.sensitivity,
+                "specificity": self.specificity, "mean_activation_same": mean(self.same),
+                "mean_activation_other": mean(self.other), "quantile": self.quantile}
+
+
+@dataclass
+class NeuronEdit(Result):
+    """One neuron edit (Pan et al.): W_out[:, neuron] of ``layer`` += delta, moving its contribution v0 -> v1."""
+
+    model: str
+    layer: int
+    neuron: int
+    v0: str
+    v1: str
+    v0_id: int
+    v1_id: int
+    activation: float  # o_i on the prompt it was computed from
+    delta: torch.Tensor  # (d_model,)
+    weights: str  # digest of W_out[layer] the edit was computed on
+    contribution_before: list[float]  # [w.u_v0, w.u_v1] per unit of activation
+    contribution_after: list[float]
+    losses: list[float]
+    prompt: str = ""
+    config: NeuronEditConfig = field(default_factory=NeuronEditConfig)
+
+    def summary(self) -> dict:
+        """Where the neuron's output pointed before and after, and the size of the change."""
+        return {"model": self.model, "layer": self.layer, "neuron": self.neuron, "v0": self.v0, "v1": self.v1,
+                "activation": self.activation, "delta_norm": float(self.delta.norm()),
+                "contribution_before": self.contribution_before, "contribution_after": self.contribution_after,
+                "steps": len(self.losses), "prompt": self.prompt}

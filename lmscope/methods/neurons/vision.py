@@ -1,0 +1,82 @@
+"""Neurons of a vision-language model (LLaVA and kin) that write a caption's token (Schwettmann et al. 2023).
+
+The image enters the decoder as a block of image tokens (``config.image_token_id``); lmscope finds them through that
+mask, never at a fixed offset. Gradient x activation sums over the image tokens (Schwettmann's patches p), the
+forward contribution reads the position that predicts the token (Pan et al.); each top neuron's activation over
+the patches is kept as a map.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from lmscope.errors import ConfigError, InputError
+from lmscope.methods.neurons.config import NeuronConfig
+from lmscope.methods.neurons.find import assemble, new_parts, score_chunk, scored_layers
+from lmscope.methods.neurons.result import NeuronResult
+from lmscope.model.lm import LM
+
+
+def image_token_id(lm: LM) -> int:
+    """The id of the image placeholder token; :class:`InputError` for a model with no vision tower."""
+    config = lm.model.config
+    token = getattr(config, "image_token_id", None)
+    if token is None:
+        token = getattr(config, "image_token_index", None)
+    if token is None:
+        raise InputError(f"{lm.name} has no vision tower: an image needs a vision-language model (e.g. "
+                         "--model smollm2-dino)")
+    return int(token)
+
+
+def image_mask(lm: LM, input_ids: torch.Tensor) -> torch.Tensor:
+    """(batch, pos) bool: the image tokens; every row must hold the same number of them."""
+    mask = input_ids == image_token_id(lm)
+    counts = mask.sum(1)
+    if int(counts.min()) == 0:
+        raise InputError("an input holds no image tokens: build it with the model's processor (the image goes where "
+                         "the prompt says <image>)")
+    if int(counts.max()) != int(counts.min()):
+        raise InputError("every input of a batch must hold the same number of image tokens")
+    return mask
+
+
+def _grid(n: int, grid: tuple[int, int] | None) -> list[int]:
+    if grid is not None:
+        if grid[0] * grid[1] != n:
+            raise ConfigError(f"a {grid[0]} x {grid[1]} patch grid does not fit {n} image tokens")
+        return list(grid)
+    side = math.isqrt(n)
+    return [side, side] if side * side == n else [1, n]
+
+
+def find_image_neurons(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.Tensor | None = None,
+                       config: NeuronConfig | None = None, texts: list[str] | None = None,
+                       grid: tuple[int, int] | None = None) -> NeuronResult:
+    """Score every MLP neuron for each row's target token (default: the model's own next token).
+
+    ``inputs``: a processor's output (input_ids, attention_mask, pixel_values), one row per image + text,
+    right-padded; the last real token of each row predicts its target. Gradient x activation sums over the image
+    tokens; ``result.patch_map(b, j)`` is the j-th top neuron's activation over the patches (``grid``: rows x
+    cols, default square).
+    """
+    config = config or NeuronConfig()
+    layers = scored_layers(lm, config)
+    if config.top_k > len(layers) * lm.d_mlp:
+        raise ConfigError(f"top-k {config.top_k} is larger than the {len(layers) * lm.d_mlp} neurons scored")
+    inputs = {k: v.to(lm.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    mask = image_mask(lm, inputs["input_ids"])
+    if targets is None:
+        with torch.no_grad():
+            logits = lm(inputs)
+        last = inputs.get("attention_mask", torch.ones_like(mask)).long().sum(1) - 1
+        targets = logits[torch.arange(len(last)), last].argmax(-1).cpu()
+    parts = new_parts()
+    score_chunk(lm, inputs, targets, layers, config, parts, mask, image=mask)
+    texts = texts or [lm.tokenizer.decode(row[~m], skip_special_tokens=False)
+                      for row, m in zip(inputs["input_ids"].cpu(), mask.cpu())]
+    result = assemble(lm, texts, targets, layers, config, parts, [])
+    result.grid = _grid(int(mask[0].sum()), grid)
+    return result

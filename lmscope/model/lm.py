@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TypeVar
 
@@ -241,8 +241,8 @@ class LM:
         return [self.tokenizer.decode([int(i)]) for i in torch.as_tensor(ids).reshape(-1)]
 
     def _inputs(self, inputs: str | Sequence[str] | torch.Tensor | dict) -> dict[str, torch.Tensor]:
-        if isinstance(inputs, dict):
-            return inputs
+        if isinstance(inputs, Mapping):  # a tokenizer's or processor's output (BatchEncoding is not a dict)
+            return dict(inputs)
         if isinstance(inputs, torch.Tensor):
             if inputs.ndim != 2 or inputs.shape[1] == 0:
                 raise InputError(f"token ids must be (batch, pos) with pos >= 1, got {tuple(inputs.shape)}")

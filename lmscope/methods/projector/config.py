@@ -1,0 +1,46 @@
+"""Options of projector training and of its captioning evaluation.
+
+Schwettmann et al. 2023 / LiMBeR: a linear map from a frozen image encoder into a frozen LM's input embeddings,
+trained on captions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmscope import config as check
+from lmscope.errors import ConfigError
+
+PROMPT = "<empty_output> A picture of"
+
+
+@dataclass
+class ProjectorConfig:
+    """Data, optimisation and evaluation of one projector run."""
+
+    projector: str = field(default="linear", metadata={
+        "help": "linear (LiMBeR) or mlp (LLaVA-1.5's Linear-GELU-Linear)"})
+    image_size: int = field(default=112, metadata={"help": "image side in pixels (a multiple of the patch size, 14)"})
+    prompt: str = field(default=PROMPT, metadata={"help": "text around the image; the caption follows it"})
+    epochs: int = field(default=6, metadata={"help": "passes over the training concepts (a new rendering each)"})
+    batch_size: int = field(default=16, metadata={"help": "captions per optimisation step"})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=20, metadata={"help": "linear learning-rate warm-up"})
+    heldout_fraction: float = field(default=0.1, metadata={"help": "concepts never seen in training"})
+    shapes: bool = field(default=True, metadata={"help": "add coloured shapes to the emoji"})
+    eval_renders: int = field(default=1, metadata={"help": "held-out renderings per concept in the evaluation"})
+    eval_seen: int = field(default=200, metadata={"help": "seen concepts captioned in the evaluation (0: all)"})
+    max_new_tokens: int = field(default=8, metadata={"help": "caption length at most, in tokens"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the split, the renderings and the initialisation"})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "projector", ("linear", "mlp"))
+        check.at_least(self, 1, "epochs", "batch_size", "eval_renders", "max_new_tokens")
+        check.at_least(self, 14, "image_size")
+        check.at_least(self, 0, "warmup_steps", "weight_decay")
+        check.positive(self, "lr")
+        if self.image_size % 14:
+            raise ConfigError(f"image-size must be a multiple of 14 (the patch size), got {self.image_size}")
+        if not 0 <= self.heldout_fraction < 1:
+            raise ConfigError(f"heldout-fraction must be in [0, 1), got {self.heldout_fraction}")

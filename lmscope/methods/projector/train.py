@@ -1,0 +1,206 @@
+"""Train the projector of a LLaVA-style model on rendered, captioned images, everything else frozen.
+
+Each step embeds "<image tokens> A picture of a red apple." as LLaVA does (the projector's image of each patch
+feature scattered into the image-token positions) and minimises the cross-entropy of the caption's tokens only.
+The frozen vision encoder's patch features are computed once per rendering, without gradients. Every epoch
+renders each training concept anew (another background, size, position); an epoch's end is a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from lmscope.data.images import Concept, render
+from lmscope.io import Result, load_tensors, save_tensors
+from lmscope.methods.projector.config import ProjectorConfig
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class ProjectorResult(Result):
+    """A projector run: its losses and the captions of held-out renderings (seen concepts) and unseen concepts."""
+
+    losses: list[float]
+    train_concepts: int
+    heldout: list[dict]  # {caption, generated, seen, exact, recall}
+    config: ProjectorConfig = field(default_factory=ProjectorConfig)
+
+    def summary(self) -> dict:
+        """Exact-match rate and word recall of the captions, seen and unseen concepts apart."""
+        out = {"steps": len(self.losses), "final_loss": self.losses[-1] if self.losses else None,
+               "train_concepts": self.train_concepts}
+        for seen in (True, False):
+            rows = [r for r in self.heldout if r["seen"] == seen]
+            key = "seen" if seen else "unseen"
+            out[key] = {"images": len(rows), "exact": sum(r["exact"] for r in rows) / max(1, len(rows)),
+                        "word_recall": sum(r["recall"] for r in rows) / max(1, len(rows))}
+        return out
+
+
+def split_concepts(concepts: list[Concept], fraction: float, seed: int) -> tuple[list[Concept], list[Concept]]:
+    """(training, held-out) concepts: a seeded random ``fraction`` is never trained on."""
+    order = list(range(len(concepts)))
+    random.Random(seed).shuffle(order)
+    n = round(len(concepts) * fraction)
+    held = set(order[:n])
+    return [c for i, c in enumerate(concepts) if i not in held], [c for i, c in enumerate(concepts) if i in held]
+
+
+@torch.no_grad()
+def patch_features(model, processor, images: list, batch: int = 64) -> torch.Tensor:
+    """(n, patches, d_vision): the vision encoder's patch features (CLS dropped) at LLaVA's feature layer."""
+    layer = model.config.vision_feature_layer
+    out = []
+    for start in range(0, len(images), batch):
+        pixels = processor.image_processor(images[start:start + batch], return_tensors="pt")["pixel_values"]
+        hidden = model.model.vision_tower(pixels.to(model.device, model.dtype), output_hidden_states=True)
+        out.append(hidden.hidden_states[layer][:, 1:].float().cpu())
+    return torch.cat(out)
+
+
+def caption_batch(model, processor, captions: list[str], config: ProjectorConfig, n_patches: int) -> dict:
+    """input_ids (image placeholder expanded), attention mask, labels (-100 except the caption's tokens)."""
+    tok = processor.tokenizer
+    prefix = config.prompt.replace(processor.image_token, processor.image_token * n_patches)
+    pre = tok(prefix, add_special_tokens=False)["input_ids"]
+    rows = [pre + tok(" " + c + ".", add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in captions]
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids = torch.full((len(rows), width), pad)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r)
+        mask[i, :len(r)] = 1
+        labels[i, len(pre):len(r)] = torch.tensor(r[len(pre):])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def embed_with_images(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """(batch, pos, d_model): token embeddings with the projected patch features at the image tokens (as LLaVA)."""
+    embeds = model.get_input_embeddings()(input_ids)
+    image = model.model.multi_modal_projector(features.to(embeds.dtype))  # (batch, patches, d_model)
+    mask = (input_ids == model.config.image_token_id)[..., None].expand_as(embeds)
+    return embeds.masked_scatter(mask, image)
+
+
+def _renders(concepts: list[Concept], size: int, seed: int, font) -> list:
+    return [render(c, size, seed * 1_000_003 + i, font) for i, c in enumerate(concepts)]
+
+
+def train_projector(model, processor, concepts: list[Concept], config: ProjectorConfig | None = None,
+                    out: str | Path | None = None, font=None) -> ProjectorResult:
+    """Train ``model``'s projector in place on ``concepts`` (held-out ones split off first); evaluate captions.
+
+    ``out``: a folder for the per-epoch checkpoint (a rerun resumes from it).
+    """
+    config = config or ProjectorConfig()
+    train, heldout = split_concepts(concepts, config.heldout_fraction, config.data_seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(model.model.multi_modal_projector.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
+    losses, start = _resume(out, model, opt, sched)
+    bar = tqdm(total=total, initial=len(losses), desc="projector", unit="step")
+    for epoch in range(start, config.epochs):
+        feats = patch_features(model, processor, _renders(train, config.image_size, 1 + epoch, font))
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.data_seed + epoch))
+        for s in range(steps_per_epoch):
+            idx = order[s * config.batch_size:(s + 1) * config.batch_size]
+            batch = caption_batch(model, processor, [train[i].caption for i in idx], config, feats.shape[1])
+            embeds = embed_with_images(model, batch["input_ids"].to(model.device), feats[idx].to(model.device))
+            loss = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(model.device),
+                         labels=batch["labels"].to(model.device)).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
+        _checkpoint(out, model, opt, sched, losses, epoch + 1)
+    bar.close()
+    for p in params:
+        p.requires_grad_(False)
+    rows = evaluate_captions(model, processor, train, heldout, config, font)
+    return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config)
+
+
+def _checkpoint(out, model, opt, sched, losses: list[float], epochs: int) -> None:
+    if out is None:
+        return
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {f"projector.{k}": v for k, v in model.model.multi_modal_projector.state_dict().items()}
+    for i, state in opt.state_dict()["state"].items():
+        tensors.update({f"adam.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
+    tensors["losses"] = torch.tensor(losses)
+    tensors["epochs"] = torch.tensor(epochs)
+    tensors["sched"] = torch.tensor(sched.last_epoch)
+    save_tensors(folder / CHECKPOINT, tensors)
+
+
+def _resume(out, model, opt, sched) -> tuple[list[float], int]:
+    path = Path(out) / CHECKPOINT if out is not None else None
+    if path is None or not path.is_file():
+        return [], 0
+    t = load_tensors(path)
+    model.model.multi_modal_projector.load_state_dict(
+        {k[len("projector."):]: v for k, v in t.items() if k.startswith("projector.")})
+    state = opt.state_dict()
+    for i in state["state"] or range(len(state["param_groups"][0]["params"])):
+        keys = [k for k in t if k.startswith(f"adam.{i}.")]
+        if keys:
+            state["state"][i] = {k.split(".", 2)[2]: t[k] for k in keys}
+    opt.load_state_dict(state)
+    sched.last_epoch = int(t["sched"])
+    log.info("resuming the projector from %s (epoch %d)", path, int(t["epochs"]))
+    return t["losses"].tolist(), int(t["epochs"])
+
+
+@torch.no_grad()
+def caption(model, processor, images: list, config: ProjectorConfig) -> list[str]:
+    """Greedy captions of ``images`` after the prompt."""
+    out = []
+    for image in images:
+        x = processor(images=image, text=config.prompt, return_tensors="pt")
+        ids = model.generate(**x.to(model.device), max_new_tokens=config.max_new_tokens, do_sample=False,
+                             pad_token_id=processor.tokenizer.eos_token_id)
+        text = processor.tokenizer.decode(ids[0, x["input_ids"].shape[1]:], skip_special_tokens=True)
+        out.append(text.split(".")[0].strip())
+    return out
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in text.lower().replace(",", " ").split() if w not in ("a", "an", "the", "of", "with")}
+
+
+def evaluate_captions(model, processor, train: list[Concept], heldout: list[Concept], config: ProjectorConfig,
+                      font=None) -> list[dict]:
+    """Captions of new renderings of seen concepts and of unseen ones: exact match and word recall."""
+    rows = []
+    seed = 10_000 + config.data_seed
+    seen_group = train[:config.eval_seen] if config.eval_seen else train
+    for seen, group in ((True, seen_group), (False, heldout)):
+        for r in range(config.eval_renders):
+            images = _renders(group, config.image_size, seed + r, font)
+            for concept, generated in zip(group, caption(model, processor, images, config)):
+                want = concept.caption
+                truth = _words(want)
+                rows.append({"caption": want, "generated": generated, "seen": seen,
+                             "exact": generated.lower() == want.lower(),
+                             "recall": len(truth & _words(generated)) / max(1, len(truth))})
+    return rows

@@ -1,0 +1,86 @@
+"""The bundled VLM's parts on tiny models: images drawn offline, a LLaVA assembled from two folders, projector
+training that resumes, captions scored."""
+
+import pytest
+import torch
+import transformers as T
+
+import lmscope
+from lmscope.data.images import EMOJI_FONTS, emoji_concepts, emoji_font, render, shape_concepts
+from lmscope.errors import AssetError, ConfigError
+from lmscope.methods.projector import ProjectorConfig, train_projector
+from lmscope.model.vlm import build_llava
+from tests.helpers import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """A tiny Llama + tokenizer folder (its word "w50", made special, serves as the image token) and a tiny DINOv2."""
+    text = tmp_path / "text"
+    tiny_model("llama").save_pretrained(text)
+    tok = tiny_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["w50"]})
+    tok.save_pretrained(text)
+    vision = tmp_path / "vision"
+    torch.manual_seed(0)
+    T.Dinov2Model(T.Dinov2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                 patch_size=14, image_size=28)).save_pretrained(vision)
+    return text, vision
+
+
+def test_shapes_render_from_a_seed():
+    concepts = shape_concepts()
+    assert len(concepts) == 32 and concepts[0].caption == "a red circle"
+    a, b = render(concepts[5], 56, seed=3), render(concepts[5], 56, seed=3)
+    assert a.size == (56, 56) and a.tobytes() == b.tobytes()
+    assert render(concepts[5], 56, seed=4).tobytes() != a.tobytes()
+
+
+@pytest.mark.skipif(not any(p.is_file() for p in EMOJI_FONTS),
+                    reason="Debian's fonts-noto-color-emoji is not installed (.ci/run installs it)")
+def test_emoji_concepts_and_render():
+    font = emoji_font()
+    concepts = emoji_concepts(font)
+    assert len(concepts) > 1000 and any(c.caption == "a red apple" for c in concepts)
+    image = render(next(c for c in concepts if c.caption == "a red apple"), 112, seed=0, font=font)
+    r, g, b = image.convert("RGB").resize((1, 1)).getpixel((0, 0))
+    assert r > g and r > b  # mostly red on a light background
+
+
+def test_missing_emoji_font_is_one_clear_error(tmp_path):
+    with pytest.raises(AssetError, match="fonts-noto-color-emoji"):
+        emoji_font(tmp_path / "none.ttf")
+
+
+def test_build_llava_keeps_the_text_model_bit_for_bit(folders):
+    text, vision = folders
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    ids = torch.tensor([[1, 4, 5, 6]])
+    ref = T.AutoModelForCausalLM.from_pretrained(text).eval()
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, ref(ids).logits)
+    x = processor(images=render(shape_concepts()[0], 28, 0), text="w50 a", return_tensors="pt")
+    assert int((x["input_ids"] == model.config.image_token_id).sum()) == 4  # 2 x 2 patches
+    lm = lmscope.load((model, processor.tokenizer))
+    assert lm.layout.spec.name == "llava:llama" and lm(x).shape[1] == x["input_ids"].shape[1]
+    with pytest.raises(ConfigError, match="projector"):
+        build_llava(text, vision, projector="transformer")
+
+
+def test_projector_training_lowers_the_loss_and_resumes(folders, tmp_path):
+    text, vision = folders
+    cfg = ProjectorConfig(image_size=28, prompt="w50 a", epochs=3, batch_size=4, lr=1e-2, warmup_steps=0,
+                          heldout_fraction=0.25, max_new_tokens=2, eval_seen=0)
+    concepts = shape_concepts()[:8]
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    before = [p.clone() for p in model.model.language_model.parameters()]
+    res = train_projector(model, processor, concepts, cfg, out=tmp_path / "ck")
+    assert len(res.losses) == 3 * 2 and res.train_concepts == 6
+    assert all(torch.equal(a, b) for a, b in zip(before, model.model.language_model.parameters()))  # LM frozen
+    s = res.summary()
+    assert s["seen"]["images"] == 6 and s["unseen"]["images"] == 2
+    again, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    resumed = train_projector(again, processor, concepts, cfg, out=tmp_path / "ck")
+    assert resumed.losses == res.losses
+    for a, b in zip(model.model.multi_modal_projector.parameters(), again.model.multi_modal_projector.parameters()):
+        assert torch.equal(a, b)

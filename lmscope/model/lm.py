@@ -83,9 +83,10 @@ class LM:
     """A wrapped causal language model. Build one with :func:`lmscope.load`."""
 
     def __init__(self, model: nn.Module, tokenizer=None, *, name: str | None = None,
-                 spec: FamilySpec | None = None):
+                 spec: FamilySpec | None = None, processor=None):
         self.model = model.eval()
         self.tokenizer = tokenizer
+        self.processor = processor  # a vision-language model's processor (images + text -> inputs), else None
         self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.name = name or getattr(self.config, "_name_or_path", None) or type(model).__name__
         self.layout = Layout(model, spec or spec_for(model))

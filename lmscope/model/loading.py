@@ -20,7 +20,7 @@ import torch
 from huggingface_hub import constants
 from safetensors import safe_open
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmscope import store
 from lmscope.assets import PackagedFile, Wheel, concatenate, sha256_file
@@ -228,10 +228,22 @@ def _hub_reachable() -> bool:
 
 
 def _from_pretrained(source: str, device: str, dtype: torch.dtype, use_safetensors: bool | None = True, **kwargs):
-    """(model on ``device``, tokenizer); ``use_safetensors=True`` refuses pickle weights, None leaves it open."""
+    """(model on ``device``, tokenizer, processor or None); ``use_safetensors=True`` refuses pickle weights.
+
+    A vision-language model (a config with a ``vision_config``) loads with ``AutoModelForImageTextToText`` and its
+    ``AutoProcessor``; a causal LM with ``AutoModelForCausalLM`` and its tokenizer.
+    """
+    config = AutoConfig.from_pretrained(source, **kwargs)
+    if getattr(config, "vision_config", None) is not None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(source, **kwargs)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, use_safetensors=use_safetensors,
+                                                            **kwargs)
+        return model.to(device), processor.tokenizer, processor
     tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=use_safetensors, **kwargs)
-    return model.to(device), tokenizer
+    return model.to(device), tokenizer, None
 
 
 def _folder_weights(path: Path, allow_pickle: bool) -> bool | None:
@@ -295,11 +307,11 @@ def load(
         dtype = DTYPES[dtype]
     source, display, use_safetensors = _resolve_source(str(model), allow_pickle)
     try:
-        hf_model, tokenizer = _from_pretrained(source, device, dtype, use_safetensors=use_safetensors)
+        hf_model, tokenizer, processor = _from_pretrained(source, device, dtype, use_safetensors=use_safetensors)
     except OSError as err:
         hint = " (lmscope loads safetensors only; allow_pickle=True lifts that)" if "safetensors" in str(err) else ""
         raise ModelNotFoundError(f"could not load {model!r}: {err}{hint}") from err
-    return LM(hf_model, tokenizer, name=display, spec=spec)
+    return LM(hf_model, tokenizer, name=display, spec=spec, processor=processor)
 
 
 def list_models() -> list[dict]:

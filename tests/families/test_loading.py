@@ -196,7 +196,7 @@ def test_hub_ids_ask_for_safetensors(monkeypatch, allow_pickle, expected):
 
     def fake(source, device, dtype, use_safetensors="not passed", **kwargs):
         seen.update(source=source, use_safetensors=use_safetensors)
-        return tiny_model("llama"), tiny_tokenizer()
+        return tiny_model("llama"), tiny_tokenizer(), None
 
     monkeypatch.setattr(loading, "_from_pretrained", fake)
     lm = lmscope.load("someone/some-model", allow_pickle=allow_pickle)

@@ -84,3 +84,16 @@ def test_projector_training_lowers_the_loss_and_resumes(folders, tmp_path):
     assert resumed.losses == res.losses
     for a, b in zip(model.model.multi_modal_projector.parameters(), again.model.multi_modal_projector.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_saved_llava_folder_loads_with_its_processor(folders, tmp_path):
+    text, vision = folders
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    folder = tmp_path / "vlm"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    lm = lmscope.load(str(folder))
+    assert lm.processor is not None and lm.layout.spec.name == "llava:llama"
+    x = lm.processor(images=render(shape_concepts()[1], 28, 0), text="w50 a", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(lm(x), model(**x).logits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
+from lmscope.errors import InputError
 from lmscope.io import write_json
 from lmscope.methods.neurons import (
     AblationConfig,
@@ -15,10 +16,12 @@ from lmscope.methods.neurons import (
     neuron_edit,
     sensitivity,
 )
+from lmscope.methods.neurons.vision import caption_targets, find_image_neurons
 from lmscope.model.generate import greedy
 from lmscope.model.lm import check_prompt
 from lmscope.model.tokens import target_ids
-from lmscope.viz.neurons import ablation_report, edit_report, neurons_report, plot_neurons
+from lmscope.viz.neurons import ablation_report, edit_report, neurons_report, patch_figure, plot_neurons
+from lmscope.viz.report import save_figure
 
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 
@@ -28,6 +31,9 @@ DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
          arg("prompt", nargs="?", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})"),
          arg("--target", help="target token's text (its first token is scored); default: the model's own next token"),
          arg("--ablate", action="store_true", help="ablate the top neurons and as many random ones (control)"),
+         arg("--image", help="an image: caption it with a vision-language model and score the neurons behind each "
+                             "content word of the caption (the prompt then follows the image)"),
+         arg("--caption-tokens", type=int, default=8, help="--image: caption length at most, in tokens"),
          arg("--same", nargs="+", default=[], help="other prompts of the same concept (sensitivity)"),
          arg("--other", nargs="+", default=[], help="prompts of other concepts (specificity)"),
          configs=(NeuronConfig, AblationConfig), out="out/neurons")
@@ -35,6 +41,8 @@ def neurons(args) -> int:
     """Write result/, neurons.json, neurons.png, report.html (+ ablation/, sensitivity/ when asked)."""
     cfg, acfg = config(args, NeuronConfig), config(args, AblationConfig)
     check_prompt(args.prompt)
+    if args.image:
+        return _image(args, cfg, read_image(args.image))
     lm = load_model(args)
     result = find_neurons(lm, args.prompt, args.target, cfg)
     out = out_dir(args)
@@ -63,6 +71,46 @@ def neurons(args) -> int:
               f"{sens.specificity:.2f} over {len(args.other)}")
     report.write(out / "report.html")
     print(f"wrote {out}/neurons.json, neurons.png, report.html and result/")
+    return 0
+
+
+def read_image(path: str):
+    """The image at ``path`` as RGB; :class:`InputError` when it is missing or not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as err:
+        raise InputError(f"no image at {path}") from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"{path} is not an image Pillow can read ({err})") from err
+
+
+def _image(args, cfg: NeuronConfig, image) -> int:
+    """``neurons --image``: caption, then the neurons behind each content word, with patch maps."""
+    lm = load_model(args)
+    token = lm.processor.image_token if lm.processor is not None else ""
+    prompt = args.prompt if args.prompt != DEFAULT_PROMPT else f"{token} A picture of"
+    if token and token not in prompt:
+        prompt = f"{token} {prompt}"
+    caption, inputs, targets, words = caption_targets(lm, image, prompt, args.caption_tokens)
+    result = find_image_neurons(lm, inputs, targets, cfg, texts=[f"{prompt} -> {w}" for w in words])
+    result.notes.append(f"caption: {caption!r}")
+    out = out_dir(args)
+    save_result(out, result, "neurons.json")
+    report = neurons_report(result)
+    for b, word in enumerate(words):
+        name = f"patches-{b}.png"
+        save_figure(patch_figure(result, image, b), out / name)
+        report.heading(f"Patches: {word!r}").figure(out / name)
+    report.write(out / "report.html")
+    print(f"{lm.name}: caption {caption!r}")
+    for b, word in enumerate(words):
+        top = result.top[b][0]
+        print(f"  {word!r}: top neuron L{top['layer']}.{top['neuron']} (writes {top['vocab'][:3]}); P = "
+              f"{result.target_prob[b]:.3f}")
+    print(f"wrote {out}/neurons.json, patches-*.png, report.html and result/")
     return 0
 
 

@@ -94,3 +94,32 @@ def edit_report(edit, checks: list[dict], report: HtmlReport | None = None) -> H
                  [[c["prompt"], c["kind"], c["p_v0"][0], c["p_v0"][1], c["p_v1"][0], c["p_v1"][1], c["text"][0],
                    c["text"][1]] for c in checks])
     return report
+
+
+def patch_figure(result, image, b: int = 0, neurons: int = 4, top_fraction: float = 0.05) -> Figure:
+    """Row ``b``: the image, then one panel per top neuron (its first ``neurons``) over the image patches.
+
+    In each panel the patches where that neuron is most active (its top ``top_fraction``, the paper's 5%) stay
+    bright and the rest are dimmed.
+    """
+    rows, cols = result.grid
+    k = min(neurons, len(result.top[b]))
+    fig, axes = plt.subplots(1, k + 1, figsize=(2.4 * (k + 1), 2.7))
+    picture = np.asarray(image.convert("RGB").resize((cols * 16, rows * 16))) / 255.0
+    axes[0].imshow(picture)
+    axes[0].set_title(f"→ {result.targets[b]!r}", fontsize=8)
+    for j, ax in enumerate(axes[1:]):
+        grid = result.patch_map(b, j).float().numpy()  # (rows, cols)
+        keep = grid >= np.quantile(grid, 1 - top_fraction)
+        mask = np.kron(keep, np.ones((16, 16)))[..., None]
+        ax.imshow(picture * (0.25 + 0.75 * mask))
+        ax.imshow(np.kron(grid, np.ones((16, 16))), cmap="magma", alpha=0.35)
+        t = result.top[b][j]
+        ax.set_title(f"L{t['layer']}.{t['neuron']} {show_token(t['vocab'][0], 10)!r}", fontsize=8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{result.model}: top neurons for {result.targets[b]!r}, top {top_fraction:.0%} patches bright",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -80,3 +80,47 @@ def find_image_neurons(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.T
     result = assemble(lm, texts, targets, layers, config, parts, [])
     result.grid = _grid(int(mask[0].sum()), grid)
     return result
+
+
+STOPWORDS = frozenset("a an the of with and in on at to for from by is are was were it its this that picture "
+                      "image photo".split())
+
+
+@torch.no_grad()
+def caption_targets(lm: LM, image, prompt: str, max_new_tokens: int = 8) -> tuple[str, dict, torch.Tensor, list[str]]:
+    """Caption ``image`` greedily, then one row per content word of the caption (its first token the target).
+
+    Returns (caption, inputs: image + prompt + the caption up to the word, right-padded, target ids (rows,),
+    the words). Content words: alphabetic words not in :data:`STOPWORDS` (Schwettmann et al. score the caption's
+    nouns; lmscope has no tagger offline, so every content word is scored).
+    """
+    if lm.processor is None:
+        image_token_id(lm)  # raises the no-vision-tower error
+    x = lm.processor(images=image, text=prompt, return_tensors="pt")
+    x = {k: v.to(lm.device) for k, v in x.items()}
+    out = lm.model.generate(**x, max_new_tokens=max_new_tokens, do_sample=False,
+                            pad_token_id=lm.tokenizer.eos_token_id)
+    new = out[0, x["input_ids"].shape[1]:].tolist()
+    caption = lm.tokenizer.decode(new, skip_special_tokens=True).split(".")[0].split("\n")[0]
+    rows, targets, words = [], [], []
+    for j in range(len(new)):
+        before = lm.tokenizer.decode(new[:j], skip_special_tokens=True)
+        upto = lm.tokenizer.decode(new[:j + 1], skip_special_tokens=True)
+        if len(before.strip()) >= len(caption.strip()):
+            break
+        word = upto[len(before):].strip().lower()
+        starts = j == 0 or upto.startswith(before + " ") or upto[len(before):].startswith(" ")
+        if starts and word.isalpha() and word not in STOPWORDS:
+            rows.append(torch.cat([x["input_ids"][0], torch.tensor(new[:j], device=lm.device)]))
+            targets.append(new[j])
+            words.append(lm.tokenizer.decode(new[j:], skip_special_tokens=True).split()[0].strip(".,"))
+    if not rows:
+        raise InputError(f"the caption {caption!r} has no content word to score")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), lm.tokenizer.eos_token_id, device=lm.device)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)], mask[i, :len(r)] = r, 1
+    batch = {"input_ids": ids, "attention_mask": mask,
+             "pixel_values": x["pixel_values"].expand(len(rows), *x["pixel_values"].shape[1:])}
+    return caption.strip(), batch, torch.tensor(targets), words

@@ -45,6 +45,7 @@ HOOK = f"blocks.{LAYER}.hook_resid_post"
 D_IN, RATIO, CONTEXT, BATCH_TOKENS = 576, 8, 128, 4096
 PROMPTS_PER_FORWARD = BATCH_TOKENS // CONTEXT  # 32 rows of 128 tokens per model forward pass
 BUFFER_TOKENS = 65_536  # SAELens's shuffling buffer, sized like lmscope's harvest buffer_rows
+PHASES = ("harvest", "train_from_cache", "end_to_end")
 NORM_BATCHES = 2  # batches SAELens reads to estimate the input-norm scale (its default, 1000, is 4M tokens)
 
 
@@ -59,7 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/saelens-bench"),
                    help="scratch: the corpus as JSONL (kept) and the activation cache (deleted after the run)")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--epochs", type=int, default=1,
+                   help="passes over the cache when training from it (the harvest covers --tokens once)")
+    p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES,
+                   help="phases to run (train_from_cache needs harvest)")
+    p.add_argument("--save", type=Path, help="save each trained SAE (SAELens inference layout) to SAVE/<phase>")
     args = p.parse_args(argv)
+    if "train_from_cache" in args.phases and "harvest" not in args.phases:
+        p.error("train_from_cache needs the harvest phase")
     if args.tokens < BATCH_TOKENS:
         p.error(f"--tokens must be at least one batch ({BATCH_TOKENS})")
     return args
@@ -147,10 +155,10 @@ def harvest(model, corpus: Path, cache: Path, tokens: int, seed: int) -> dict:
 
 
 def runner_config(args: argparse.Namespace, corpus: Path, cache: Path | None):
-    """The SAELens training configuration; from the on-disk cache when ``cache`` is given."""
+    """The SAELens training configuration; from the on-disk cache (``args.epochs`` passes) when ``cache`` is given."""
     from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig, StandardTrainingSAEConfig
 
-    steps = args.tokens // BATCH_TOKENS
+    steps = args.tokens // BATCH_TOKENS * (args.epochs if cache is not None else 1)
     sae = StandardTrainingSAEConfig(
         d_in=D_IN, d_sae=D_IN * RATIO, l1_coefficient=args.l1, l1_warm_up_steps=max(1, steps // 20),
         normalize_activations="expected_average_only_in", dtype="float32", device="cpu")
@@ -166,11 +174,12 @@ def runner_config(args: argparse.Namespace, corpus: Path, cache: Path | None):
         logger=LoggingConfig(log_to_wandb=False), checkpoint_path=None, output_path=None, verbose=False)
 
 
-def train(model, cfg) -> dict:
+def train(model, cfg, save: Path | None = None) -> dict:
     """Phases 2 and 3: one SAELens training run, timed from building the runner to the trained SAE.
 
     The metrics are SAELens's own (``SAETrainer.build_train_step_log_dict``) on the last training batch, in the
-    scaled units the SAE trains in: ``mse`` is the squared error summed over d_in, mean over tokens.
+    scaled units the SAE trains in: ``mse`` is the squared error summed over d_in, mean over tokens. ``save``: write
+    the trained SAE there (the input scaling folded in, as SAELens does at the end of training).
     """
     from sae_lens import LanguageModelSAETrainingRunner
     from sae_lens.training.sae_trainer import SAETrainer
@@ -186,10 +195,12 @@ def train(model, cfg) -> dict:
     SAETrainer.step = recording_step
     try:
         t0 = time.perf_counter()
-        LanguageModelSAETrainingRunner(cfg, override_model=model).run()
+        sae = LanguageModelSAETrainingRunner(cfg, override_model=model).run()
         seconds = time.perf_counter() - t0
     finally:
         SAETrainer.step = step
+    if save is not None:
+        sae.save_inference_model(save)
     trainer = last["trainer"]
     log = trainer.build_train_step_log_dict(last["output"], trainer.n_training_samples)
     tokens = trainer.n_training_samples
@@ -242,13 +253,18 @@ def run(args: argparse.Namespace) -> dict:
     model = load_model()
     load_s = time.perf_counter() - t0
     cache = args.workdir / f"acts-{os.getpid()}"
+    saved = {p: args.save / p if args.save else None for p in PHASES}
+    phases = {}
     try:
-        harvested = harvest(model, corpus, cache, harvest_tokens(args.tokens), args.seed)
-        cached = train(model, runner_config(args, corpus, cache))
+        if "harvest" in args.phases:
+            phases["harvest"] = harvest(model, corpus, cache, harvest_tokens(args.tokens), args.seed)
+        if "train_from_cache" in args.phases:
+            phases["train_from_cache"] = train(model, runner_config(args, corpus, cache), saved["train_from_cache"])
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    end_to_end = train(model, runner_config(args, corpus, None))
-    return {"bench": "saelens", "harvest": harvested, "train_from_cache": cached, "end_to_end": end_to_end,
+    if "end_to_end" in args.phases:
+        phases["end_to_end"] = train(model, runner_config(args, corpus, None), saved["end_to_end"])
+    return {"bench": "saelens", **phases, "epochs": args.epochs,
             "model_load_s": round(load_s, 2), "matmul_gflops": {"before": gflops_before, "after": probe_gflops()},
             "settings": settings(args), "versions": versions(), "cpu": platform.processor() or platform.machine()}
 

@@ -57,13 +57,13 @@ def probe_gflops(repeats: int = 20) -> float:
     return 2 * BATCH_TOKENS * 576 * 576 * RATIO * repeats / (time.perf_counter() - start) / 1e9
 
 
-def saelens(args: argparse.Namespace, save: Path, phases: tuple[str, ...] = ()) -> dict:
+def saelens(args: argparse.Namespace, save: Path, phases: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> dict:
     """SAELens' phases (default all three) in its own environment; its JSON line."""
     if not PEER_PYTHON.exists():
         subprocess.run(["bash", str(PEERS / "setup_saelens.sh")], check=True)
     cmd = [str(PEER_PYTHON), str(PEERS / "saelens_bench.py"), "--tokens", str(args.tokens), "--epochs",
            str(args.epochs), "--threads", str(args.threads), "--lr", str(LR), "--l1", str(SAELENS_L1),
-           "--save", str(save)] + (["--phases", *phases] if phases else [])
+           "--save", str(save), *extra] + (["--phases", *phases] if phases else [])
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -174,28 +174,37 @@ def equal_l0(scores: dict[str, dict]) -> str:
     return f"SAELens' L0 ({ref['l0']:.1f}) is outside lmscope's sweep and no lmscope dictionary dominates it."
 
 
+SWEEP_L1 = (1.0, 1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 20.0)
+
+
 def speed(args: argparse.Namespace, work: Path) -> None:
-    """End to end only, alternating SAELens, lmscope, SAELens, lmscope (drift shows as a difference between
-    repeats); writes bench/results/sae-vs-saelens-speed-cpu.md."""
-    lm = lmscope.load("smollm2-135m")
+    """End to end only, in rounds of SAELens (one SAE), lmscope (one SAE), lmscope (a sweep of 8 in one pass);
+    the model in ``--model-dtype`` for both libraries. Writes bench/results/sae-vs-saelens-speed-<dtype>-cpu.md."""
+    lm = lmscope.load("smollm2-135m", dtype=args.model_dtype)
     site = lmscope.Site(LAYER, "resid_post")
     hcfg = HarvestConfig(tokens=args.tokens, seq_len=128, batch_size=32, buffer_rows=65_536)
     one = [Job(site, SaeConfig("relu", ratio=RATIO, l1_coefficient=SAELENS_L1))]
+    eight = [Job(site, SaeConfig("relu", ratio=RATIO, l1_coefficient=c)) for c in SWEEP_L1]
     rows = []
-    for i in range(2):
+    for i in range(args.rounds):
         probe = probe_gflops()
-        peer = saelens(args, work / f"s{i}", ("end_to_end",))["end_to_end"]["tokens_per_s"]
-        seconds, _ = timed(lambda i=i: train_saes(lm, one, hcfg, train_config(1), work / f"e{i}"))
-        rows.append((probe, peer, args.tokens / seconds))
-    lines = ["# SAE end to end: lmscope and SAELens alternated (smollm2-135m, resid_post.15, 576 -> 4608, ReLU + L1)",
-             "", f"{platform.machine()}, {args.threads} threads, float32 model, {args.tokens:,} tokens, batch 4,096, "
-             f"context 128. Command: `python bench/bench_sae_peer.py --speed --tokens {args.tokens}`.", "",
-             "| round | matmul GFLOP/s before | SAELens tokens/s | lmscope tokens/s | lmscope / SAELens |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {i + 1} | {g:.0f} | {p:.0f} | {o:.0f} | {o / p:.2f}x |" for i, (g, p, o) in enumerate(rows)]
-    total = sum(r[2] for r in rows) / sum(r[1] for r in rows)
-    lines += ["", f"Mean ratio {total:.2f}x.", ""]
-    (BENCH / "results" / "sae-vs-saelens-speed-cpu.md").write_text("\n".join(lines))
+        peer = saelens(args, work / f"s{i}", ("end_to_end",), ("--model-dtype", args.model_dtype))
+        t_one, _ = timed(lambda i=i: train_saes(lm, one, hcfg, train_config(1), work / f"e{i}"))
+        t_eight, _ = timed(lambda i=i: train_saes(lm, eight, hcfg, train_config(1), work / f"w{i}"))
+        rows.append((probe, peer["end_to_end"]["seconds"], t_one, t_eight))
+    lines = ["# SAE end to end: lmscope and SAELens in rounds (smollm2-135m, resid_post.15, 576 -> 4608, ReLU + L1)",
+             "", f"{platform.machine()}, {args.threads} threads, {args.model_dtype} model (SAEs in float32), "
+             f"{args.tokens:,} tokens, batch 4,096, context 128, same settings as sae-vs-saelens-cpu.md. Command: "
+             f"`python bench/bench_sae_peer.py --speed --model-dtype {args.model_dtype} --tokens {args.tokens}`. "
+             "Eight separate SAELens runs cost eight times one (each pays the same forward passes).", "",
+             "| round | matmul GFLOP/s before | SAELens, one SAE (s) | lmscope, one SAE (s) | speed-up | "
+             "lmscope, 8 SAEs in one pass (s) | vs 8 SAELens runs |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {i + 1} | {g:.0f} | {p:.0f} | {o:.0f} | {p / o:.2f}x | {e:.0f} | {8 * p / e:.2f}x |"
+              for i, (g, p, o, e) in enumerate(rows)]
+    peer_s, one_s, eight_s = (sum(r[k] for r in rows) for k in (1, 2, 3))
+    lines += ["", f"Over all rounds: one SAE {peer_s / one_s:.2f}x, eight SAEs {8 * peer_s / eight_s:.2f}x.", ""]
+    name = f"sae-vs-saelens-speed-{args.model_dtype}-cpu.md"
+    (BENCH / "results" / name).write_text("\n".join(lines))
     print("\n".join(lines))
 
 
@@ -206,7 +215,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--eval-tokens", type=int, default=32_768)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--speed", action="store_true", help="end to end only, alternated twice")
+    parser.add_argument("--speed", action="store_true", help="end to end only, in rounds (see speed())")
+    parser.add_argument("--rounds", type=int, default=2, help="--speed: rounds")
+    parser.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="--speed: the language model's dtype in both libraries")
     parser.add_argument("--from-json", action="store_true", help="only rewrite the page from the saved JSON")
     args = parser.parse_args()
     if args.from_json:

@@ -64,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="passes over the cache when training from it (the harvest covers --tokens once)")
     p.add_argument("--phases", nargs="+", default=list(PHASES), choices=PHASES,
                    help="phases to run (train_from_cache needs harvest)")
+    p.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="dtype of the language model's weights (the SAE trains in float32)")
     p.add_argument("--save", type=Path, help="save each trained SAE (SAELens inference layout) to SAVE/<phase>")
     args = p.parse_args(argv)
     if "train_from_cache" in args.phases and "harvest" not in args.phases:
@@ -92,7 +94,7 @@ def dump_corpus(workdir: Path, split: str) -> Path:
     return folder
 
 
-def load_model():
+def load_model(dtype: torch.dtype = torch.float32):
     """SmolLM2-135M as a TransformerLens HookedTransformer, built from the local HF folder without the hub.
 
     TransformerLens 3.9 has no SmolLM2 among its official names, but its config loader reads a local folder's
@@ -107,10 +109,10 @@ def load_model():
     name = str(MODEL_DIR)
     if name not in loading.OFFICIAL_MODEL_NAMES:
         loading.OFFICIAL_MODEL_NAMES.append(name)
-    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(name)
     model = HookedTransformer.from_pretrained_no_processing(
-        name, hf_model=hf_model, tokenizer=tokenizer, device="cpu", dtype=torch.float32)
+        name, hf_model=hf_model, tokenizer=tokenizer, device="cpu", dtype=dtype)
     del hf_model
     return model.eval()
 
@@ -240,7 +242,8 @@ def settings(args: argparse.Namespace) -> dict:
             "l1_warm_up_steps": max(1, args.tokens // BATCH_TOKENS // 20), "grad_clip": 1.0,
             "normalize_activations": "expected_average_only_in", "norm_estimate_batches": NORM_BATCHES,
             "buffer_tokens": BUFFER_TOKENS, "mix_fraction": 0.5, "exclude_special_tokens": True,
-            "prepend_bos": True, "corpus": f"lmscope wiki ({args.split})", "dtype": "float32", "device": "cpu",
+            "prepend_bos": True, "corpus": f"lmscope wiki ({args.split})", "dtype": "float32",
+            "model_dtype": args.model_dtype, "device": "cpu",
             "threads": args.threads, "seed": args.seed}
 
 
@@ -250,7 +253,7 @@ def run(args: argparse.Namespace) -> dict:
     corpus = dump_corpus(args.workdir, args.split)
     gflops_before = probe_gflops()
     t0 = time.perf_counter()
-    model = load_model()
+    model = load_model(getattr(torch, args.model_dtype))
     load_s = time.perf_counter() - t0
     cache = args.workdir / f"acts-{os.getpid()}"
     saved = {p: args.save / p if args.save else None for p in PHASES}

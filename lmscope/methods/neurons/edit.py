@@ -108,7 +108,7 @@ def _optimise(w: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, o: float,
             opt.zero_grad()
             loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return delta.detach(), losses
 
 

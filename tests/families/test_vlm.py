@@ -1,5 +1,6 @@
 """Vision-language models (LLaVA and kin) wrap unmodified: the decoder's spec, bit-identical logits, sites."""
 
+import pytest
 import torch
 import transformers as T
 
@@ -73,3 +74,18 @@ def test_an_image_on_a_text_model_is_one_clear_error():
     lm = lmscope.load((tiny_llava(), tiny_tokenizer()))
     with pytest.raises(InputError, match="no image tokens"):
         find_image_neurons(lm, {"input_ids": torch.tensor([[1, 4, 5]])})
+
+
+def test_causal_checks_take_image_inputs():
+    """Ablation and sensitivity on image + text inputs (one row each), found by the image-neuron scores."""
+    from lmscope.methods.neurons import AblationConfig, NeuronConfig, ablate_neurons, sensitivity
+    from lmscope.methods.neurons.vision import find_image_neurons
+
+    lm = lmscope.load((tiny_llava(), tiny_tokenizer()))
+    x = inputs(1)
+    res = find_image_neurons(lm, x, config=NeuronConfig(top_k=3))
+    ab = ablate_neurons(lm, res, AblationConfig(random_sets=2, new_tokens=2), inputs=[x])
+    assert ab.random_after.shape == (1, 2) and ab.prob_before[0] == pytest.approx(res.target_prob[0], rel=1e-5)
+    other = {"input_ids": x["input_ids"], "pixel_values": torch.zeros_like(x["pixel_values"])}
+    sens = sensitivity(lm, [[t["layer"], t["neuron"]] for t in res.top[0]], [x], [other, "The capital of"])
+    assert sens.same.shape == (1, 3) and sens.other.shape == (2, 3) and sens.other_prompts[1] == "The capital of"

@@ -6,7 +6,7 @@ specificity over other inputs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from tqdm import tqdm
@@ -99,22 +99,24 @@ def random_sets(layers: Sequence[int], d_mlp: int, size: int, n: int, exclude: N
 
 
 def ablate_neurons(lm: LM, found: NeuronResult, config: AblationConfig | None = None,
-                   top_k: int | None = None) -> AblationResult:
+                   top_k: int | None = None, inputs: Sequence[Mapping] | None = None) -> AblationResult:
     """Ablate each prompt's top neurons and, as the control, random sets of the same size.
 
-    ``top_k``: ablate each prompt's first ``top_k`` reported neurons (default all). Measures P(target), whether it
-    is the argmax and whether the greedy continuation still contains it, before and after.
+    ``top_k``: ablate each prompt's first ``top_k`` reported neurons (default all). ``inputs``: one model input per
+    row of ``found`` (e.g. image + text from a processor, one row each) instead of its prompts' text. Measures
+    P(target), whether it is the argmax and whether the greedy continuation still contains it, before and after.
     """
     config = config or AblationConfig()
     gen = torch.Generator().manual_seed(config.control_seed)
     stats = key_stats(lm, found.layers, config.corpus, config.mean_tokens) if config.mode != "zero" else None
     rows: dict[str, list] = {k: [] for k in ("neurons", "p0", "p1", "rand", "t0", "t1", "g0", "g1", "rgen")}
     for b, prompt in enumerate(tqdm(found.prompts, desc="ablate", unit="prompt", disable=len(found.prompts) < 2)):
-        inputs, target = lm.tokenize(prompt), found.target_ids[b]
+        row = dict(inputs[b]) if inputs is not None else lm.tokenize(prompt)
+        target = found.target_ids[b]
         neurons = [[n["layer"], n["neuron"]] for n in found.top[b][:top_k]]
-        p0, t0, g0 = _measure(lm, inputs, target, [], config.new_tokens)
-        p1, t1, g1 = _measure(lm, inputs, target, ablation_ops(neurons, config, stats, gen), config.new_tokens)
-        rand = [_measure(lm, inputs, target, ablation_ops(s, config, stats, gen), config.new_tokens)
+        p0, t0, g0 = _measure(lm, row, target, [], config.new_tokens)
+        p1, t1, g1 = _measure(lm, row, target, ablation_ops(neurons, config, stats, gen), config.new_tokens)
+        rand = [_measure(lm, row, target, ablation_ops(s, config, stats, gen), config.new_tokens)
                 for s in random_sets(found.layers, lm.d_mlp, len(neurons), config.random_sets, neurons, gen)]
         for key, value in zip(rows, (neurons, p0, p1, [r[0] for r in rand], t0, t1, g0, g1, [r[2] for r in rand])):
             rows[key].append(value)
@@ -129,12 +131,15 @@ def ablate_neurons(lm: LM, found: NeuronResult, config: AblationConfig | None = 
 
 
 @torch.no_grad()
-def last_keys(lm: LM, prompts: Sequence[str], layers: Sequence[int], batch_size: int = 8) -> torch.Tensor:
-    """(n_prompts, n_layers, d_mlp) MLP keys at each prompt's last token."""
+def last_keys(lm: LM, prompts: Sequence[str | Mapping], layers: Sequence[int], batch_size: int = 8) -> torch.Tensor:
+    """(n_prompts, n_layers, d_mlp) MLP keys at each prompt's last token (a prompt: text, or a model input)."""
     sites = [Site(layer, "mlp_key") for layer in layers]
     out = []
-    for start in range(0, len(prompts), batch_size):
-        inputs = lm.tokenize(list(prompts[start:start + batch_size]))
+    step = batch_size if all(isinstance(p, str) for p in prompts) else 1
+    for start in range(0, len(prompts), step):
+        chunk = prompts[start:start + step]
+        inputs = dict(chunk[0]) if isinstance(chunk[0], Mapping) else lm.tokenize(list(chunk))
+        inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
         _, cache = lm.run_with_cache(inputs, sites, stop_after=max(sites, key=lambda s: s.layer))
         last = last_positions(inputs["attention_mask"])
         rows = torch.arange(last.shape[0])
@@ -142,11 +147,12 @@ def last_keys(lm: LM, prompts: Sequence[str], layers: Sequence[int], batch_size:
     return torch.cat(out)
 
 
-def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str], other: Sequence[str],
+def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str | Mapping], other: Sequence[str | Mapping],
                 quantile: float = 0.99) -> SensitivityResult:
     """Activations of ``neurons`` at the last token of same-concept and other-concept prompts.
 
-    A neuron fires on a prompt where it is in its layer's top ``1 - quantile`` there.
+    A prompt is text or a model input (e.g. an image and its text from a processor). A neuron fires on a prompt
+    where it is in its layer's top ``1 - quantile`` there.
     """
     if not neurons:
         raise InputError("no neurons to check")
@@ -154,7 +160,7 @@ def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str], other: Sequence[s
     li = torch.tensor([layers.index(int(layer)) for layer, _ in neurons])
     ni = torch.tensor([int(n) for _, n in neurons])
 
-    def read(prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(prompts: Sequence[str | Mapping]) -> tuple[torch.Tensor, torch.Tensor]:
         if not prompts:
             return torch.empty(0, len(neurons)), torch.empty(0, len(neurons))
         keys = last_keys(lm, prompts, layers)  # (n, n_layers, d_mlp)
@@ -165,5 +171,10 @@ def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str], other: Sequence[s
     same_acts, same_fires = read(same)
     other_acts, other_fires = read(other)
     return SensitivityResult(model=lm.name, neurons=[[int(a), int(b)] for a, b in neurons],
-                             same_prompts=list(same), other_prompts=list(other), same=same_acts, other=other_acts,
-                             same_fires=same_fires, other_fires=other_fires, quantile=quantile)
+                             same_prompts=[_label(p, i) for i, p in enumerate(same)],
+                             other_prompts=[_label(p, i) for i, p in enumerate(other)], same=same_acts,
+                             other=other_acts, same_fires=same_fires, other_fires=other_fires, quantile=quantile)
+
+
+def _label(prompt: str | Mapping, i: int) -> str:
+    return prompt if isinstance(prompt, str) else f"input {i}"

@@ -80,6 +80,21 @@ def apply(site: AnySite, fn: Callable[[torch.Tensor], torch.Tensor], *, position
     return Op(site, "apply", fn=fn, positions=positions, rows=rows)
 
 
+def gradient_taps(sites: Sequence[AnySite], store: dict) -> list[Op]:
+    """Ops that add a zero leaf to each site's value, so that the gradient at the site can be read.
+
+    After the forward pass ``store[site] = (value, leaf)`` (value detached); ``autograd.grad(out, leaf)`` is
+    d out / d value. Works with frozen weights (no parameter needs ``requires_grad``).
+    """
+    def tap(site: AnySite) -> Op:
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            leaf = torch.zeros_like(x, requires_grad=True)
+            store[site] = (x.detach(), leaf)
+            return x + leaf
+        return apply(site, fn)
+    return [tap(s) for s in sites]
+
+
 class ActivationCache(dict):
     """Captured activations, keyed by site."""
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmscope.model.hooks import Op, apply, capture
+from lmscope.model.hooks import capture, gradient_taps
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 
@@ -45,17 +45,6 @@ def contribution_from_keys(lm: LM, layers: Sequence[int], keys: torch.Tensor, ta
     return o * coeff.to(o.device)
 
 
-def _taps(sites: Sequence[Site], store: dict[Site, tuple[torch.Tensor, torch.Tensor]]) -> list[Op]:
-    """Gradient taps: each site's value plus a zero leaf, whose gradient is the gradient at the site."""
-    def tap(site: Site) -> Op:
-        def fn(x: torch.Tensor) -> torch.Tensor:
-            leaf = torch.zeros_like(x, requires_grad=True)
-            store[site] = (x.detach(), leaf)
-            return x + leaf
-        return apply(site, fn)
-    return [tap(s) for s in sites]
-
-
 def score_batch(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.Tensor, layers: Sequence[int],
                 method: str = "both", grad_site: str = "mlp_key",
                 grad_positions: str | torch.Tensor = "last") -> Scored:
@@ -77,7 +66,7 @@ def score_batch(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.Tensor, 
     grad_sites = [Site(layer, grad_site) for layer in layers]
     store: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}
     extra = [capture(s) for s in key_sites] if grad_site != "mlp_key" else []
-    with torch.enable_grad(), lm.hooks(*_taps(grad_sites, store), *extra) as cache:
+    with torch.enable_grad(), lm.hooks(*gradient_taps(grad_sites, store), *extra) as cache:
         logits = lm(inputs)
         picked = logits[rows, last, targets.to(logits.device)]  # (batch,) rows are independent
         grads = torch.autograd.grad(picked.sum(), [store[s][1] for s in grad_sites])

@@ -17,6 +17,7 @@ from lmscope.methods.neurons.config import NeuronConfig
 from lmscope.methods.neurons.find import assemble, new_parts, score_chunk, scored_layers
 from lmscope.methods.neurons.result import NeuronResult
 from lmscope.model.lm import LM
+from lmscope.model.tokens import pad
 
 
 def image_token_id(lm: LM) -> int:
@@ -116,11 +117,7 @@ def caption_targets(lm: LM, image, prompt: str, max_new_tokens: int = 8) -> tupl
             words.append(lm.tokenizer.decode(new[j:], skip_special_tokens=True).split()[0].strip(".,"))
     if not rows:
         raise InputError(f"the caption {caption!r} has no content word to score")
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), lm.tokenizer.eos_token_id, device=lm.device)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)], mask[i, :len(r)] = r, 1
+    ids, mask = pad([r.tolist() for r in rows], lm.device, pad_id=lm.tokenizer.eos_token_id)
     batch = {"input_ids": ids, "attention_mask": mask,
              "pixel_values": x["pixel_values"].expand(len(rows), *x["pixel_values"].shape[1:])}
     return caption.strip(), batch, torch.tensor(targets), words

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from lmscope.errors import InputError
 from lmscope.methods.patching.config import Metric, PatchConfig
 from lmscope.methods.patching.result import PatchingResult
-from lmscope.model.hooks import Op, apply
+from lmscope.model.hooks import Op, apply, gradient_taps
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 
@@ -142,15 +142,7 @@ def attribution_patching(lm: LM, clean: str | torch.Tensor, corrupted: str | tor
     clean_ids, corr_ids, positions, sites, clean_cache = st.clean_ids, st.corr_ids, st.positions, st.sites, \
         st.clean_cache
     taps: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def tap(site: Site) -> Op:
-        def fn(x: torch.Tensor) -> torch.Tensor:
-            leaf = torch.zeros_like(x, requires_grad=True)  # d metric / d leaf = d metric / d activation
-            taps[site] = (x.detach(), leaf)
-            return x + leaf
-        return apply(site, fn)
-
-    with torch.enable_grad(), lm.hooks(*(tap(s) for s in sites)):
+    with torch.enable_grad(), lm.hooks(*gradient_taps(sites, taps)):
         corr_m = metric(lm(corr_ids))[0]
         grads = torch.autograd.grad(corr_m, [taps[s][1] for s in sites])
     corr_m = float(corr_m.detach())

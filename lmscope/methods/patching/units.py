@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from lmscope.methods.patching.config import Metric
-from lmscope.model.hooks import Op, apply
+from lmscope.model.hooks import Op, apply, gradient_taps
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.surgery import staggered_start
@@ -70,15 +70,10 @@ def _shift(site: Site, position: int, rows_shift: torch.Tensor) -> Op:
 
 def _gradient(lm: LM, ids: torch.Tensor, metric: Metric, site: Site, position: int) -> tuple[float, torch.Tensor]:
     """(metric, d metric / d activation at ``site`` and ``position``) of one run."""
-    box = {}
-
-    def tap(x: torch.Tensor) -> torch.Tensor:
-        box["leaf"] = torch.zeros_like(x, requires_grad=True)
-        return x + box["leaf"]
-
-    with torch.enable_grad(), lm.hooks(apply(site, tap)):
+    taps: dict = {}
+    with torch.enable_grad(), lm.hooks(*gradient_taps([site], taps)):
         m = metric(lm(ids))[0]
-        (grad,) = torch.autograd.grad(m, [box["leaf"]])
+        (grad,) = torch.autograd.grad(m, [taps[site][1]])
     return float(m.detach()), grad[0, position].float()
 
 

@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
@@ -129,3 +130,20 @@ class Run:
                 self.done[record[self.key]] = record
 
             yield write
+
+
+COMMAND_INFO = "command.json"
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_command_info(out: str | Path, **fields) -> dict:
+    """Merge ``fields`` into ``out/command.json`` (who made this run folder, how and when; read by the workbench)."""
+    path = Path(out) / COMMAND_INFO
+    info = read_json(path) if path.is_file() else {}
+    info.update(to_json(fields))
+    write_json(path, info)
+    return info

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
+from lmscope.cli.registry import arg, command, config, load_model, out_dir
 from lmscope.methods.lens import LensConfig, logit_lens
 from lmscope.model.lm import check_prompt
-from lmscope.viz.lens import lens_report, plot_lens_curves, plot_lens_grid
+from lmscope.viz.outputs import write_lens
 
 DEFAULT_PROMPT = "The capital of France is"
 
@@ -20,10 +20,7 @@ def lens(args) -> int:
     lm = load_model(args)
     result = logit_lens(lm, args.prompt, cfg)
     out = out_dir(args)
-    save_result(out, result, "lens.json")
-    plot_lens_grid(result, out / "lens.png")
-    plot_lens_curves(result, out / "lens_curves.png")
-    lens_report(result).write(out / "report.html")
+    write_lens(result, out)
     print(f"{lm.name}: {args.prompt!r} -> {result.top_token()!r} (p={float(result.top_probs[-1, -1, 0]):.3f})")
     for i, label in enumerate(result.layer_labels):
         print(f"  layer {label:>5}: {result.top_tokens[i][-1][0]!r:<16} KL={float(result.kl[i, -1]):8.3f}")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lmscope.cli.options import config_from_args
-from lmscope.io import write_json
 from lmscope.model.lm import LM
 from lmscope.model.loading import DEFAULT_MODEL, DTYPES, load
+from lmscope.viz.outputs import save_run
 
 C = TypeVar("C")
 Arg = tuple[tuple[str, ...], dict[str, Any]]
@@ -85,5 +85,4 @@ def out_dir(args: argparse.Namespace) -> Path:
 
 def save_result(out: Path, result, summary_name: str) -> None:
     """Save ``result`` to ``out/result/`` and its summary to ``out/<summary_name>`` (JSON, atomically)."""
-    result.save(out / "result")
-    write_json(out / summary_name, result.summary())
+    save_run(out, result, summary_name)

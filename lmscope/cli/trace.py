@@ -10,8 +10,9 @@ from lmscope.distributed import World
 from lmscope.io import write_json
 from lmscope.methods.trace import TraceConfig, causal_trace, trace_dataset
 from lmscope.model.lm import check_prompt
+from lmscope.viz.outputs import write_trace
 from lmscope.viz.report import save_figure
-from lmscope.viz.trace import aie_figure, aie_report, plot_trace, trace_report
+from lmscope.viz.trace import aie_figure, aie_report
 
 
 @command("trace", "causal trace of one prompt: trace result, one PNG per kind, report.html",
@@ -26,11 +27,7 @@ def trace(args) -> int:
     lm = load_model(args)
     result = causal_trace(lm, args.prompt, args.subject, args.target, cfg)
     out = out_dir(args)
-    result.save(out / "result")
-    write_json(out / "trace.json", result.summary(), indent=None)
-    for kind in result.scores:
-        plot_trace(result, kind, out / f"trace_{kind}.png")
-    trace_report(result).write(out / "report.html")
+    write_trace(result, out)
     print(f"{lm.name}: {args.subject!r} -> {result.target!r}: P = {result.clean_prob:.4f}, "
           f"P* = {result.corrupted_prob:.4f} (noise {result.noise:.4f})")
     for kind, peak in result.peaks().items():

@@ -11,7 +11,6 @@ import random
 from dataclasses import asdict, dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.errors import ConfigError
 from lmscope.io import Result
@@ -21,6 +20,7 @@ from lmscope.methods.autointerp.scoring import score_unit
 from lmscope.methods.autointerp.units import UnitSet, ica_units, neuron_units, pca_units, random_units, sae_units
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.progress import tqdm
 from lmscope.runs import Run
 
 

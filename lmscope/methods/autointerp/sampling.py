@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.methods.autointerp.config import SampleConfig
@@ -21,6 +20,7 @@ from lmscope.methods.autointerp.units import UnitSet
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import below_sinks, kept_positions
+from lmscope.progress import tqdm
 
 
 def _batches(lm: LM, cfg: SampleConfig, tokens: int):

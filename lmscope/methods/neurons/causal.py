@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from tqdm import tqdm
 
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.errors import InputError
@@ -20,6 +19,7 @@ from lmscope.model.generate import pad_token
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.progress import tqdm
 from lmscope.running import Mean
 
 Neurons = Sequence[Sequence[int]]  # [(layer, neuron), ...]

@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-from tqdm import tqdm
 
 from lmscope.errors import ConfigError, InputError
 from lmscope.methods.neurons.config import NeuronConfig
@@ -16,6 +15,7 @@ from lmscope.methods.neurons.scores import Scored, last_positions, score_batch, 
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import target_ids
+from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
 

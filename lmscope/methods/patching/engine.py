@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.errors import InputError
 from lmscope.methods.patching.config import Metric, PatchConfig
@@ -23,6 +22,7 @@ from lmscope.methods.patching.result import PatchingResult
 from lmscope.model.hooks import Op, apply, gradient_taps
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.progress import tqdm
 
 SITE_KIND = {"resid_pre": "resid_pre", "resid_post": "resid_post", "attn_out": "attn_out", "mlp_out": "mlp_out",
              "heads": "attn_heads"}

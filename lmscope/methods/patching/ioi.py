@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope import config as check
 from lmscope.data.ioi import IOIPair
@@ -24,6 +23,7 @@ from lmscope.methods.patching.config import logit_diff
 from lmscope.methods.patching.engine import prompt_pair
 from lmscope.methods.patching.units import UnitBasis, unit_effects
 from lmscope.model.lm import LM
+from lmscope.progress import tqdm
 from lmscope.runs import Run
 
 POSITIONS = ("s2", "last")

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from lmscope.data.images import Concept, render
 from lmscope.io import Result, load_tensors, save_tensors
 from lmscope.methods.projector.config import ProjectorConfig
+from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.safetensors"

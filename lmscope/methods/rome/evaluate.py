@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope import config as check
 from lmscope.data.facts import CounterFactRecord
@@ -35,6 +34,7 @@ from lmscope.methods.rome.stats import second_moment
 from lmscope.model.generate import sample_ids as sample_with_seeds
 from lmscope.model.lm import LM
 from lmscope.model.tokens import pad, target_ids
+from lmscope.progress import tqdm
 from lmscope.runs import Run
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope import config as check
 from lmscope import running, store
@@ -29,6 +28,7 @@ from lmscope.model.hooks import capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import pad
+from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.errors import ArtifactError
@@ -27,6 +26,7 @@ from lmscope.model.hooks import capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import below_sinks, kept_positions
+from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
 

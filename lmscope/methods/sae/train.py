@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.distributed import World
 from lmscope.errors import ConfigError, TrainingError
@@ -30,6 +29,7 @@ from lmscope.methods.sae.dead import Firing, resample
 from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, site_key
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.progress import tqdm
 from lmscope.runs import check_settings, prepare_out
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.io import Result
@@ -25,6 +24,7 @@ from lmscope.methods.stages.neurons import neuron_vocab_moments, top_neurons
 from lmscope.model.hooks import capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
 

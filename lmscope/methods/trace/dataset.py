@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.data.facts import KnownFact
 from lmscope.distributed import World
@@ -27,6 +26,7 @@ from lmscope.methods.trace.noise import noise_scale
 from lmscope.methods.trace.trace import causal_trace
 from lmscope.model.lm import LM
 from lmscope.model.peaks import Peak, record_peak
+from lmscope.progress import tqdm
 from lmscope.runs import Run
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from lmscope.io import Result
 from lmscope.methods.trace.config import TraceConfig
@@ -28,6 +27,7 @@ from lmscope.model.hooks import replace
 from lmscope.model.kv import supports_prefix
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.progress import listening_now, tqdm
 
 
 @dataclass
@@ -89,7 +89,8 @@ def _trace_all(lm: LM, runs: Runs, config: TraceConfig) -> dict[str, torch.Tenso
     scores = {key: torch.full((n_pos, lm.n_layers), runs.p_corrupt) for key in cells}
     batches = plan([c for group in cells.values() for c in group], config.window, lm.n_layers, n_pos,
                    config.samples, config.batch_tokens, MAX_LOGITS // lm.vocab_size, supports_prefix(lm))
-    for t0, group in tqdm(batches, desc="trace", unit="batch", leave=False, disable=len(batches) < 50):
+    for t0, group in tqdm(batches, desc="trace", unit="batch", leave=False,
+                          disable=len(batches) < 50 and not listening_now()):
         probs = run_batch(lm, runs, t0, group, config.window).cpu()
         for cell, p in zip(group, probs.tolist()):
             scores[key_of[cell]][cell.t, cell.layer] = p

@@ -1,0 +1,12 @@
+"""``lmscope serve``: a local web workbench over one loaded model and the run folders on disk.
+
+Layout (imports point down): ``runs`` (find and read run folders, serve their files safely) and ``views`` (a result
+as the JSON the page draws) only read results; ``jobs`` (one worker thread, a visible queue, progress events,
+cancel) knows nothing of methods; ``tasks`` (what "Try it" runs: lens, trace, lesion, neurons, ROME edit) calls
+the methods and writes normal run folders; ``app`` binds them into the Starlette app. The page itself is static
+(``static/``: one HTML file, one script, one style sheet; no build step, no CDN).
+"""
+
+from lmscope.web.app import Background, create_app
+
+__all__ = ["Background", "create_app"]

@@ -1,0 +1,161 @@
+"""A result as the JSON the workbench page draws: a title, a few key numbers and a list of blocks.
+
+Blocks are generic (``heatmap``, ``table``, ``kv``, ``figures``) so the page needs one renderer per block type,
+not one per method: a heat map carries its row and column labels, values and the hover text of every cell; a
+table carries its columns and rows (the page sorts them). Results without a dedicated view get their summary
+as key numbers and tables. Non-finite floats become null (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from lmscope.io import Result, to_json
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: tensors as lists, NaN / inf as None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, torch.Tensor):
+        return clean(value.tolist())
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def heatmap(title: str, rows: list[str], cols: list[str], values, hover=None, text=None, **extra) -> dict:
+    """A heat map block: values[r][c]; ``hover[r][c]`` and ``text[r][c]`` optional strings."""
+    return {"type": "heatmap", "title": title, "rows": rows, "cols": cols, "values": values,
+            "hover": hover, "text": text, **extra}
+
+
+def table(title: str, columns: list[str], rows: list[list]) -> dict:
+    """A sortable table block."""
+    return {"type": "table", "title": title, "columns": columns, "rows": rows}
+
+
+def kv(title: str, items: dict) -> dict:
+    """Key numbers."""
+    return {"type": "kv", "title": title, "items": items}
+
+
+def lens_view(r) -> dict:
+    """Logit lens: layers x tokens, the top-1 token in each cell, its probability as colour, top-5 on hover."""
+    k = min(5, r.top_probs.shape[-1])
+    order = list(range(r.n_rows))[::-1]  # the last layer on top, as in the paper's figures
+    probs = r.top_probs[..., 0]
+    hover = [[f"layer {r.layer_labels[i]} · token {p} {r.tokens[p]!r}\n" + "\n".join(
+        f"{r.top_tokens[i][p][j]!r} {float(r.top_probs[i, p, j]):.3f}" for j in range(k))
+        + f"\nKL {float(r.kl[i, p]):.3f} · entropy {float(r.entropy[i, p]):.3f}" for p in range(len(r.tokens))]
+        for i in order]
+    blocks = [heatmap("top-1 token per layer and position (colour: its probability)",
+                      [r.layer_labels[i] for i in order], r.tokens, [probs[i].tolist() for i in order],
+                      hover, [[r.top_tokens[i][p][0] for p in range(len(r.tokens))] for i in order],
+                      vmin=0.0, vmax=1.0, row_axis="layer", col_axis="token"),
+              table("last position, every layer", ["layer", "top-1", "p", "KL", "entropy"],
+                    [[r.layer_labels[i], r.top_tokens[i][-1][0], float(r.top_probs[i, -1, 0]),
+                      float(r.kl[i, -1]), float(r.entropy[i, -1])] for i in range(r.n_rows)])]
+    return {"title": f"Logit lens: {r.prompt!r}", "key": {"model": r.model, "top token": r.top_token(),
+            "p": float(r.top_probs[-1, -1, 0])}, "blocks": blocks}
+
+
+PALETTE = {"hidden": "purple", "mlp": "green", "attn": "red"}  # the ROME paper's colours
+
+
+def trace_view(r) -> dict:
+    """Causal trace: tokens x layers per kind, P*_restored[target] as colour (the subject's tokens starred)."""
+    a, b = r.subject_range
+    rows = [f"{t}*" if a <= i < b else t for i, t in enumerate(r.tokens)]
+    blocks = []
+    for kind, scores in r.scores.items():
+        n_layers = scores.shape[1]
+        hover = [[f"token {i} {r.tokens[i]!r} · layer {layer} · {kind}\nP*_restored {float(scores[i, layer]):.4f}"
+                  for layer in range(n_layers)] for i in range(len(r.tokens))]
+        blocks.append(heatmap(f"restoring {kind}: P({r.target!r})", rows, [str(x) for x in range(n_layers)],
+                              scores.tolist(), hover, vmin=min(r.corrupted_prob, float(scores.min())),
+                              vmax=max(r.clean_prob, float(scores.max())), row_axis="token", col_axis="layer",
+                              palette=PALETTE.get(kind, "purple")))
+    key = {"model": r.model, "subject": r.subject, "target": r.target, "P clean": r.clean_prob,
+           "P* corrupted": r.corrupted_prob, "noise": r.noise}
+    return {"title": f"Causal trace: {r.prompt!r}", "key": key, "blocks": blocks,
+            "notes": list(r.notes)}
+
+
+def patching_view(r) -> dict:
+    """Activation patching: layers x positions (or heads) per kind."""
+    blocks = []
+    for kind, scores in r.scores.items():
+        cols = [str(h) for h in range(scores.shape[1])] if kind == "heads" else r.tokens
+        hover = [[f"layer {layer} · {'head' if kind == 'heads' else 'token'} {cols[c]!r}\nscore "
+                  f"{float(scores[layer, c]):.4f}" for c in range(scores.shape[1])] for layer in range(scores.shape[0])]
+        blocks.append(heatmap(f"{kind} ({r.method})", [str(x) for x in range(scores.shape[0])], cols,
+                              scores.tolist(), hover, vmin=-1.0, vmax=1.0, diverging=True, row_axis="layer",
+                              col_axis="head" if kind == "heads" else "token"))
+    return {"title": f"Patching: {r.corrupted!r}", "key": {"model": r.model, "clean metric": r.clean_metric,
+            "corrupted metric": r.corrupted_metric}, "blocks": blocks}
+
+
+def neurons_view(r) -> dict:
+    """Neuron attribution: per prompt the top neurons with both scores, ranks and vocabulary."""
+    blocks = []
+    for b, prompt in enumerate(r.prompts):
+        rows = [[f"L{n['layer']}.{n['neuron']}", n["layer"], n["neuron"], n.get("contribution"), n.get("gradxact"),
+                 n.get("rank_contribution"), n.get("rank_gradxact"), " ".join(repr(v) for v in n["vocab"][:6])]
+                for n in r.top[b]]
+        blocks.append(kv(f"{prompt!r} -> {r.targets[b]!r}", {"P(target)": r.target_prob[b],
+                         "Spearman": r.agreement[b], "top-k overlap": r.overlap[b]}))
+        blocks.append(table("top neurons", ["neuron", "layer", "index", "contribution", "grad x act",
+                                            "rank (contribution)", "rank (grad x act)", "writes"], rows))
+    return {"title": f"Neurons: {r.prompts[0]!r}", "key": {"model": r.model, "method": r.config.method},
+            "blocks": blocks, "notes": list(r.notes)}
+
+
+def lesion_view(r) -> dict:
+    """A lesion: the top next tokens before and after."""
+    rows = [[i + 1, bt, bp, at, ap] for i, ((bt, bp), (at, ap)) in enumerate(zip(r.before, r.after))]
+    return {"title": f"Lesion ({r.label}): {r.prompt!r}", "key": {"model": r.model, "lesion": r.label},
+            "blocks": [table("top next tokens", ["rank", "unmodified", "p", r.label, "p after"], rows)]}
+
+
+def generic_view(result: Result) -> dict:
+    """Any other result: its summary's scalars as key numbers, its lists of records as tables."""
+    summary = result.summary()
+    scalars = {k: v for k, v in summary.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    blocks = [kv("summary", scalars)] if scalars else []
+    for name, value in summary.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            columns = list(dict.fromkeys(k for v in value for k in v))
+            rows = [[_short(v.get(c)) for c in columns] for v in value[:500]]
+            blocks.append(table(name, columns, rows))
+        elif isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()):
+            blocks.append(kv(name, value))
+    model = summary.get("model", "")
+    return {"title": type(result).__name__, "key": {"model": model} if model else {}, "blocks": blocks}
+
+
+def _short(value: Any) -> Any:
+    """A table cell: numbers and strings as they are, anything nested as compact JSON text (cut)."""
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    text = str(to_json(value))
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+VIEWS: dict[str, Callable[[Any], dict]] = {
+    "LogitLensResult": lens_view, "TraceResult": trace_view, "PatchingResult": patching_view,
+    "NeuronResult": neurons_view, "LesionResult": lesion_view,
+}
+
+
+def view(result: Result) -> dict:
+    """The page's JSON for ``result`` (a dedicated view for its kind, else the generic one)."""
+    kind = type(result).__name__
+    body = VIEWS.get(kind, generic_view)(result)
+    return clean({"kind": kind, "notes": [], **body})

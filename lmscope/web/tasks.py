@@ -46,6 +46,9 @@ class Workbench:
     out: Path
     edits: list = field(default_factory=list)  # EditHandle, oldest first
 
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+
     def edited(self) -> list[str]:
         """The edits in force, as text."""
         return [f"{h.edit.request.text} -> {h.edit.request.target!r} (layer {h.edit.layer})" for h in self.edits]

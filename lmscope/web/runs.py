@@ -38,7 +38,7 @@ class RunRef:
 
 def _result_folder(folder: Path) -> Path | None:
     """The folder with the run's result ``cfg.json``, or None when ``folder`` is not a run."""
-    for candidate in (folder / "result", folder):
+    for candidate in (folder / "result", folder / "edit", folder):  # the CLI's layout, `edit`'s, a bare result
         cfg = candidate / CFG_NAME
         if cfg.is_file():
             try:

@@ -88,6 +88,22 @@ def trace_view(r) -> dict:
             "notes": list(r.notes)}
 
 
+def trace_dataset_view(r) -> dict:
+    """Average indirect effects over facts: token group x layer per kind (ROME's Figure 2)."""
+    blocks = []
+    for kind, aie in r.aie.items():
+        n_layers = aie.shape[1]
+        hover = [[f"{g} (n = {r.group_counts[i]}) · layer {layer} · {kind}\nAIE {float(aie[i, layer]):.4f}"
+                  for layer in range(n_layers)] for i, g in enumerate(r.groups)]
+        blocks.append(heatmap(f"average indirect effect, restoring {kind}", list(r.groups),
+                              [str(x) for x in range(n_layers)], aie.tolist(), hover, vmin=0.0,
+                              vmax=max(float(aie.max()), 1e-9), row_axis="tokens", col_axis="layer",
+                              palette=PALETTE.get(kind, "purple")))
+    summary = r.summary()
+    key = {k: summary[k] for k in ("model", "facts", "traced", "ate", "mean_clean_prob", "mean_corrupted_prob")}
+    return {"title": f"Causal tracing over {r.n_kept} facts", "key": key, "blocks": blocks}
+
+
 def patching_view(r) -> dict:
     """Activation patching: layers x positions (or heads) per kind."""
     blocks = []
@@ -149,7 +165,8 @@ def _short(value: Any) -> Any:
 
 
 VIEWS: dict[str, Callable[[Any], dict]] = {
-    "LogitLensResult": lens_view, "TraceResult": trace_view, "PatchingResult": patching_view,
+    "LogitLensResult": lens_view, "TraceResult": trace_view, "TraceDatasetResult": trace_dataset_view,
+    "PatchingResult": patching_view,
     "NeuronResult": neurons_view, "LesionResult": lesion_view,
 }
 

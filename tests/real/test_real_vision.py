@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+import lmscope
+from lmscope.cli import main
+from lmscope.data.images import render, shape_concepts
 from lmscope.model.vision import DINO_ONNX, dinov2_folder
 
 pytestmark = pytest.mark.slow
@@ -26,3 +29,17 @@ def test_converted_dinov2_matches_the_onnx_model():
         ours = model(pixel_values=torch.from_numpy(x)).last_hidden_state.numpy()
     assert ours.shape == (2, 257, 384)
     assert np.abs(ours - ref).max() < 1e-4
+
+
+def test_bundled_vlm_loads_captions_and_keeps_the_text_model_bit_identical(tmp_path, capsys):
+    vlm, text = lmscope.load("smollm2-dino"), lmscope.load("smollm2-135m")
+    ids = text.tokenize("The Eiffel Tower is located in the city of")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(vlm(ids), text(ids))  # no image: the decoder is the unmodified SmolLM2
+    image = tmp_path / "circle.png"
+    render(next(c for c in shape_concepts() if c.caption == "a red circle"), 112, 20_000).save(image)
+    out = tmp_path / "n"
+    assert main(["--model", "smollm2-dino", "neurons", "--image", str(image), "--top-k", "3", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "caption" in said and (out / "patches-0.png").is_file()  # the trained projector captions: pinned below
+    assert "circle" in said  # docs/neurons-vlm.md: the shapes are what it captions best

@@ -272,3 +272,23 @@ def test_features_search_and_page(client, results):
     assert client.get("/api/feature", params={"run": hits[0]["run"], "feature": 8}).status_code == 404
     assert client.get("/api/feature", params={"run": "0/ai", "feature": 7}).status_code == 404
     assert client.get("/api/view", params={"run": "0/ai"}).json()["kind"] == "AutointerpResult"  # generic view
+
+
+def test_trace_dataset_runs_get_heat_maps_and_edit_folders_are_runs(client, results, lm):
+    from lmscope.methods.trace import GROUPS, TraceDatasetResult
+
+    aie = {k: torch.rand(len(GROUPS), lm.n_layers) for k in ("hidden", "mlp")}
+    TraceDatasetResult("m", 10, 8, list(GROUPS), aie, [8] * len(GROUPS), 0.3, 0.5, 0.2).save(
+        results / "known" / "result")
+    view = client.get("/api/view", params={"run": "0/known"}).json()
+    assert [b["type"] for b in view["blocks"]] == ["heatmap", "heatmap"] and view["key"]["traced"] == 8
+    assert view["blocks"][1]["values"] == pytest.approx(aie["mlp"].tolist())
+    assert "AIE" in view["blocks"][0]["hover"][2][1]
+    evs = run_job(client, "edit", prompt="{} is located in", subject="The Eiffel Tower", target=" Rome",
+                  mom2_adjustment=False, v_steps=2, layer=1, max_new_tokens=2)
+    run_job(client, "undo")
+    edit_run = evs[-1]["run"]
+    (results / "cli-edit").mkdir()
+    load_result(results / edit_run.split("/", 1)[1] / "result").save(results / "cli-edit" / "edit")  # `edit`'s layout
+    kinds = {r["id"]: r["kind"] for r in client.get("/api/runs").json()}
+    assert kinds["0/cli-edit"] == "RomeEdit" and kinds[edit_run] == "RomeEdit"

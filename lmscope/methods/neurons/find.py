@@ -11,7 +11,14 @@ import torch
 from lmscope.errors import ConfigError, InputError
 from lmscope.methods.neurons.config import NeuronConfig
 from lmscope.methods.neurons.result import NeuronResult
-from lmscope.methods.neurons.scores import Scored, last_positions, score_batch, spearman, vocab_projection
+from lmscope.methods.neurons.scores import (
+    OWN,
+    Scored,
+    last_positions,
+    score_batch,
+    spearman,
+    vocab_projections,
+)
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import target_ids
@@ -22,16 +29,17 @@ log = logging.getLogger(__name__)
 
 def resolve_targets(lm: LM, prompts: Sequence[str], targets: Sequence[str | None] | None,
                     notes: list[str]) -> torch.Tensor:
-    """(batch,) target ids: each given target's first token (noted when it has more), else the model's next token."""
+    """(batch,) target ids: each given target's first token (noted when it has more), else :data:`OWN`.
+
+    :data:`OWN` is the model's next token, read from the scoring pass itself (no forward here).
+    """
     targets = list(targets) if targets is not None else [None] * len(prompts)
     if len(targets) != len(prompts):
         raise InputError(f"{len(targets)} targets for {len(prompts)} prompts: give one per prompt (or none)")
     ids = []
-    for i, (prompt, target) in enumerate(zip(prompts, targets)):
+    for i, target in enumerate(targets):
         if target is None:
-            inputs = lm.tokenize(prompt)
-            with torch.no_grad():
-                ids.append(int(lm(inputs)[0, -1].argmax()))
+            ids.append(OWN)
             continue
         tokens = target_ids(lm, target)
         if len(tokens) > 1:
@@ -65,12 +73,11 @@ def _top(lm: LM, layers: list[int], s: Scored, b: int, config: NeuronConfig) -> 
     rows = []
     for idx in flat:
         li, neuron = divmod(idx, d_mlp)
-        top, bottom = vocab_projection(lm, layers[li], neuron, config.vocab_top)
         row = {"layer": layers[li], "neuron": neuron}
         for name, v in (("contribution", s.contribution), ("gradxact", s.gradxact)):
             row[name] = float(v[b, li, neuron]) if v is not None else None
             row[f"rank_{name}"] = int(ranks[name][li, neuron]) if name in ranks else None
-        rows.append({**row, "vocab": top, "vocab_bottom": bottom})
+        rows.append({**row, "vocab": [], "vocab_bottom": []})  # filled by assemble, for all prompts at once
     return rows, flat
 
 
@@ -108,13 +115,13 @@ def find_neurons(lm: LM, prompts: str | Sequence[str], targets: str | Sequence[s
                       disable=len(prompts) <= batch_size):
         inputs = lm.tokenize(prompts[start:start + batch_size])
         score_chunk(lm, inputs, tids[start:start + batch_size], layers, config, parts, config.positions)
-    return assemble(lm, prompts, tids, layers, config, parts, notes)
+    return assemble(lm, prompts, layers, config, parts, notes)
 
 
 def new_parts() -> dict[str, list]:
     """Empty per-chunk accumulators for :func:`score_chunk`."""
     return {k: [] for k in ("contribution", "gradxact", "top", "acts", "prob", "agree", "overlap", "tokens",
-                            "patch")}
+                            "patch", "targets")}
 
 
 def _padded(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -123,10 +130,16 @@ def _padded(rows: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([torch.nn.functional.pad(a, (0, width - a.shape[-1]), value=math.nan) for a in rows])
 
 
-def assemble(lm: LM, prompts: list[str], tids: torch.Tensor, layers: list[int], config: NeuronConfig,
-             parts: dict[str, list], notes: list[str]) -> NeuronResult:
-    """The :class:`NeuronResult` of every scored chunk."""
+def assemble(lm: LM, prompts: list[str], layers: list[int], config: NeuronConfig, parts: dict[str, list],
+             notes: list[str]) -> NeuronResult:
+    """The :class:`NeuronResult` of every scored chunk (the top neurons' vocabularies in one pass over W_U)."""
     empty = torch.empty(0)
+    tids = torch.cat(parts["targets"])
+    vocab = vocab_projections(lm, [(t["layer"], t["neuron"]) for tops in parts["top"] for t in tops],
+                              config.vocab_top)
+    for tops in parts["top"]:
+        for t in tops:
+            t["vocab"], t["vocab_bottom"] = vocab[(t["layer"], t["neuron"])]
     return NeuronResult(
         model=lm.name, prompts=prompts, targets=lm.to_str_tokens(tids), target_ids=tids.tolist(),
         tokens=parts["tokens"], layers=layers,
@@ -146,9 +159,10 @@ def score_chunk(lm: LM, inputs: dict, tids: torch.Tensor, layers: list[int], con
     pos) mask of image tokens; the top neurons' activations there go to ``parts["patch"]``.
     """
     s = score_batch(lm, inputs, tids, layers, config.method, config.grad_site, positions)
+    parts["targets"].append(s.targets)
     mask = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
     last = last_positions(mask)
-    probs = s.logits.softmax(-1)[torch.arange(len(last)), tids.to(s.logits.device)]
+    probs = s.logits.softmax(-1)[torch.arange(len(last)), s.targets.to(s.logits.device)]
     for b in range(len(last)):
         n = int(last[b]) + 1
         top, flat = _top(lm, layers, s, b, config)

@@ -24,6 +24,16 @@ class Scored:
     gradxact: torch.Tensor | None  # (batch, n_layers, d_mlp)
     keys: torch.Tensor  # (batch, n_layers, pos, d_mlp) MLP keys at every position (float32)
     logits: torch.Tensor  # (batch, vocab) at the scored position
+    targets: torch.Tensor  # (batch,) the scored tokens (OWN entries resolved to the model's top token)
+
+
+OWN = -1  # a target id meaning "the model's own next token", resolved from the scoring pass's own logits
+
+
+def _own(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``targets`` with every :data:`OWN` entry replaced by the argmax of ``logits`` (batch, vocab)."""
+    targets = targets.to(logits.device)
+    return torch.where(targets == OWN, logits.argmax(-1), targets)
 
 
 def last_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -50,6 +60,8 @@ def score_batch(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.Tensor, 
                 grad_positions: str | torch.Tensor = "last") -> Scored:
     """Score every neuron of ``layers`` for each row's ``targets`` (batch,) at its last real position.
 
+    A target :data:`OWN` is the model's own next token, read from this pass's logits (no extra forward).
+
     ``method``: "contribution" runs one forward pass without gradients; "gradxact" and "both" one forward and one
     backward pass. ``grad_positions``: "last", "all" (every real position of the row) or a (batch, pos) mask (e.g.
     the image tokens, Schwettmann et al.'s patches).
@@ -61,21 +73,23 @@ def score_batch(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.Tensor, 
     if method == "contribution":
         logits, cache = lm.run_with_cache(inputs, key_sites)
         keys = torch.stack([cache[s].float() for s in key_sites], 1)
+        targets = _own(targets, logits[rows, last])
         return Scored(contribution_from_keys(lm, layers, keys, targets, last), None, keys,
-                      logits[rows, last].float())
+                      logits[rows, last].float(), targets.cpu())
     grad_sites = [Site(layer, grad_site) for layer in layers]
     store: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}
     extra = [capture(s) for s in key_sites] if grad_site != "mlp_key" else []
     with torch.enable_grad(), lm.hooks(*gradient_taps(grad_sites, store), *extra) as cache:
         logits = lm(inputs)
-        picked = logits[rows, last, targets.to(logits.device)]  # (batch,) rows are independent
+        targets = _own(targets, logits.detach()[rows, last])
+        picked = logits[rows, last, targets]  # (batch,) rows are independent
         grads = torch.autograd.grad(picked.sum(), [store[s][1] for s in grad_sites])
     acts = torch.stack([store[s][0].float() for s in grad_sites], 1)  # (batch, n_layers, pos, d_mlp)
     where = _position_mask(mask, last, grad_positions).to(acts.dtype)  # (batch, pos)
     gxa = (acts * torch.stack(grads, 1).float() * where[:, None, :, None]).sum(2)
     keys = acts if grad_site == "mlp_key" else torch.stack([cache[s].float() for s in key_sites], 1)
     contrib = contribution_from_keys(lm, layers, keys, targets, last) if method == "both" else None
-    return Scored(contrib, gxa, keys, logits.detach()[rows, last].float())
+    return Scored(contrib, gxa, keys, logits.detach()[rows, last].float(), targets.cpu())
 
 
 def _position_mask(mask: torch.Tensor, last: torch.Tensor, which: str | torch.Tensor) -> torch.Tensor:
@@ -91,10 +105,26 @@ def _position_mask(mask: torch.Tensor, last: torch.Tensor, which: str | torch.Te
 
 def vocab_projection(lm: LM, layer: int, neuron: int, k: int = 10) -> tuple[list[str], list[str]]:
     """(top, bottom) ``k`` tokens of W_U w_out_i: what neuron ``neuron`` of ``layer`` writes toward and against."""
-    direction = lm.W_U.float() @ lm.W_out(layer)[:, neuron].float()  # (vocab,)
-    top = direction.topk(k).indices.tolist()
-    bottom = (-direction).topk(k).indices.tolist()
-    return lm.to_str_tokens(top), lm.to_str_tokens(bottom)
+    return vocab_projections(lm, [(layer, neuron)], k)[(layer, neuron)]
+
+
+@torch.no_grad()
+def vocab_projections(lm: LM, neurons: Sequence[tuple[int, int]], k: int = 10,
+                      chunk: int = 256) -> dict[tuple[int, int], tuple[list[str], list[str]]]:
+    """:func:`vocab_projection` of many neurons, reading W_U once per ``chunk`` of them.
+
+    One matmul instead of a matrix-vector product per neuron: W_U is the largest matrix of a small model.
+    """
+    unique = list(dict.fromkeys((int(a), int(b)) for a, b in neurons))
+    out = {}
+    for start in range(0, len(unique), chunk):
+        part = unique[start:start + chunk]
+        cols = torch.stack([lm.W_out(layer)[:, neuron].float() for layer, neuron in part], 1)  # (d_model, n)
+        directions = lm.W_U.float() @ cols  # (vocab, n)
+        top, bottom = directions.topk(k, 0).indices.T, (-directions).topk(k, 0).indices.T  # (n, k)
+        for key, t, b in zip(part, top.tolist(), bottom.tolist()):
+            out[key] = (lm.to_str_tokens(t), lm.to_str_tokens(b))
+    return out
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:

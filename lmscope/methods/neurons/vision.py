@@ -16,6 +16,7 @@ from lmscope.errors import ConfigError, InputError
 from lmscope.methods.neurons.config import NeuronConfig
 from lmscope.methods.neurons.find import assemble, new_parts, score_chunk, scored_layers
 from lmscope.methods.neurons.result import NeuronResult
+from lmscope.methods.neurons.scores import OWN
 from lmscope.model.lm import LM
 from lmscope.model.tokens import pad
 
@@ -69,16 +70,13 @@ def find_image_neurons(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.T
         raise ConfigError(f"top-k {config.top_k} is larger than the {len(layers) * lm.d_mlp} neurons scored")
     inputs = {k: v.to(lm.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     mask = image_mask(lm, inputs["input_ids"])
-    if targets is None:
-        with torch.no_grad():
-            logits = lm(inputs)
-        last = inputs.get("attention_mask", torch.ones_like(mask)).long().sum(1) - 1
-        targets = logits[torch.arange(len(last)), last].argmax(-1).cpu()
+    if targets is None:  # the model's own next tokens, read from the scoring pass
+        targets = torch.full((inputs["input_ids"].shape[0],), OWN)
     parts = new_parts()
     score_chunk(lm, inputs, targets, layers, config, parts, mask, image=mask)
     texts = texts or [lm.tokenizer.decode(row[~m], skip_special_tokens=False)
                       for row, m in zip(inputs["input_ids"].cpu(), mask.cpu())]
-    result = assemble(lm, texts, targets, layers, config, parts, [])
+    result = assemble(lm, texts, layers, config, parts, [])
     result.grid = _grid(int(mask[0].sum()), grid)
     return result
 

@@ -37,7 +37,7 @@ from lmscope.methods.lens import logit_lens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-LENS_PROMPT = "The Eiffel Tower is located in the heart of the city of"
+LENS_PROMPT = "Eiffel Tower is located in the heart of the city of"  # 12 tokens
 TRACE_PROMPT, SUBJECT = "The Eiffel Tower is located in the city of", "The Eiffel Tower"
 
 

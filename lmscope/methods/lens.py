@@ -63,19 +63,33 @@ class LogitLensResult(Result):
                 "layers": rows}
 
 
-def _row_stats(logits: torch.Tensor, final_logp: torch.Tensor, k: int):
+def _row_stats(logits: torch.Tensor, final_logp: torch.Tensor, k: int, final_p: torch.Tensor | None = None):
     """Top-k, KL(final || this) and entropy for one residual row. logits: (pos, vocab)."""
     logp = torch.log_softmax(logits.float(), dim=-1)  # (pos, vocab)
-    kl = (final_logp.exp() * (final_logp - logp)).sum(-1)  # (pos,)
+    final_p = final_logp.exp() if final_p is None else final_p
+    kl = (final_p * (final_logp - logp)).sum(-1)  # (pos,)
     entropy = -(logp.exp() * logp).sum(-1)  # (pos,)
     top = logp.topk(k, dim=-1)
     return top.indices, top.values.exp(), kl.clamp_min(0.0), entropy
 
 
+UNEMBED_ROWS = 512  # (layer, position) rows unembedded per matmul: W_U is read once per group, not once per layer
+
+
 def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor, k: int):
-    """Top-k, KL and entropy of every residual stream at a few positions: (n_rows, chunk[, k]) each."""
+    """Top-k, KL and entropy of every residual stream at a few positions: (n_rows, chunk[, k]) each.
+
+    Several layers are unembedded in one matmul (at most :data:`UNEMBED_ROWS` rows): for a short prompt one
+    product reads the (vocab x d_model) unembedding once instead of once per layer.
+    """
     final_logp = torch.log_softmax(final_logits.float(), dim=-1)  # (chunk, vocab)
-    rows = [_row_stats(lm.unembed(h), final_logp, k) for h in streams]
+    final_p = final_logp.exp()
+    n_pos, per = streams[0].shape[0], max(1, UNEMBED_ROWS // streams[0].shape[0])
+    rows = []
+    for g in range(0, len(streams), per):
+        group = streams[g:g + per]
+        logits = lm.unembed(torch.cat(group)).view(len(group), n_pos, -1)  # (layers, chunk, vocab)
+        rows += [_row_stats(layer_logits, final_logp, k, final_p) for layer_logits in logits]
     return [torch.stack(t) for t in zip(*rows)]
 
 

@@ -62,7 +62,7 @@ def lens_view(r) -> dict:
               table("last position, every layer", ["layer", "top-1", "p", "KL", "entropy"],
                     [[r.layer_labels[i], r.top_tokens[i][-1][0], float(r.top_probs[i, -1, 0]),
                       float(r.kl[i, -1]), float(r.entropy[i, -1])] for i in range(r.n_rows)])]
-    return {"title": f"Logit lens: {r.prompt!r}", "key": {"model": r.model, "top token": r.top_token(),
+    return {"title": f"Logit lens: {r.prompt!r}", "key": {"model": r.model, "top token": repr(r.top_token()),
             "p": float(r.top_probs[-1, -1, 0])}, "blocks": blocks}
 
 
@@ -82,7 +82,7 @@ def trace_view(r) -> dict:
                               scores.tolist(), hover, vmin=min(r.corrupted_prob, float(scores.min())),
                               vmax=max(r.clean_prob, float(scores.max())), row_axis="token", col_axis="layer",
                               palette=PALETTE.get(kind, "purple")))
-    key = {"model": r.model, "subject": r.subject, "target": r.target, "P clean": r.clean_prob,
+    key = {"model": r.model, "subject": r.subject, "target": repr(r.target), "P clean": r.clean_prob,
            "P* corrupted": r.corrupted_prob, "noise": r.noise}
     return {"title": f"Causal trace: {r.prompt!r}", "key": key, "blocks": blocks,
             "notes": list(r.notes)}

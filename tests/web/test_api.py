@@ -282,7 +282,7 @@ def test_trace_dataset_runs_get_heat_maps_and_edit_folders_are_runs(client, resu
         results / "known" / "result")
     view = client.get("/api/view", params={"run": "0/known"}).json()
     assert [b["type"] for b in view["blocks"]] == ["heatmap", "heatmap"] and view["key"]["traced"] == 8
-    assert view["blocks"][1]["values"] == pytest.approx(aie["mlp"].tolist())
+    assert torch.allclose(torch.tensor(view["blocks"][1]["values"]), aie["mlp"])
     assert "AIE" in view["blocks"][0]["hover"][2][1]
     evs = run_job(client, "edit", prompt="{} is located in", subject="The Eiffel Tower", target=" Rome",
                   mom2_adjustment=False, v_steps=2, layer=1, max_new_tokens=2)

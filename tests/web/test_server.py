@@ -125,3 +125,36 @@ def test_the_page_in_a_real_browser(served, tmp_path):
     finally:
         chromium.close()
         manager.stop()
+
+
+def test_lmscope_serve_command_warns_off_loopback_and_refuses_a_busy_port(tiny_llama_dir, tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from lmscope.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "lmscope", "--model", str(tiny_llama_dir), "serve", "--host", "0.0.0.0",
+           "--port", str(port), "--results", str(tmp_path), "--runs-out", str(tmp_path / "serve")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "lmscope workbench: http://0.0.0.0:" in proc.stdout.readline()
+        for _ in range(100):
+            try:
+                status, body = get(f"http://127.0.0.1:{port}/api/health")
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert status == 200 and body["ok"]
+        # the port is taken now: one line, before the model loads
+        assert main(["--model", str(tiny_llama_dir), "serve", "--port", str(port)]) == 2
+        assert "cannot listen" in capsys.readouterr().err.strip().splitlines()[-1]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "WARNING" in err and "reachable from other machines" in err
+    assert main(["serve", "--port", "70000"]) == 2 and "--port" in capsys.readouterr().err

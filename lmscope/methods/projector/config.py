@@ -32,6 +32,9 @@ class ProjectorConfig:
     eval_renders: int = field(default=1, metadata={"help": "held-out renderings per concept in the evaluation"})
     eval_seen: int = field(default=200, metadata={"help": "seen concepts captioned in the evaluation (0: all)"})
     max_new_tokens: int = field(default=8, metadata={"help": "caption length at most, in tokens"})
+    standardize: bool = field(default=True, metadata={
+        "help": "start from centred, scaled patch features at the token embeddings' norm (folded into the "
+                "projector's weights; without it the captions collapse to a few)"})
     data_seed: int = field(default=0, metadata={"help": "seed of the split, the renderings and the initialisation"})
 
     def __post_init__(self) -> None:

@@ -92,6 +92,31 @@ def embed_with_images(model, input_ids: torch.Tensor, features: torch.Tensor) ->
     return embeds.masked_scatter(mask, image)
 
 
+@torch.no_grad()
+def standardized_init(model, feats: torch.Tensor, seed: int = 0) -> None:
+    """Start the projector at centred, scaled patch features and at the text embeddings' norm.
+
+    DINOv2's patch features share a large common component (projected as they are, different images came out at
+    cosine 0.86 of each other and 20x the norm of a token embedding, and the captions collapsed). The first layer
+    gets W / sigma and -W mu / sigma (mu, sigma: per-feature mean and std over ``feats``: (images, patches, d_vision)),
+    the last one a scale that puts the output at the mean norm of the LM's input embeddings; the model's
+    architecture is unchanged (a plain LLaVA projector), only its starting point.
+    """
+    proj = model.model.multi_modal_projector
+    flat = feats.reshape(-1, feats.shape[-1]).float()
+    mu, sigma = flat.mean(0), flat.std(0).clamp_min(1e-6)
+    gen = torch.Generator().manual_seed(seed)
+    d_in, d_hidden = proj.linear_1.in_features, proj.linear_1.out_features
+    w1 = torch.randn(d_hidden, d_in, generator=gen) / d_in ** 0.5 / sigma  # unit variance per hidden unit
+    proj.linear_1.weight.copy_(w1)
+    proj.linear_1.bias.copy_(-(w1 @ mu))
+    target = model.get_input_embeddings().weight.float().norm(dim=-1).mean()  # a token embedding's norm
+    d_out = proj.linear_2.out_features
+    w2 = torch.randn(d_out, d_hidden, generator=gen) * (target / d_out ** 0.5) / d_hidden ** 0.5
+    proj.linear_2.weight.copy_(w2)
+    proj.linear_2.bias.zero_()
+
+
 def _renders(concepts: list[Concept], size: int, seed: int, font) -> list:
     return [render(c, size, seed * 1_000_003 + i, font) for i, c in enumerate(concepts)]
 
@@ -117,6 +142,8 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     bar = tqdm(total=total, initial=len(losses), desc="projector", unit="step")
     for epoch in range(start, config.epochs):
         feats = patch_features(model, processor, _renders(train, config.image_size, 1 + epoch, font))
+        if config.standardize and not losses:  # a fresh start (a resumed run has its projector already)
+            standardized_init(model, feats, config.data_seed)
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.data_seed + epoch))
         for s in range(steps_per_epoch):
             idx = order[s * config.batch_size:(s + 1) * config.batch_size]

@@ -125,7 +125,13 @@ def page(training, studies: list[dict]) -> str:
     best = sorted(training.heldout, key=lambda r: -r["recall"])[:8]
     for r in best + [r for r in training.heldout if r["seen"] and r not in best][:6]:
         lines.append(f"| {r['caption']} | {'yes' if r['seen'] else 'no'} | {r['generated']} | {r['recall']:.2f} |")
-    lines += ["", "## Neurons behind the nouns", ""]
+    lines += ["", "## Neurons behind the nouns", "",
+              "For each studied image: its caption, then the last content word's top neurons ranked by forward "
+              "contribution at the predicting position (Pan et al.), with gradient x activation summed over the 64 "
+              "image tokens (Schwettmann et al.'s attribution to the image). A neuron of the last layers cannot "
+              "reach the predicting position from an image token, so its gradient x activation there is exactly 0: "
+              "the two scores look at different places. Patch maps: each top neuron's activation over the patches, "
+              "the top 5% outlined.", ""]
     for st in studies:
         res, b = st["result"], st["b"]
         c = st["causal"]

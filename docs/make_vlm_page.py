@@ -34,8 +34,11 @@ PROMPT = "<empty_output> A picture of"
 RECIPE = (
     "## How it was trained", "",
     "`lmscope train-projector --out out/projector` (the defaults of `ProjectorConfig`: a linear map 384 -> 576, AdamW "
-    "lr 1e-3 with 20 warm-up steps, batch 16, 6 epochs = 402 steps, 25 minutes on the 2-core CPU; LM and vision "
-    "encoder frozen; the loss is the caption tokens' cross-entropy after `<empty_output> A picture of`). Data, all "
+    "lr 1e-3 with 20 warm-up steps, batch 16, 6 epochs = 402 steps, 25-40 minutes on the 2-core CPU; LM and vision "
+    "encoder frozen; the loss is the caption tokens' cross-entropy after `<empty_output> A picture of`; the projector "
+    "starts from centred, scaled patch features at a token embedding's norm: a first run without that produced "
+    "image tokens at 20x a token's norm, 0.86 cosine apart across images, and 45 different captions for the 319 "
+    "held-out images, against 93 with it). Data, all "
     "drawn offline: the 1,154 emoji of Debian's fonts-noto-color-emoji in the Unicode blocks 1F300-1F5FF, "
     "1F680-1F6FF, 1F900-1F9FF, 1FA70-1FAFF and 2600-26FF, rendered with Pillow on a random background colour, "
     "position and size and captioned \"a/an <Unicode name in lower case>\", plus 32 coloured shapes (8 colours x "
@@ -105,8 +108,8 @@ def collapse(training) -> str:
     share = sum(n for _, n in top) / max(1, len(training.heldout))
     listed = ", ".join(f'"{c}" ({n})' for c, n in top)
     return (f"{len(counts)} different captions for {len(training.heldout)} images; the five most frequent ({listed}) "
-            f"cover {share:.0%} of them. Plainly: it has learned the caption format and coarse kinds of picture "
-            "(faces, people, colours and simple shapes), not which emoji it is looking at.")
+            f"cover {share:.0%} of them. Plainly: it has learned the caption format and some coarse kinds of "
+            "picture (faces, clocks, cars, the colour of a shape), not which emoji it is looking at.")
 
 
 def page(training, studies: list[dict]) -> str:

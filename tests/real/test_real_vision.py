@@ -6,7 +6,7 @@ import torch
 
 import lmscope
 from lmscope.cli import main
-from lmscope.data.images import render, shape_concepts
+from lmscope.data.images import EMOJI_FONTS, emoji_concepts, emoji_font, render
 from lmscope.model.vision import DINO_ONNX, dinov2_folder
 
 pytestmark = pytest.mark.slow
@@ -31,15 +31,18 @@ def test_converted_dinov2_matches_the_onnx_model():
     assert np.abs(ours - ref).max() < 1e-4
 
 
+@pytest.mark.skipif(not any(p.is_file() for p in EMOJI_FONTS),
+                    reason="no emoji font: apt-get install -y fonts-noto-color-emoji (.ci/run installs it)")
 def test_bundled_vlm_loads_captions_and_keeps_the_text_model_bit_identical(tmp_path, capsys):
     vlm, text = lmscope.load("smollm2-dino"), lmscope.load("smollm2-135m")
     ids = text.tokenize("The Eiffel Tower is located in the city of")["input_ids"]
     with torch.no_grad():
         assert torch.equal(vlm(ids), text(ids))  # no image: the decoder is the unmodified SmolLM2
-    image = tmp_path / "circle.png"
-    render(next(c for c in shape_concepts() if c.caption == "a red circle"), 112, 20_000).save(image)
+    image = tmp_path / "car.png"
+    font = emoji_font()
+    render(next(c for c in emoji_concepts(font) if c.caption == "a racing car"), 112, 20_000, font).save(image)
     out = tmp_path / "n"
     assert main(["--model", "smollm2-dino", "neurons", "--image", str(image), "--top-k", "3", "--out", str(out)]) == 0
     said = capsys.readouterr().out
     assert "caption" in said and (out / "patches-0.png").is_file()  # the trained projector captions: pinned below
-    assert "circle" in said  # docs/neurons-vlm.md: the shapes are what it captions best
+    assert "caption 'a car'" in said  # docs/neurons-vlm.md: the same rendering, captioned "a car"

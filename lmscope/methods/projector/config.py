@@ -34,7 +34,8 @@ class ProjectorConfig:
     max_new_tokens: int = field(default=8, metadata={"help": "caption length at most, in tokens"})
     standardize: bool = field(default=True, metadata={
         "help": "start from centred, scaled patch features at the token embeddings' norm (folded into the "
-                "projector's weights; without it the captions collapse to a few)"})
+                "projector's weights; a first run without it gave 45 different captions for 319 held-out images, "
+                "with it 93)"})
     data_seed: int = field(default=0, metadata={"help": "seed of the split, the renderings and the initialisation"})
 
     def __post_init__(self) -> None:

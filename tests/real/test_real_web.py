@@ -11,7 +11,7 @@ import lmscope
 from lmscope.cli import main
 from lmscope.web import Background
 from lmscope.web.tasks import Workbench
-from tests.web.browser import browser
+from tests.web.browser import browser, open_page
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +25,7 @@ def test_demo_run_lens_and_eiffel_trace_in_the_browser(tmp_path):
     assert main(["lens", "--out", str(results / "demo")]) == 0  # what `python3 dev.py demo` writes
     server = Background(Workbench(lmscope.load("smollm2-135m"), results / "serve"), [results])
     try:
-        page = chromium.new_page(viewport={"width": 1500, "height": 1000})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server.url)
+        page, errors = open_page(chromium, server.url, 1500, 1000)
         page.click("#runs-table tbody tr:has-text('0/demo')")
         page.wait_for_selector("#run-view table.heat")
         assert page.locator("#run-view table.heat tbody tr").count() == 31  # 30 layers + embeddings

@@ -35,3 +35,12 @@ def browser():
     except Exception:
         manager.stop()
         raise
+
+
+def open_page(chromium, url: str, width: int = 1400, height: int = 900):
+    """A new page at ``url`` and the list its script errors are collected into (a test asserts it stays empty)."""
+    page = chromium.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return page, errors

@@ -16,7 +16,7 @@ from lmscope.methods.trace import TraceConfig, causal_trace
 from lmscope.web import Background
 from lmscope.web.tasks import Workbench
 from tests.helpers import tiny_lm
-from tests.web.browser import browser
+from tests.web.browser import browser, open_page
 
 PROMPT = "The Eiffel Tower is located in the city of"
 
@@ -87,10 +87,7 @@ def test_errors_over_http_are_json_not_tracebacks(served):
 def test_the_page_in_a_real_browser(served, tmp_path):
     manager, chromium = browser()
     try:
-        page = chromium.new_page(viewport={"width": 1400, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(served.url)
+        page, errors = open_page(chromium, served.url)
         page.wait_for_function("document.querySelector('#model').textContent.includes('layers')")
         page.click("#tab-try")
         page.fill("#p-prompt", PROMPT)

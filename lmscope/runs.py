@@ -141,9 +141,7 @@ def now_iso() -> str:
 
 
 def write_command_info(out: str | Path, **fields) -> dict:
-    """Merge ``fields`` into ``out/command.json`` (who made this run folder, how and when; read by the workbench)."""
-    path = Path(out) / COMMAND_INFO
-    info = read_json(path) if path.is_file() else {}
-    info.update(to_json(fields))
-    write_json(path, info)
+    """Write ``out/command.json``: who made this run folder, how and when (the workbench lists it)."""
+    info = to_json(fields)
+    write_json(Path(out) / COMMAND_INFO, info)
     return info

@@ -9,16 +9,9 @@ from lmscope.data.facts import load_counterfact
 from lmscope.distributed import World
 from lmscope.io import write_json
 from lmscope.methods.rome import EditRequest, EvalConfig, RomeConfig, StatsConfig, evaluate_counterfact, rome_edit
-from lmscope.methods.rome.evaluate import target_probs
+from lmscope.methods.rome.evaluate import request_state
 from lmscope.methods.rome.stats import second_moment, stats_path
-from lmscope.model.generate import greedy
 from lmscope.viz.rome import counterfact_report
-
-
-def _state(lm, request: EditRequest, new_tokens: int) -> dict:
-    """The greedy continuation of the request's prompt and P(target)."""
-    return {"generation": greedy(lm, request.text, new_tokens),
-            "p_target": target_probs(lm, [request.text], request.target)[0]}
 
 
 @command("edit", "ROME edit of one fact: saves the edit, before/after generations and P(target)",
@@ -32,9 +25,9 @@ def edit(args) -> int:
     cfg = config(args, RomeConfig)
     request = EditRequest(args.prompt, args.subject, args.target)
     lm = load_model(args)
-    before = _state(lm, request, args.max_new_tokens)
+    before = request_state(lm, request, args.max_new_tokens)
     handle = rome_edit(lm, request, cfg)
-    after = _state(lm, request, args.max_new_tokens)
+    after = request_state(lm, request, args.max_new_tokens)
     out = out_dir(args)
     handle.edit.save(out / "edit")
     write_json(out / "edit.json", {**handle.edit.summary(), "before": before, "after": after})

@@ -24,7 +24,7 @@ from lmscope.io import write_json
 from lmscope.methods.lens import LensConfig, logit_lens
 from lmscope.methods.neurons import NeuronConfig, find_neurons
 from lmscope.methods.rome import EditRequest, RomeConfig, rome_edit
-from lmscope.methods.rome.evaluate import target_probs
+from lmscope.methods.rome.evaluate import request_state
 from lmscope.methods.stages import LesionConfig, lesion_prompt
 from lmscope.methods.trace import TraceConfig, causal_trace
 from lmscope.model.generate import greedy
@@ -157,18 +157,13 @@ def _neurons(bench: Workbench, p: dict, cfg: NeuronConfig) -> dict:
     return {"result": find_neurons(bench.lm, p["prompt"], p.get("target") or None, cfg), "write": write_neurons}
 
 
-def _state(lm: LM, request: EditRequest, new_tokens: int) -> dict:
-    return {"generation": greedy(lm, request.text, new_tokens),
-            "p_target": target_probs(lm, [request.text], request.target)[0]}
-
-
 def _edit(bench: Workbench, p: dict, cfg: RomeConfig) -> dict:
     request = EditRequest(p["prompt"], p["subject"], p["target"])
     new_tokens = min(int(p.get("max_new_tokens") or 20), MAX_NEW_TOKENS)
-    before = _state(bench.lm, request, new_tokens)
+    before = request_state(bench.lm, request, new_tokens)
     handle = rome_edit(bench.lm, request, cfg)
     bench.edits.append(handle)
-    after = _state(bench.lm, request, new_tokens)
+    after = request_state(bench.lm, request, new_tokens)
     summary = {**handle.edit.summary(), "before": before, "after": after}
 
     def write(edit, out: Path) -> None:

@@ -31,6 +31,7 @@ from lmscope.methods.rome.config import EditRequest, RomeConfig
 from lmscope.methods.rome.edit import resolve_layer, rome_edit
 from lmscope.methods.rome.prefixes import context_prefixes
 from lmscope.methods.rome.stats import second_moment
+from lmscope.model.generate import greedy
 from lmscope.model.generate import sample_ids as sample_with_seeds
 from lmscope.model.lm import LM
 from lmscope.model.tokens import pad, target_ids
@@ -76,6 +77,12 @@ def target_nll(lm: LM, prompts: Sequence[str], target: str) -> torch.Tensor:
 def target_probs(lm: LM, prompts: Sequence[str], target: str) -> list[float]:
     """exp(-mean token NLL) of the target after each prompt (P of a one-token target)."""
     return torch.exp(-target_nll(lm, prompts, target)).tolist()
+
+
+def request_state(lm: LM, request: EditRequest, new_tokens: int) -> dict:
+    """The greedy continuation of the request's prompt and P(target): what an edit is judged by, before and after."""
+    return {"generation": greedy(lm, request.text, new_tokens),
+            "p_target": target_probs(lm, [request.text], request.target)[0]}
 
 
 def record_scores(lm: LM, rec: CounterFactRecord) -> dict[str, list[list[float]]]:

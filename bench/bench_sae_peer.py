@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -178,8 +179,10 @@ SWEEP_L1 = (1.0, 1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 20.0)
 
 
 def speed(args: argparse.Namespace, work: Path) -> None:
-    """End to end only, in rounds of SAELens (one SAE), lmscope (one SAE), lmscope (a sweep of 8 in one pass);
-    the model in ``--model-dtype`` for both libraries. Writes bench/results/sae-vs-saelens-speed-<dtype>-cpu.md."""
+    """End to end only, in rounds; in each, per SAE precision: SAELens (one SAE), lmscope (one SAE), lmscope (a sweep
+    of 8 in one pass). The model in ``--model-dtype`` for both libraries; "autocast" runs both libraries' SAE
+    matmuls in bfloat16 (SAELens' ``autocast``, lmscope's ``TrainConfig.autocast``). Writes
+    bench/results/sae-vs-saelens-speed-<dtype>-<tokens>-cpu.md."""
     lm = lmscope.load("smollm2-135m", dtype=args.model_dtype)
     site = lmscope.Site(LAYER, "resid_post")
     hcfg = HarvestConfig(tokens=args.tokens, seq_len=128, batch_size=32, buffer_rows=65_536)
@@ -187,25 +190,50 @@ def speed(args: argparse.Namespace, work: Path) -> None:
     eight = [Job(site, SaeConfig("relu", ratio=RATIO, l1_coefficient=c)) for c in SWEEP_L1]
     rows = []
     for i in range(args.rounds):
-        probe = probe_gflops()
-        peer = saelens(args, work / f"s{i}", ("end_to_end",), ("--model-dtype", args.model_dtype))
-        t_one, _ = timed(lambda i=i: train_saes(lm, one, hcfg, train_config(1), work / f"e{i}"))
-        t_eight, _ = timed(lambda i=i: train_saes(lm, eight, hcfg, train_config(1), work / f"w{i}"))
-        rows.append((probe, peer["end_to_end"]["seconds"], t_one, t_eight))
+        for precision in args.sae_precision:
+            autocast, tag = precision == "autocast", f"{i}-{precision}"
+            cfg = replace(train_config(1), autocast=autocast)
+            probe = probe_gflops()
+            peer = saelens(args, work / f"s{tag}", ("end_to_end",),
+                           ("--model-dtype", args.model_dtype, *(["--autocast"] if autocast else [])))
+            t_one, _ = timed(lambda tag=tag, cfg=cfg: train_saes(lm, one, hcfg, cfg, work / f"e{tag}"))
+            t_eight = math.nan
+            if precision in args.sweep_precision:
+                t_eight, _ = timed(lambda tag=tag, cfg=cfg: train_saes(lm, eight, hcfg, cfg, work / f"w{tag}"))
+            rows.append((i + 1, precision, probe, peer["end_to_end"]["seconds"], t_one, t_eight))
+            print(rows[-1], flush=True)
+    page = speed_page(args, rows)
+    name = f"sae-vs-saelens-speed-{args.model_dtype}-{args.tokens // 1000}k-cpu.md"
+    (BENCH / "results" / name).write_text(page)
+    print(page)
+
+
+def speed_page(args: argparse.Namespace, rows: list[tuple]) -> str:
+    """The markdown page of :func:`speed`: one row per round and precision, then the totals per precision."""
+    steps = args.tokens // BATCH_TOKENS
     lines = ["# SAE end to end: lmscope and SAELens in rounds (smollm2-135m, resid_post.15, 576 -> 4608, ReLU + L1)",
-             "", f"{platform.machine()}, {args.threads} threads, {args.model_dtype} model (SAEs in float32), "
-             f"{args.tokens:,} tokens, batch 4,096, context 128, same settings as sae-vs-saelens-cpu.md. Command: "
-             f"`python bench/bench_sae_peer.py --speed --model-dtype {args.model_dtype} --tokens {args.tokens}`. "
-             "Eight separate SAELens runs cost eight times one (each pays the same forward passes).", "",
-             "| round | matmul GFLOP/s before | SAELens, one SAE (s) | lmscope, one SAE (s) | speed-up | "
-             "lmscope, 8 SAEs in one pass (s) | vs 8 SAELens runs |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {i + 1} | {g:.0f} | {p:.0f} | {o:.0f} | {p / o:.2f}x | {e:.0f} | {8 * p / e:.2f}x |"
-              for i, (g, p, o, e) in enumerate(rows)]
-    peer_s, one_s, eight_s = (sum(r[k] for r in rows) for k in (1, 2, 3))
-    lines += ["", f"Over all rounds: one SAE {peer_s / one_s:.2f}x, eight SAEs {8 * peer_s / eight_s:.2f}x.", ""]
-    name = f"sae-vs-saelens-speed-{args.model_dtype}-cpu.md"
-    (BENCH / "results" / name).write_text("\n".join(lines))
-    print("\n".join(lines))
+             "", f"{platform.machine()}, {args.threads} threads, {args.model_dtype} model, {args.tokens:,} tokens "
+             f"({steps} steps), batch 4,096, context 128, same settings as sae-vs-saelens-cpu.md. SAE matmuls: "
+             "float32, or bfloat16 under autocast in both libraries (weights and Adam float32). Command: "
+             f"`python bench/bench_sae_peer.py --speed --model-dtype {args.model_dtype} --tokens {args.tokens} "
+             f"--rounds {args.rounds} --sae-precision {' '.join(args.sae_precision)} --sweep-precision "
+             f"{' '.join(args.sweep_precision)}`. Eight separate SAELens runs cost eight times one (each pays the "
+             "same forward passes); lmscope's eight (L1 " + ", ".join(f"{c:g}" for c in SWEEP_L1) + ") share one.",
+             "", "| round | SAE matmuls | matmul GFLOP/s before | SAELens, one SAE (s) | lmscope, one SAE (s) | "
+             "speed-up | lmscope, 8 SAEs in one pass (s) | vs 8 SAELens runs |", "|---|---|---|---|---|---|---|---|"]
+    for r, precision, g, p, o, e in rows:
+        sweep = f"{e:.0f} | {8 * p / e:.2f}x" if e == e else "- | -"
+        lines.append(f"| {r} | {precision} | {g:.0f} | {p:.0f} | {o:.0f} | {p / o:.2f}x | {sweep} |")
+    lines.append("")
+    for precision in args.sae_precision:
+        mine = [row for row in rows if row[1] == precision]
+        peer_s, one_s = sum(r[3] for r in mine), sum(r[4] for r in mine)
+        text = f"SAE matmuls {precision}, over all rounds: one SAE {peer_s / one_s:.2f}x"
+        swept = [r for r in mine if r[5] == r[5]]
+        if swept:
+            text += f", eight SAEs {8 * sum(r[3] for r in swept) / sum(r[5] for r in swept):.2f}x"
+        lines += [text + ".", ""]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -219,6 +247,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="--speed: rounds")
     parser.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16"),
                         help="--speed: the language model's dtype in both libraries")
+    parser.add_argument("--sae-precision", nargs="+", default=["float32"], choices=("float32", "autocast"),
+                        help="--speed: SAE matmul precisions to run in each round (both libraries alike)")
+    parser.add_argument("--sweep-precision", nargs="*", default=["float32", "autocast"],
+                        help="--speed: the precisions for which lmscope's sweep of 8 runs too")
     parser.add_argument("--from-json", action="store_true", help="only rewrite the page from the saved JSON")
     args = parser.parse_args()
     if args.from_json:

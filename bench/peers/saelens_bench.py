@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="phases to run (train_from_cache needs harvest)")
     p.add_argument("--model-dtype", default="float32", choices=("float32", "bfloat16"),
                    help="dtype of the language model's weights (the SAE trains in float32)")
+    p.add_argument("--autocast", action="store_true",
+                   help="SAELens' autocast: the SAE's forward under torch.autocast(bfloat16), weights float32")
     p.add_argument("--save", type=Path, help="save each trained SAE (SAELens inference layout) to SAVE/<phase>")
     args = p.parse_args(argv)
     if "train_from_cache" in args.phases and "harvest" not in args.phases:
@@ -172,7 +174,7 @@ def runner_config(args: argparse.Namespace, corpus: Path, cache: Path | None):
         training_tokens=steps * BATCH_TOKENS, train_batch_size_tokens=BATCH_TOKENS,
         store_batch_size_prompts=PROMPTS_PER_FORWARD, n_batches_in_buffer=BUFFER_TOKENS // CONTEXT,
         n_batches_for_norm_estimate=NORM_BATCHES, lr=args.lr, lr_scheduler_name="constant",
-        adam_beta1=0.9, adam_beta2=0.999, device="cpu", dtype="float32", seed=args.seed,
+        adam_beta1=0.9, adam_beta2=0.999, device="cpu", dtype="float32", seed=args.seed, autocast=args.autocast,
         logger=LoggingConfig(log_to_wandb=False), checkpoint_path=None, output_path=None, verbose=False)
 
 
@@ -243,7 +245,7 @@ def settings(args: argparse.Namespace) -> dict:
             "normalize_activations": "expected_average_only_in", "norm_estimate_batches": NORM_BATCHES,
             "buffer_tokens": BUFFER_TOKENS, "mix_fraction": 0.5, "exclude_special_tokens": True,
             "prepend_bos": True, "corpus": f"lmscope wiki ({args.split})", "dtype": "float32",
-            "model_dtype": args.model_dtype, "device": "cpu",
+            "model_dtype": args.model_dtype, "autocast": args.autocast, "device": "cpu",
             "threads": args.threads, "seed": args.seed}
 
 

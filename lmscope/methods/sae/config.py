@@ -112,6 +112,8 @@ class TrainConfig:
     dead_tokens: int = field(default=1_000_000, metadata={"help": "a latent is dead after this many tokens unfired"})
     resample_every: int = field(default=0, metadata={
         "help": "L1 variants: resample dead latents toward badly reconstructed inputs every N steps (0: never)"})
+    autocast: bool = field(default=False, metadata={
+        "help": "run the SAEs' matmuls in bfloat16 (weights and Adam stay float32), as SAELens' autocast"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (resume point)"})
     init_seed: int = field(default=0, metadata={"help": "seed of the initialisation (and of resampling)"})
 

@@ -99,7 +99,9 @@ def _forward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainConf
         group["lr"] = (cfg.lr or DEFAULT_LR[t.job.config.architecture]) * lr_factor
     xs = x * t.scale
     dead = t.firing.dead().to(x.device)
-    return t.sae(xs, l1_scale=l1, dead=dead), xs, dead, lr_factor, l1
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast):
+        result = t.sae(xs, l1_scale=l1, dead=dead)
+    return result, xs, dead, lr_factor, l1
 
 
 def _update(t: _Trainee, forward, step: int, cfg: TrainConfig, world: World) -> dict:

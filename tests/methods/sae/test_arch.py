@@ -153,6 +153,68 @@ def test_sparse_training_step_equals_the_dense_one(arch):
     assert t1 == t2
 
 
+@pytest.mark.parametrize("arch", ["relu", "tied"])
+@pytest.mark.parametrize("route", ["sparse", "dense"])
+def test_l1_training_step_equals_the_plain_forward_on_either_route(arch, route):
+    from lmscope.methods.sae.arch import SparseAutoencoder
+
+    torch.manual_seed(3)
+    x = torch.randn(16, 6)
+    results = []
+    for forward in (SparseAutoencoder.forward, type(build_sae(SaeConfig(arch, d_in=6, width=12))).forward):
+        sae = build_sae(SaeConfig(arch, d_in=6, width=12, l1_coefficient=0.7), seed=8)
+        sae.sparse_below = 1.0 if route == "sparse" else 0.0
+        torch.manual_seed(4)  # the same decoder bias for both
+        with torch.no_grad():
+            sae.b_enc.copy_(torch.linspace(-1.5, 0.2, 12))  # some latents never fire, others often
+            if arch == "relu":
+                sae.b_dec.normal_()
+        out = forward(sae, x, l1_scale=0.5)
+        params = [p for p in sae.parameters()]
+        results.append((out, grads(out.loss, params)))
+    (plain, plain_grads), (step, step_grads) = results
+    assert 0 < int((plain.codes > 0).sum()) < plain.codes.numel() // 2
+    for name in ("loss", "reconstruction", "sparsity", "x_hat", "codes"):
+        torch.testing.assert_close(getattr(step, name).detach(), getattr(plain, name).detach())
+    for a, b in zip(step_grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("route", ["sparse", "dense"])
+def test_under_autocast_an_l1_step_runs_its_matmuls_in_bfloat16_and_keeps_float32_gradients(route):
+    torch.manual_seed(5)
+    x = torch.randn(64, 32)
+    sae = build_sae(SaeConfig("relu", d_in=32, width=96, l1_coefficient=0.3), seed=9)
+    sae.sparse_below = 1.0 if route == "sparse" else 0.0
+    with torch.no_grad():
+        sae.b_enc.fill_(-0.05)
+    results = []
+    for enabled in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            out = sae(x)
+        results.append((out, grads(out.loss, list(sae.parameters()))))
+    (exact, exact_grads), (mixed, mixed_grads) = results
+    assert mixed.loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in mixed_grads)
+    assert float(mixed.loss) != float(exact.loss)
+    torch.testing.assert_close(mixed.loss, exact.loss, rtol=2e-2, atol=0)
+    for a, b in zip(mixed_grads, exact_grads):
+        assert float((a - b).norm() / b.norm()) < 0.1
+
+
+def test_an_l1_step_goes_sparse_only_under_the_density_threshold(monkeypatch):
+    from lmscope.methods.sae.arch import sparse
+
+    calls = []
+    monkeypatch.setattr(sparse, "sparse_decode", lambda *a: calls.append(a) or torch.zeros(5, 6))
+    sae = build_sae(SaeConfig("relu", d_in=6, width=12), seed=8)
+    density = float((sae.pre_acts(X) > 0).float().mean())
+    sae.sparse_below = density + 0.01
+    sae(X)
+    sae.sparse_below = density - 0.01
+    sae(X)
+    assert len(calls) == 1
+
+
 def test_a_resampled_tied_latent_fires_only_near_its_input_despite_a_large_mean():
     from lmscope.methods.sae.dead import TIED_FIRING, resample
 

@@ -160,3 +160,16 @@ def test_attention_sink_positions_are_left_out():
     out = below_sinks(x, keep, 10.0)
     assert not out[1, 4] and int(out.sum()) == int(keep.sum()) - 1
     assert torch.equal(below_sinks(x, keep, 0.0), keep)
+
+
+def test_autocast_trains_float32_saes_close_to_the_float32_run(lm, harvest_cfg, train_cfg, tmp_path):
+    from dataclasses import replace
+
+    exact = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "fp32")
+    mixed = train_saes(lm, jobs(), harvest_cfg, replace(train_cfg, autocast=True), tmp_path / "bf16")
+    for a, b, path in zip(weights(exact), weights(mixed), mixed):
+        assert all(v.dtype == torch.float32 for v in b.values())
+        assert not all(torch.equal(a[k], b[k]) for k in a)  # the matmuls did run in bfloat16
+        fve_exact = read_json(path.parent.parent / "fp32" / path.name / "training_log.json")[-1]["fve"]
+        fve_mixed = read_json(path / "training_log.json")[-1]["fve"]
+        assert fve_mixed == pytest.approx(fve_exact, abs=0.05)

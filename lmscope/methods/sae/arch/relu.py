@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmscope.methods.sae.arch.base import SparseAutoencoder, squared_error
+from lmscope.methods.sae.arch.base import squared_error
+from lmscope.methods.sae.arch.l1 import L1SAE
+from lmscope.methods.sae.arch.sparse import L1Step
 from lmscope.methods.sae.config import SaeConfig
 
 
-class ReluSAE(SparseAutoencoder):
+class ReluSAE(L1SAE):
     """Untied ReLU with a decoder-norm-weighted L1 penalty."""
 
     name = "relu"
@@ -27,7 +29,13 @@ class ReluSAE(SparseAutoencoder):
         self.b_enc = nn.Parameter(torch.zeros(self.d_sae))
         self.b_dec = nn.Parameter(torch.zeros(self.d_in))
 
-    def loss_terms(self, x, x_hat, codes, pre, l1_scale, dead):
-        """(squared error, lambda x mean of sum_i c_i |W_dec,i|)."""
-        l1 = (codes * self.W_dec.norm(dim=-1)).sum(-1).mean()
-        return squared_error(x, x_hat), l1_scale * self.cfg.l1_coefficient * l1
+    def reconstruction_error(self, x, x_hat):
+        """|x - x_hat|^2, mean over rows."""
+        return squared_error(x, x_hat)
+
+    def l1_penalty(self, step: L1Step, n: int) -> torch.Tensor:
+        """Mean over rows of sum_i c_i |W_dec,i|."""
+        norms = self.W_dec.norm(dim=-1)  # (d_sae,)
+        if step.vals is None:
+            return step.codes.sum(0) @ norms / n
+        return (step.vals * norms[step.cols]).sum() / n

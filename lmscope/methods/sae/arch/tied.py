@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmscope.methods.sae.arch.base import SparseAutoencoder
+from lmscope.methods.sae.arch.l1 import L1SAE
+from lmscope.methods.sae.arch.sparse import L1Step
 from lmscope.methods.sae.config import SaeConfig
 
 
-class TiedSAE(SparseAutoencoder):
+class TiedSAE(L1SAE):
     """Tied ReLU + L1 with a unit-norm dictionary."""
 
     name = "tied"
@@ -48,9 +49,13 @@ class TiedSAE(SparseAutoencoder):
         """M x + b."""
         return x @ self.W_enc + self.bias
 
-    def loss_terms(self, x, x_hat, codes, pre, l1_scale, dead):
-        """(mean squared error over coordinates, alpha x mean L1 of the codes)."""
-        return (x - x_hat).pow(2).mean(), l1_scale * self.cfg.l1_coefficient * codes.abs().sum(-1).mean()
+    def reconstruction_error(self, x, x_hat):
+        """The mean squared error over coordinates."""
+        return (x - x_hat).pow(2).mean()
+
+    def l1_penalty(self, step: L1Step, n: int) -> torch.Tensor:
+        """||c||_1, mean over rows (the codes are ReLU outputs: their sum)."""
+        return (step.codes if step.vals is None else step.vals).sum() / n
 
     @torch.no_grad()
     def load_weights(self, tensors: dict[str, torch.Tensor]) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lmscope.methods.sae.arch.base import ForwardOutput, SparseAutoencoder, squared_error
-from lmscope.methods.sae.arch.sparse import dense_codes, sparse_decode, sparse_encode
+from lmscope.methods.sae.arch.sparse import Pre, dense_codes, pre_activations, sparse_decode, sparse_encode
 from lmscope.methods.sae.config import SaeConfig
 
 
@@ -64,26 +64,25 @@ class TopKSAE(SparseAutoencoder):
         """As :meth:`SparseAutoencoder.forward`; in training with gradients, through sparse products."""
         if not (self.training and torch.is_grad_enabled()):
             return super().forward(x, l1_scale, dead)
-        x = x * self.input_scale
-        x_c, n = x - self.b_dec, x.shape[0]
-        with torch.no_grad():
-            pre = x_c @ self.W_enc + self.b_enc  # (n, d_sae)
-        rows, cols = self.select(torch.relu(pre))
-        vals = torch.relu(sparse_encode(x_c, self.W_enc, self.b_enc, pre, rows, cols))
+        x, n = x * self.input_scale, x.shape[0]
+        p = pre_activations(x, self.b_dec, self.W_enc, self.b_enc)
+        rows, cols = self.select(torch.relu(p.pre))
+        vals = torch.relu(sparse_encode(p, rows, cols))
         x_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec
         recon = squared_error(x, x_hat)
-        aux = self._sparse_aux(x, x_hat, x_c, pre, dead)
+        aux = self._sparse_aux(p, x_hat, dead)
         codes = dense_codes(rows, cols, vals, n, self.d_sae)
         return ForwardOutput(x_hat / self.input_scale, codes, recon + aux, recon, aux)
 
-    def _sparse_aux(self, x, x_hat, x_c, pre, dead) -> torch.Tensor:
+    def _sparse_aux(self, p: Pre, x_hat: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor:
         """The AuxK term through sparse products (0 if no latent is dead)."""
+        x = p.x
         if dead is None or not bool(dead.any()):
             return x.new_zeros(())
         k = min(self.cfg.k_aux, int(dead.sum()))
-        dead_pre = torch.where(dead, pre, torch.full_like(pre, -torch.inf))
+        dead_pre = torch.where(dead, p.pre, torch.full_like(p.pre, -torch.inf))
         cols = dead_pre.topk(k, dim=-1).indices.flatten()
         rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
-        vals = torch.relu(sparse_encode(x_c, self.W_enc, self.b_enc, pre, rows, cols))
+        vals = torch.relu(sparse_encode(p, rows, cols))
         e_hat = sparse_decode(rows, cols, vals, self.W_dec, x.shape[0])
         return self.cfg.aux_coefficient * squared_error((x - x_hat).detach(), e_hat)

@@ -171,7 +171,8 @@ def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tu
 # ---- the loop -------------------------------------------------------------------------------------------------
 def _settings(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig, cfg: TrainConfig) -> dict:
     return {"model": lm.name, "fingerprint": lm.fingerprint(), "harvest": harvest_cfg,
-            "train": {k: v for k, v in asdict(cfg).items() if k != "checkpoint_every"},
+            "train": {k: v for k, v in asdict(cfg).items()  # autocast off: as runs written before it existed
+                      if k != "checkpoint_every" and not (k == "autocast" and not v)},
             "jobs": [{"site": site_key(j.site), "name": j.name, "config": j.config} for j in jobs]}
 
 

@@ -188,7 +188,8 @@ def speed(args: argparse.Namespace, work: Path) -> None:
     hcfg = HarvestConfig(tokens=args.tokens, seq_len=128, batch_size=32, buffer_rows=65_536)
     one = [Job(site, SaeConfig("relu", ratio=RATIO, l1_coefficient=SAELENS_L1))]
     eight = [Job(site, SaeConfig("relu", ratio=RATIO, l1_coefficient=c)) for c in SWEEP_L1]
-    rows = []
+    name = f"sae-vs-saelens-speed-{args.model_dtype}-{args.tokens // 1000}k-cpu.md"
+    rows, page = [], ""
     for i in range(args.rounds):
         for precision in args.sae_precision:
             autocast, tag = precision == "autocast", f"{i}-{precision}"
@@ -201,10 +202,9 @@ def speed(args: argparse.Namespace, work: Path) -> None:
             if precision in args.sweep_precision:
                 t_eight, _ = timed(lambda tag=tag, cfg=cfg: train_saes(lm, eight, hcfg, cfg, work / f"w{tag}"))
             rows.append((i + 1, precision, probe, peer["end_to_end"]["seconds"], t_one, t_eight))
+            page = speed_page(args, rows)  # rewritten after every row: a stopped run keeps what it measured
+            (BENCH / "results" / name).write_text(page)
             print(rows[-1], flush=True)
-    page = speed_page(args, rows)
-    name = f"sae-vs-saelens-speed-{args.model_dtype}-{args.tokens // 1000}k-cpu.md"
-    (BENCH / "results" / name).write_text(page)
     print(page)
 
 

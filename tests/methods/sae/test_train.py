@@ -173,3 +173,12 @@ def test_autocast_trains_float32_saes_close_to_the_float32_run(lm, harvest_cfg, 
         fve_exact = read_json(path.parent.parent / "fp32" / path.name / "training_log.json")[-1]["fve"]
         fve_mixed = read_json(path / "training_log.json")[-1]["fve"]
         assert fve_mixed == pytest.approx(fve_exact, abs=0.05)
+
+
+def test_autocast_off_leaves_a_runs_settings_as_before_it_existed(lm, harvest_cfg, train_cfg):
+    from dataclasses import replace
+
+    off = train_module._settings(lm, jobs(), harvest_cfg, train_cfg)["train"]
+    on = train_module._settings(lm, jobs(), harvest_cfg, replace(train_cfg, autocast=True))["train"]
+    assert "autocast" not in off and on["autocast"] is True
+    assert {k: v for k, v in on.items() if k != "autocast"} == off

@@ -80,12 +80,12 @@ class _DenseEncode(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # grad: (n, d_sae)
         x_c, w_enc = ctx.saved_tensors
-        grad_w = None
+        grad_w, grad_b = None, grad.sum(0)  # (d_sae,)
         with torch.autocast(x_c.device.type, dtype=ctx.amp, enabled=ctx.amp is not None):  # as the forward's matmul
             if ctx.needs_input_grad[2]:
                 grad_w = (x_c.t() @ grad).to(w_enc.dtype)
-            grad_x, grad_b_dec = _input_grads(ctx, grad.sum(0), w_enc, lambda: (grad @ w_enc.t()).to(x_c.dtype))
-        return grad_x, grad_b_dec, grad_w, grad.sum(0), None, None
+            grad_x, grad_b_dec = _input_grads(ctx, grad_b, w_enc, lambda: (grad @ w_enc.t()).to(x_c.dtype))
+        return grad_x, grad_b_dec, grad_w, grad_b, None, None
 
 
 def _autocast_state(device_type: str) -> torch.dtype | None:

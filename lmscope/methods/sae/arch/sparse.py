@@ -116,9 +116,7 @@ def sparse_encode(p: Pre, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tenso
 def sparse_decode(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, w_dec: torch.Tensor,
                   n: int) -> torch.Tensor:
     """Sum over a row's (col, val) pairs of val x W_dec[col]: (n, d_in); rows sorted ascending."""
-    offsets = torch.zeros(n, dtype=torch.long, device=rows.device)
-    offsets[1:] = torch.bincount(rows, minlength=n).cumsum(0)[:-1]
-    return F.embedding_bag(cols, w_dec, offsets, mode="sum", per_sample_weights=vals)
+    return F.embedding_bag(cols, w_dec, _offsets(rows, n), mode="sum", per_sample_weights=vals)
 
 
 def dense_codes(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int, d_sae: int) -> torch.Tensor:

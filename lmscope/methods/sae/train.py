@@ -22,6 +22,7 @@ import torch
 from lmscope.distributed import World
 from lmscope.errors import ConfigError, TrainingError
 from lmscope.io import load_tensors, read_json, replace_folder, save_tensors, write_json
+from lmscope.memory import keep_freed_memory
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
 from lmscope.methods.sae.artifacts import save_sae
 from lmscope.methods.sae.config import DEFAULT_LR, L1_ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
@@ -115,7 +116,8 @@ def _update(t: _Trainee, forward, step: int, cfg: TrainConfig, world: World) -> 
         torch.nn.utils.clip_grad_norm_(t.sae.parameters(), cfg.grad_clip)
     t.opt.step()
     t.sae.constrain()
-    t.firing.update(world.fired((result.codes > 0).any(0)), xs.shape[0] * world.size)
+    active = result.codes > 0  # (n, d_sae)
+    t.firing.update(world.fired(active.any(0)), xs.shape[0] * world.size)
     if cfg.resample_every and t.job.config.architecture in L1_ARCHITECTURES and (step + 1) % cfg.resample_every == 0:
         gen = torch.Generator().manual_seed(cfg.init_seed * 7919 + step)
         n = resample(t.sae, t.opt, world.gather(xs), t.firing.dead(), gen)  # the same on every rank
@@ -123,7 +125,7 @@ def _update(t: _Trainee, forward, step: int, cfg: TrainConfig, world: World) -> 
         log.info("%s: resampled %d dead latents at step %d", t.job.name, n, step + 1)
     loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
     return {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity,
-            "l0": float((result.codes > 0).sum(-1).float().mean()),
+            "l0": int(torch.count_nonzero(active)) / active.shape[0],
             "fve": fve(xs, result.x_hat.detach()), "dead": float(dead.float().mean()), "lr": lr_factor, "l1": l1}
 
 
@@ -242,6 +244,7 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     of a run on that many ranks.
     """
     harvest_cfg, cfg = harvest_cfg or HarvestConfig(), cfg or TrainConfig()
+    keep_freed_memory()  # a step's (n, d_sae) tensors reuse the last step's memory (lmscope.memory)
     world = world or World.from_env(lm.device)
     out = prepare_out(out)
     world.on_main(lambda: check_settings(out, _settings(lm, jobs, harvest_cfg, cfg)))

@@ -147,7 +147,7 @@ def l1_training_step(p: Pre, w_dec: torch.Tensor, b_dec: torch.Tensor,
     """ReLU codes and the reconstruction from the pre-activations ``p``; sparse when few latents fire."""
     n, d_sae = p.pre.shape
     active = p.pre > 0
-    if int(active.sum()) > sparse_below * n * d_sae:
+    if int(torch.count_nonzero(active)) > sparse_below * n * d_sae:  # (a bool sum would cast to int64 first)
         codes = torch.relu(dense_encode(p))
         return L1Step(codes @ w_dec + b_dec, codes, None, None, None)
     rows, cols = active.nonzero(as_tuple=True)  # row-major: rows ascending

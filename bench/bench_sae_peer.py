@@ -227,6 +227,8 @@ def speed_page(args: argparse.Namespace, rows: list[tuple]) -> str:
     lines.append("")
     for precision in args.sae_precision:
         mine = [row for row in rows if row[1] == precision]
+        if not mine:  # not measured yet (the page is rewritten after every row)
+            continue
         peer_s, one_s = sum(r[3] for r in mine), sum(r[4] for r in mine)
         text = f"SAE matmuls {precision}, over all rounds: one SAE {peer_s / one_s:.2f}x"
         swept = [r for r in mine if r[5] == r[5]]

@@ -126,9 +126,9 @@ def dense_codes(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: i
     return codes
 
 
-# Below this density an L1 step goes sparse. bench/bench_sae_step.py (2-core x86 CPU, 576 -> 4608, 4,096 rows):
-# float32 ~0.8 s dense against 0.74 s sparse at 8% and 0.34 s at 2%; under bfloat16 autocast ~0.52 s dense against
-# 0.59 s at 8% and 0.29 s at 2%: the routes cross near 10% and 7%.
+# Below this density an L1 step goes sparse. bench/bench_sae_step.py (2-core x86 CPU, 576 -> 4608, 4,096 rows, freed
+# blocks kept as in training): float32 ~0.65 s dense against 0.66 s sparse at 8% and 0.27 s at 2%; under bfloat16
+# autocast ~0.36 s dense against 0.51 s at 8%, 0.34 s at 6% and 0.26 s at 2%: the routes cross near 8% and 6%.
 SPARSE_BELOW = 0.08
 
 

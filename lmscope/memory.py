@@ -2,7 +2,7 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on
 free, so each new (4,096 x 4,608) float32 tensor of an SAE step (75 MB) touches ~18,000 new pages: a ReLU, a
-gradient or a cast over it costs ~30 ms instead of ~5 ms on a 2-core machine, and a training step 35% more.
+gradient or a cast over it costs ~30 ms instead of ~5 ms on a 2-core machine, and a dense training step ~40% more.
 :func:`keep_freed_memory` raises both thresholds so that freed blocks go back to the heap and are reused, as
 PyTorch's caching allocator does on GPUs. The process then keeps up to 2 GiB of the memory of its peak (it does not
 grow past it). Set ``LMSCOPE_MALLOC=system`` to leave glibc's defaults alone; elsewhere than glibc nothing changes.

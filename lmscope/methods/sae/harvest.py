@@ -48,6 +48,20 @@ def parse_site(text: str) -> Site:
     return Site(int(layer), kind)  # type: ignore[arg-type]
 
 
+def batches_in(n: int, size: int) -> int:
+    """Training batches of ``size`` rows that ``n`` rows make: a remainder of at least half a batch makes one more.
+
+    A buffer of whole token batches loses a few positions (first, special, sink), so its rows are rarely a multiple
+    of the training batch; dropping the remainder would throw away nearly one batch of harvested rows per buffer.
+    """
+    return (n + size // 2) // size
+
+
+def batch_rows(order: torch.Tensor, b: int, size: int) -> torch.Tensor:
+    """The rows of batch ``b``: order[b size : (b + 1) size], completed from the start of ``order`` past its end."""
+    return order[torch.arange(b * size, (b + 1) * size) % order.numel()]
+
+
 class ActivationStream:
     """Buffers of activations at ``sites``, harvested from the model or read from a disk cache."""
 
@@ -122,16 +136,17 @@ class ActivationStream:
                 epochs: int = 1) -> Iterator[tuple[tuple[int, int], Batch]]:
         """Shuffled training batches of ``batch_tokens`` rows: ((buffer pass, batch in buffer), activations).
 
-        A buffer's remainder smaller than a batch is dropped. ``start`` resumes at that position. ``agree`` turns
-        this shard's number of batches in a buffer into the number every shard takes (the smallest, across ranks).
+        A buffer's last batch is completed from the start of its order (:func:`batch_rows`) when at least half a
+        batch remains, and left out otherwise. ``start`` resumes at that position. ``agree`` turns this shard's
+        number of batches in a buffer into the number every shard takes (the smallest, across ranks).
         Each of the ``epochs`` passes shuffles every buffer anew.
         """
         for index, buf in self.epoch_buffers(start[0], epochs):
             n = next(iter(buf.values())).shape[0]
             order = self.order(index, n)
             first = start[1] if index == start[0] else 0
-            for b in range(first, agree(n // batch_tokens)):
-                rows = order[b * batch_tokens:(b + 1) * batch_tokens]
+            for b in range(first, agree(batches_in(n, batch_tokens))):
+                rows = batch_rows(order, b, batch_tokens)
                 yield (index, b), {s: x[rows] for s, x in buf.items()}
 
     # ---- the disk cache --------------------------------------------------------------------------------------
@@ -215,7 +230,7 @@ class ShardedStream:
             sizes = [next(iter(buf.values())).shape[0] for buf in bufs]
             orders = [s.order(index, n) for s, n in zip(self.streams, sizes)]
             first = start[1] if index == start[0] else 0
-            for b in range(first, min(n // local for n in sizes)):
-                rows = [order[b * local:(b + 1) * local] for order in orders]
+            for b in range(first, min(batches_in(n, local) for n in sizes)):
+                rows = [batch_rows(order, b, local) for order in orders]
                 yield (index, b), {site: torch.cat([buf[site][r] for buf, r in zip(bufs, rows)])
                                    for site in bufs[0]}

@@ -16,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -80,6 +81,12 @@ def _schedule(step: int, total: int, cfg: TrainConfig) -> tuple[float, float]:
     return lr, l1
 
 
+def _adam(sae: SparseAutoencoder, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
+    """Adam in one fused kernel where PyTorch has it (CPU, CUDA): on a 576 x 4608 SAE, 3 ms a step instead of 29."""
+    fused = next(sae.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, fused=fused or None)
+
+
 def _new_trainee(job: Job, x: torch.Tensor, cfg: TrainConfig, device) -> _Trainee:
     """Build a job's SAE for inputs like ``x`` (n, d) and initialise its decoder bias from them."""
     sae_cfg = replace(job.config, d_in=x.shape[1])
@@ -89,44 +96,56 @@ def _new_trainee(job: Job, x: torch.Tensor, cfg: TrainConfig, device) -> _Traine
     if cfg.b_dec_init != "zeros":
         sae.init_b_dec(geometric_median(xs) if cfg.b_dec_init == "geometric_median" else xs.mean(0))
     lr = cfg.lr or DEFAULT_LR[sae_cfg.architecture]
-    opt = torch.optim.Adam(sae.parameters(), lr=lr, betas=(cfg.beta1, cfg.beta2))
+    opt = _adam(sae, lr, (cfg.beta1, cfg.beta2))
     return _Trainee(replace(job, config=sae_cfg), sae, opt, Firing(sae.d_sae, cfg.dead_tokens), scale)
 
 
-def _forward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainConfig):
-    """The SAE's forward pass and loss on a batch x (n, d_in), at this step's learning rate and L1 factor."""
+class _Pending(NamedTuple):
+    """A job's gradients for one batch, computed but not applied yet; what its step and log need."""
+
+    finite: bool
+    xs: torch.Tensor  # (n, d_in), the batch at the job's input scale
+    fired: torch.Tensor  # (d_sae,) bool: latents active on some row
+    row: dict
+
+
+def _backward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainConfig) -> _Pending:
+    """Forward and backward on a batch x (n, d_in): the gradients stay in ``.grad`` for :func:`_step`.
+
+    One job's (n, d_sae) activations are alive at a time; a sweep of many SAEs keeps only their gradients.
+    """
     lr_factor, l1 = _schedule(step, total, cfg)
     for group in t.opt.param_groups:
         group["lr"] = (cfg.lr or DEFAULT_LR[t.job.config.architecture]) * lr_factor
     xs = x * t.scale
     dead = t.firing.dead().to(x.device)
+    t.opt.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast):
         result = t.sae(xs, l1_scale=l1, dead=dead)
-    return result, xs, dead, lr_factor, l1
-
-
-def _update(t: _Trainee, forward, step: int, cfg: TrainConfig, world: World) -> dict:
-    """One optimisation step from a forward pass (gradients averaged over the ranks); returns the logged numbers."""
-    result, xs, dead, lr_factor, l1 = forward
-    t.opt.zero_grad(set_to_none=True)
     result.loss.backward()
+    active = result.codes.detach() > 0  # (n, d_sae)
+    loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
+    row = {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity,
+           "l0": int(torch.count_nonzero(active)) / active.shape[0], "fve": fve(xs, result.x_hat.detach()),
+           "dead": float(dead.float().mean()), "lr": lr_factor, "l1": l1}
+    return _Pending(math.isfinite(loss), xs, active.any(0), row)
+
+
+def _step(t: _Trainee, pending: _Pending, step: int, cfg: TrainConfig, world: World) -> dict:
+    """Apply a job's gradients (averaged over the ranks), track and resample dead latents; returns the log row."""
     world.average_gradients(t.sae.parameters())
     t.sae.project_decoder_grad()
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(t.sae.parameters(), cfg.grad_clip)
     t.opt.step()
     t.sae.constrain()
-    active = result.codes > 0  # (n, d_sae)
-    t.firing.update(world.fired(active.any(0)), xs.shape[0] * world.size)
+    t.firing.update(world.fired(pending.fired), pending.xs.shape[0] * world.size)
     if cfg.resample_every and t.job.config.architecture in L1_ARCHITECTURES and (step + 1) % cfg.resample_every == 0:
         gen = torch.Generator().manual_seed(cfg.init_seed * 7919 + step)
-        n = resample(t.sae, t.opt, world.gather(xs), t.firing.dead(), gen)  # the same on every rank
+        n = resample(t.sae, t.opt, world.gather(pending.xs), t.firing.dead(), gen)  # the same on every rank
         t.firing.since[t.firing.dead()] = 0  # resampled latents get a fresh window
         log.info("%s: resampled %d dead latents at step %d", t.job.name, n, step + 1)
-    loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
-    return {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity,
-            "l0": int(torch.count_nonzero(active)) / active.shape[0],
-            "fve": fve(xs, result.x_hat.detach()), "dead": float(dead.float().mean()), "lr": lr_factor, "l1": l1}
+    return pending.row
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------------
@@ -147,6 +166,18 @@ def _save_checkpoint(out: Path, trainees: list[_Trainee], step: int, position: t
     replace_folder(tmp, out / CHECKPOINT)
 
 
+def _match_layouts(opt: torch.optim.Adam) -> None:
+    """Give reloaded Adam moments their parameter's strides (a saved tensor comes back contiguous).
+
+    W_enc is the clone of a transposed view; PyTorch's fused CPU Adam walks the tensors as flat memory and silently
+    pairs the wrong entries when the layouts differ (pytorch/pytorch#106951 is the CUDA side, where it raises).
+    """
+    for param, state in opt.state.items():
+        for key, value in state.items():
+            if value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param).copy_(value)
+
+
 def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tuple[list[_Trainee], dict]:
     """The trainees and the state (step, stream position, done) of the checkpoint in ``out``."""
     folder = out / CHECKPOINT
@@ -157,13 +188,14 @@ def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tu
         sae_cfg = SaeConfig(**meta["config"])
         sae = build_sae(sae_cfg, cfg.init_seed).to(device)
         sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
-        opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr or DEFAULT_LR[sae_cfg.architecture])
+        opt = _adam(sae, cfg.lr or DEFAULT_LR[sae_cfg.architecture], (cfg.beta1, cfg.beta2))
         adam: dict = {}
         for key, value in tensors.items():
             if key.startswith("adam."):
                 _, p, name = key.split(".", 2)
                 adam.setdefault(int(p), {})[name] = value
         opt.load_state_dict({"state": adam, "param_groups": meta["param_groups"]})
+        _match_layouts(opt)
         firing = Firing(sae.d_sae, cfg.dead_tokens)
         firing.since = tensors["since"].clone()
         trainees.append(_Trainee(replace(job, config=sae_cfg), sae, opt, firing, meta["scale"], meta["log"]))
@@ -252,13 +284,13 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     trainees, step, position, stream = _begin(out, lm, jobs, cfg, batches, world)
     total = harvest_cfg.tokens * cfg.epochs // cfg.batch_tokens
     bar = tqdm(total=total, initial=step, desc=f"sae {lm.name}", unit="step", disable=not world.main)
-    for position, batch in stream:
-        forwards = [_forward(t, batch[t.job.site].to(lm.device), step, total, cfg) for t in trainees]
-        if world.any(not all(torch.isfinite(f[0].loss) for f in forwards)):
+    for position, batch in itertools.islice(stream, max(0, total - step)):  # the schedule's steps, no more
+        pending = [_backward(t, batch[t.job.site].to(lm.device), step, total, cfg) for t in trainees]
+        if world.any(not all(p.finite for p in pending)):  # nothing applied yet: the state is the last good one
             world.on_main(partial(_save_checkpoint, out, trainees, step, (position[0], position[1] - 1)))
             raise TrainingError(f"the loss is not finite at step {step}; the last good state is checkpointed in "
                                 f"{out / CHECKPOINT} (try a lower --lr)")
-        rows = [_update(t, f, step, cfg, world) for t, f in zip(trainees, forwards)]
+        rows = [_step(t, p, step, cfg, world) for t, p in zip(trainees, pending)]
         step += 1
         _log(trainees, rows, step, log_every, bar, cfg.batch_tokens)
         if step % cfg.checkpoint_every == 0:

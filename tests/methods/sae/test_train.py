@@ -1,5 +1,7 @@
 """Training: a killed run resumes to the same SAEs, a sweep harvests once, the cache replaces the model, errors."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from lmscope import Site
 from lmscope.io import load_tensors, read_json
 from lmscope.methods.sae import ActivationStream, Job, SaeConfig, harvest, load_sae, train_saes
 from lmscope.methods.sae import train as train_module
+from lmscope.methods.sae.harvest import batch_rows, batches_in
 
 SITE = Site(1, "resid_post")
 
@@ -30,7 +33,7 @@ def count_forwards(monkeypatch, lm):
 
 def test_killed_run_resumes_to_the_same_saes(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):
     whole = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "whole")
-    real, calls = train_module._update, []
+    real, calls = train_module._step, []
 
     def dies_at_step_8(*args, **kwargs):
         calls.append(1)
@@ -38,11 +41,11 @@ def test_killed_run_resumes_to_the_same_saes(lm, harvest_cfg, train_cfg, tmp_pat
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_update", dies_at_step_8)
+    monkeypatch.setattr(train_module, "_step", dies_at_step_8)
     with pytest.raises(KeyboardInterrupt):
         train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "killed")
     assert read_json(tmp_path / "killed" / "checkpoint" / "state.json")["step"] == 5
-    monkeypatch.setattr(train_module, "_update", real)
+    monkeypatch.setattr(train_module, "_step", real)
     resumed = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "killed")
     assert [p.name for p in resumed] == [p.name for p in whole]
     for a, b in zip(weights(whole), weights(resumed)):
@@ -95,17 +98,33 @@ def test_special_and_first_positions_are_left_out(lm, harvest_cfg, tmp_path):
     ActivationStream(lm, [SITE], replace(harvest_cfg, drop_first=False), tmp_path / "cache")
 
 
+def test_a_buffers_remainder_is_trained_on_and_the_run_has_its_nominal_steps(lm, harvest_cfg, train_cfg, tmp_path):
+    from dataclasses import replace
+
+    assert [batches_in(n, 64) for n in (31, 32, 95, 96, 480)] == [0, 1, 1, 2, 8]
+    assert batch_rows(torch.arange(10, 20), 1, 6).tolist() == [16, 17, 18, 19, 10, 11]
+    cfg = replace(harvest_cfg, drop_special=False)  # each 512-row buffer keeps 480 rows: 7.5 batches of 64
+    stream = ActivationStream(lm, [SITE], cfg)
+    buf = next(stream.buffers())[1][SITE]
+    first = [b[SITE] for (i, _), b in itertools.takewhile(lambda x: x[0][0] == 0, stream.batches(64))]
+    assert buf.shape[0] == 480 and len(first) == 8  # the half batch left over is completed, not dropped
+    assert {tuple(r.tolist()) for r in torch.cat(first)} == {tuple(r.tolist()) for r in buf}
+    path = train_saes(lm, jobs()[1:2], cfg, train_cfg, tmp_path / "run")[0]
+    assert read_json(path / "cfg.json")["steps"] == cfg.tokens // train_cfg.batch_tokens  # 32: the whole schedule
+
+
 def test_non_finite_loss_stops_with_a_checkpoint(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):
-    real = train_module._forward
+    real = train_module._backward
 
-    def nan_at_step_7(t, x, step, total, cfg):
-        out = real(t, x, step, total, cfg)
-        return (out[0]._replace(loss=out[0].loss * float("nan")), *out[1:]) if step == 7 else out
+    def nan_at_step_7(t, x, step, total, cfg):  # a batch that makes the loss NaN, and its gradients with it
+        return real(t, x * float("nan") if step == 7 else x, step, total, cfg)
 
-    monkeypatch.setattr(train_module, "_forward", nan_at_step_7)
+    monkeypatch.setattr(train_module, "_backward", nan_at_step_7)
     with pytest.raises(lmscope.TrainingError, match="not finite at step 7.*checkpoint"):
         train_saes(lm, jobs()[:1], harvest_cfg, train_cfg, tmp_path / "nan")
     assert read_json(tmp_path / "nan" / "checkpoint" / "state.json")["step"] == 7
+    saved = load_tensors(tmp_path / "nan" / "checkpoint" / "job-0.safetensors")
+    assert all(torch.isfinite(v).all() for v in saved.values())  # the NaN gradients were never applied
 
 
 def test_layer_out_of_range_and_trained_sae_reloads(lm, harvest_cfg, train_cfg, tmp_path):
@@ -133,7 +152,7 @@ def test_epochs_pass_over_the_cache_again_in_a_new_order_and_resume(lm, harvest_
     calls = count_forwards(monkeypatch, lm)
     whole = train_saes(lm, jobs()[:1], harvest_cfg, cfg, tmp_path / "whole", cache=tmp_path / "cache")
     assert not calls and read_json(whole[0] / "cfg.json")["steps"] == len(two)
-    real, steps = train_module._update, []
+    real, steps = train_module._step, []
 
     def dies_in_the_second_epoch(*args, **kwargs):
         steps.append(1)
@@ -141,10 +160,10 @@ def test_epochs_pass_over_the_cache_again_in_a_new_order_and_resume(lm, harvest_
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_update", dies_in_the_second_epoch)
+    monkeypatch.setattr(train_module, "_step", dies_in_the_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_saes(lm, jobs()[:1], harvest_cfg, cfg, tmp_path / "killed", cache=tmp_path / "cache")
-    monkeypatch.setattr(train_module, "_update", real)
+    monkeypatch.setattr(train_module, "_step", real)
     resumed = train_saes(lm, jobs()[:1], harvest_cfg, cfg, tmp_path / "killed", cache=tmp_path / "cache")
     a, b = weights(whole)[0], weights(resumed)[0]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from lmscope import running, store
 from lmscope.data.corpus import iter_texts
 from lmscope.errors import ArtifactError, InputError
 from lmscope.io import Result
+from lmscope.methods.rome import shipped
 from lmscope.model.hooks import capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -134,12 +136,20 @@ def second_moment(lm: LM, layer: int, corpus: str = "wiki", samples: int = 100_0
             return done
         except ArtifactError as err:
             log.warning("%s; computing the statistics again", err)
+    ready = _shipped(lm, layer, corpus, samples, max_len)
+    if ready is not None:
+        ready.save(folder)
+        return ready
     part = _resume(lm, layer, corpus, max_len, folder.with_name(folder.name + ".partial"))
     n_texts = _count_texts(corpus, samples)
     if n_texts < samples:
         log.warning("corpus %s has %d texts, fewer than the %d asked for: using all of them", corpus, n_texts,
                     samples)
+    log.warning("computing the second moment of %s's MLP keys at layer %d over %d texts, once (later edits at this "
+                "layer reuse it): minutes on a CPU; an estimate follows the first %d texts", lm.name, layer,
+                n_texts - part.texts, WINDOW)
     bar = tqdm(total=n_texts, initial=part.texts, desc=f"stats {lm.name} L{layer}", unit="text")
+    started, first = time.monotonic(), part.texts
     while part.texts < n_texts:
         texts = _texts(corpus, part.texts, min(part.texts + WINDOW, n_texts))
         window = _window_sum(lm, layer, texts, max_len, batch_tokens)
@@ -147,6 +157,9 @@ def second_moment(lm: LM, layer: int, corpus: str = "wiki", samples: int = 100_0
         part.texts, part.tokens = part.texts + len(texts), part.tokens + window.count
         part.save_atomic(folder.with_name(folder.name + ".partial"))  # a killed run resumes here
         bar.update(len(texts))
+        if part.texts - first == len(texts) and part.texts < n_texts:
+            left = (time.monotonic() - started) / len(texts) * (n_texts - part.texts)
+            log.warning("second moment: about %.0f min left (%d of %d texts done)", left / 60, part.texts, n_texts)
     bar.close()
     if part.tokens == 0:
         raise ArtifactError(f"corpus {corpus!r} gave no tokens for the statistics")
@@ -158,6 +171,18 @@ def second_moment(lm: LM, layer: int, corpus: str = "wiki", samples: int = 100_0
     log.info("second moment of %s at layer %d: %d texts, %d tokens -> %s", lm.name, layer, done.texts,
              done.tokens, folder)
     return done
+
+
+def _shipped(lm: LM, layer: int, corpus: str, samples: int, max_len: int) -> SecondMoment | None:
+    """The statistics shipped with lmscope for exactly this model, weights, layer and corpus (see ``shipped``)."""
+    entry = shipped.find(lm.name, layer, corpus, samples, max_len, key_fingerprint(lm, layer))
+    matrix = shipped.read(entry) if entry is not None else None
+    if matrix is None:
+        return None
+    log.info("second moment of %s at layer %d: shipped with lmscope (%d texts, %d tokens)", lm.name, layer,
+             entry.texts, entry.tokens)
+    return SecondMoment(model=lm.name, layer=layer, corpus=str(corpus), max_len=max_len, texts=entry.texts,
+                        tokens=entry.tokens, key_fingerprint=entry.key_fingerprint, matrix=matrix)
 
 
 def _count_texts(corpus: str, samples: int) -> int:

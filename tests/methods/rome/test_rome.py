@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import lmscope
 from lmscope.errors import ArtifactError
@@ -282,3 +283,39 @@ def test_suffix_rows_give_the_same_value_as_whole_rows(family_name, corpus, monk
     whole = value.compute_value(lm, request, 1, prefixes, cfg)
     assert len(fast.losses) == len(whole.losses)
     torch.testing.assert_close(fast.v_star, whole.v_star, atol=1e-4, rtol=1e-4)
+
+
+def test_shipped_statistics_are_used_only_when_everything_matches(corpus, monkeypatch, tmp_path):
+    from lmscope.methods.rome import shipped
+
+    lm = tiny()
+    computed = second_moment(lm, 1, corpus, samples=100, path=tmp_path / "computed")
+    digest = shipped.pack(computed.matrix, tmp_path / "m.safetensors")
+    assert torch.equal(shipped.unpack(load_file(str(tmp_path / "m.safetensors"))["upper"]), computed.matrix)
+    entry = shipped.ShippedMoment(lm.name, 1, "m.safetensors", digest, rome_stats.key_fingerprint(lm, 1),
+                                  computed.texts, computed.tokens)
+    monkeypatch.setattr(shipped, "ASSETS", tmp_path)
+    monkeypatch.setattr(shipped, "SHIPPED", (entry,))
+    monkeypatch.setattr(shipped, "DEFAULTS", (corpus, 100, 512))
+    real = rome_stats._window_sum
+    monkeypatch.setattr(rome_stats, "_window_sum", None)  # no forward pass may run: the shipped file is used
+    first = second_moment(lm, 1, corpus, samples=100)
+    assert torch.equal(first.matrix, computed.matrix) and first.texts == computed.texts
+    assert rome_stats.stats_path(lm, 1, corpus, 100, 512).is_dir()  # installed into the store
+    monkeypatch.setattr(rome_stats, "_window_sum", real)
+    for other in (dict(layer=0), dict(samples=99), dict(max_len=64)):  # anything else is computed, not shipped
+        args = {"layer": 1, "samples": 100, "max_len": 512, **other}
+        assert shipped.find(lm.name, args["layer"], corpus, args["samples"], args["max_len"],
+                            entry.key_fingerprint) is None
+    assert shipped.find(lm.name, 1, corpus, 100, 512, "another-weights") is None
+    (tmp_path / "m.safetensors").write_bytes((tmp_path / "m.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
+    assert shipped.read(entry) is None  # a file whose hash moved is refused
+
+
+def test_shipped_files_match_their_pins():
+    from lmscope.methods.rome import shipped
+
+    for entry in shipped.SHIPPED:
+        matrix = shipped.read(entry)
+        assert matrix is not None, entry.file
+        assert torch.equal(matrix, matrix.T) and bool((matrix.diagonal() > 0).all())

@@ -41,15 +41,22 @@ LENS_PROMPT = "Eiffel Tower is located in the heart of the city of"  # 12 tokens
 TRACE_PROMPT, SUBJECT = "The Eiffel Tower is located in the city of", "The Eiffel Tower"
 
 
+AUTH: dict[str, str] = {}  # Authorization: Bearer <the token the server printed>
+
+
+def open_url(url: str, timeout: float = 120):
+    return urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=timeout)
+
+
 def post(url: str, body: dict) -> dict:
-    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json", **AUTH})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.loads(r.read())
 
 
 def until(url: str, job: str, kind: str) -> dict:
     """Read a job's event stream until an event of ``kind`` (or the job's end)."""
-    with urllib.request.urlopen(f"{url}/api/jobs/{job}/events", timeout=1800) as stream:
+    with open_url(f"{url}/api/jobs/{job}/events", timeout=1800) as stream:
         for line in stream:
             if line.startswith(b"data: "):
                 event = json.loads(line[6:])
@@ -60,7 +67,7 @@ def until(url: str, job: str, kind: str) -> dict:
 
 def get(url: str) -> tuple[int, float]:
     t = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=120) as r:
+    with open_url(url) as r:
         r.read()
         return r.status, time.perf_counter() - t
 
@@ -87,7 +94,8 @@ def served_lens(url: str, rounds: int) -> list[float]:
     return times
 
 
-def start_server(args, folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(args, folder: Path) -> tuple[subprocess.Popen, str, str]:
+    """A `lmscope serve` process: (process, base URL, the printed address with its token)."""
     port = 8700 + os.getpid() % 200
     cmd = [sys.executable, "-m", "lmscope", "--model", args.model, "-q", "serve", "--results", str(folder),
            "--runs-out", str(folder / "serve"), "--port", str(port)]
@@ -95,17 +103,19 @@ def start_server(args, folder: Path) -> tuple[subprocess.Popen, str]:
     line = proc.stdout.readline()
     if "workbench" not in line:
         raise RuntimeError(f"the server did not start: {line!r}")
+    login = proc.stdout.readline().strip()
+    AUTH["Authorization"] = f"Bearer {login.split('?token=', 1)[1]}"
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
             get(f"{url}/api/health")
-            return proc, url
+            return proc, url, login
         except OSError:
             time.sleep(0.1)
     raise RuntimeError("the server does not answer")
 
 
-def browser_times(url: str, trace_run: str, rounds: int) -> dict:
+def browser_times(login: str, trace_run: str, rounds: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from playwright.sync_api import sync_playwright
 
@@ -114,7 +124,7 @@ def browser_times(url: str, trace_run: str, rounds: int) -> dict:
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
         page = chromium.new_page(viewport={"width": 1500, "height": 1000})
-        page.goto(url)
+        page.goto(login)  # signs in (the token for a cookie)
         page.wait_for_selector(f"#runs-table tbody tr[data-run='{trace_run}']")
         opens = []
         for _ in range(rounds):
@@ -146,7 +156,7 @@ def load_test(url: str, lens_run: str, folder: Path, args) -> dict:
             f"{url}/api/jobs/{job}"] * 10
     with ThreadPoolExecutor(50) as pool:
         answers = list(pool.map(get, urls))
-    running = json.loads(urllib.request.urlopen(f"{url}/api/jobs/{job}").read())["state"]
+    running = json.loads(open_url(f"{url}/api/jobs/{job}").read())["state"]
     final = until(url, job, "done")
     cli = folder / "cli-trace"
     subprocess.run([sys.executable, "-m", "lmscope", "--model", args.model, "-q", "trace", TRACE_PROMPT,
@@ -174,12 +184,12 @@ def main() -> None:
     lib = library_lens(lm, args.rounds)
     del lm
     folder = Path(tempfile.mkdtemp(prefix="lmscope-bench-web-"))
-    proc, url = start_server(args, folder)
+    proc, url, login = start_server(args, folder)
     try:
         http = served_lens(url, args.rounds)
-        lens_run = json.loads(urllib.request.urlopen(f"{url}/api/runs").read())[0]["id"]
+        lens_run = json.loads(open_url(f"{url}/api/runs").read())[0]["id"]
         load = load_test(url, lens_run, folder, args)
-        browser = browser_times(url, load["trace_run"], max(3, args.rounds // 3))
+        browser = browser_times(login, load["trace_run"], max(3, args.rounds // 3))
     finally:
         proc.terminate()
         proc.wait(timeout=30)

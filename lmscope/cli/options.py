@@ -1,6 +1,7 @@
 """Config dataclasses double as the command line: one ``--flag`` per field, with the field's default and help.
 
-A field's metadata may hold ``help`` and ``required`` (the option must be given: no default makes sense).
+A field's metadata may hold ``help``, ``required`` (the option must be given: no default makes sense) and its bounds
+(``min``, ``max``, ``max_items``, ``max_tokens``: shown in the help, checked by the config's ``__post_init__``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import dataclasses
 import typing
 from typing import Any, TypeVar
+
+from lmscope.config import limits
 
 C = TypeVar("C")
 
@@ -25,7 +28,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         tp = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         required = bool(f.metadata.get("required"))
-        help_text = f.metadata.get("help", "").replace("%", "%%") + ("" if required else f" (default: {default})")
+        bounds = limits(f.metadata)
+        help_text = (f.metadata.get("help", "").replace("%", "%%") + ("" if required else f" (default: {default}")
+                     + (f"; {bounds})" if bounds and not required else f" ({bounds})" if bounds else
+                        "" if required else ")"))
         if tp is bool:
             group.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                help=help_text)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import os
 import socket
 import sys
 from pathlib import Path
@@ -14,12 +14,7 @@ from lmscope.runs import prepare_out
 
 log = logging.getLogger(__name__)
 
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
-    except (OSError, ValueError):
-        return False
+TOKEN_ENV = "LMSCOPE_SERVE_TOKEN"
 
 
 def _check_port(host: str, port: int) -> None:
@@ -39,24 +34,37 @@ def _check_port(host: str, port: int) -> None:
          arg("--runs-out", type=Path, default=Path("out/serve"), help="where jobs started from the page write their "
                                                                       "run folders (default: out/serve)"),
          arg("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"),
-         arg("--port", type=int, default=8000, help="port (default: 8000)"))
+         arg("--port", type=int, default=8000, help="port (default: 8000)"),
+         arg("--token", default=None, help=f"the secret the page and API calls need (default: ${TOKEN_ENV}, else a "
+                                           "new random one per launch, printed in the address to open)"),
+         arg("--no-token", action="store_true", help="no token (loopback only; any program of this machine's users "
+                                                     "can then drive the workbench)"),
+         arg("--allow-host", nargs="+", default=[], metavar="NAME",
+             help="more host names the browser may use (localhost, 127.0.0.1, [::1] and --host always are)"))
 def serve(args) -> int:
     """Serve the workbench until Ctrl-C: one model in memory, one job at a time, runs saved as normal run folders."""
-    import uvicorn  # only this command needs the server
-
     from lmscope.web import create_app
+    from lmscope.web.security import Security, is_loopback
+    from lmscope.web.server import run
     from lmscope.web.tasks import Workbench
 
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be in 1..65535, not {args.port}")
+    token = args.token or (None if args.no_token else os.environ.get(TOKEN_ENV) or None)
+    security = Security.launch(args.host, args.port, token, args.no_token, args.allow_host)
     _check_port(args.host, args.port)
     out = prepare_out(args.runs_out)
     lm = load_model(args)
-    app = create_app(Workbench(lm, out), args.results)
-    if not _loopback(args.host):
-        print(f"WARNING: the workbench listens on {args.host}, reachable from other machines; it runs any prompt "
-              "on your model and serves your result folders to anyone who can connect", file=sys.stderr)
-    print(f"lmscope workbench: http://{args.host}:{args.port}/  (model {lm.name}; runs from "
-          f"{', '.join(str(r) for r in args.results)}; new runs in {out}; Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    app = create_app(Workbench(lm, out), args.results, security)
+    if not is_loopback(args.host):
+        print(f"WARNING: the workbench listens on {args.host}, reachable from other machines: anyone with the token "
+              "can run prompts on your model and read your result folders; the connection is not encrypted",
+              file=sys.stderr)
+    if security.token is None:
+        print("WARNING: --no-token: any program or user on this machine can drive the workbench", file=sys.stderr)
+    print(f"lmscope workbench (model {lm.name}; runs from {', '.join(str(r) for r in args.results)}; new runs in "
+          f"{out}; Ctrl-C stops). Open:", flush=True)
+    for url in security.urls():
+        print(f"    {url}", flush=True)
+    run(app, args.host, args.port)
     return 0

@@ -14,18 +14,21 @@ from lmscope import config as check
 from lmscope.io import Result
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.progress import listening_now, tqdm
 
 
 @dataclass
 class LensConfig:
     """Options of the logit lens."""
 
-    top_k: int = field(default=10, metadata={"help": "tokens kept per (layer, position)"})
+    top_k: int = field(default=10, metadata={"help": "tokens kept per (layer, position)", "min": 1, "max": 100})
     chunk: int = field(default=256, metadata={
-        "help": "positions unembedded at a time (memory only: a long prompt never holds all layers' logits)"})
+        "help": "positions unembedded at a time (memory only: a long prompt never holds all layers' logits)",
+        "min": 1, "max": 8192})
 
     def __post_init__(self) -> None:
         check.at_least(self, 1, "top_k", "chunk")
+        check.bounds(self)
 
 
 @dataclass
@@ -76,7 +79,7 @@ def _row_stats(logits: torch.Tensor, final_logp: torch.Tensor, k: int, final_p: 
 UNEMBED_ROWS = 512  # (layer, position) rows unembedded per matmul: W_U is read once per group, not once per layer
 
 
-def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor, k: int):
+def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor, k: int, bar: tqdm):
     """Top-k, KL and entropy of every residual stream at a few positions: (n_rows, chunk[, k]) each.
 
     Several layers are unembedded in one matmul (at most :data:`UNEMBED_ROWS` rows): for a short prompt one
@@ -90,6 +93,7 @@ def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor
         group = streams[g:g + per]
         logits = lm.unembed(torch.cat(group)).view(len(group), n_pos, -1)  # (layers, chunk, vocab)
         rows += [_row_stats(layer_logits, final_logp, k, final_p) for layer_logits in logits]
+        bar.update(len(group) * n_pos)
     return [torch.stack(t) for t in zip(*rows)]
 
 
@@ -105,8 +109,11 @@ def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None) -> LogitLe
     sites = [Site(0, "resid_pre"), *lm.sites("resid_post")]
     logits, cache = lm.run_with_cache(inputs, sites)
     k = min(config.top_k, lm.vocab_size)
-    chunks = [_chunk_stats(lm, [cache[s][0, i:i + config.chunk] for s in sites], logits[0, i:i + config.chunk], k)
-              for i in range(0, logits.shape[1], config.chunk)]
+    n_pos = logits.shape[1]
+    with tqdm(total=len(sites) * n_pos, desc="lens", unit="row", leave=False,
+              disable=n_pos < 1024 and not listening_now()) as bar:
+        chunks = [_chunk_stats(lm, [cache[s][0, i:i + config.chunk] for s in sites], logits[0, i:i + config.chunk],
+                               k, bar) for i in range(0, n_pos, config.chunk)]
     top_ids, top_probs, kl, entropy = (torch.cat(parts, dim=1) for parts in zip(*chunks))
     return LogitLensResult(
         model=lm.name,

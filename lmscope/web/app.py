@@ -1,7 +1,9 @@
 """The Starlette app of ``lmscope serve``: the JSON API, the server-sent job events and the static page.
 
 Every error is a JSON ``{"error": "..."}`` with a 4xx status (a 500 says only that something broke and is logged
-with its traceback on the server); request bodies are limited to :data:`MAX_BODY` bytes.
+with its traceback on the server); request bodies are limited to :data:`MAX_BODY` bytes and must arrive in time.
+Who may call it is :mod:`lmscope.web.security`'s business (token, Host allow-list, same-origin JSON writes);
+how it is served, :mod:`lmscope.web.server`'s (timeouts, a cap on connections).
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import asyncio
 import json
 import logging
 import threading
-import time
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -25,18 +27,20 @@ from lmscope.errors import LmscopeError
 from lmscope.io import CFG_NAME, load_result
 from lmscope.web.features import FeatureIndex
 from lmscope.web.jobs import TERMINAL, JobQueue
-from lmscope.web.runs import NotFound, RunIndex
-from lmscope.web.tasks import TASKS, Workbench, check_params, describe, execute
+from lmscope.web.runs import BadName, NotFound, RunIndex, entry
+from lmscope.web.security import FILE_CSP, Guard, Security
+from lmscope.web.server import BODY_TIMEOUT_S, Threaded, free_port
+from lmscope.web.tasks import TASKS, Workbench, check_params, describe, execute, token_counter
 from lmscope.web.views import view
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-PAGES = {"app.js": "text/javascript", "app.css": "text/css"}
+PAGES = {"app.js": "text/javascript", "app.css": "text/css", "login.js": "text/javascript"}
 MAX_BODY = 64 * 1024  # bytes of one request body
 MAX_QUEUED = 16  # jobs waiting at most
 KEEPALIVE_S = 15.0
-MEDIA = {".png": "image/png", ".html": "text/html; charset=utf-8", ".json": "application/json"}
+MEDIA = {".png": "image/png", ".html": "text/html; charset=utf-8", ".json": "application/json"}  # what the page shows
 
 
 class Api:
@@ -44,6 +48,7 @@ class Api:
 
     def __init__(self, bench: Workbench, results: list[Path]):
         self.bench = bench
+        self.count = token_counter(bench.lm)
         roots = list(results)
         if not any(bench.out.resolve().is_relative_to(Path(r).resolve()) for r in roots):
             roots.append(bench.out)  # the workbench's own runs are always listed
@@ -69,7 +74,7 @@ class Api:
             if key in self.cache:
                 self.cache.move_to_end(key)
                 return self.cache[key]
-        page = {"run": run_id, **view(load_result(ref.result))}
+        page = {"run": run_id, **view(load_result(ref.result), ref.folder)}
         with self.cache_lock:
             self.cache[key] = page
             while len(self.cache) > 64:
@@ -126,9 +131,17 @@ def run_view(request: Request) -> Response:
     return JSONResponse(_api(request).view(_param(request, "run")))
 
 
+def run_entry(request: Request) -> Response:
+    """One run's listing entry (title, command, files): what a deep link or a finished job needs."""
+    return JSONResponse(entry(_api(request).index.ref(_param(request, "run"))))
+
+
 def run_file(request: Request) -> Response:
-    path = _api(request).index.file(_param(request, "run"), _param(request, "name"))
-    return FileResponse(path, media_type=MEDIA.get(path.suffix, "application/octet-stream"))
+    """A PNG, HTML or JSON file of a run; HTML is shown sandboxed (no script runs, it cannot call the API)."""
+    path = _api(request).index.file(_param(request, "run"), _param(request, "name"), suffixes=tuple(MEDIA))
+    suffix = path.suffix.lower()
+    headers = {"content-security-policy": FILE_CSP} if suffix == ".html" else {}
+    return FileResponse(path, media_type=MEDIA[suffix], headers=headers)
 
 
 def features(request: Request) -> Response:
@@ -161,7 +174,7 @@ async def submit(request: Request) -> Response:
     task = TASKS.get(body["task"])
     if task is None:
         raise HTTPException(404, f"no task {body['task']!r} (tasks: {', '.join(TASKS)})")
-    params = check_params(task, body.get("params") or {})
+    params = check_params(task, body.get("params") or {}, api.count)
     if sum(j["state"] == "queued" for j in api.jobs.listing()) >= MAX_QUEUED:
         raise HTTPException(429, f"{MAX_QUEUED} jobs are already waiting; try again when one has finished")
     job = api.jobs.submit(task.name, params)
@@ -211,7 +224,7 @@ async def events(request: Request) -> Response:
                     return
                 try:
                     await asyncio.wait_for(wake.wait(), KEEPALIVE_S)
-                except TimeoutError:
+                except asyncio.TimeoutError:
                     yield ": keep-alive\n\n"
         finally:
             queue.unsubscribe(wake)
@@ -224,11 +237,11 @@ async def events(request: Request) -> Response:
 
 
 async def http_error(request: Request, exc: HTTPException) -> Response:
-    return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def not_found(request: Request, exc: NotFound) -> Response:
-    return JSONResponse({"error": str(exc)}, status_code=404)
+    return JSONResponse({"error": str(exc)}, status_code=400 if isinstance(exc, BadName) else 404)
 
 
 async def user_error(request: Request, exc: LmscopeError) -> Response:
@@ -242,10 +255,16 @@ async def server_error(request: Request, exc: Exception) -> Response:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with a 413 (declared length or counted while streaming)."""
+    """Refuse request bodies over ``limit`` bytes (413) and bodies whose next chunk takes over ``timeout`` s (408).
 
-    def __init__(self, app, limit: int = MAX_BODY):
-        self.app, self.limit = app, limit
+    The length is checked as declared, and counted while the body streams in.
+    """
+
+    limit = MAX_BODY
+    timeout = BODY_TIMEOUT_S
+
+    def __init__(self, app):
+        self.app = app
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -253,11 +272,18 @@ class BodyLimit:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             return await self._refuse(send)
-        seen = 0
+        seen, complete = 0, False
 
         async def limited():
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:  # the body is in; what follows is the wait for a disconnect (streams)
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError as err:
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout:g} s",
+                                    headers={"connection": "close"}) from err
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
                 raise HTTPException(413, f"request bodies are limited to {self.limit} bytes")
@@ -272,8 +298,13 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def create_app(bench: Workbench, results: list[str | Path]) -> Starlette:
-    """The workbench app over ``bench`` (one loaded model) and the run folders below ``results``."""
+def create_app(bench: Workbench, results: list[str | Path], security: Security | None = None) -> Starlette:
+    """The workbench app over ``bench`` (one loaded model) and the run folders below ``results``.
+
+    ``security`` holds the token and the host names allowed (default: a fresh random token, loopback names);
+    ``app.state.security`` keeps it.
+    """
+    security = security or Security.launch()
     api = Api(bench, [Path(r) for r in results])
 
     @asynccontextmanager
@@ -283,41 +314,36 @@ def create_app(bench: Workbench, results: list[str | Path]) -> Starlette:
 
     routes = [Route("/", index), Route("/static/{name}", static), Route("/api/health", health),
               Route("/api/model", model), Route("/api/tasks", tasks), Route("/api/runs", runs),
-              Route("/api/view", run_view), Route("/api/file", run_file), Route("/api/features", features),
-              Route("/api/feature", feature), Route("/api/jobs", jobs, methods=["GET"]),
+              Route("/api/view", run_view), Route("/api/run", run_entry), Route("/api/file", run_file),
+              Route("/api/features", features), Route("/api/feature", feature),
+              Route("/api/jobs", jobs, methods=["GET"]),
               Route("/api/jobs", submit, methods=["POST"]), Route("/api/jobs/{job}", job_detail, methods=["GET"]),
               Route("/api/jobs/{job}", cancel, methods=["DELETE"]), Route("/api/jobs/{job}/events", events)]
     handlers = {HTTPException: http_error, NotFound: not_found, LmscopeError: user_error, Exception: server_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-    app.state.api = api
-    app.add_middleware(BodyLimit)
+    middleware = [Middleware(Guard, security=security), Middleware(BodyLimit)]  # the first is outermost
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan, middleware=middleware)
+    app.state.api, app.state.security = api, security
     return app
 
 
 class Background:
-    """A workbench served from a thread of this process (notebooks, tests, benchmarks); ``stop()`` ends it."""
+    """A workbench served from a thread of this process (notebooks, tests, benchmarks); ``stop()`` ends it.
 
-    def __init__(self, bench: Workbench, results: list[str | Path], host: str = "127.0.0.1", port: int = 0):
-        import socket
+    ``url`` is the server's address, ``login_url`` the one to open in a browser (it carries the token), and
+    ``headers`` what a script sends with each API call (``Authorization: Bearer TOKEN``).
+    """
 
-        import uvicorn
-
-        if port == 0:
-            with socket.socket() as s:
-                s.bind((host, 0))
-                port = s.getsockname()[1]
+    def __init__(self, bench: Workbench, results: list[str | Path], host: str = "127.0.0.1", port: int = 0,
+                 token: str | None = None, no_token: bool = False, allow_hosts: tuple[str, ...] = ()):
+        port = port or free_port(host)
+        self.security = Security.launch(host, port, token, no_token, allow_hosts)
+        self.token = self.security.token
         self.url = f"http://{host}:{port}"
-        self.app = create_app(bench, results)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="lmscope-serve", daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the workbench did not start on {self.url}")
-            time.sleep(0.02)
+        self.login_url = self.security.urls()[-1]
+        self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.app = create_app(bench, results, self.security)
+        self.server = Threaded(self.app, host, port)
 
     def stop(self) -> None:
         """Stop serving and wait for the server thread."""
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.server.stop()

@@ -27,6 +27,15 @@ class NotFound(InputError):
     """A run or file that does not exist (or is outside the result directories)."""
 
 
+class BadName(NotFound):
+    """A run id or file name that cannot name a file (control characters): a 400, not a 404."""
+
+
+def _check_name(name: str) -> None:
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise BadName(f"{name!r} is not a file name (it has control characters)")
+
+
 @dataclass(frozen=True)
 class RunRef:
     """Where one run lives: its id, its folder and the folder holding its result's ``cfg.json``."""
@@ -59,7 +68,8 @@ class RunIndex:
         """``relative`` below root ``root``, resolved; :class:`NotFound` when it leaves the root or is absent."""
         if not 0 <= root < len(self.roots):
             raise NotFound(f"no result directory {root}")
-        if relative.startswith(("/", "\\")) or "\x00" in relative:
+        _check_name(relative)
+        if relative.startswith(("/", "\\")):
             raise NotFound("absolute paths are not served")
         base = self.roots[root]
         path = (base / relative).resolve()
@@ -80,9 +90,12 @@ class RunIndex:
             raise NotFound(f"{run_id!r} is not a run folder")
         return RunRef(run_id, folder, result)
 
-    def file(self, run_id: str, name: str) -> Path:
-        """A file inside a run folder (PNG, HTML, JSON); never one outside it."""
+    def file(self, run_id: str, name: str, suffixes: tuple[str, ...] = (".png", ".html", ".json")) -> Path:
+        """A file inside a run folder with one of ``suffixes``; never one outside it, nor another type."""
+        _check_name(name)
         ref = self.ref(run_id)
+        if Path(name).suffix.lower() not in suffixes:
+            raise NotFound(f"only {', '.join(suffixes)} files of a run are served, not {name!r}")
         path = (ref.folder / name).resolve()
         if not path.is_relative_to(ref.folder) or not path.is_file():
             raise NotFound(f"{name!r} is not a file of run {run_id!r}")
@@ -119,7 +132,7 @@ def _walk(root: Path, depth: int):
 
 
 def entry(ref: RunRef) -> dict:
-    """One listing line: id, kind, model, date, command and files, from the small JSON files only."""
+    """One listing line: id, kind, model, date, title (the prompt), command and files, from small JSON files only."""
     info = _json_or_empty(ref.folder / COMMAND_INFO)
     cfg = _json_or_empty(ref.result / CFG_NAME)
     mtime = (ref.result / CFG_NAME).stat().st_mtime if (ref.result / CFG_NAME).exists() else 0
@@ -127,9 +140,23 @@ def entry(ref: RunRef) -> dict:
     command = info.get("command") or ""
     if info.get("argv"):
         command = "lmscope " + " ".join(_quote(a) for a in info["argv"])
+    elif isinstance(info.get("params"), dict):  # a job of the workbench: its task and parameters
+        command = f"{command} " + " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                                           for k, v in info["params"].items())
     return {"id": ref.id, "name": ref.folder.name, "kind": cfg.get("kind", "?"),
-            "model": cfg.get("model") or info.get("model") or "", "date": date, "command": command,
-            "via": info.get("via", ""), "files": _files(ref.folder)}
+            "model": cfg.get("model") or info.get("model") or "", "date": date, "title": _title(info, cfg),
+            "command": command.strip(), "via": info.get("via", ""), "files": _files(ref.folder)}
+
+
+def _title(info: dict, cfg: dict) -> str:
+    """What a person recognises a run by: its prompt (an edit's with the subject in place), else ''."""
+    params = info.get("params") if isinstance(info.get("params"), dict) else {}
+    request = cfg.get("request") if isinstance(cfg.get("request"), dict) else {}
+    prompt = params.get("prompt") or cfg.get("prompt") or request.get("prompt") or ""
+    subject = params.get("subject") or request.get("subject") or ""
+    if not isinstance(prompt, str):
+        return ""
+    return prompt.replace("{}", subject) if subject and "{}" in prompt else prompt
 
 
 def _quote(arg: str) -> str:

@@ -1,15 +1,19 @@
-"""A result as the JSON the workbench page draws: a title, a few key numbers and a list of blocks.
+r"""A result as the JSON the workbench page draws: a title, a few key numbers and a list of blocks.
 
 Blocks are generic (``heatmap``, ``table``, ``kv``, ``figures``) so the page needs one renderer per block type,
-not one per method: a heat map carries its row and column labels, values and the hover text of every cell; a
-table carries its columns and rows (the page sorts them). Results without a dedicated view get their summary
-as key numbers and tables. Non-finite floats become null (JSON has no NaN).
+not one per method: a heat map carries its row and column labels, values, colour scale (``vmin`` / ``vmax``, the
+same as its PNG's) and the hover text of every cell; a table carries its columns and rows (the page sorts them).
+Results without a dedicated view get their summary as key numbers and tables. Tokens made only of whitespace are
+drawn visibly (``"\n"`` as ``↵``, ``" "`` as ``␣``); hover text keeps their exact ``repr``. Non-finite floats become
+null (JSON has no NaN).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,6 +32,18 @@ def clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     return value
+
+
+WHITESPACE = {"\n": "↵", "\t": "⇥", "\r": "␍", " ": "␣"}
+
+
+def visible(token: str) -> str:
+    """A token as a grid cell shows it: whitespace-only tokens (and newlines anywhere) made visible."""
+    if token == "":
+        return "∅"
+    if token.strip() == "":
+        return "".join(WHITESPACE.get(c, "·") for c in token)
+    return token.replace("\n", "↵").replace("\r", "␍").replace("\t", "⇥")
 
 
 def heatmap(title: str, rows: list[str], cols: list[str], values, hover=None, text=None, **extra) -> dict:
@@ -56,9 +72,10 @@ def lens_view(r) -> dict:
         + f"\nKL {float(r.kl[i, p]):.3f} · entropy {float(r.entropy[i, p]):.3f}" for p in range(len(r.tokens))]
         for i in order]
     blocks = [heatmap("top-1 token per layer and position (colour: its probability)",
-                      [r.layer_labels[i] for i in order], r.tokens, [probs[i].tolist() for i in order],
-                      hover, [[r.top_tokens[i][p][0] for p in range(len(r.tokens))] for i in order],
-                      vmin=0.0, vmax=1.0, row_axis="layer", col_axis="token"),
+                      [r.layer_labels[i] for i in order], [visible(t) for t in r.tokens],
+                      [probs[i].tolist() for i in order], hover,
+                      [[visible(r.top_tokens[i][p][0]) for p in range(len(r.tokens))] for i in order],
+                      vmin=0.0, vmax=1.0, row_axis="layer", col_axis="token", legend="P(top-1 token)"),
               table("last position, every layer", ["layer", "top-1", "p", "KL", "entropy"],
                     [[r.layer_labels[i], r.top_tokens[i][-1][0], float(r.top_probs[i, -1, 0]),
                       float(r.kl[i, -1]), float(r.entropy[i, -1])] for i in range(r.n_rows)])]
@@ -72,16 +89,17 @@ PALETTE = {"hidden": "purple", "mlp": "green", "attn": "red"}  # the ROME paper'
 def trace_view(r) -> dict:
     """Causal trace: tokens x layers per kind, P*_restored[target] as colour (the subject's tokens starred)."""
     a, b = r.subject_range
-    rows = [f"{t}*" if a <= i < b else t for i, t in enumerate(r.tokens)]
+    rows = [f"{visible(t)}*" if a <= i < b else visible(t) for i, t in enumerate(r.tokens)]
     blocks = []
     for kind, scores in r.scores.items():
         n_layers = scores.shape[1]
         hover = [[f"token {i} {r.tokens[i]!r} · layer {layer} · {kind}\nP*_restored {float(scores[i, layer]):.4f}"
                   for layer in range(n_layers)] for i in range(len(r.tokens))]
+        # the PNG's scale: from the corrupted run's probability to this kind's own maximum
         blocks.append(heatmap(f"restoring {kind}: P({r.target!r})", rows, [str(x) for x in range(n_layers)],
                               scores.tolist(), hover, vmin=min(r.corrupted_prob, float(scores.min())),
-                              vmax=max(r.clean_prob, float(scores.max())), row_axis="token", col_axis="layer",
-                              palette=PALETTE.get(kind, "purple")))
+                              vmax=float(scores.max()), row_axis="token", col_axis="layer",
+                              palette=PALETTE.get(kind, "purple"), legend=f"P*_restored({r.target!r})"))
     key = {"model": r.model, "subject": r.subject, "target": repr(r.target), "P clean": r.clean_prob,
            "P* corrupted": r.corrupted_prob, "noise": r.noise}
     return {"title": f"Causal trace: {r.prompt!r}", "key": key, "blocks": blocks,
@@ -98,7 +116,7 @@ def trace_dataset_view(r) -> dict:
         blocks.append(heatmap(f"average indirect effect, restoring {kind}", list(r.groups),
                               [str(x) for x in range(n_layers)], aie.tolist(), hover, vmin=0.0,
                               vmax=max(float(aie.max()), 1e-9), row_axis="tokens", col_axis="layer",
-                              palette=PALETTE.get(kind, "purple")))
+                              palette=PALETTE.get(kind, "purple"), legend="average indirect effect"))
     summary = r.summary()
     key = {k: summary[k] for k in ("model", "facts", "traced", "ate", "mean_clean_prob", "mean_corrupted_prob")}
     return {"title": f"Causal tracing over {r.n_kept} facts", "key": key, "blocks": blocks}
@@ -108,12 +126,12 @@ def patching_view(r) -> dict:
     """Activation patching: layers x positions (or heads) per kind."""
     blocks = []
     for kind, scores in r.scores.items():
-        cols = [str(h) for h in range(scores.shape[1])] if kind == "heads" else r.tokens
+        cols = [str(h) for h in range(scores.shape[1])] if kind == "heads" else [visible(t) for t in r.tokens]
         hover = [[f"layer {layer} · {'head' if kind == 'heads' else 'token'} {cols[c]!r}\nscore "
                   f"{float(scores[layer, c]):.4f}" for c in range(scores.shape[1])] for layer in range(scores.shape[0])]
         blocks.append(heatmap(f"{kind} ({r.method})", [str(x) for x in range(scores.shape[0])], cols,
                               scores.tolist(), hover, vmin=-1.0, vmax=1.0, diverging=True, row_axis="layer",
-                              col_axis="head" if kind == "heads" else "token"))
+                              col_axis="head" if kind == "heads" else "token", legend="patching score"))
     return {"title": f"Patching: {r.corrupted!r}", "key": {"model": r.model, "clean metric": r.clean_metric,
             "corrupted metric": r.corrupted_metric}, "blocks": blocks}
 
@@ -138,6 +156,32 @@ def lesion_view(r) -> dict:
     rows = [[i + 1, bt, bp, at, ap] for i, ((bt, bp), (at, ap)) in enumerate(zip(r.before, r.after))]
     return {"title": f"Lesion ({r.label}): {r.prompt!r}", "key": {"model": r.model, "lesion": r.label},
             "blocks": [table("top next tokens", ["rank", "unmodified", "p", r.label, "p after"], rows)]}
+
+
+def edit_view(r, states: dict | None = None) -> dict:
+    """A ROME edit: its key numbers, the v* optimisation, and P(target) and the generation before and after.
+
+    ``states``: edit.json's ``before`` / ``after`` (the workbench's edits and ``lmscope edit`` write it).
+    """
+    summary = r.summary()
+    key = {k: summary[k] for k in ("model", "layer", "layer_source", "delta_norm") if k in summary}
+    blocks = [kv("request", {"prompt": r.request.text, "target": repr(r.request.target)})]
+    states = states or {}
+    if "before" in states and "after" in states:
+        rows = [[name, states[name].get("p_target"), states[name].get("generation")] for name in ("before", "after")]
+        blocks.append(table("before and after the edit", ["", "P(target)", "generation"], rows))
+    blocks.append(table("v* optimisation", ["step", *r.losses[0].keys()], [[i, *step.values()]
+                                                                            for i, step in enumerate(r.losses)])
+                  if r.losses else kv("v* optimisation", {}))
+    return {"title": f"ROME edit: {r.request.text!r} -> {r.request.target!r}", "key": key, "blocks": blocks}
+
+
+def _json_file(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def generic_view(result: Result) -> dict:
@@ -169,10 +213,15 @@ VIEWS: dict[str, Callable[[Any], dict]] = {
     "PatchingResult": patching_view,
     "NeuronResult": neurons_view, "LesionResult": lesion_view,
 }
+FOLDER_VIEWS: dict[str, Callable[[Any, Path | None], dict]] = {  # views that read their run folder too
+    "RomeEdit": lambda r, folder: edit_view(r, _json_file(folder / "edit.json") if folder else None)}
 
 
-def view(result: Result) -> dict:
-    """The page's JSON for ``result`` (a dedicated view for its kind, else the generic one)."""
+def view(result: Result, folder: str | Path | None = None) -> dict:
+    """The page's JSON for ``result`` (a dedicated view for its kind, else the generic one); ``folder``: its run."""
     kind = type(result).__name__
-    body = VIEWS.get(kind, generic_view)(result)
+    if kind in FOLDER_VIEWS:
+        body = FOLDER_VIEWS[kind](result, Path(folder) if folder is not None else None)
+    else:
+        body = VIEWS.get(kind, generic_view)(result)
     return clean({"kind": kind, "notes": [], **body})

@@ -25,7 +25,8 @@ def test_neurons_with_ablation_and_sensitivity(tiny_llama_dir, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["neurons", "x", "--top-k", "100000"], "larger than"),
+    (["neurons", "x", "--top-k", "999"], "larger than"),  # more than the tiny model has
+    (["neurons", "x", "--top-k", "100000"], "top-k must be in 1..1,000"),
     (["neurons", "  "], "empty prompt"),
     (["neurons", "x", "--method", "magic"], "method"),
     (["neuron-edit", "--layer", "9", "--neuron", "1", "--v0", "Paris", "--v1", "France"], "out of range"),

@@ -28,7 +28,7 @@ def test_every_error_class_derives_from_one_base():
     classes = {c for mod in modules for c in vars(mod).values()
                if isinstance(c, type) and issubclass(c, Exception) and c.__module__.startswith("lmscope")}
     user_errors = classes - {StopForward}  # StopForward is the hook core's control flow, never seen by a user
-    assert len(user_errors) == 18 and all(issubclass(c, errors.LmscopeError) for c in user_errors)
+    assert len(user_errors) == 19 and all(issubclass(c, errors.LmscopeError) for c in user_errors)
     for name in ("HookError", "PatternHookError", "InputError", "SubjectError", "ArtifactError", "DataError",
                  "SiteError", "FamilySpecError", "ModelNotFoundError", "AssetError", "RunError", "ConfigError"):
         assert issubclass(getattr(lmscope, name), lmscope.LmscopeError), name

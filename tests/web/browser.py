@@ -19,8 +19,8 @@ def chromium_path() -> str | None:
     return next((p for p in map(shutil.which, CANDIDATES) if p), None)
 
 
-def browser():
-    """A Playwright chromium on the system browser, or a clear skip saying what is missing."""
+def browser(*args: str):
+    """A Playwright chromium on the system browser (with extra command-line ``args``), or a clear skip."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("no chromium installed (Debian: apt-get install -y chromium; .ci/run installs it): "
@@ -31,7 +31,7 @@ def browser():
         pytest.skip("the playwright Python package is missing (pip install -e .[dev])")
     manager = sync_playwright().start()
     try:
-        return manager, manager.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        return manager, manager.chromium.launch(executable_path=executable, args=["--no-sandbox", *args])
     except Exception:
         manager.stop()
         raise
@@ -39,7 +39,7 @@ def browser():
 
 def open_page(chromium, url: str, width: int = 1400, height: int = 900):
     """A new page at ``url`` and the list its script errors are collected into (a test asserts it stays empty)."""
-    page = chromium.new_page(viewport={"width": width, "height": height})
+    page = chromium.new_context(viewport={"width": width, "height": height}).new_page()  # a fresh profile
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)

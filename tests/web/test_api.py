@@ -17,10 +17,12 @@ from lmscope.methods.lens import LensConfig, logit_lens
 from lmscope.methods.sae.features import FeatureExamples
 from lmscope.methods.trace import TraceConfig, causal_trace
 from lmscope.web import create_app
+from lmscope.web.security import Security
 from lmscope.web.tasks import Workbench
 from tests.helpers import tiny_lm
 
 PROMPT = "The Eiffel Tower is located in"
+TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,9 @@ def results(tmp_path):
 @pytest.fixture
 def client(lm, results):
     bench = Workbench(lm, results / "serve")
-    with TestClient(create_app(bench, [results])) as c:
+    security = Security.launch(token=TOKEN, allow_hosts=["testserver"])
+    with TestClient(create_app(bench, [results], security), headers={"Authorization": f"Bearer {TOKEN}",
+                                                                        "Content-Type": "application/json"}) as c:
         c.bench = bench
         yield c
 
@@ -52,9 +56,12 @@ def events(client, job_id: str) -> list[dict]:
 
 
 def run_job(client, task: str, **params) -> list[dict]:
+    """Run a job to its end: its events but the progress ones (every job kind reports progress: checked here)."""
     r = client.post("/api/jobs", json={"task": task, "params": params})
     assert r.status_code == 202, r.text
-    return events(client, r.json()["id"])
+    evs = events(client, r.json()["id"])
+    assert evs[2]["type"] == "progress", evs[:3]
+    return [e for e in evs if e["type"] != "progress"]
 
 
 def test_health_model_and_tasks(client, lm):
@@ -100,9 +107,12 @@ def test_lens_job_writes_a_cli_run_folder_and_equals_the_library(client, lm, res
 
 
 def test_trace_job_equals_the_library_call(client, lm, results):
-    evs = run_job(client, "trace", prompt=PROMPT, subject="The Eiffel Tower", samples=2, kinds=["hidden", "mlp"])
+    job = client.post("/api/jobs", json={"task": "trace", "params": {
+        "prompt": PROMPT, "subject": "The Eiffel Tower", "samples": 2, "kinds": ["hidden", "mlp"]}}).json()
+    evs = events(client, job["id"])
     assert evs[-1]["type"] == "done", evs[-1]
     assert any(e["type"] == "progress" and e["desc"] == "trace" for e in evs)  # progress reaches the page
+    evs = [e for e in evs if e["type"] != "progress"]
     saved = load_result(results / evs[-1]["run"].split("/", 1)[1] / "result")
     torch.manual_seed(0)
     direct = causal_trace(lm, PROMPT, "The Eiffel Tower", None, TraceConfig(samples=2, kinds=("hidden", "mlp")))
@@ -167,7 +177,8 @@ def test_bad_jobs_are_refused_with_a_message(client, body, status, message):
 
 
 def test_bad_bodies_and_limits(client):
-    assert client.post("/api/jobs", content=b"{not json").status_code == 400
+    json_type = {"content-type": "application/json"}
+    assert client.post("/api/jobs", content=b"{not json", headers=json_type).status_code == 400
     big = client.post("/api/jobs", content=b"x" * 70_000, headers={"content-type": "application/json"})
     assert big.status_code == 413 and "limited" in big.json()["error"]
 
@@ -175,7 +186,7 @@ def test_bad_bodies_and_limits(client):
         for _ in range(20):
             yield b"x" * 8192
 
-    assert client.post("/api/jobs", content=chunks()).status_code == 413  # no declared length: counted
+    assert client.post("/api/jobs", content=chunks(), headers=json_type).status_code == 413  # counted
 
 
 def test_a_failing_job_leaves_the_server_healthy(client):
@@ -292,3 +303,75 @@ def test_trace_dataset_runs_get_heat_maps_and_edit_folders_are_runs(client, resu
     load_result(results / edit_run.split("/", 1)[1] / "result").save(results / "cli-edit" / "edit")  # `edit`'s layout
     kinds = {r["id"]: r["kind"] for r in client.get("/api/runs").json()}
     assert kinds["0/cli-edit"] == "RomeEdit" and kinds[edit_run] == "RomeEdit"
+
+
+# bounds and cancel (the security review's findings 4 and 5) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("task, params, message", [
+    ("trace", {"prompt": PROMPT, "subject": "The Eiffel Tower", "samples": 10**9}, "samples must be in 1..1,000"),
+    ("lens", {"prompt": PROMPT, "top_k": 10**12}, "top-k must be in 1..100"),
+    ("edit", {"prompt": "{} is in", "subject": "Rome", "target": " Paris", "context_lengths": [100_000]}, "1..64"),
+    ("edit", {"prompt": "{} is in", "subject": "Rome", "target": " Paris", "kl_prompt": "{} " + "x" * 60_000},
+     "at most 64 tokens"),
+    ("edit", {"prompt": "{} is in", "subject": "Rome", "target": " Paris", "kl_prompt": "{} is" + " a" * 80},
+     "kl-prompt is 82 tokens long"),
+    ("lens", {"prompt": " word" * 300}, "300 tokens long"),
+    ("generate", {"prompt": PROMPT, "max_new_tokens": 10_000}, "max_new_tokens must be in 1..64"),
+    ("generate", {"prompt": PROMPT, "max_new_tokens": 0}, "max_new_tokens must be in 1..64"),
+])
+def test_every_parameter_is_bounded_in_tokens_and_numbers(client, task, params, message):
+    r = client.post("/api/jobs", json={"task": task, "params": params})
+    assert r.status_code == 400 and message in r.json()["error"], r.text
+    assert client.get("/api/jobs").json() == []
+
+
+def test_the_form_shows_the_bounds_the_cli_checks(client, capsys):
+    tasks = {t["name"]: {p["name"]: p for p in t["params"]} for t in client.get("/api/tasks").json()}
+    assert tasks["trace"]["samples"]["max"] == 1000 and tasks["trace"]["samples"]["limits"] == "1..1,000"
+    assert tasks["lens"]["prompt"]["max_tokens"] == 256 and tasks["edit"]["kl_prompt"]["max_tokens"] == 64
+    assert tasks["edit"]["context_lengths"]["max_items"] == 8
+    with pytest.raises(SystemExit):
+        main(["trace", "--help"])  # the same metadata writes the command line's help ...
+    assert "(default: 10; 1..1,000)" in " ".join(capsys.readouterr().out.split())
+    assert main(["trace", "x", "--subject", "x", "--samples", "1000000000"]) == 2  # ... and checks it there
+    assert "samples must be in 1..1,000" in capsys.readouterr().err
+
+
+@pytest.fixture
+def slow_blocks(lm):
+    """Every block of the tiny model takes 0.3 s: any task runs for seconds, long enough to be cancelled."""
+    handles = [b.register_forward_pre_hook(lambda m, a: time.sleep(0.3)) for b in lm.layout.blocks]
+    yield
+    for h in handles:
+        h.remove()
+
+
+@pytest.mark.parametrize("task, params", [
+    ("lens", {"prompt": PROMPT}), ("lesion", {"prompt": PROMPT, "layer": 1}), ("neurons", {"prompt": PROMPT}),
+    ("trace", {"prompt": PROMPT, "subject": "The Eiffel Tower", "samples": 2}),
+    ("edit", {"prompt": "{} is located in", "subject": "The Eiffel Tower", "target": " Rome", "layer": 1,
+              "mom2_adjustment": False, "v_steps": 5}),
+    ("generate", {"prompt": PROMPT, "max_new_tokens": 30}),
+])
+def test_every_job_kind_reports_progress_and_stops_within_a_second_of_a_cancel(client, slow_blocks, task, params):
+    job = client.post("/api/jobs", json={"task": task, "params": params}).json()
+    for _ in range(200):
+        detail = client.get(f"/api/jobs/{job['id']}").json()
+        if detail["state"] == "running" and detail["progress"]:
+            break
+        time.sleep(0.02)
+    assert detail["progress"]["desc"], detail
+    time.sleep(0.4)  # inside the task's own work
+    asked = time.monotonic()
+    assert client.delete(f"/api/jobs/{job['id']}").status_code == 202
+    final = events(client, job["id"])[-1]
+    assert final["type"] == "cancelled" and final["time"] - time.time() + time.monotonic() - asked < 1.0
+    assert client.get("/api/model").json()["edited"] == []  # a cancelled edit leaves the weights alone
+
+
+def test_whitespace_tokens_are_drawn_visibly():
+    from lmscope.web.views import visible
+
+    assert [visible(t) for t in ("\n", " ", "  ", "\t", "", " Paris", "a\nb", "\n\n")] == [
+        "↵", "␣", "␣␣", "⇥", "∅", " Paris", "a↵b", "↵↵"]

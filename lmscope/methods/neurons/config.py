@@ -27,15 +27,17 @@ class NeuronConfig:
     method: str = field(default="both", metadata={"help": "contribution (one forward pass), gradxact (one backward "
                                                           "pass) or both"})
     top_k: int = field(default=10, metadata={"help": "neurons reported (across all layers), ranked by the first "
-                                                     "method"})
-    layers: tuple[int, ...] = field(default=(), metadata={"help": "layers scored (empty: all)"})
+                                                     "method", "min": 1, "max": 1000})
+    layers: tuple[int, ...] = field(default=(), metadata={"help": "layers scored (empty: all)", "min": 0,
+                                                          "max": 4096, "max_items": 4096})
     grad_site: str = field(default="mlp_key", metadata={
         "help": "activation of gradient x activation: mlp_key (input of W_out) or mlp_pre (Schwettmann's "
                 "pre-activation)"})
     positions: str = field(default="last", metadata={
         "help": "positions gradient x activation sums over: last (the predicting position) or all (every prompt "
                 "token)"})
-    vocab_top: int = field(default=10, metadata={"help": "top tokens of W_U w_out shown per neuron"})
+    vocab_top: int = field(default=10, metadata={"help": "top tokens of W_U w_out shown per neuron", "min": 1,
+                                                 "max": 100})
 
     def __post_init__(self) -> None:
         self.layers = tuple(map(int, self.layers))
@@ -43,6 +45,7 @@ class NeuronConfig:
         check.one_of(self, "grad_site", ("mlp_key", "mlp_pre"))
         check.one_of(self, "positions", ("last", "all"))
         check.at_least(self, 1, "top_k", "vocab_top")
+        check.bounds(self)
 
 
 @dataclass

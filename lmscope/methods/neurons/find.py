@@ -22,7 +22,7 @@ from lmscope.methods.neurons.scores import (
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import target_ids
-from lmscope.progress import tqdm
+from lmscope.progress import listening_now, tqdm
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def find_neurons(lm: LM, prompts: str | Sequence[str], targets: str | Sequence[s
                                               "tokens")}
     parts = new_parts()
     for start in tqdm(range(0, len(prompts), batch_size), desc="neurons", unit="batch",
-                      disable=len(prompts) <= batch_size):
+                      disable=len(prompts) <= batch_size and not listening_now()):
         inputs = lm.tokenize(prompts[start:start + batch_size])
         score_chunk(lm, inputs, tids[start:start + batch_size], layers, config, parts, config.positions)
     return assemble(lm, prompts, layers, config, parts, notes)

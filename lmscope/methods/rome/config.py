@@ -40,22 +40,31 @@ class RomeConfig:
     """Options of ROME; the defaults are the paper's (GPT-2 XL hyper-parameters)."""
 
     layer: int | str = field(default="auto", metadata={
-        "help": "edit layer, or 'auto': the MLP AIE peak at the last subject token (shipped, or from trace-dataset)"})
-    v_steps: int = field(default=20, metadata={"help": "optimisation steps for v*"})
-    v_lr: float = field(default=0.5, metadata={"help": "Adam learning rate for v*"})
-    v_weight_decay: float = field(default=0.5, metadata={"help": "weight decay on |delta| / |v0|^2"})
-    kl_factor: float = field(default=0.0625, metadata={"help": "weight of the KL essence term on '{} is a'"})
-    clamp_norm_factor: float = field(default=4.0, metadata={"help": "|delta| is clamped to this x |v0|"})
-    early_stop_loss: float = field(default=0.05, metadata={"help": "stop optimising v* below this loss"})
-    kl_prompt: str = field(default="{} is a", metadata={"help": "prompt of the essence (KL) term"})
+        "help": "edit layer, or 'auto': the MLP AIE peak at the last subject token (shipped, or from trace-dataset)",
+        "min": 0, "max": 4096})
+    v_steps: int = field(default=20, metadata={"help": "optimisation steps for v*", "min": 1, "max": 1000})
+    v_lr: float = field(default=0.5, metadata={"help": "Adam learning rate for v*", "min": 0, "max": 100})
+    v_weight_decay: float = field(default=0.5, metadata={"help": "weight decay on |delta| / |v0|^2", "min": 0,
+                                                         "max": 1000})
+    kl_factor: float = field(default=0.0625, metadata={"help": "weight of the KL essence term on '{} is a'",
+                                                       "min": 0, "max": 1000})
+    clamp_norm_factor: float = field(default=4.0, metadata={"help": "|delta| is clamped to this x |v0|", "min": 0,
+                                                            "max": 1000})
+    early_stop_loss: float = field(default=0.05, metadata={"help": "stop optimising v* below this loss", "min": 0,
+                                                           "max": 100})
+    kl_prompt: str = field(default="{} is a", metadata={"help": "prompt of the essence (KL) term",
+                                                        "max_tokens": 64})
     context_lengths: tuple[int, ...] = field(default=(5, 10), metadata={
-        "help": "token lengths of the sampled context prefixes"})
-    contexts_per_length: int = field(default=10, metadata={"help": "sampled prefixes per length (0: none)"})
-    context_seed: int = field(default=0, metadata={"help": "seed of the prefix sampling"})
+        "help": "token lengths of the sampled context prefixes", "min": 1, "max": 64, "max_items": 8})
+    contexts_per_length: int = field(default=10, metadata={"help": "sampled prefixes per length (0: none)",
+                                                           "min": 0, "max": 100})
+    context_seed: int = field(default=0, metadata={"help": "seed of the prefix sampling", "min": 0,
+                                                   "max": 2**32 - 1})
     mom2_adjustment: bool = field(default=True, metadata={"help": "use C^-1 k* (False: k* itself)"})
     stats_corpus: str = field(default="wiki", metadata={"help": "corpus of the second-moment statistics"})
     stats_samples: int = field(default=100_000, metadata={
-        "help": "texts for the statistics (paper: 100,000; capped at the corpus size)"})
+        "help": "texts for the statistics (paper: 100,000; capped at the corpus size)", "min": 1,
+        "max": 10_000_000})
 
     def __post_init__(self) -> None:
         self.context_lengths = tuple(int(n) for n in self.context_lengths)
@@ -71,3 +80,6 @@ class RomeConfig:
             raise ConfigError(f"context-lengths must be >= 1 token each, got {list(self.context_lengths)}")
         if "{}" not in self.kl_prompt:
             raise ConfigError(f"kl_prompt {self.kl_prompt!r} must contain '{{}}'")
+        if len(self.kl_prompt) > 4 * 64:  # a bound in characters before any tokenizer is at hand (64 tokens later)
+            raise ConfigError(f"kl_prompt is {len(self.kl_prompt)} characters long; at most 64 tokens are allowed")
+        check.bounds(self)

@@ -12,6 +12,7 @@ It returns an :class:`.update.EditHandle` whose ``undo()`` restores the weights 
 
 from __future__ import annotations
 
+from lmscope import config as check
 from lmscope.methods.rome.config import EditRequest, RomeConfig
 from lmscope.methods.rome.key import compute_key
 from lmscope.methods.rome.prefixes import context_prefixes
@@ -41,6 +42,7 @@ def rome_edit(lm: LM, request: EditRequest, config: RomeConfig | None = None, st
     ``prefixes``: the context prefixes (default: sampled now with the config's seed).
     """
     config = config or RomeConfig()
+    check.token_bounds(config, lambda text: lm.tokenize(text)["input_ids"].shape[1])
     layer, source = resolve_layer(lm, config)
     subject_last_token(lm, request.prompt, request.subject)  # bad input fails before any work
     prefixes = prefixes or context_prefixes(lm, config)

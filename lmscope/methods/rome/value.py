@@ -23,6 +23,7 @@ from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.surgery import start_after
 from lmscope.model.tokens import pad, subject_last_token, target_ids
+from lmscope.progress import listening_now, tqdm
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,10 @@ def compute_value(lm: LM, request: EditRequest, layer: int, prefixes: list[str],
         return x + at * delta.to(x.dtype)
 
     losses = []
-    with frozen(lm.model):
+    bar = tqdm(total=config.v_steps, desc="v*", unit="step", leave=False, disable=not listening_now())
+    with frozen(lm.model), bar:
         for step in range(config.v_steps):
+            bar.update()
             opt.zero_grad()
             cache = runner.forward([apply(site, add_delta), capture(last, grad=True)], stop_after=last)
             loss, parts = _value_loss(lm, cache[last], view, delta, init, config)

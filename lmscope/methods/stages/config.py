@@ -38,10 +38,12 @@ class StagesConfig:
 class LesionConfig:
     """One lesion of one prompt: which block, how, and how many next tokens to show."""
 
-    layer: int = field(default=0, metadata={"help": "block to delete (or to swap with the next one)", "required": True})
+    layer: int = field(default=0, metadata={"help": "block to delete (or to swap with the next one)", "required": True,
+                                            "min": 0, "max": 4096})
     mode: str = field(default="delete", metadata={"help": "delete or swap"})
-    top_k: int = field(default=5, metadata={"help": "next tokens shown"})
+    top_k: int = field(default=5, metadata={"help": "next tokens shown", "min": 1, "max": 100})
 
     def __post_init__(self) -> None:
         check.one_of(self, "mode", MODES)
         check.at_least(self, 1, "top_k")
+        check.bounds(self)

@@ -18,6 +18,7 @@ from lmscope.methods.stages.metrics import Reference, Sums, compare, next_logits
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.surgery import delete_blocks, start_after, swap_blocks
+from lmscope.progress import listening_now, tqdm
 
 
 def lesion(lm: LM, mode: str, layer: int):
@@ -71,9 +72,12 @@ def lesion_prompt(lm: LM, prompt: str, config: LesionConfig | None = None) -> Le
     config = config or LesionConfig()
     layer = lm.check(Site(config.layer, "resid_post")).layer
     ids = lm.tokenize(prompt)["input_ids"]
-    before = torch.softmax(lm(ids)[0, -1].float(), -1)
-    with lesion(lm, config.mode, layer):
-        after = torch.softmax(lm(ids)[0, -1].float(), -1)
+    with tqdm(total=2, desc="lesion", unit="pass", leave=False, disable=not listening_now()) as bar:
+        before = torch.softmax(lm(ids)[0, -1].float(), -1)
+        bar.update()
+        with lesion(lm, config.mode, layer):
+            after = torch.softmax(lm(ids)[0, -1].float(), -1)
+        bar.update()
     label = f"block {layer} deleted" if config.mode == "delete" else f"blocks {layer}, {layer + 1} swapped"
     k = min(config.top_k, lm.vocab_size)
     return LesionResult(lm.name, prompt, label, _top(lm, before, k), _top(lm, after, k), config)

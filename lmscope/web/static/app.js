@@ -1,4 +1,6 @@
 // lmscope workbench: plain DOM, no framework, no build step. Views arrive as JSON blocks (heatmap, table, kv).
+// The address bar holds where you are (#run=ID, #try=TASK, #job=ID, #features=QUERY, #feature=RUN|N): bookmarks,
+// reloads and the back button all work, and a reload finds the running job again.
 "use strict";
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, ...children) => {
@@ -11,25 +13,44 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 
+// every write is JSON (the server refuses any other Content-Type, so no form of another site can pass as us)
 async function api(path, opts = {}) {
-  const res = await fetch(path, opts);
+  const method = (opts.method || "GET").toUpperCase();
+  const headers = method === "GET" ? {} : { "content-type": "application/json" };
+  const res = await fetch(path, { ...opts, headers: { ...headers, ...(opts.headers || {}) }, credentials: "same-origin" });
   const body = await res.json().catch(() => ({ error: `${res.status} ${res.statusText}` }));
+  if (res.status === 401) $("#signed-out").hidden = false;
   if (!res.ok) throw new Error(body.error || `${res.status}`);
   return body;
 }
 
 const fmt = (v) => typeof v === "number" ? (Number.isInteger(v) ? String(v) : v.toPrecision(4)) :
   v === null || v === undefined ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v);
+const fileLink = (runId, name) => `/api/file?run=${encodeURIComponent(runId)}&name=${encodeURIComponent(name)}`;
+const minutes = (s) => s < 90 ? `${Math.round(s)} s` : `${(s / 60).toFixed(s < 600 ? 1 : 0)} min`;
+
+// ---------- where we are: the hash ----------
+function route() {
+  const h = decodeURIComponent(location.hash.slice(1));
+  const [key, ...rest] = h.split("=");
+  const value = rest.join("=");
+  if (key === "run" && value) { showTab("runs", false); openRun(value); }
+  else if (key === "try") { showTab("try", false); if (value && tasks.length) chooseTask(value); }
+  else if (key === "job" && value) { showTab("try", false); attach(value); }
+  else if (key === "features") { showTab("features", false); $("#feature-query").value = value; searchFeatures(); }
+  else if (key === "feature" && value) { showTab("features", false); const [run, n] = value.split("|"); openFeature({ run, feature: n }); }
+  else showTab("runs");
+}
+const go = (hash) => { if (location.hash !== `#${hash}`) location.hash = hash; else route(); };
+window.addEventListener("hashchange", route);
 
 // ---------- tabs ----------
-for (const b of document.querySelectorAll(".tab")) {
-  b.addEventListener("click", () => showTab(b.dataset.tab));
-}
-function showTab(name) {
+for (const b of document.querySelectorAll(".tab")) b.addEventListener("click", () => go(b.dataset.tab));
+function showTab(name, load = true) {
   for (const b of document.querySelectorAll(".tab")) b.classList.toggle("active", b.dataset.tab === name);
   for (const p of document.querySelectorAll(".pane")) p.hidden = p.id !== `pane-${name}`;
-  if (name === "runs") loadRuns();
-  if (name === "features") searchFeatures();
+  if (name === "runs" && load) loadRuns();
+  if (name === "features" && load) searchFeatures();
 }
 
 // ---------- tooltip ----------
@@ -52,8 +73,7 @@ function makeSortable(table, getRows, render) {
       dir = key === k ? -dir : 1; key = k;
       for (const o of table.querySelectorAll("th")) o.classList.remove("asc", "desc");
       th.classList.add(dir > 0 ? "asc" : "desc");
-      const rows = [...getRows()].sort((a, b) => compare(a[k], b[k]) * dir);
-      render(rows);
+      render([...getRows()].sort((a, b) => compare(a[k], b[k]) * dir));
     });
   }
 }
@@ -73,12 +93,28 @@ function colour(v, lo, hi, diverging, palette = "blue") {
   return `rgb(${Math.round(255 + (r - 255) * t)},${Math.round(255 + (g - 255) * t)},${Math.round(255 + (b - 255) * t)})`;
 }
 
+// the colour scale of one heat map: a gradient from vmin to vmax, labelled at both ends and the middle
+function legend(b, lo, hi) {
+  const stops = [0, 0.25, 0.5, 0.75, 1].map((t) => {
+    const v = b.diverging ? -Math.max(Math.abs(lo), Math.abs(hi)) * (1 - 2 * t) : lo + (hi - lo) * t;
+    return colour(v, lo, hi, b.diverging, b.palette);
+  });
+  const bar = el("span", { class: "legend-bar" });
+  bar.style.background = `linear-gradient(to right, ${stops.join(", ")})`;
+  const m = Math.max(Math.abs(lo), Math.abs(hi));
+  const [a, mid, z] = b.diverging ? [-m, 0, m] : [lo, (lo + hi) / 2, hi];
+  return el("div", { class: "legend", "data-min": a, "data-max": z },
+    el("span", { class: "meta", text: `${b.legend || "value"}: ` }), el("span", { class: "num", text: fmt(a) }), bar,
+    el("span", { class: "num", text: `${fmt(z)}` }), el("span", { class: "meta", text: ` (middle ${fmt(mid)})` }));
+}
+
 function heatmap(b) {
   const flat = b.values.flat().filter((v) => v !== null);
   const lo = b.vmin ?? Math.min(...flat), hi = b.vmax ?? Math.max(...flat);
-  const table = el("table", { class: "heat" });
-  const head = el("tr", {}, el("th", { text: `${b.row_axis ?? ""} \\ ${b.col_axis ?? ""}` }));
-  b.cols.forEach((c) => head.append(el("th", { text: c })));
+  // colour-only maps fit the pane's width (every layer visible); maps with text scroll inside their own box
+  const table = el("table", { class: b.text ? "heat text" : "heat fit" });
+  const head = el("tr", {}, el("th", { class: "corner", text: `${b.row_axis ?? ""} \\ ${b.col_axis ?? ""}` }));
+  b.cols.forEach((c) => head.append(el("th", { text: c, title: c })));
   table.append(el("thead", {}, head));
   const body = el("tbody");
   b.rows.forEach((r, i) => {
@@ -86,8 +122,7 @@ function heatmap(b) {
     b.values[i].forEach((v, j) => {
       const td = el("td", { "data-r": i, "data-c": j, text: b.text ? b.text[i][j] : "" });
       td.style.background = colour(v, lo, hi, b.diverging, b.palette);
-      if (!b.text) { td.style.minWidth = "1.3rem"; td.style.height = "1.1rem"; }
-      if (b.text && colour(v, lo, hi, b.diverging, b.palette) !== "#eee" && (v - lo) / ((hi - lo) || 1) > 0.6) td.style.color = "#fff";
+      if (b.text && v !== null && (v - lo) / ((hi - lo) || 1) > 0.6) td.style.color = "#fff";
       td.dataset.h = b.hover ? `${b.hover[i][j]}` : `${r} · ${b.cols[j]}: ${fmt(v)}`;
       td.dataset.v = v ?? "";
       tr.append(td);
@@ -95,11 +130,12 @@ function heatmap(b) {
     body.append(tr);
   });
   table.append(body);
-  return el("div", { class: "block heatmap" }, el("h3", { text: b.title }), table);
+  return el("div", { class: "block heatmap" }, el("h3", { text: b.title }), legend(b, lo, hi),
+    el("div", { class: "heat-box" }, table));
 }
 
 function dataTable(b) {
-  let rows = b.rows.map((r) => Object.fromEntries(r.map((v, i) => [i, v])));
+  const rows = b.rows.map((r) => Object.fromEntries(r.map((v, i) => [i, v])));
   const table = el("table", { class: "sortable data" });
   table.append(el("thead", {}, el("tr", {}, ...b.columns.map((c, i) => el("th", { "data-key": i, text: c })))));
   const tbody = el("tbody");
@@ -117,21 +153,22 @@ function kv(b) {
     el("div", { class: "kv" }, ...Object.entries(b.items).map(([k, v]) => el("span", {}, el("b", { text: `${k}: ` }), fmt(v)))));
 }
 
-function renderView(v, root, files = [], runId = null) {
-  root.replaceChildren();
-  root.append(el("h2", { text: v.title }));
+// a view, then (for a saved run) its command, links to its HTML / JSON files and its PNG figures
+function renderView(v, root, run = null) {
+  root.replaceChildren(el("h2", { text: v.title }));
+  if (run?.command) root.append(el("p", { class: "meta" }, el("code", { text: run.command })));
   root.append(el("div", { class: "kv key" }, ...Object.entries(v.key || {}).map(([k, x]) =>
     el("span", {}, el("b", { text: `${k}: ` }), fmt(x)))));
   for (const n of v.notes || []) root.append(el("p", { class: "meta", text: n }));
   for (const b of v.blocks || []) root.append(b.type === "heatmap" ? heatmap(b) : b.type === "table" ? dataTable(b) : kv(b));
-  if (runId) {
-    const link = (name) => `/api/file?run=${encodeURIComponent(runId)}&name=${encodeURIComponent(name)}`;
-    const links = files.filter((f) => f.endsWith(".html") || f.endsWith(".json"));
-    if (links.length) root.append(el("p", { class: "meta" }, "files: ",
-      ...links.flatMap((f) => [el("a", { href: link(f), target: "_blank", text: f }), " "])));
-    for (const f of files.filter((f) => f.endsWith(".png"))) {
-      root.append(el("figure", {}, el("img", { src: link(f), alt: f, loading: "lazy" }), el("figcaption", { class: "meta", text: f })));
-    }
+  if (run) renderFiles(run, root);
+}
+function renderFiles(run, root) {
+  const links = run.files.filter((f) => f.endsWith(".html") || f.endsWith(".json"));
+  root.append(el("p", { class: "meta files" }, "run ", el("a", { href: `#run=${run.id}`, text: run.id }),
+    links.length ? " · files: " : "", ...links.flatMap((f) => [el("a", { href: fileLink(run.id, f), target: "_blank", rel: "noopener", text: f }), " "])));
+  for (const f of run.files.filter((f) => f.endsWith(".png"))) {
+    root.append(el("figure", {}, el("img", { src: fileLink(run.id, f), alt: f, loading: "lazy" }), el("figcaption", { class: "meta", text: f })));
   }
 }
 
@@ -143,50 +180,58 @@ async function loadRuns() {
 }
 function renderRuns(list) {
   const q = $("#runs-filter").value.toLowerCase();
-  const rows = list.filter((r) => !q || `${r.kind} ${r.model} ${r.name} ${r.command} ${r.id}`.toLowerCase().includes(q));
-  $("#runs-table tbody").replaceChildren(...rows.map((r) => {
-    const tr = el("tr", { "data-run": r.id, title: r.command || r.id, onclick: () => openRun(r, tr) },
-      el("td", { text: r.date.replace("T", " ").slice(0, 19) }), el("td", { text: r.kind }),
-      el("td", { text: r.id }), el("td", { text: r.model }));
-    return tr;
-  }));
+  const rows = list.filter((r) => !q || `${r.kind} ${r.model} ${r.name} ${r.title} ${r.command} ${r.id}`.toLowerCase().includes(q));
+  $("#runs-empty").hidden = list.length > 0;
+  $("#runs-table tbody").replaceChildren(...rows.map((r) => el("tr", {
+    "data-run": r.id, title: r.command || r.id, class: r.id === selectedRun ? "selected" : "", onclick: () => go(`run=${r.id}`),
+  }, el("td", { text: r.date.replace("T", " ").slice(0, 19) }), el("td", { text: r.kind.replace(/Result$/, "") }),
+    el("td", {}, el("span", { class: "title", text: r.title || r.name }), el("br"), el("span", { class: "meta", text: r.id })),
+    el("td", { text: r.model }))));
 }
 $("#runs-filter").addEventListener("input", () => renderRuns(runs));
 makeSortable($("#runs-table"), () => runs, renderRuns);
 
-async function openRun(r, tr) {
-  for (const o of document.querySelectorAll("#runs-table tr.selected")) o.classList.remove("selected");
-  tr?.classList.add("selected");
+let selectedRun = null;
+async function openRun(id) {
+  selectedRun = id;
+  if (!runs.length) await loadRuns(); else renderRuns(runs);
   const root = $("#run-view");
   root.replaceChildren(el("p", { class: "meta", text: "loading…" }));
   try {
-    const v = await api(`/api/view?run=${encodeURIComponent(r.id)}`);
-    renderView(v, root, r.files, r.id);
+    const [v, run] = await Promise.all([api(`/api/view?run=${encodeURIComponent(id)}`), api(`/api/run?run=${encodeURIComponent(id)}`)]);
+    if (selectedRun !== id) return;  // another run was chosen meanwhile
+    renderView(v, root, run);
     window.lmscopeRendered = performance.now();
-    if (r.command) root.insertBefore(el("p", { class: "meta" }, el("code", { text: r.command })), root.children[1]);
   } catch (e) { root.replaceChildren(el("p", { class: "error", text: e.message })); }
 }
 
 // ---------- try it ----------
-let tasks = [], current = null;
+let tasks = [], current = null, source = null;
 async function loadTasks() {
   tasks = await api("/api/tasks");
   $("#task").replaceChildren(...tasks.map((t) => el("option", { value: t.name, text: t.name })));
   buildForm();
 }
-$("#task").addEventListener("change", buildForm);
+$("#task").addEventListener("change", () => { buildForm(); history.replaceState(null, "", `#try=${$("#task").value}`); });
+function chooseTask(name) { if (tasks.some((t) => t.name === name) && $("#task").value !== name) { $("#task").value = name; buildForm(); } }
 
 function buildForm() {
   const t = tasks.find((x) => x.name === $("#task").value);
   $("#task-help").textContent = t.help;
+  clearStatus();
   const field = (p) => {
     const id = `p-${p.name}`;
+    const numeric = /^(int|float)/.test(p.type) && !p.type.includes("|");
     const input = p.type === "bool" ? el("input", { id, name: p.name, type: "checkbox" }) :
-      el("input", { id, name: p.name, placeholder: p.help });
+      p.name === "prompt" ? el("textarea", { id, name: p.name, placeholder: p.help, rows: "2" }) :  // newlines too
+      el("input", { id, name: p.name, placeholder: p.help, ...(numeric ? { type: "number", step: p.type.startsWith("int") ? "1" : "any" } : {}) });
+    if (numeric && p.min !== undefined) input.min = p.min;
+    if (numeric && p.max !== undefined) input.max = p.max;
     if (p.type === "bool") input.checked = !!p.default;
     else if (p.default !== null && p.default !== undefined) input.value = Array.isArray(p.default) ? p.default.join(",") : p.default;
     input.dataset.type = p.type;
-    return el("label", { title: p.help }, `${p.name}${p.required ? " *" : ""} `, input);
+    return el("label", { title: p.help }, `${p.name}${p.required ? " *" : ""} `, input,
+      p.limits ? el("span", { class: "meta limits", text: ` ${p.limits}` }) : "");
   };
   $("#params").replaceChildren(...t.params.filter((p) => !p.config).map(field));
   $("#config-params").replaceChildren(...t.params.filter((p) => p.config).map(field));
@@ -199,8 +244,7 @@ function value(input, p) {
   if (raw === "") return null;
   const num = (s) => (/^-?\d+$/.test(s) ? parseInt(s, 10) : /^-?[\d.eE+-]+$/.test(s) ? parseFloat(s) : s);
   if (p.type.startsWith("tuple")) return raw.split(",").map((s) => s.trim()).filter(Boolean).map(p.type.includes("int") ? num : (s) => s);
-  if (p.type.startsWith("int")) return num(raw);
-  if (p.type.startsWith("float")) return num(raw);
+  if (p.type.startsWith("int") || p.type.startsWith("float")) return num(raw);
   return input.value;
 }
 
@@ -216,60 +260,85 @@ function params(t) {
   return out;
 }
 
+function clearStatus() {
+  $("#job-error").hidden = true; $("#job-state").textContent = ""; $("#progress").hidden = true;
+  $("#try-result").replaceChildren();
+}
+
 $("#try-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const t = tasks.find((x) => x.name === $("#task").value);
-  $("#job-error").hidden = true; $("#try-result").replaceChildren();
+  clearStatus();
   try {
-    const job = await api("/api/jobs", { method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ task: t.name, params: params(t) }) });
-    follow(job);
+    const job = await api("/api/jobs", { method: "POST", body: JSON.stringify({ task: t.name, params: params(t) }) });
+    go(`job=${job.id}`);
   } catch (err) { showError(err.message); }
 });
 
 function showError(msg) { const p = $("#job-error"); p.textContent = msg; p.hidden = false; }
 
-function follow(job) {
+// follow a job's events (again after a reload: the server replays them from the first)
+async function attach(id) {
+  if (current === id && source) return;
+  let job;
+  try { job = await api(`/api/jobs/${encodeURIComponent(id)}`); } catch (e) { showError(e.message); return; }
+  source?.close();
+  clearStatus();
+  chooseTask(job.task);
   current = job.id;
-  $("#cancel-btn").disabled = false; $("#progress").hidden = false;
-  $("#progress-bar").removeAttribute("value"); $("#progress-text").textContent = "queued";
-  $("#job-state").textContent = `job ${job.id}: ${job.state}`;
-  const source = new EventSource(`/api/jobs/${job.id}/events`);
-  source.onmessage = (m) => {
-    const ev = JSON.parse(m.data);
-    $("#job-state").textContent = `job ${job.id}: ${ev.type}`;
-    if (ev.type === "progress") {
-      if (ev.total) { $("#progress-bar").max = ev.total; $("#progress-bar").value = ev.n; }
-      $("#progress-text").textContent = `${ev.desc} ${ev.n}${ev.total ? "/" + ev.total : ""}`;
-    } else if (ev.type === "started") {
-      $("#progress-text").textContent = "running";
-    } else if (ev.type === "result") {
-      const root = $("#try-result");
-      if (ev.view) { renderView(ev.view, root); window.lmscopeRendered = performance.now(); }
-      else root.replaceChildren(el("pre", { class: "gen", text: JSON.stringify(ev.payload, null, 2) }));
-      loadModel();
-    } else if (ev.type === "run") {
-      $("#try-result").prepend(el("p", { class: "meta saved", text: `saved as run ${ev.run}` }));
-    } else if (["done", "failed", "cancelled"].includes(ev.type)) {
-      source.close(); current = null;
-      $("#cancel-btn").disabled = true; $("#progress").hidden = true;
-      if (ev.type !== "done") showError(`${ev.type}: ${ev.message}`);
-    }
-  };
+  $("#job-title").textContent = `${job.task}: ${job.params.prompt ?? ""}`;
+  $("#cancel-btn").disabled = ["done", "failed", "cancelled"].includes(job.state);
+  $("#progress").hidden = $("#cancel-btn").disabled;
+  $("#progress-bar").removeAttribute("value"); $("#progress-text").textContent = job.state;
+  source = new EventSource(`/api/jobs/${job.id}/events`);
+  source.onmessage = (m) => onEvent(job, JSON.parse(m.data));
+  source.onerror = () => { if (source?.readyState === EventSource.CLOSED) $("#job-state").textContent = "connection lost"; };
 }
-$("#cancel-btn").addEventListener("click", () => { if (current) api(`/api/jobs/${current}`, { method: "DELETE" }).catch(showError); });
+
+function onEvent(job, ev) {
+  if (current !== job.id) return;
+  $("#job-state").textContent = `job ${job.id}: ${ev.type}`;
+  if (ev.type === "progress") {
+    const bar = $("#progress-bar");
+    if (ev.total) { bar.max = ev.total; bar.value = ev.n; } else bar.removeAttribute("value");
+    const left = ev.total && ev.rate ? ` · about ${minutes((ev.total - ev.n) / ev.rate)} left` : "";
+    $("#progress-text").textContent = `${ev.desc} ${ev.total ? `${ev.n}/${ev.total}` : ""}${left}`;
+  } else if (ev.type === "started") {
+    $("#progress-text").textContent = "running";
+  } else if (ev.type === "result") {
+    const root = $("#try-result");
+    if (ev.view) { renderView(ev.view, root); window.lmscopeRendered = performance.now(); }
+    else root.replaceChildren(el("pre", { class: "gen", text: JSON.stringify(ev.payload, null, 2) }));
+    loadModel();
+  } else if (ev.type === "run") {
+    api(`/api/run?run=${encodeURIComponent(ev.run)}`).then((run) => {
+      $("#try-result").prepend(el("p", { class: "meta saved", text: `saved as run ${ev.run}` }));
+      renderFiles(run, $("#try-result"));
+    }).catch(showError);
+  } else if (["done", "failed", "cancelled"].includes(ev.type)) {
+    source.close(); source = null;
+    $("#cancel-btn").disabled = true; $("#progress").hidden = true;
+    refreshQueue();
+    if (ev.type !== "done") showError(`${ev.type}: ${ev.message}`);
+  }
+}
+$("#cancel-btn").addEventListener("click", () => { if (current) api(`/api/jobs/${current}`, { method: "DELETE" }).catch((e) => showError(e.message)); });
 
 // ---------- features ----------
 let features = [], timer = null;
-$("#feature-query").addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(searchFeatures, 200); });
+$("#feature-query").addEventListener("input", () => {
+  clearTimeout(timer);
+  timer = setTimeout(() => history.replaceState(null, "", `#features=${encodeURIComponent($("#feature-query").value)}`) || searchFeatures(), 200);
+});
 async function searchFeatures() {
   try { features = await api(`/api/features?q=${encodeURIComponent($("#feature-query").value)}`); }
   catch (e) { $("#feature-view").textContent = e.message; return; }
+  $("#features-empty").hidden = features.length > 0 || $("#feature-query").value !== "";
   renderFeatures(features);
 }
 function renderFeatures(list) {
   $("#features-table tbody").replaceChildren(...list.map((f) => {
-    const tr = el("tr", { onclick: () => openFeature(f) }, el("td", { text: `${f.feature}` }),
+    const tr = el("tr", { onclick: () => go(`feature=${f.run}|${f.feature}`) }, el("td", { text: `${f.feature}` }),
       el("td", { text: JSON.stringify(f.top_token) }), el("td", { text: f.explanation || "" }),
       el("td", { class: "num", text: fmt(f.score) }), el("td", { class: "num", text: fmt(f.density) }));
     tr.title = `${f.model} ${f.site} (run ${f.run})`;
@@ -287,21 +356,31 @@ function context(ex, scale) {
   }));
 }
 
+function histogram(h) {
+  const w = 420, hh = 100, maxH = Math.max(...h.heights, 1), ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", w); svg.setAttribute("height", hh);
+  h.heights.forEach((v, i) => {
+    const r = document.createElementNS(ns, "rect");
+    for (const [k, x] of Object.entries({ x: (i * w) / h.heights.length, y: hh - (v / maxH) * hh,
+      width: w / h.heights.length - 1, height: (v / maxH) * hh, fill: "#ea580c" })) r.setAttribute(k, x);
+    r.dataset.h = `${h.edges[i].toFixed(3)}: ${v}`;
+    svg.append(r);
+  });
+  return svg;
+}
+
 async function openFeature(f) {
   const root = $("#feature-view");
   try {
-    const p = await api(`/api/feature?run=${encodeURIComponent(f.run)}&feature=${f.feature}`);
-    const h = p.histogram, w = 420, hh = 100, maxH = Math.max(...h.heights, 1);
-    const svg = `<svg width="${w}" height="${hh}">` + h.heights.map((v, i) =>
-      `<rect x="${(i * w) / h.heights.length}" y="${hh - (v / maxH) * hh}" width="${w / h.heights.length - 1}" height="${(v / maxH) * hh}" fill="#ea580c"><title>${h.edges[i].toFixed(3)}: ${v}</title></rect>`).join("") + "</svg>";
-    const hist = el("div"); hist.innerHTML = svg;
+    const p = await api(`/api/feature?run=${encodeURIComponent(f.run)}&feature=${encodeURIComponent(f.feature)}`);
     const logits = (rows, label) => dataTable({ title: label, columns: ["token", "effect"], rows });
     root.replaceChildren(el("h2", { text: `Feature ${p.feature} — ${p.site}, ${p.model}` }),
       el("p", {}, el("b", { text: "explanation: " }), p.explanation || "none yet (run lmscope autointerp)",
         p.score !== null && p.score !== undefined ? ` (score ${fmt(p.score)})` : ""),
       el("p", { class: "meta", text: `fires on ${(100 * p.density).toFixed(3)}% of tokens; max ${fmt(p.max)}` }),
       el("h3", { text: "top-activating contexts" }), ...p.top.map((e) => context(e, p.max)),
-      el("h3", { text: "activation histogram" }), hist,
+      el("h3", { text: "activation histogram" }), histogram(p.histogram),
       logits(p.logits.positive, "raises"), logits(p.logits.negative, "lowers"),
       ...p.quantiles.flatMap((q) => [el("h3", { text: `activations ${fmt(q.bin_min)} – ${fmt(q.bin_max)}` }),
         ...q.examples.map((e) => context(e, p.max))]));
@@ -318,13 +397,28 @@ async function loadModel() {
   } catch (e) { $("#model").textContent = e.message; }
 }
 async function pollQueue() {
-  try {
-    const jobs = await api("/api/jobs");
-    const running = jobs.find((j) => j.state === "running"), waiting = jobs.filter((j) => j.state === "queued").length;
-    $("#queue").textContent = running ? `running ${running.task} (${running.id})${waiting ? ` · ${waiting} waiting` : ""}` :
-      waiting ? `${waiting} waiting` : "idle";
-  } catch (e) { $("#queue").textContent = "server unreachable"; }
+  await refreshQueue();
   setTimeout(pollQueue, 1500);
 }
+async function refreshQueue() {
+  try {
+    const jobs = await api("/api/jobs");
+    const running = jobs.find((j) => j.state === "running"), waiting = jobs.filter((j) => j.state === "queued");
+    const queue = $("#queue");
+    queue.replaceChildren(running ? el("a", { href: `#job=${running.id}`, text: `running ${running.task} (${running.id})` }) :
+      waiting.length ? "" : "idle", waiting.length ? ` · ${waiting.length} waiting` : "");
+  } catch (e) { $("#queue").textContent = "server unreachable"; }
+}
 
-loadModel(); loadTasks(); loadRuns(); pollQueue();
+// after a reload with no deep link: go back to the job that is running, if any
+async function resume() {
+  if (location.hash) return;
+  try {
+    const jobs = await api("/api/jobs");
+    const live = jobs.find((j) => j.state === "running") || jobs.find((j) => j.state === "queued");
+    if (live) go(`job=${live.id}`);
+  } catch (e) { /* the queue line says the server is unreachable */ }
+}
+
+loadModel(); pollQueue();
+loadTasks().then(() => { route(); resume(); });

@@ -115,7 +115,9 @@ def test_one_method_and_layers_and_multi_token_target(tmp_path):
 def test_bad_input_is_one_clear_error():
     lm = tiny_lm("llama")
     with pytest.raises(ConfigError, match="larger than"):
-        find_neurons(lm, PROMPTS[0], config=NeuronConfig(top_k=10_000))
+        find_neurons(lm, PROMPTS[0], config=NeuronConfig(top_k=999))  # more neurons than the tiny model has
+    with pytest.raises(ConfigError, match="top-k must be in 1..1,000"):
+        NeuronConfig(top_k=10_000)
     with pytest.raises(InputError):
         find_neurons(lm, [" "])
     with pytest.raises(InputError, match="targets for"):

@@ -5,13 +5,15 @@ descriptor of the process. Here a connection must deliver its request line and h
 :data:`HEADER_TIMEOUT_S` of connecting (or of its previous response), each chunk of a body must arrive within
 :data:`BODY_TIMEOUT_S` (:class:`lmscope.web.app.BodyLimit`), an idle keep-alive connection closes after
 :data:`KEEP_ALIVE_S`, and connections beyond :data:`MAX_CONNECTIONS` are closed as they arrive. The soft limit on
-open files is raised to the hard one (at most 4,096) so that the cap, not the OS, is what a flood meets.
+open files is raised to the hard one (at most 4,096), and the cap is lowered where that limit is low, so that the
+cap, not the OS, is what a flood meets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import socket
 import threading
@@ -26,6 +28,8 @@ HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
 MAX_CONNECTIONS = 128
+BACKLOG = 64  # connections the kernel queues, and asyncio accepts in one go
+RESERVED_FILES = 64  # the process's own: model files, pipes, the listening socket
 
 
 class BoundedH11(H11Protocol):
@@ -33,6 +37,7 @@ class BoundedH11(H11Protocol):
 
     header_timeout = HEADER_TIMEOUT_S
     max_connections = MAX_CONNECTIONS
+    _warned = -math.inf  # when the cap was last reported
 
     def connection_made(self, transport) -> None:  # noqa: D102  (asyncio's)
         self._deadline: asyncio.TimerHandle | None = None
@@ -51,8 +56,11 @@ class BoundedH11(H11Protocol):
         waiting = [c for c in self.connections if isinstance(c, BoundedH11) and c is not self
                    and c._deadline is not None and not c.transport.is_closing()]
         victim = min(waiting, key=lambda c: c._since) if waiting else self
-        log.warning("more than %d open connections: closing %s one", self.max_connections,
-                    "the longest idle" if waiting else "a new")
+        now = time.monotonic()
+        if now - BoundedH11._warned > 60:  # once a minute at most: a flood must not flood the log too
+            BoundedH11._warned = now
+            log.warning("more than %d open connections: closing the ones that wait longest for a request",
+                        self.max_connections)
         victim.transport.close()
 
     def _arm(self) -> None:
@@ -69,7 +77,7 @@ class BoundedH11(H11Protocol):
     def _expire(self) -> None:
         self._deadline = None
         if self.cycle is self._waiting_for and not self.transport.is_closing():
-            log.info("closing a connection that sent no complete request in %.0f s", self.header_timeout)
+            log.debug("closing a connection that sent no complete request in %.0f s", self.header_timeout)
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:  # noqa: D102  (asyncio's)
@@ -96,10 +104,23 @@ def raise_file_limit(wanted: int = 4096) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
+def connection_cap(backlog: int = BACKLOG) -> int:
+    """Open connections allowed: :data:`MAX_CONNECTIONS`, fewer when the file limit is low.
+
+    asyncio accepts up to ``backlog`` connections in one go before any of them can be closed, so the file
+    descriptors needed at a peak are the process's own, the cap and one backlog.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, soft - backlog - RESERVED_FILES))
+
+
 def config(app, host: str, port: int) -> uvicorn.Config:
     """The uvicorn settings for the workbench: the bounded protocol, short keep-alive, no websockets."""
-    return uvicorn.Config(app, host=host, port=port, http=BoundedH11, ws="none", timeout_keep_alive=KEEP_ALIVE_S,
-                          log_level="warning", server_header=False)
+    protocol = type("BoundedH11", (BoundedH11,), {"max_connections": connection_cap()})
+    return uvicorn.Config(app, host=host, port=port, http=protocol, ws="none", timeout_keep_alive=KEEP_ALIVE_S,
+                          backlog=BACKLOG, log_level="warning", server_header=False)
 
 
 def free_port(host: str) -> int:

@@ -14,6 +14,7 @@ import pytest
 from lmscope.cli import main
 from lmscope.errors import InputError
 from lmscope.web import Background
+from lmscope.web import server as web_server
 from lmscope.web.app import BodyLimit
 from lmscope.web.security import FILE_CSP, Security
 from lmscope.web.server import BoundedH11
@@ -204,22 +205,31 @@ def test_half_sent_headers_and_bodies_are_dropped(served, monkeypatch):
     assert no_jobs(served)
 
 
-def test_a_flood_of_idle_connections_never_locks_out_a_request(served, monkeypatch):
-    monkeypatch.setattr(BoundedH11, "max_connections", 20)
+def test_a_flood_of_idle_connections_never_locks_out_a_request(lm, tmp_path, monkeypatch):
+    monkeypatch.setattr(web_server, "MAX_CONNECTIONS", 20)
+    server = Background(Workbench(lm, tmp_path / "serve"), [tmp_path])
     fds = len(os.listdir("/proc/self/fd"))
     flood = []
-    for _ in range(120):
-        s = _connect(served.url)
-        s.sendall(b"GET / HTTP/1.1\r\n")
-        flood.append(s)
-    time.sleep(0.5)
     try:
-        assert served.http.get("/api/health")[0] == 200  # the oldest idle ones made room
+        for _ in range(120):
+            s = _connect(server.url)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            flood.append(s)
+        time.sleep(0.5)
+        assert Http(server.url, server.token).get("/api/health")[0] == 200  # the oldest idle ones made room
         server_side = len(os.listdir("/proc/self/fd")) - fds - len(flood)  # our own sockets are in this process too
         assert server_side <= 20 + 5, server_side
     finally:
         for s in flood:
             s.close()
+        server.stop()
+
+
+def test_the_cap_leaves_room_under_a_low_file_limit(monkeypatch):
+    monkeypatch.setattr(web_server.resource, "getrlimit", lambda _: (256, 256))
+    assert web_server.connection_cap() == 256 - web_server.BACKLOG - web_server.RESERVED_FILES  # 128
+    monkeypatch.setattr(web_server.resource, "getrlimit", lambda _: (200, 200))
+    assert web_server.connection_cap() == 72
 
 
 # 6. file names and types ---------------------------------------------------------------------------------------

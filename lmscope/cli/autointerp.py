@@ -5,7 +5,7 @@ from __future__ import annotations
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
 from lmscope.errors import InputError
 from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp
-from lmscope.methods.sae import load_sae, parse_site
+from lmscope.methods.sae import load_sae
 from lmscope.model.sites import Site
 from lmscope.viz.autointerp import autointerp_report, scores_figure
 from lmscope.viz.report import save_figure
@@ -34,7 +34,7 @@ def autointerp_command(args) -> int:
     """Write records.jsonl (resumable), result/, autointerp.json, scores.png and report.html."""
     cfg, score_cfg = config(args, SampleConfig), config(args, ScoreConfig)
     sae, meta = load_sae(args.sae) if args.sae else (None, {})
-    site = parse_site(meta["site"]) if sae is not None else (
+    site = Site.parse(meta["site"]) if sae is not None else (
         Site(args.layer, "resid_post") if args.layer is not None else None)
     if site is None:
         raise InputError("give --layer, or an --sae whose site names it")

@@ -8,7 +8,7 @@ from lmscope.errors import InputError
 from lmscope.methods.patching import PatchConfig, activation_patching, attribution_patching, logit_diff, target_prob
 from lmscope.methods.patching.ioi import IOIConfig, ioi_features
 from lmscope.methods.patching.units import coordinate_basis, sae_basis
-from lmscope.methods.sae import load_sae, parse_site
+from lmscope.methods.sae import load_sae
 from lmscope.model.sites import Site
 from lmscope.viz.patching import ioi_figure, ioi_report, patching_report, plot_patching
 from lmscope.viz.report import HtmlReport, save_figure
@@ -62,7 +62,7 @@ def ioi(args) -> int:
     """Write result/, ioi.json, ioi.png and report.html."""
     cfg = config(args, IOIConfig)
     sae, meta = load_sae(args.sae) if args.sae else (None, {})
-    sae_site = parse_site(meta["site"]) if sae is not None else None
+    sae_site = Site.parse(meta["site"]) if sae is not None else None
     layer = args.layer if args.layer is not None else (sae_site.layer if sae_site else None)
     if layer is None:
         raise InputError("give --layer, or an --sae whose site names it")

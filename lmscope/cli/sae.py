@@ -20,9 +20,9 @@ from lmscope.methods.sae import (
     feature_examples,
     harvest,
     load_sae,
-    parse_site,
     train_saes,
 )
+from lmscope.model.sites import Site
 from lmscope.viz.features import write_feature_pages
 
 SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g. resid_post.15 mlp_out.3")
@@ -34,7 +34,7 @@ SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g.
 def sae_harvest(args) -> int:
     """Run the model over the corpus and store the activations as safetensors shards with a manifest."""
     cfg = config(args, HarvestConfig)
-    sites = [parse_site(s) for s in args.sites]
+    sites = [Site.parse(s) for s in args.sites]
     lm = load_model(args)
     world = World.from_env(lm.device)
     manifest = harvest(lm, sites, cfg, out_dir(args), shard=(world.rank, world.size))
@@ -76,7 +76,7 @@ def _redundant(cfg: SaeConfig, args) -> bool:
 def sae_train(args) -> int:
     """Train every SAE of the sweep at every site from the same batches; one folder per SAE."""
     harvest_cfg, train_cfg = config(args, HarvestConfig), config(args, TrainConfig)
-    sites = [parse_site(s) for s in args.sites]
+    sites = [Site.parse(s) for s in args.sites]
     jobs = [Job(site, cfg) for site in sites for cfg in _sweep(args)]
     lm = load_model(args)
     world = World.from_env(lm.device)  # under torchrun: one rank per process
@@ -96,7 +96,7 @@ SAE_SITE = arg("--site", help="the site, if the folder does not say (kind.layer)
 def _load(args):
     """(the model, the SAE, its site) from the arguments; the SAE and site are checked before the model loads."""
     sae, meta = load_sae(args.sae)
-    site = parse_site(args.site or meta.get("site") or "")
+    site = Site.parse(args.site or meta.get("site") or "")
     return load_model(args), sae, site
 
 

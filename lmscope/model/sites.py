@@ -59,6 +59,53 @@ class Site:
     def __str__(self) -> str:
         return f"{self.kind}.{self.layer}"
 
+    @classmethod
+    def parse(cls, text: str) -> Site:
+        """A site from its name: lmscope's or a TransformerLens hook name.
+
+        ``"resid_post.15"``, ``"resid_post:15"``, ``"blocks.15.hook_resid_post"``, ``"blocks.3.mlp.hook_post"`` and
+        ``"hook_embed"`` are all read. A TransformerLens hook with no lmscope kind (``hook_resid_mid``,
+        ``attn.hook_q``, ...) is one clear :class:`SiteError` naming what lmscope has instead.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise SiteError(f"not a site: {text!r} (expected kind.layer, e.g. resid_post.15)")
+        text = text.strip()
+        if text == "hook_embed":
+            return cls(0, "embed")
+        if text.startswith("blocks."):
+            return cls._parse_hook(text)
+        kind, _, layer = text.replace(":", ".").rpartition(".")
+        if not kind or not layer.lstrip("-").isdigit():
+            raise SiteError(f"not a site: {text!r} (expected kind.layer, e.g. resid_post.15, or a TransformerLens "
+                            "hook name, e.g. blocks.15.hook_resid_post)")
+        return cls(int(layer), kind)  # type: ignore[arg-type]
+
+    @classmethod
+    def _parse_hook(cls, text: str) -> Site:
+        _, layer, hook = text.split(".", 2) if text.count(".") >= 2 else (text, "", "")
+        if not layer.isdigit():
+            raise SiteError(f"not a TransformerLens hook name: {text!r} (expected blocks.LAYER.HOOK)")
+        kind = {tl: k for k, tl in TL_HOOKS.items()}.get(hook)
+        if kind is None:
+            raise SiteError(f"TransformerLens hook {hook!r} has no lmscope site; lmscope reads "
+                            + ", ".join(f"{tl} ({k})" for k, tl in TL_HOOKS.items()))
+        return cls(int(layer), kind)  # type: ignore[arg-type]
+
+    @property
+    def tl_name(self) -> str | None:
+        """The TransformerLens hook name of this site (None where TransformerLens has none: ``mlp_value``)."""
+        if self.kind == "embed":
+            return "hook_embed"
+        hook = TL_HOOKS.get(self.kind)
+        return None if hook is None or self.layer < 0 else f"blocks.{self.layer}.{hook}"
+
+
+# TransformerLens' hook for each lmscope kind (attn_heads: hook_z, flattened over heads); mlp_value has none
+TL_HOOKS: dict[str, str] = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post",
+                            "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "mlp_key": "mlp.hook_post",
+                            "mlp_pre": "mlp.hook_pre", "attn_pattern": "attn.hook_pattern",
+                            "attn_heads": "attn.hook_z"}
+
 
 @dataclass(frozen=True)
 class HookPoint:

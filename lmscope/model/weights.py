@@ -5,12 +5,15 @@ transformers' ``Conv1D`` (GPT-2) stores a linear map transposed, (in, out); ``nn
 
 :func:`patch_weight` adds a delta to a parameter in place and returns a :class:`WeightPatch` whose ``undo()``
 puts the original values back bit for bit. Patches of one parameter stack and are undone last-in, first-out;
-the stacks are kept here, keyed by the parameter, not on the model.
+the stacks are kept here, keyed by the parameter, not on the model. :class:`EditHandle` pairs any edit record
+(a ROME edit, a neuron edit, ...) with the patches that apply it: every weight-editing method returns one.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
+from typing import Generic, TypeVar
 
 import torch
 from torch import nn
@@ -92,3 +95,39 @@ def patch_weight(param: nn.Parameter, delta: torch.Tensor) -> WeightPatch:
 def has_patches(model: nn.Module) -> bool:
     """Whether any parameter of ``model`` carries an active patch (its weights differ from the loaded ones)."""
     return any(_STACKS.get(id(p)) for p in model.parameters())
+
+
+R = TypeVar("R")
+
+
+class EditHandle(Generic[R]):
+    """An applied edit: its record (``.edit``, savable) and its weight patches.
+
+    ``undo()`` (or leaving a ``with`` block) restores the weights bit for bit. Edits of one weight are undone
+    last-in, first-out.
+    """
+
+    def __init__(self, edit: R, patches: WeightPatch | Sequence[WeightPatch]):
+        self.edit = edit
+        self.patches = (patches,) if isinstance(patches, WeightPatch) else tuple(patches)
+
+    @property
+    def patch(self) -> WeightPatch:
+        """The (first) weight patch."""
+        return self.patches[0]
+
+    @property
+    def active(self) -> bool:
+        """Whether the edit is still applied."""
+        return any(p.active for p in self.patches)
+
+    def undo(self) -> None:
+        """Put the original weights back (a multi-weight edit in reverse order)."""
+        for patch in reversed(self.patches):
+            patch.undo()
+
+    def __enter__(self) -> EditHandle[R]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.undo()

@@ -64,7 +64,7 @@ def test_the_page_in_a_real_browser(served, tmp_path):
     manager, chromium = browser()
     try:
         page, errors = open_page(chromium, served.login_url)
-        page.wait_for_function("document.querySelector('#model').textContent.includes('layers')")
+        page.wait_for_selector("#model:has-text('layers')")
         page.wait_for_selector("#runs-empty:not([hidden])")  # no runs yet: the page says how to make one
         page.click("#tab-try")
         page.fill("#p-prompt", PROMPT)

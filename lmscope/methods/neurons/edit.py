@@ -14,33 +14,13 @@ import torch
 from lmscope.errors import EditError, InputError
 from lmscope.methods.neurons.config import NeuronEditConfig
 from lmscope.methods.neurons.result import NeuronEdit
-from lmscope.model.edits import w_out_param, weight_digest
+from lmscope.model.edits import apply_w_out_edit, weight_digest
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import target_ids
-from lmscope.model.weights import WeightPatch, patch_weight
+from lmscope.model.weights import EditHandle
 
-
-class NeuronEditHandle:
-    """An applied neuron edit; ``undo()`` (or leaving a ``with`` block) restores W_out bit for bit."""
-
-    def __init__(self, edit: NeuronEdit, patch: WeightPatch):
-        self.edit, self.patch = edit, patch
-
-    @property
-    def active(self) -> bool:
-        """Whether the edit is still applied."""
-        return self.patch.active
-
-    def undo(self) -> None:
-        """Put the original weights back (edits of one layer are undone last-in, first-out)."""
-        self.patch.undo()
-
-    def __enter__(self) -> NeuronEditHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.undo()
+NeuronEditHandle = EditHandle  # EditHandle[NeuronEdit]: the name neuron edits had before the shared handle
 
 
 def _one_token(lm: LM, text: str) -> int:
@@ -59,7 +39,7 @@ def neuron_activation(lm: LM, layer: int, neuron: int, prompt: str) -> float:
 
 
 def neuron_edit(lm: LM, layer: int, neuron: int, v0: str, v1: str, prompt: str | None = None,
-                config: NeuronEditConfig | None = None) -> NeuronEditHandle:
+                config: NeuronEditConfig | None = None) -> EditHandle[NeuronEdit]:
     """Edit ``lm`` in place so that neuron ``neuron`` of ``layer`` writes toward ``v1`` instead of ``v0``.
 
     ``prompt``: the input whose activation o weighs the loss (default o = 1). Returns the undo handle.
@@ -112,12 +92,16 @@ def _optimise(w: torch.Tensor, u0: torch.Tensor, u1: torch.Tensor, o: float,
     return delta.detach(), losses
 
 
-def apply_neuron_edit(lm: LM, edit: NeuronEdit, check: bool = True) -> NeuronEditHandle:
+def apply_neuron_edit(lm: LM, edit: NeuronEdit, check: bool = True) -> EditHandle[NeuronEdit]:
     """Apply a (possibly reloaded) neuron edit; ``lm`` must hold the W_out it was computed on."""
-    param, transposed = w_out_param(lm, edit.layer)
-    if check and weight_digest(lm, edit.layer) != edit.weights:
-        raise EditError(f"this neuron edit was computed on other weights at layer {edit.layer} ({edit.model}); "
-                        "apply it to the model (and the earlier edits) it was made on")
-    full = torch.zeros(lm.d_model, lm.d_mlp)  # W_out's (d_model, d_mlp) view
-    full[:, edit.neuron] = edit.delta
-    return NeuronEditHandle(edit, patch_weight(param, full.T if transposed else full))
+    if not 0 <= edit.neuron < lm.d_mlp or edit.delta.shape != (lm.d_model,):
+        raise EditError(f"this neuron edit (neuron {edit.neuron}, delta {tuple(edit.delta.shape)}) does not fit "
+                        f"{lm.name}'s MLPs ({lm.d_mlp} neurons of width {lm.d_model})")
+
+    def delta(transposed: bool) -> torch.Tensor:
+        full = torch.zeros(lm.d_model, lm.d_mlp)  # W_out's (d_model, d_mlp) view
+        full[:, edit.neuron] = edit.delta
+        return full.T if transposed else full
+
+    return apply_w_out_edit(lm, edit.layer, edit, delta, edit.weights if check else None,
+                            f"neuron edit ({edit.model})")

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import logging
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from lmscope.checkpoints import load_training_state, save_training_state
 from lmscope.data.images import Concept, render
-from lmscope.io import Result, load_tensors, save_tensors
+from lmscope.io import Result
 from lmscope.methods.projector.config import ProjectorConfig
 from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT = "checkpoint"  # checkpoint.safetensors + checkpoint.json (lmscope.checkpoints)
 
 
 @dataclass
@@ -169,32 +171,22 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
 def _checkpoint(out, model, opt, sched, losses: list[float], epochs: int) -> None:
     if out is None:
         return
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"projector.{k}": v for k, v in model.model.multi_modal_projector.state_dict().items()}
-    for i, state in opt.state_dict()["state"].items():
-        tensors.update({f"adam.{i}.{k}": torch.as_tensor(v) for k, v in state.items()})
-    tensors["losses"] = torch.tensor(losses)
-    tensors["epochs"] = torch.tensor(epochs)
-    tensors["sched"] = torch.tensor(sched.last_epoch)
-    save_tensors(folder / CHECKPOINT, tensors)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    save_training_state(Path(out) / CHECKPOINT, model.model.multi_modal_projector, opt, "projector",
+                        {"losses": torch.tensor(losses), "epochs": torch.tensor(epochs),
+                         "sched": torch.tensor(sched.last_epoch)})
 
 
 def _resume(out, model, opt, sched) -> tuple[list[float], int]:
-    path = Path(out) / CHECKPOINT if out is not None else None
-    if path is None or not path.is_file():
+    stem = Path(out) / CHECKPOINT if out is not None else None
+    if stem is None or not stem.with_name(CHECKPOINT + ".safetensors").is_file():
         return [], 0
-    t = load_tensors(path)
-    model.model.multi_modal_projector.load_state_dict(
-        {k[len("projector."):]: v for k, v in t.items() if k.startswith("projector.")})
-    state = opt.state_dict()
-    for i in state["state"] or range(len(state["param_groups"][0]["params"])):
-        keys = [k for k in t if k.startswith(f"adam.{i}.")]
-        if keys:
-            state["state"][i] = {k.split(".", 2)[2]: t[k] for k in keys}
-    opt.load_state_dict(state)
-    sched.last_epoch = int(t["sched"])
-    log.info("resuming the projector from %s (epoch %d)", path, int(t["epochs"]))
+    t, _ = load_training_state(stem, model.model.multi_modal_projector, opt, "projector")
+    sched.last_epoch = int(t["sched"]) - 1
+    with warnings.catch_warnings():  # a resumed schedule steps once before the optimiser does: on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        sched.step()  # the learning rate of the step the run resumes at, not the schedule's first
+    log.info("resuming the projector from %s (epoch %d)", stem, int(t["epochs"]))
     return t["losses"].tolist(), int(t["epochs"])
 
 

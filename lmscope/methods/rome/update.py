@@ -15,9 +15,11 @@ import torch
 from lmscope.errors import EditError
 from lmscope.io import Result
 from lmscope.methods.rome.config import EditRequest, RomeConfig
-from lmscope.model.edits import w_out_param, weight_digest
+from lmscope.model.edits import apply_w_out_edit, w_out_param
 from lmscope.model.lm import LM
-from lmscope.model.weights import WeightPatch, patch_weight
+from lmscope.model.weights import EditHandle
+
+__all__ = ["EditHandle", "RomeEdit", "apply_edit", "rank_one_update"]
 
 
 def rank_one_update(k_star: torch.Tensor, k: torch.Tensor, v: torch.Tensor, v_star: torch.Tensor,
@@ -61,36 +63,11 @@ class RomeEdit(Result):
                 "delta_norm": self.delta_norm, "stats_texts": self.stats_texts}
 
 
-class EditHandle:
-    """An applied edit; ``undo()`` (or leaving a ``with`` block) restores W_out bit for bit.
-
-    Edits of one layer stack and are undone last-in, first-out.
-    """
-
-    def __init__(self, edit: RomeEdit, patch: WeightPatch):
-        self.edit, self.patch = edit, patch
-
-    @property
-    def active(self) -> bool:
-        """Whether the edit is still applied."""
-        return self.patch.active
-
-    def undo(self) -> None:
-        """Put the original weights back."""
-        self.patch.undo()
-
-    def __enter__(self) -> EditHandle:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.undo()
-
-
-def apply_edit(lm: LM, edit: RomeEdit, check: bool = True) -> EditHandle:
+def apply_edit(lm: LM, edit: RomeEdit, check: bool = True) -> EditHandle[RomeEdit]:
     """Apply a (possibly reloaded) edit to ``lm``; it must hold the W_out the edit was computed on."""
-    param, transposed = w_out_param(lm, edit.layer)
-    if param.numel() != edit.u.numel() * edit.right.numel() or (check and weight_digest(lm, edit.layer) !=
-                                                                  edit.weights):
+    param, _ = w_out_param(lm, edit.layer)
+    if param.numel() != edit.u.numel() * edit.right.numel():
         raise EditError(f"this edit was computed on other weights at layer {edit.layer} ({edit.model}); "
                         f"apply it to the model (and the earlier edits) it was made on")
-    return EditHandle(edit, patch_weight(param, edit.delta(transposed)))
+    return apply_w_out_edit(lm, edit.layer, edit, edit.delta, edit.weights if check else None,
+                            f"edit ({edit.model})")

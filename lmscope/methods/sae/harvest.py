@@ -41,11 +41,8 @@ def site_key(site: Site) -> str:
 
 
 def parse_site(text: str) -> Site:
-    """The inverse of :func:`site_key` ("resid_post.15" or "resid_post:15")."""
-    kind, _, layer = text.replace(":", ".").rpartition(".")
-    if not kind or not layer.lstrip("-").isdigit():
-        raise ArtifactError(f"not a site: {text!r} (expected kind.layer, e.g. resid_post.15)")
-    return Site(int(layer), kind)  # type: ignore[arg-type]
+    """The inverse of :func:`site_key`: :meth:`lmscope.Site.parse` (kept under this name for older code)."""
+    return Site.parse(text)
 
 
 def batches_in(n: int, size: int) -> int:

@@ -20,9 +20,10 @@ from typing import NamedTuple
 
 import torch
 
+from lmscope.checkpoints import checkpoint_folder, load_training_state, save_training_state
 from lmscope.distributed import World
 from lmscope.errors import ConfigError, TrainingError
-from lmscope.io import load_tensors, read_json, replace_folder, save_tensors, write_json
+from lmscope.io import read_json, write_json
 from lmscope.memory import keep_freed_memory
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
 from lmscope.methods.sae.artifacts import save_sae
@@ -152,30 +153,12 @@ def _step(t: _Trainee, pending: _Pending, step: int, cfg: TrainConfig, world: Wo
 def _save_checkpoint(out: Path, trainees: list[_Trainee], step: int, position: tuple[int, int],
                      done: bool = False) -> None:
     """Everything a resumed run needs, replaced as a whole (a kill never leaves half a checkpoint)."""
-    tmp = out / (CHECKPOINT + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for i, t in enumerate(trainees):
-        opt = t.opt.state_dict()
-        tensors = {f"sae.{k}": v for k, v in t.sae.state_dict().items()}
-        tensors.update({f"adam.{p}.{k}": v for p, st in opt["state"].items() for k, v in st.items()})
-        tensors["since"] = t.firing.since
-        save_tensors(tmp / f"job-{i}.safetensors", tensors)
-        write_json(tmp / f"job-{i}.json", {"name": t.job.name, "config": asdict(t.job.config), "scale": t.scale,
-                                           "param_groups": opt["param_groups"], "log": t.log})
-    write_json(tmp / "state.json", {"step": step, "position": list(position), "jobs": len(trainees), "done": done})
-    replace_folder(tmp, out / CHECKPOINT)
-
-
-def _match_layouts(opt: torch.optim.Adam) -> None:
-    """Give reloaded Adam moments their parameter's strides (a saved tensor comes back contiguous).
-
-    W_enc is the clone of a transposed view; PyTorch's fused CPU Adam walks the tensors as flat memory and silently
-    pairs the wrong entries when the layouts differ (pytorch/pytorch#106951 is the CUDA side, where it raises).
-    """
-    for param, state in opt.state.items():
-        for key, value in state.items():
-            if value.shape == param.shape and value.stride() != param.stride():
-                state[key] = torch.empty_like(param).copy_(value)
+    with checkpoint_folder(out / CHECKPOINT) as tmp:
+        for i, t in enumerate(trainees):
+            save_training_state(tmp / f"job-{i}", t.sae, t.opt, "sae", {"since": t.firing.since},
+                                {"name": t.job.name, "config": asdict(t.job.config), "scale": t.scale, "log": t.log})
+        write_json(tmp / "state.json", {"step": step, "position": list(position), "jobs": len(trainees),
+                                        "done": done})
 
 
 def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tuple[list[_Trainee], dict]:
@@ -184,18 +167,10 @@ def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tu
     state = read_json(folder / "state.json")
     trainees = []
     for i, job in enumerate(jobs):
-        meta, tensors = read_json(folder / f"job-{i}.json"), load_tensors(folder / f"job-{i}.safetensors")
-        sae_cfg = SaeConfig(**meta["config"])
+        sae_cfg = SaeConfig(**read_json(folder / f"job-{i}.json")["config"])
         sae = build_sae(sae_cfg, cfg.init_seed).to(device)
-        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
         opt = _adam(sae, cfg.lr or DEFAULT_LR[sae_cfg.architecture], (cfg.beta1, cfg.beta2))
-        adam: dict = {}
-        for key, value in tensors.items():
-            if key.startswith("adam."):
-                _, p, name = key.split(".", 2)
-                adam.setdefault(int(p), {})[name] = value
-        opt.load_state_dict({"state": adam, "param_groups": meta["param_groups"]})
-        _match_layouts(opt)
+        tensors, meta = load_training_state(folder / f"job-{i}", sae, opt, "sae")
         firing = Firing(sae.d_sae, cfg.dead_tokens)
         firing.since = tensors["since"].clone()
         trainees.append(_Trainee(replace(job, config=sae_cfg), sae, opt, firing, meta["scale"], meta["log"]))

@@ -7,9 +7,9 @@ from lmscope.data.ioi import ioi_pairs, read_ioi
 from lmscope.errors import InputError
 from lmscope.methods.patching import PatchConfig, activation_patching, attribution_patching, logit_diff, target_prob
 from lmscope.methods.patching.ioi import IOIConfig, ioi_features
-from lmscope.methods.patching.units import coordinate_basis, sae_basis
 from lmscope.methods.sae import load_sae
 from lmscope.model.sites import Site
+from lmscope.model.units import coordinates
 from lmscope.viz.patching import ioi_figure, ioi_report, patching_report, plot_patching
 from lmscope.viz.report import HtmlReport, save_figure
 
@@ -71,11 +71,11 @@ def ioi(args) -> int:
     bases = []
     for name in args.bases:
         if name == "sae" and sae is not None:
-            bases.append(sae_basis(sae.to(lm.device), sae_site))
+            bases.append(sae.to(lm.device).units(sae_site))
         elif name == "neurons":
-            bases.append(coordinate_basis("neurons", lm.check(Site(layer, "mlp_key")), lm.d_mlp))
+            bases.append(coordinates("neurons", lm.check(Site(layer, "mlp_key")), lm.d_mlp))
         elif name == "dims":
-            bases.append(coordinate_basis("dims", lm.check(Site(layer, sae_site.kind if sae_site else "resid_post")),
+            bases.append(coordinates("dims", lm.check(Site(layer, sae_site.kind if sae_site else "resid_post")),
                                           lm.d_model))
     out = out_dir(args)
     result = ioi_features(lm, ioi_pairs(lm.tokenizer, records, seed=cfg.name_seed), bases, cfg, out=out)

@@ -9,7 +9,8 @@ import torch
 import lmscope
 from lmscope.data.ioi import ioi_pairs, read_ioi
 from lmscope.methods.patching import PatchConfig, activation_patching, attribution_patching, logit_diff
-from lmscope.methods.patching.units import coordinate_basis, unit_effects
+from lmscope.methods.patching.units import unit_effects
+from lmscope.model.units import coordinates
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def test_ioi_pair_and_where_the_task_lives(lm, shared_data):
     assert float(s[27, -1]) == pytest.approx(0.90, abs=0.02)  # layer 27: it has moved to the last position
     approx = attribution_patching(lm, p.clean, p.corrupted, metric, cfg)
     assert float(approx.scores["resid_pre"][15, 14]) == pytest.approx(0.022, abs=0.01)  # far from exact (0.95)
-    dims = coordinate_basis("dims", lmscope.Site(15, "resid_post"), lm.d_model)
+    dims = coordinates("dims", lmscope.Site(15, "resid_post"), lm.d_model)
     ids = [lm.tokenize(t)["input_ids"] for t in (p.clean, p.corrupted)]
     fx = unit_effects(lm, *ids, metric, dims, 14, batch_size=96)
     assert int((fx.delta != 0).sum()) == lm.d_model and torch.isfinite(fx.exact).all()

@@ -60,3 +60,31 @@ def test_the_edit_handle_undoes_several_patches_in_reverse_and_checks_digests():
     inner.undo()
     handle.undo()
     assert not handle.active and all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
+
+
+def test_units_write_along_directions_that_move_their_own_coordinate_only():
+    from lmscope.model.sites import Site
+    from lmscope.model.units import coordinates, projections
+
+    gen = torch.Generator().manual_seed(0)
+    readout = torch.nn.functional.normalize(torch.randn(3, 8, generator=gen), dim=-1)  # random, not orthogonal
+    units = projections("random", Site(1, "resid_post"), torch.randn(8, generator=gen), readout)
+    x = torch.randn(5, 8, generator=gen)
+    moved = units.encode(x + units.directions(torch.tensor([1]))) - units.encode(x)  # unit 1 moved by 1
+    torch.testing.assert_close(moved, torch.tensor([0.0, 1.0, 0.0]).expand(5, 3), atol=1e-5, rtol=0)
+    some = units.select([2, 0])
+    assert some.unit_ids == [2, 0] and torch.equal(some.encode(x), units.encode(x)[:, [2, 0]])
+    dims = coordinates("dims", Site(0, "resid_post"), 8)
+    assert dims.unit_ids == list(range(8)) and torch.equal(dims.directions(torch.tensor([3]))[0], torch.eye(8)[3])
+
+
+def test_an_sae_gives_its_features_as_units():
+    from lmscope.methods.sae import SaeConfig, build_sae
+    from lmscope.model.sites import Site
+
+    sae = build_sae(SaeConfig("topk", d_in=8, ratio=2, k=3), seed=0)
+    sae.input_scale.fill_(2.0)
+    units = sae.units(Site(1, "resid_post"))
+    x = torch.randn(4, 8)
+    assert units.n_units == 16 and torch.equal(units.encode(x), sae.encode(x))
+    torch.testing.assert_close(units.directions(torch.tensor([5])), sae.W_dec[[5]].detach() / 2.0)

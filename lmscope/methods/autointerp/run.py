@@ -17,9 +17,10 @@ from lmscope.io import Result
 from lmscope.methods.autointerp.config import UNIT_KINDS, SampleConfig, ScoreConfig
 from lmscope.methods.autointerp.sampling import Excerpts, collect, fit_activations, split_examples
 from lmscope.methods.autointerp.scoring import score_unit
-from lmscope.methods.autointerp.units import UnitSet, ica_units, neuron_units, pca_units, random_units, sae_units
+from lmscope.methods.autointerp.units import ica_units, neuron_units, pca_units, random_units, sae_units
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.units import Units
 from lmscope.progress import tqdm
 from lmscope.runs import Run
 
@@ -67,15 +68,15 @@ class AutointerpResult(Result):
                 "kinds": kinds}
 
 
-def unit_sets(lm: LM, sae: torch.nn.Module | None, site: Site, cfg: SampleConfig) -> list[UnitSet]:
-    """The units of every asked kind (fit on ``fit_tokens`` activations of the layer)."""
+def unit_sets(lm: LM, sae: Units | None, site: Site, cfg: SampleConfig) -> list[Units]:
+    """The units of every asked kind (fit on ``fit_tokens`` activations of the layer); ``sae``: its features."""
     if "sae" in cfg.kinds and sae is None:
         raise ConfigError("unit kind 'sae' needs an SAE (--sae FOLDER)")
     neuron_site = lm.check(Site(site.layer, "mlp_key"))
     fit = fit_activations(lm, [site, neuron_site] if "neurons" in cfg.kinds else [site], cfg)
     gen = torch.Generator().manual_seed(cfg.unit_seed)
     x, n = fit[site], cfg.n_units
-    makers = {"sae": lambda: sae_units(sae, site, x, n, gen, cfg.units), "neurons": lambda: neuron_units(
+    makers = {"sae": lambda: sae_units(sae, x, n, gen, cfg.units), "neurons": lambda: neuron_units(
         neuron_site, fit.get(neuron_site), n, gen, cfg.units), "random": lambda: random_units(site, x, n, gen),
         "pca": lambda: pca_units(site, x, n), "ica": lambda: ica_units(site, x, n, gen)}
     return [makers[k]() for k in cfg.kinds]
@@ -93,18 +94,21 @@ def _excerpts(lm: LM, data: Excerpts, kind: str, j: int, cfg: SampleConfig, gen:
 
 
 def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, explainer, simulator,
-               out, sae: torch.nn.Module | None = None, names: tuple[str, str] = ("", "")) -> AutointerpResult:
-    """Explain and score ``cfg.n_units`` units of every kind at ``site``'s layer; records resume in ``out``."""
+               out, sae: Units | torch.nn.Module | None = None, names: tuple[str, str] = ("", "")) -> AutointerpResult:
+    """Explain and score ``cfg.n_units`` units of every kind at ``site``'s layer; records resume in ``out``.
+
+    ``sae``: the SAE's features (``sae.units(site)``), or the SAE itself.
+    """
     site = lm.check(site)
-    if sae is not None:
-        sae = sae.to(lm.device).eval()
+    if sae is not None and not isinstance(sae, Units):  # an SAE module: its features at the site
+        sae = sae.to(lm.device).units(site)
     settings = {"model": lm.name, "site": str(site), "sample": asdict(cfg), "explainer": names[0],
                 "simulator": names[1], "detection": score_cfg.detection}
     run = Run(out, settings, key="key")
     sets = unit_sets(lm, sae, site, cfg)
     data = collect(lm, sets, cfg)
     workers = score_cfg.concurrency if score_cfg.backend == "http" else 1
-    todo = [(u.kind, j, unit) for u in sets for j, unit in enumerate(u.units)]
+    todo = [(u.name, j, unit) for u in sets for j, unit in enumerate(u.unit_ids)]
     with run.writer() as write:
         for kind, j, unit in tqdm(todo, desc="autointerp units", unit="unit"):
             key = f"{kind}:{unit}"
@@ -119,5 +123,5 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
             record = score_unit(explainer, simulator, excerpts, score_cfg, workers)
             write({"key": key, "kind": kind, "unit": unit, **record, "rows": excerpts["rows"]})
     records = [run.done[f"{k}:{u}"] for k, _, u in todo]
-    return AutointerpResult(model=lm.name, sites={u.kind: str(u.site) for u in sets}, records=records,
+    return AutointerpResult(model=lm.name, sites={u.name: str(u.site) for u in sets}, records=records,
                             explainer=names[0], simulator=names[1], config=cfg, score_config=score_cfg)

@@ -16,10 +16,10 @@ import torch
 
 from lmscope.data.corpus import iter_texts, token_batches
 from lmscope.methods.autointerp.config import SampleConfig
-from lmscope.methods.autointerp.units import UnitSet
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import below_sinks, kept_positions
+from lmscope.model.units import Units
 from lmscope.progress import tqdm
 
 
@@ -55,23 +55,23 @@ class Excerpts:
     """Every excerpt read, and each unit set's activations on it."""
 
     ids: torch.Tensor  # (rows, seq_len)
-    acts: dict[str, torch.Tensor]  # kind -> (rows, seq_len, units) float16 on CPU
+    acts: dict[str, torch.Tensor]  # unit set name -> (rows, seq_len, units) float16 on CPU
 
 
 @torch.no_grad()
-def collect(lm: LM, sets: list[UnitSet], cfg: SampleConfig) -> Excerpts:
+def collect(lm: LM, sets: list[Units], cfg: SampleConfig) -> Excerpts:
     """One pass over ``cfg.tokens`` tokens reading every unit of every set."""
     sites = sorted({u.site for u in sets}, key=str)
     stop = Site(max(s.layer for s in sites), "resid_post")
-    rows, acts = [], {u.kind: [] for u in sets}
+    rows, acts = [], {u.name: [] for u in sets}
     for ids in tqdm(list(_batches(lm, cfg, cfg.tokens)), desc="autointerp excerpts", unit="batch"):
         ids = ids.to(lm.device)
         _, cache = lm.run_with_cache(ids, sites, stop_after=stop)
         keep = _kept(lm, ids, cache, sites, cfg)[..., None]  # (batch, seq, 1)
         for u in sets:
             x = cache[u.site].float()  # (batch, seq, d)
-            a = u.read(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep
-            acts[u.kind].append(a.half().cpu())
+            a = u.encode(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep
+            acts[u.name].append(a.half().cpu())
         rows.append(ids.cpu())
     return Excerpts(torch.cat(rows), {k: torch.cat(v) for k, v in acts.items()})
 

@@ -1,6 +1,7 @@
 """The units whose activations are explained: SAE features, MLP neurons, and directions of a site's activations.
 
-Every unit set reads its activations from one site's activations, (n, d) -> (n, units). The baselines of
+Every unit set is a :class:`lmscope.model.units.Units` narrowed to the units explained: it reads their
+activations from one site's activations, (n, d) -> (n, units). The baselines of
 Cunningham et al. are directions in the SAE's site: random unit vectors, the top principal components, and ICA
 components (FastICA, symmetric, log-cosh, on the whitened top components), each read as a projection of the
 centred activation; ICA signs are chosen so that the heavy tail is positive.
@@ -8,23 +9,11 @@ centred activation; ICA signs are chosen so that the heavy tail is positive.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 
 from lmscope.errors import InputError
 from lmscope.model.sites import Site
-
-
-@dataclass
-class UnitSet:
-    """Some units of one kind at one site: their indices and how to read their activations."""
-
-    kind: str
-    site: Site
-    units: list[int]  # unit ids (feature / neuron index, or the direction's rank)
-    read: Callable[[torch.Tensor], torch.Tensor]  # (n, d_site) -> (n, len(units))
+from lmscope.model.units import Units, coordinates, projections
 
 
 def _sample(candidates: torch.Tensor, n: int, gen: torch.Generator) -> list[int]:
@@ -40,40 +29,43 @@ def chosen(explicit: tuple[int, ...], width: int, what: str) -> list[int] | None
     return sorted(set(explicit)) or None
 
 
-def sae_units(sae: torch.nn.Module, site: Site, fit: torch.Tensor, n: int, gen: torch.Generator,
-              explicit: tuple[int, ...] = ()) -> UnitSet:
-    """``n`` features sampled among those that fire on the fit activations (n_fit, d), or the ``explicit`` ones."""
+def sampled(units: Units, fit: torch.Tensor, n: int, gen: torch.Generator, explicit: tuple[int, ...] = (),
+            active: str = "fires", what: str = "units") -> Units:
+    """``n`` of ``units`` sampled among the active ones on the fit activations (n_fit, d), or the ``explicit`` ones.
+
+    ``active``: "fires" (an SAE feature that is positive somewhere) or "varies" (a neuron whose activation is not
+    constant).
+    """
     with torch.no_grad():
-        fires = (sae.encode(fit) > 0).any(0).nonzero().flatten().cpu()
-    units = chosen(explicit, sae.d_sae, "SAE features") or _sample(fires, n, gen)
-    index = torch.tensor(units, device=fit.device)
-    return UnitSet("sae", site, units, lambda x: sae.encode(x)[:, index.to(x.device)])
+        a = units.encode(fit)
+        mask = (a > 0).any(0) if active == "fires" else a.std(0) > 0
+    ids = chosen(explicit, units.n_units, what) or _sample(mask.nonzero().flatten().cpu(), n, gen)
+    return units.select(ids)
+
+
+def sae_units(features: Units, fit: torch.Tensor, n: int, gen: torch.Generator,
+              explicit: tuple[int, ...] = ()) -> Units:
+    """``n`` SAE features (``sae.units(site)``) sampled among those that fire on the fit activations."""
+    return sampled(features, fit, n, gen, explicit, "fires", "SAE features")
 
 
 def neuron_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator,
-                 explicit: tuple[int, ...] = ()) -> UnitSet:
+                 explicit: tuple[int, ...] = ()) -> Units:
     """``n`` MLP neurons (columns of mlp_key) sampled among those that vary on the fit activations, or ``explicit``."""
-    units = chosen(explicit, fit.shape[1], "neurons") or _sample((fit.std(0) > 0).nonzero().flatten().cpu(), n, gen)
-    index = torch.tensor(units)
-    return UnitSet("neurons", site, units, lambda x: x[:, index.to(x.device)])
+    return sampled(coordinates("neurons", site, fit.shape[1]), fit, n, gen, explicit, "varies", "neurons")
 
 
-def _projection(kind: str, site: Site, mean: torch.Tensor, directions: torch.Tensor) -> UnitSet:
-    return UnitSet(kind, site, list(range(directions.shape[0])),
-                   lambda x: (x - mean.to(x.device)) @ directions.to(x.device).T)
-
-
-def random_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) -> UnitSet:
+def random_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) -> Units:
     """``n`` random unit directions."""
     directions = torch.nn.functional.normalize(torch.randn(n, fit.shape[1], generator=gen), dim=-1)
-    return _projection("random", site, fit.mean(0).cpu(), directions)
+    return projections("random", site, fit.mean(0).cpu(), directions)
 
 
-def pca_units(site: Site, fit: torch.Tensor, n: int) -> UnitSet:
+def pca_units(site: Site, fit: torch.Tensor, n: int) -> Units:
     """The top ``n`` principal components."""
     mean = fit.mean(0)
     _, _, vt = torch.linalg.svd((fit - mean).double(), full_matrices=False)
-    return _projection("pca", site, mean.cpu(), vt[:n].float().cpu())
+    return projections("pca", site, mean.cpu(), vt[:n].float().cpu())
 
 
 def fast_ica(x: torch.Tensor, n: int, gen: torch.Generator, iters: int = 200, tol: float = 1e-4) -> torch.Tensor:
@@ -97,6 +89,6 @@ def fast_ica(x: torch.Tensor, n: int, gen: torch.Generator, iters: int = 200, to
     return (directions * torch.sign(skew)[:, None]).float()
 
 
-def ica_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) -> UnitSet:
+def ica_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) -> Units:
     """``n`` independent components of the activations."""
-    return _projection("ica", site, fit.mean(0).cpu(), fast_ica(fit.cpu(), n, gen))
+    return projections("ica", site, fit.mean(0).cpu(), fast_ica(fit.cpu(), n, gen))

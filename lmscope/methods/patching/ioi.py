@@ -21,8 +21,9 @@ from lmscope.errors import ConfigError, InputError
 from lmscope.io import Result
 from lmscope.methods.patching.config import logit_diff
 from lmscope.methods.patching.engine import prompt_pair
-from lmscope.methods.patching.units import UnitBasis, unit_effects
+from lmscope.methods.patching.units import unit_effects
 from lmscope.model.lm import LM
+from lmscope.model.units import Units
 from lmscope.progress import tqdm
 from lmscope.runs import Run
 
@@ -102,7 +103,7 @@ def answers(lm: LM, pairs: list[IOIPair]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(diffs), torch.tensor(top1)
 
 
-def _patch_pair(lm: LM, pair: IOIPair, bases: list[UnitBasis], config: IOIConfig) -> dict:
+def _patch_pair(lm: LM, pair: IOIPair, bases: list[Units], config: IOIConfig) -> dict:
     """One pair's record: its total effect and, per basis, the changed units' normalised effects (sparse)."""
     clean_ids, corr_ids = prompt_pair(lm, pair.clean, pair.corrupted)
     position = pair.s2_position if config.position == "s2" else corr_ids.shape[1] - 1
@@ -118,14 +119,14 @@ def _patch_pair(lm: LM, pair: IOIPair, bases: list[UnitBasis], config: IOIConfig
     return record
 
 
-def _dense(records: list[dict], basis: UnitBasis, key: str) -> torch.Tensor:
+def _dense(records: list[dict], basis: Units, key: str) -> torch.Tensor:
     out = torch.zeros(len(records), basis.n_units)
     for i, r in enumerate(records):
         out[i, r[basis.name]["units"]] = torch.tensor(r[basis.name][key])
     return out
 
 
-def ioi_features(lm: LM, pairs: list[IOIPair], bases: list[UnitBasis], config: IOIConfig | None = None,
+def ioi_features(lm: LM, pairs: list[IOIPair], bases: list[Units], config: IOIConfig | None = None,
                  out: str | Path | None = None) -> IOIFeatureResult:
     """Patch every unit of every basis on the first ``n_prompts`` pairs the model answers correctly.
 

@@ -1,7 +1,8 @@
 """Patching single units of one site at one position: SAE features, MLP neurons or residual-stream dimensions.
 
-A unit basis reads coordinates a(x) from a site's activation x (d,) and gives the direction D_u each unit writes:
-an SAE feature's decoder row (its error term kept), a neuron's or a dimension's unit vector. Patching unit u from
+The units are a :class:`lmscope.model.units.Units`: it reads coordinates a(x) from a site's activation x (d,) and
+gives the direction D_u each unit writes: an SAE feature's decoder row (its error term kept), a neuron's or a
+dimension's unit vector. Patching unit u from
 clean to corrupted sets x_corrupted + (a_clean,u - a_corrupted,u) D_u at the site; units whose coordinate is the same
 in both runs have no effect and are not run. Attribution estimates every unit at once: (a_clean,u - a_corrupted,u)
 (D_u . g), with g the gradient of the metric at the site (one backward pass). The patched runs start from the
@@ -11,41 +12,17 @@ corrupted run's residual stream just below the site (the blocks underneath are t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from lmscope.errors import ConfigError
 from lmscope.methods.patching.config import Metric
 from lmscope.model.hooks import Op, apply, gradient_taps
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.surgery import staggered_start
-
-
-@dataclass
-class UnitBasis:
-    """Coordinates of a site's activations and the direction each unit writes."""
-
-    name: str  # "sae", "neurons", "dims"
-    site: Site
-    encode: Callable[[torch.Tensor], torch.Tensor]  # (n, d) -> (n, n_units)
-    directions: Callable[[torch.Tensor], torch.Tensor]  # unit indices (k,) -> (k, d)
-    n_units: int
-
-
-def sae_basis(sae, site: Site) -> UnitBasis:
-    """The features of an SAE at ``site``: a = encode(x), D = decoder rows (in the site's units)."""
-    sae = sae.eval()
-    return UnitBasis("sae", site, lambda x: sae.encode(x.float()),
-                     lambda idx: sae.W_dec[idx].detach() / sae.input_scale, sae.d_sae)
-
-
-def coordinate_basis(name: str, site: Site, width: int) -> UnitBasis:
-    """The coordinates of the site itself (MLP neurons at mlp_key, dimensions at a residual site)."""
-    def directions(idx: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.one_hot(idx, width).float()
-    return UnitBasis(name, site, lambda x: x.float(), directions, width)
+from lmscope.model.units import Units
 
 
 @dataclass
@@ -77,9 +54,12 @@ def _gradient(lm: LM, ids: torch.Tensor, metric: Metric, site: Site, position: i
     return float(m.detach()), grad[0, position].float()
 
 
-def unit_effects(lm: LM, clean_ids: torch.Tensor, corr_ids: torch.Tensor, metric: Metric, basis: UnitBasis,
+def unit_effects(lm: LM, clean_ids: torch.Tensor, corr_ids: torch.Tensor, metric: Metric, basis: Units,
                  position: int, batch_size: int = 64) -> UnitEffects:
     """Exact and attribution effects of patching each unit of ``basis`` at ``position`` (ids: (1, pos))."""
+    if basis.directions is None or basis.ids is not None:
+        raise ConfigError(f"units {basis.name!r} cannot be patched one by one: patching takes a whole basis that "
+                          "writes (directions)")
     site = lm.check(basis.site)
     start = site.layer if site.kind == "resid_post" else site.layer - 1  # the block whose output rows start from
     below = [Site(start, "resid_post")] if start >= 0 else []

@@ -9,8 +9,8 @@ import lmscope
 from lmscope.cli import main
 from lmscope.data.ioi import ioi_pairs, read_ioi
 from lmscope.methods.patching.ioi import IOIConfig, IOIFeatureResult, ioi_features
-from lmscope.methods.patching.units import coordinate_basis, sae_basis
 from lmscope.methods.sae import SaeConfig, build_sae, save_sae
+from lmscope.model.units import coordinates
 from tests.helpers import tiny_lm, tiny_model, tiny_tokenizer
 
 # names the tiny word-level tokenizer knows (one token each); "w.." are filler words
@@ -54,8 +54,8 @@ def test_features_neurons_dims_on_a_tiny_model(data, tmp_path):
     pairs = ioi_pairs(lm.tokenizer, read_ioi(data))
     sae = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4), seed=0)
     site = lmscope.Site(1, "resid_post")
-    bases = [sae_basis(sae, site), coordinate_basis("neurons", lmscope.Site(1, "mlp_key"), lm.d_mlp),
-             coordinate_basis("dims", site, lm.d_model)]
+    bases = [sae.units(site), coordinates("neurons", lmscope.Site(1, "mlp_key"), lm.d_mlp),
+             coordinates("dims", site, lm.d_model)]
     result = ioi_features(lm, pairs, bases, IOIConfig(n_prompts=5, batch_size=16))
     assert result.n_pairs == 4 and result.n_correct == 2 and result.cases == [0, 1]
     assert result.exact["sae"].shape == (2, 64) and result.exact["dims"].shape == (2, lm.d_model)
@@ -108,7 +108,7 @@ def test_a_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
 
     lm = tiny_lm("llama", seed=1, sharp=True)
     pairs = ioi_pairs(lm.tokenizer, read_ioi(data))
-    bases = [coordinate_basis("dims", lmscope.Site(1, "resid_post"), lm.d_model)]
+    bases = [coordinates("dims", lmscope.Site(1, "resid_post"), lm.d_model)]
     whole = ioi_features(lm, pairs, bases, IOIConfig(batch_size=16), out=tmp_path / "whole")
     real, calls = ioi_module._patch_pair, []
 

@@ -5,8 +5,9 @@ import torch
 
 from lmscope import Site, apply
 from lmscope.methods.patching import logit_diff
-from lmscope.methods.patching.units import coordinate_basis, sae_basis, unit_effects
+from lmscope.methods.patching.units import unit_effects
 from lmscope.methods.sae import SaeConfig, build_sae
+from lmscope.model.units import coordinates
 from tests.helpers import tiny_lm
 
 CLEAN = torch.tensor([[5, 17, 3, 44, 9, 60, 7, 21]])
@@ -20,12 +21,12 @@ POS = 4
 def test_each_unit_equals_its_run_by_hand(kind, family):
     lm = tiny_lm(family, sharp=True)
     if kind == "neurons":
-        basis = coordinate_basis("neurons", Site(1, "mlp_key"), lm.d_mlp)
+        basis = coordinates("neurons", Site(1, "mlp_key"), lm.d_mlp)
     elif kind == "dims":
-        basis = coordinate_basis("dims", Site(1, "resid_post"), lm.d_model)
+        basis = coordinates("dims", Site(1, "resid_post"), lm.d_model)
     else:
         sae = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4), seed=0)
-        basis = sae_basis(sae, Site(1, "resid_post"))
+        basis = sae.units(Site(1, "resid_post"))
     fx = unit_effects(lm, CLEAN, CORRUPT, METRIC, basis, POS, batch_size=5)
     active = fx.delta.nonzero().flatten()
     assert len(active) > 0 and torch.all(fx.exact[fx.delta == 0] == 0)

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from lmscope.methods.sae.config import SaeConfig
+from lmscope.model.sites import Site
+from lmscope.model.units import Units
 
 
 class ForwardOutput(NamedTuple):
@@ -59,6 +61,15 @@ class SparseAutoencoder(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Reconstruction: (..., d_sae) -> (..., d_in)."""
         return (codes @ self.W_dec + self.b_dec) / self.input_scale
+
+    def units(self, site: Site, name: str = "sae") -> Units:
+        """The features as :class:`lmscope.model.units.Units` at ``site``: what patching and autointerp take.
+
+        a = encode(x); D = the decoder rows, in the site's units (the input scale undone).
+        """
+        sae = self.eval()
+        return Units(name, site, self.d_sae, lambda x: sae.encode(x.float()),
+                     lambda idx: sae.W_dec[idx].detach() / sae.input_scale)
 
     def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None) -> ForwardOutput:
         """Encode, decode and compute the loss (in scaled units) of a batch x: (n, d_in).

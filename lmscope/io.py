@@ -185,11 +185,28 @@ class Result:
         return cls(**kwargs)
 
 
+def known_kinds() -> dict[str, type[Result]]:
+    """Every result kind of lmscope: the method packages (where results are defined) are imported on first call.
+
+    ``import lmscope`` imports nothing eagerly, so a kind registers itself only once its module is imported; the
+    packages are found by walking ``lmscope.methods`` (no list to keep in step).
+    """
+    import importlib
+    import pkgutil
+
+    methods = importlib.import_module("lmscope.methods")
+    for info in pkgutil.iter_modules(methods.__path__):
+        importlib.import_module(f"lmscope.methods.{info.name}")
+    return Result.kinds
+
+
 def load_result(path: str | Path) -> Result:
     """Load any saved result; its class comes from the ``kind`` recorded in ``cfg.json``."""
     folder = Path(path)
     cfg = read_json(folder / CFG_NAME)
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
+    if kind not in Result.kinds:
+        known_kinds()
     if kind not in Result.kinds:
         known = ", ".join(sorted(Result.kinds))
         raise ArtifactError(f"{folder} holds no lmscope result I know (kind {kind!r}; known kinds: {known})")

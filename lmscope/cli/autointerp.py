@@ -26,7 +26,7 @@ def _backends(args, cfg: ScoreConfig, lm, out):
     return explainer, simulator, (explainer.lm.name, simulator.lm.name)
 
 
-@command("autointerp", "explain SAE features, neurons and random / PCA / ICA directions of one layer, and score them",
+@command("autointerp",
          arg("--sae", help="an SAE folder (its site gives the layer and the directions' site)"),
          arg("--layer", type=int, help="the layer (default: the SAE's); directions at resid_post of it"),
          configs=(SampleConfig, ScoreConfig), out="out/autointerp")

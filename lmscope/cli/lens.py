@@ -10,7 +10,7 @@ from lmscope.viz.outputs import write_lens
 DEFAULT_PROMPT = "The capital of France is"
 
 
-@command("lens", "logit lens of one prompt: lens.json, lens.png, report.html",
+@command("lens",
          arg("prompt", nargs="?", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})"),
          configs=(LensConfig,), out="out/lens")
 def lens(args) -> int:

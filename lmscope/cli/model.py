@@ -9,7 +9,7 @@ from lmscope.cli.registry import arg, command, load_model
 from lmscope.model.loading import list_models
 
 
-@command("models", "list the bundled models and what is cached")
+@command("models")
 def models(args) -> int:
     """Print the registry and the store's location."""
     print(f"cache: {store.root()}")
@@ -20,7 +20,7 @@ def models(args) -> int:
     return 0
 
 
-@command("info", "family, layers, widths and site modules of a model",
+@command("info",
          arg("name", nargs="?", help="model (default: --model)"))
 def info(args) -> int:
     """Print what lmscope knows about a model."""

@@ -26,8 +26,7 @@ from lmscope.viz.report import save_figure
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 
 
-@command("neurons", "MLP neurons that write a token: forward contribution and gradient x activation, top-k with "
-                    "their vocabulary, ablation against random neurons, sensitivity / specificity",
+@command("neurons",
          arg("prompt", nargs="?", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})"),
          arg("--target", help="target token's text (its first token is scored); default: the model's own next token"),
          arg("--ablate", action="store_true", help="ablate the top neurons and as many random ones (control)"),
@@ -125,8 +124,7 @@ def _probe(lm, prompt: str, v0: int, v1: int, new_tokens: int) -> tuple[float, f
     return float(probs[v0]), float(probs[v1]), greedy(lm, prompt, new_tokens)
 
 
-@command("neuron-edit", "move one neuron's contribution from token v0 to v1 (Pan et al.): edit/, before and after "
-                        "on the prompts and neighbours, report.html",
+@command("neuron-edit",
          arg("--layer", type=int, required=True, help="the neuron's layer"),
          arg("--neuron", type=int, required=True, help="the neuron's index in the MLP"),
          arg("--v0", required=True, help="the token it writes now, e.g. ' Paris'"),

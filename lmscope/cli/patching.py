@@ -21,7 +21,7 @@ def _token(lm, text: str) -> int:
     return ids[0]
 
 
-@command("patch", "activation patching of a clean / corrupted prompt pair: layer x position (and head) heat maps",
+@command("patch",
          arg("--clean", required=True, help="the clean prompt"),
          arg("--corrupted", required=True, help="the corrupted prompt (same number of tokens)"),
          arg("--answer", required=True, help="the clean answer's text (its first token is read)"),
@@ -51,7 +51,7 @@ def patch(args) -> int:
     return 0
 
 
-@command("ioi-features", "patch single SAE features, neurons and residual dimensions on IOI pairs; rank by effect",
+@command("ioi-features",
          arg("--data", required=True, help="IOI prompt file (a JSON list of prompt / answer records)"),
          arg("--sae", help="an SAE folder (its site gives the layer); without it: neurons and dimensions only"),
          arg("--layer", type=int, help="the layer (default: the SAE's)"),

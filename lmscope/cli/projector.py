@@ -11,9 +11,7 @@ from lmscope.model.vision import dinov2_folder
 from lmscope.model.vlm import build_llava
 
 
-@command("train-projector", "train the projector of SmolLM2-135M + DINOv2-S/14 on rendered emoji and shapes "
-                            "(everything else frozen); resumable per epoch: projector.safetensors, result/, report",
-         configs=(ProjectorConfig,), out="out/projector")
+@command("train-projector", configs=(ProjectorConfig,), out="out/projector")
 def projector(args) -> int:
     """Write checkpoint/, projector.safetensors, projector.json and result/ (held-out captions)."""
     cfg = config(args, ProjectorConfig)

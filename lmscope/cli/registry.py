@@ -2,7 +2,7 @@
 
 A command is a function ``run(args) -> exit code`` plus its positional arguments and extra options, the config
 dataclasses whose fields become options, and, when it writes files, a default output folder (``--out``, checked
-before the model loads). The global options (``--model``, ``--device``, ...) are one parent parser shared by all.
+before the model loads). Its place in the groups, its help and its old names are in :mod:`lmscope.cli.table`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lmscope.cli.options import config_from_args
+from lmscope.cli.table import BY_NAME
 from lmscope.model.lm import LM
-from lmscope.model.loading import DEFAULT_MODEL, DTYPES, load
+from lmscope.model.loading import load
 from lmscope.viz.outputs import save_run
 
 C = TypeVar("C")
@@ -42,30 +43,13 @@ def arg(*flags: str, **kwargs: Any) -> Arg:
     return flags, kwargs
 
 
-def command(name: str, help: str, *args: Arg, configs: tuple[type, ...] = (), out: str | None = None):
-    """Register the decorated function as the subcommand ``name``."""
+def command(name: str, *args: Arg, configs: tuple[type, ...] = (), out: str | None = None):
+    """Register the decorated function as the command ``name`` of :mod:`lmscope.cli.table` (its help is there)."""
     def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = Command(name, help, run, args, configs, out)
+        COMMANDS[name] = Command(name, BY_NAME[name].help, run, args, configs, out)
         return run
 
     return register
-
-
-def global_options(defaults: bool) -> argparse.ArgumentParser:
-    """The options valid before or after the subcommand.
-
-    ``defaults=False`` gives the subcommand's copy, which must not overwrite a value given before the subcommand.
-    """
-    parent = argparse.ArgumentParser(add_help=False)
-    value = (lambda v: v) if defaults else (lambda v: argparse.SUPPRESS)
-    parent.add_argument("--model", default=value(DEFAULT_MODEL),
-                        help=f"bundled name, local folder, .gguf file or hub id (default: {DEFAULT_MODEL})")
-    parent.add_argument("--device", default=value("cpu"), help="torch device (default: cpu)")
-    parent.add_argument("--dtype", default=value("float32"), choices=list(DTYPES),
-                        help="weight dtype (default: float32)")
-    parent.add_argument("--seed", type=int, default=value(0), help="random seed (default: 0)")
-    parent.add_argument("-q", "--quiet", action="store_true", default=value(False), help="only warnings")
-    return parent
 
 
 def load_model(args: argparse.Namespace, name: str | None = None) -> LM:

@@ -14,7 +14,7 @@ from lmscope.methods.rome.stats import second_moment, stats_path
 from lmscope.viz.rome import counterfact_report
 
 
-@command("edit", "ROME edit of one fact: saves the edit, before/after generations and P(target)",
+@command("edit",
          arg("--prompt", required=True, help="template with {} for the subject, e.g. '{} is located in'"),
          arg("--subject", required=True, help="the subject, e.g. 'The Eiffel Tower'"),
          arg("--target", required=True, help="the new answer, e.g. ' Rome'"),
@@ -39,7 +39,7 @@ def edit(args) -> int:
     return 0
 
 
-@command("stats", "second-moment statistics of the MLP keys at one layer (cached, resumable)", configs=(StatsConfig,))
+@command("stats", configs=(StatsConfig,))
 def stats(args) -> int:
     """Compute (or find in the store) the second moment of the MLP keys at one layer."""
     cfg = config(args, StatsConfig)
@@ -50,7 +50,7 @@ def stats(args) -> int:
     return 0
 
 
-@command("eval-edits", "CounterFact metrics of ROME edits and of the unedited model (resumable)",
+@command("eval-edits",
          arg("--data", type=Path, required=True, help="CounterFact JSON (flattened or ROME's nested layout)"),
          arg("--limit", type=int, help="evaluate only the first N records"),
          configs=(RomeConfig, EvalConfig), out="out/eval-edits")

@@ -28,7 +28,7 @@ from lmscope.viz.features import write_feature_pages
 SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g. resid_post.15 mlp_out.3")
 
 
-@command("sae-harvest", "harvest activations at some sites into a disk cache (resumable; under torchrun, per rank)",
+@command("sae-harvest",
          SITES,
          configs=(HarvestConfig,), out="out/activations")
 def sae_harvest(args) -> int:
@@ -66,7 +66,8 @@ def _redundant(cfg: SaeConfig, args) -> bool:
         (not l1_variant and args.sweep_l1 and cfg.l1_coefficient != args.sweep_l1[0])
 
 
-@command("sae-train", "train one SAE or a sweep of them on one stream of activations (resumable)", SITES,
+@command("sae-train",
+         SITES,
          arg("--cache", type=Path, help="activation cache folder (read where present, written where not)"),
          arg("--sweep-architecture", nargs="+", help="train these architectures side by side"),
          arg("--sweep-l1", nargs="+", type=float, help="L1 coefficients to sweep (L1 variants)"),
@@ -100,7 +101,7 @@ def _load(args):
     return load_model(args), sae, site
 
 
-@command("sae-eval", "MSE, FVE, L0, dead / dense latents and CE recovered of a saved SAE on held-out text",
+@command("sae-eval",
          SAE_FOLDER, SAE_SITE, configs=(EvalConfig,), out="out/sae-eval")
 def sae_eval(args) -> int:
     """Evaluate one SAE; write eval.json and result/."""
@@ -117,7 +118,7 @@ def sae_eval(args) -> int:
     return 0
 
 
-@command("sae-features", "feature pages of a saved SAE: index.html, one page and one JSON per feature, Neuronpedia",
+@command("sae-features",
          SAE_FOLDER, SAE_SITE, configs=(FeatureConfig,), out="out/sae-features")
 def sae_features(args) -> int:
     """Collect every feature's examples in one pass and write the pages."""

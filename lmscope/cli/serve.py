@@ -28,7 +28,7 @@ def _check_port(host: str, port: int) -> None:
             raise InputError(f"cannot listen on {host}:{port}: {err.strerror or err}; choose another --port") from err
 
 
-@command("serve", "local web workbench: browse runs, run lens / trace / lesion / neurons / ROME edits in the browser",
+@command("serve",
          arg("--results", nargs="+", type=Path, default=[Path("out")],
              help="folders whose run folders are listed (default: out)"),
          arg("--runs-out", type=Path, default=Path("out/serve"), help="where jobs started from the page write their "

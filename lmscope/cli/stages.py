@@ -9,8 +9,7 @@ from lmscope.viz.report import save_figure
 from lmscope.viz.stages import curves_figure, lesion_figure, stages_report, summary_figure
 
 
-@command("stages", "stages of inference: lesions, lens, locality, neurons, MLP norms + report",
-         configs=(StagesConfig,), out="out/stages")
+@command("stages", configs=(StagesConfig,), out="out/stages")
 def run_stages(args) -> int:
     """Run the stages analysis; write result/, stages.json, the figures and report.html."""
     cfg = config(args, StagesConfig)
@@ -29,7 +28,7 @@ def run_stages(args) -> int:
     return 0
 
 
-@command("lesion", "top next tokens of one prompt before / after deleting or swapping a block",
+@command("lesion",
          arg("prompt", help="the prompt"), configs=(LesionConfig,))
 def lesion(args) -> int:
     """Top next tokens of one prompt, unmodified and with block --layer deleted (or swapped with the next)."""

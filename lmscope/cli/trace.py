@@ -15,7 +15,7 @@ from lmscope.viz.report import save_figure
 from lmscope.viz.trace import aie_figure, aie_report
 
 
-@command("trace", "causal trace of one prompt: trace result, one PNG per kind, report.html",
+@command("trace",
          arg("prompt", help="the prompt, e.g. 'The Eiffel Tower is located in the city of'"),
          arg("--subject", required=True, help="the subject, as it appears in the prompt"),
          arg("--target", help="the answer to trace (its first token); default: the model's top-1 token"),
@@ -37,7 +37,7 @@ def trace(args) -> int:
     return 0
 
 
-@command("trace-dataset", "average indirect effects over known facts (resumable)",
+@command("trace-dataset",
          arg("--data", type=Path, required=True, help="known_1000.json (ROME's known facts)"),
          arg("--limit", type=int, help="trace only the first N facts"),
          arg("--all-facts", action="store_true", help="also trace facts the model does not predict"),

@@ -16,6 +16,8 @@ from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.progress import listening_now, tqdm
 
+__all__ = ["LensConfig", "LogitLensResult", "logit_lens"]
+
 
 @dataclass
 class LensConfig:

@@ -24,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lmscope import store
 from lmscope.assets import PackagedFile, Wheel, concatenate, sha256_file
+from lmscope.defaults import DEFAULT_MODEL  # a name the CLI reads without torch
 from lmscope.errors import AssetError, ConfigError, ModelNotFoundError
 from lmscope.io import load_tensors, read_json, write_json
 from lmscope.model.families import FamilySpec
@@ -101,7 +102,6 @@ REGISTRY: dict[str, BundledModel] = {
         known_peak=(5, 51),  # docs/causal-tracing.md: 51 predicted facts of known_1000
     ),
 }
-DEFAULT_MODEL = "smollm2-135m"
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 

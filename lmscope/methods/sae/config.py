@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmscope import config as check
+from lmscope.data.activations import CorpusConfig, text_field
 from lmscope.errors import ConfigError
 
 ARCHITECTURES = ("tied", "relu", "topk", "batchtopk")
@@ -63,29 +64,20 @@ class SaeConfig:
 
 
 @dataclass
-class HarvestConfig:
-    """Where the activations come from: sites, text, and which positions are kept."""
+class HarvestConfig(CorpusConfig):
+    """Where the activations come from: text, and which positions are kept (:class:`CorpusConfig`), and buffers."""
 
-    corpus: str = field(default="wiki", metadata={"help": "packaged corpus (wiki, bbc) or a .txt / .jsonl / folder"})
-    split: str = field(default="train", metadata={"help": "corpus split: train, test or all"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per row (context)"})
-    batch_size: int = field(default=32, metadata={"help": "rows per forward pass"})
-    tokens: int = field(default=1_000_000, metadata={"help": "tokens to harvest (whole rows)"})
-    drop_special: bool = field(default=True, metadata={"help": "leave out BOS / EOS / padding positions"})
-    drop_first: bool = field(default=True, metadata={
-        "help": "leave out the first position of every row: BOS, or the attention sink of a model without one "
-                "(SmolLM2's reaches norm ~100x the others)"})
-    sink_factor: float = field(default=10.0, metadata={
-        "help": "drop rows whose norm exceeds this multiple of the median norm (attention sinks; 0: keep all)"})
+    split: str = text_field("train", "corpus split: train, test or all")
+    tokens: int = text_field(1_000_000, "tokens to harvest (whole rows)")
+    seq_len: int = text_field(128, "tokens per row (context)")
+    batch_size: int = text_field(32, "rows per forward pass")
     buffer_rows: int = field(default=65_536, metadata={"help": "activations shuffled together (memory only)"})
     shard_tokens: int = field(default=262_144, metadata={"help": "activations per cached shard on disk"})
     shuffle_seed: int = field(default=0, metadata={"help": "seed of the shuffling"})
 
     def __post_init__(self) -> None:
-        check.one_of(self, "split", ("train", "test", "all"))
-        check.at_least(self, 2, "seq_len")
-        check.at_least(self, 1, "batch_size", "tokens", "buffer_rows", "shard_tokens")
-        check.at_least(self, 0, "sink_factor")
+        super().__post_init__()
+        check.at_least(self, 1, "tokens", "buffer_rows", "shard_tokens")
 
 
 @dataclass

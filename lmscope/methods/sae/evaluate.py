@@ -14,38 +14,28 @@ from dataclasses import dataclass, field
 import torch
 
 from lmscope import config as check
-from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.data.activations import CorpusConfig, activation_batches, text_field
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
 from lmscope.methods.sae.splice import splice
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import below_sinks, kept_positions
 from lmscope.running import Mean
 
 FVE_DEFINITION = "1 - sum|x - x_hat|^2 / sum|x - mean(x)|^2 over the evaluation tokens"
 
 
 @dataclass
-class EvalConfig:
-    """Held-out text for the evaluation."""
+class EvalConfig(CorpusConfig):
+    """Held-out text for the evaluation (:class:`CorpusConfig`: left-out positions are neither measured nor spliced)."""
 
-    corpus: str = field(default="wiki", metadata={"help": "packaged corpus or a text file / folder"})
-    split: str = field(default="test", metadata={"help": "corpus split (held-out: test)"})
-    tokens: int = field(default=65_536, metadata={"help": "evaluation tokens"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per row"})
-    batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
+    tokens: int = text_field(65_536, "evaluation tokens")
     dense_threshold: float = field(default=0.1, metadata={"help": "a latent firing on more tokens than this is dense"})
-    drop_first: bool = field(default=True, metadata={
-        "help": "leave each row's first position (BOS or attention sink) out of the metrics and unspliced"})
-    sink_factor: float = field(default=10.0, metadata={
-        "help": "likewise positions whose norm exceeds this multiple of the median (attention sinks; 0: none)"})
 
     def __post_init__(self) -> None:
-        check.one_of(self, "split", ("train", "test", "all"))
-        check.at_least(self, 2, "seq_len")
-        check.at_least(self, 1, "tokens", "batch_size")
+        super().__post_init__()
+        check.at_least(self, 1, "tokens")
 
 
 @dataclass
@@ -130,16 +120,13 @@ def evaluate_sae(lm: LM, sae: SparseAutoencoder, site: Site, config: EvalConfig 
     site, sae = lm.check(site), sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(config.seq_len)
     totals = _Totals(sae.d_in, sae.d_sae)
-    texts = iter_texts(config.corpus, split=config.split)
-    for ids in token_batches(lm.tokenizer, texts, config.seq_len, config.batch_size, max_tokens=config.tokens):
-        ids = ids.to(lm.device)
-        _, cache = lm.run_with_cache(ids, [site], stop_after=site)
-        keep = below_sinks(cache[site], kept_positions(lm, ids, drop_first=config.drop_first), config.sink_factor)
-        x = cache[site][keep].float()  # (n, d_in)
+    for batch in activation_batches(lm, [site], config, stop_after=site):
+        x = batch.kept(site)  # (n, d_in)
         codes = sae.encode(x)
         totals.add(x, sae.decode(codes), codes)
-        totals.ce += _losses(lm, sae, site, ids, keep)
-        totals.ce_tokens += ids[:, 1:].numel()
+        keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
+        totals.ce += _losses(lm, sae, site, batch.ids, keep)
+        totals.ce_tokens += batch.ids[:, 1:].numel()
     return _result(lm, sae, site, totals, config)
 
 

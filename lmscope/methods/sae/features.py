@@ -12,33 +12,27 @@ from dataclasses import dataclass, field
 import torch
 
 from lmscope import config as check
-from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.data.activations import CorpusConfig, activation_batches, text_field
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import below_sinks, kept_positions
 
 
 @dataclass
-class FeatureConfig:
-    """Which features, on what text, and how many examples of each."""
+class FeatureConfig(CorpusConfig):
+    """Which features, on what text, and how many examples of each.
 
-    corpus: str = field(default="wiki", metadata={"help": "packaged corpus or a text file / folder"})
-    split: str = field(default="test", metadata={"help": "corpus split (held-out: test)"})
-    tokens: int = field(default=131_072, metadata={"help": "tokens read"})
-    seq_len: int = field(default=64, metadata={"help": "tokens per row"})
-    batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
+    The text is a :class:`CorpusConfig`: left-out positions never count as activating.
+    """
+
+    tokens: int = text_field(131_072, "tokens read")
+    seq_len: int = text_field(64, "tokens per row")
     features: tuple[int, ...] = field(default=(), metadata={"help": "features to show (default: sampled)"})
     n_features: int = field(default=24, metadata={"help": "features sampled among those that fire, if none given"})
     top_examples: int = field(default=12, metadata={"help": "top-activating contexts per feature"})
     quantile_bins: int = field(default=4, metadata={"help": "activation quantile bins with examples"})
     per_bin: int = field(default=3, metadata={"help": "examples per quantile bin"})
-    drop_special: bool = field(default=True, metadata={"help": "special tokens never count as activating"})
-    drop_first: bool = field(default=True, metadata={
-        "help": "nor each row's first position (BOS or attention sink), as in training"})
-    sink_factor: float = field(default=10.0, metadata={
-        "help": "nor attention-sink positions (norm above this multiple of the median; 0: none)"})
     left: int = field(default=16, metadata={"help": "tokens of context before the activating token"})
     right: int = field(default=4, metadata={"help": "tokens of context after it"})
     logit_tokens: int = field(default=10, metadata={"help": "top and bottom logit-effect tokens"})
@@ -46,9 +40,8 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         self.features = tuple(int(f) for f in self.features)
-        check.one_of(self, "split", ("train", "test", "all"))
-        check.at_least(self, 2, "seq_len")
-        check.at_least(self, 1, "tokens", "batch_size", "n_features", "top_examples", "logit_tokens")
+        super().__post_init__()
+        check.at_least(self, 1, "tokens", "n_features", "top_examples", "logit_tokens")
         check.at_least(self, 0, "quantile_bins", "per_bin", "left", "right")
 
 
@@ -86,12 +79,10 @@ class _Sparse:
 def _collect(lm: LM, sae: SparseAutoencoder, site: Site, cfg: FeatureConfig) -> _Sparse:
     rows, pos, feat, val = [], [], [], []
     offset = kept = 0
-    for ids in token_batches(lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), cfg.seq_len, cfg.batch_size,
-                             max_tokens=cfg.tokens):
-        _, cache = lm.run_with_cache(ids.to(lm.device), [site], stop_after=site)
-        codes = sae.encode(cache[site].float())  # (batch, seq_len, d_sae)
-        keep = below_sinks(cache[site], kept_positions(lm, ids.to(lm.device), cfg.drop_special, cfg.drop_first),
-                           cfg.sink_factor)  # (batch, seq_len)
+    for batch in activation_batches(lm, [site], cfg, stop_after=site):
+        ids = batch.ids.cpu()
+        codes = sae.encode(batch.acts[site].float())  # (batch, seq_len, d_sae)
+        keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
         codes = (codes * keep[..., None]).flatten(0, 1)  # (batch * seq_len, d_sae): left-out positions never fire
         kept += int(keep.sum())
         p, f = codes.nonzero(as_tuple=True)

@@ -18,14 +18,12 @@ from pathlib import Path
 
 import torch
 
-from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.data.activations import corpus_batches, deepest_stop, run_batch
 from lmscope.errors import ArtifactError
 from lmscope.io import load_tensors, read_json, save_tensors, write_json
 from lmscope.methods.sae.config import HarvestConfig
-from lmscope.model.hooks import capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.tokens import below_sinks, kept_positions
 from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
@@ -69,8 +67,7 @@ class ActivationStream:
         if not self.sites:
             raise ArtifactError("no site to harvest")
         lm.check_length(config.seq_len)
-        deepest = max(s.layer for s in self.sites)
-        self.stop = Site(0, "embed") if all(s.kind == "embed" for s in self.sites) else Site(deepest, "resid_post")
+        self.stop = deepest_stop(self.sites)
         per_batch = config.batch_size * config.seq_len
         self.batches_per_buffer = max(1, config.buffer_rows // per_batch)
         self.n_buffers = -(-config.tokens // (per_batch * self.batches_per_buffer))
@@ -81,23 +78,15 @@ class ActivationStream:
     # ---- the model side --------------------------------------------------------------------------------------
     def _token_batches(self, start: int) -> Iterator[list[torch.Tensor]]:
         """Token batches grouped per buffer, from buffer ``start`` (earlier ones tokenised, not run)."""
-        cfg = self.config
-        batches = token_batches(self.lm.tokenizer, iter_texts(cfg.corpus, split=cfg.split), seq_len=cfg.seq_len,
-                                batch_size=cfg.batch_size, max_tokens=cfg.tokens)
+        batches = corpus_batches(self.lm.tokenizer, self.config)
         groups = iter(lambda: list(itertools.islice(batches, self.batches_per_buffer)), [])
         mine, of = self.shard
         return (group[mine::of] for group in itertools.islice(groups, start, None))
 
-    @torch.no_grad()
     def _run(self, ids: torch.Tensor) -> Batch:
         """Activations of one token batch at every site, special positions (and sinks) left out."""
-        ids = ids.to(self.lm.device)
-        with self.lm.hooks(*(capture(s) for s in self.sites), stop_after=self.stop) as cache:
-            self.lm.model(input_ids=ids, use_cache=False)
-        keep = kept_positions(self.lm, ids, self.config.drop_special, self.config.drop_first)
-        for s in self.sites:  # a position is left out when any site has a sink there
-            keep = below_sinks(cache[s], keep, self.config.sink_factor)
-        return {s: cache[s][keep].float().cpu() for s in self.sites}  # (n, d) each
+        batch = run_batch(self.lm, ids, self.sites, self.config, self.stop)
+        return {s: batch.kept(s).cpu() for s in self.sites}  # (n, d) each
 
     def _harvest(self, token_groups: list[torch.Tensor]) -> Batch:
         parts = [self._run(ids) for ids in token_groups]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.data.activations import corpus_batches
 from lmscope.io import Result
 from lmscope.methods.stages.config import MODES, StagesConfig
 from lmscope.methods.stages.lesion import lesion_sweep
@@ -93,8 +93,7 @@ def stages(lm: LM, config: StagesConfig | None = None) -> StagesResult:
     config = config or StagesConfig()
     lm.check_length(config.seq_len)
     sums = Sums()
-    batches = token_batches(lm.tokenizer, iter_texts(config.corpus, split="test"), seq_len=config.seq_len,
-                            batch_size=config.batch_size, max_tokens=config.tokens)
+    batches = corpus_batches(lm.tokenizer, config)
     n_batches = -(-config.tokens // (config.seq_len * config.batch_size))
     for ids in tqdm(batches, desc=f"stages {lm.name}", unit="batch", total=n_batches):
         measure_batch(lm, ids.to(lm.device), config, sums)

@@ -5,20 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmscope import config as check
+from lmscope.data.activations import TextConfig, text_field
 
 MODES = ("delete", "swap")
 METRICS = ("kl", "rel_acc", "d_entropy")
 
 
 @dataclass
-class StagesConfig:
-    """Options of the stages analysis."""
+class StagesConfig(TextConfig):
+    """Options of the stages analysis (the text: :class:`TextConfig`, every position counts)."""
 
-    corpus: str = field(default="wiki", metadata={"help": "packaged corpus (wiki, bbc) or a file / folder of texts"})
-    tokens: int = field(default=8192, metadata={
-        "help": "held-out tokens (test split) for lesions, lens, locality; whole rows of seq_len"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per row"})
-    batch_size: int = field(default=8, metadata={"help": "rows per forward pass"})
+    tokens: int = text_field(8192, "held-out tokens (test split) for lesions, lens, locality; whole rows of seq_len")
+    batch_size: int = text_field(8, "rows per forward pass")
     locality_window: int = field(default=5, metadata={"help": "previous tokens counted as local attention"})
     kurtosis_threshold: float = field(default=10.0, metadata={
         "help": "vocabulary kurtosis above which a neuron predicts (skew > 0) or suppresses (skew < 0)"})
@@ -27,8 +25,8 @@ class StagesConfig:
     top_tokens: int = field(default=8, metadata={"help": "tokens shown per listed neuron"})
 
     def __post_init__(self) -> None:
-        check.at_least(self, 2, "seq_len")
-        check.at_least(self, 1, "batch_size", "locality_window", "top_tokens")
+        super().__post_init__()
+        check.at_least(self, 1, "locality_window", "top_tokens")
         check.at_least(self, 0, "top_neurons", "skew_threshold")
         check.finite(self, "kurtosis_threshold")
         check.at_least(self, self.seq_len, "tokens")

@@ -12,7 +12,7 @@ import logging
 import torch
 
 from lmscope import store
-from lmscope.data.corpus import iter_texts, token_batches
+from lmscope.data.activations import CorpusConfig, activation_batches
 from lmscope.errors import ArtifactError
 from lmscope.io import read_json, write_json
 from lmscope.methods.trace.config import TraceConfig
@@ -27,10 +27,10 @@ def _measure(lm: LM, corpus: str, tokens: int) -> tuple[float, int]:
     embed = Site(0, "embed")
     total = total_sq = 0.0
     count = 0
-    seq_len = min(128, lm.context_length or 128)
-    for batch in token_batches(lm.tokenizer, iter_texts(corpus), seq_len=seq_len, batch_size=16, max_tokens=tokens):
-        _, cache = lm.run_with_cache(batch.to(lm.device), [embed], stop_after=embed)
-        x = cache[embed].double()  # (batch, pos, d)
+    text = CorpusConfig(corpus, "all", tokens, min(128, lm.context_length or 128), 16, drop_special=False,
+                        drop_first=False, sink_factor=0.0)  # every embedding of every text
+    for batch in activation_batches(lm, [embed], text, stop_after=embed):
+        x = batch.acts[embed].double()  # (batch, pos, d)
         total, total_sq, count = total + float(x.sum()), total_sq + float((x * x).sum()), count + x.numel()
     if count == 0:
         raise ArtifactError(f"corpus {corpus!r} gave no tokens to estimate the embedding std")

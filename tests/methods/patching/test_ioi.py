@@ -1,33 +1,16 @@
-"""IOI pairs (ABC corruption), single-unit feature identification on a tiny model, the half-effect count, CLI."""
-
-import json
+"""IOI pairs (ABC corruption), single-unit feature identification on a tiny model, the half-effect count, a resumed
+run (the CLI: tests/cli/test_patching_cli.py)."""
 
 import pytest
 import torch
 
 import lmscope
-from lmscope.cli import main
 from lmscope.data.ioi import ioi_pairs, read_ioi
 from lmscope.methods.patching.ioi import IOIConfig, IOIFeatureResult, ioi_features
-from lmscope.methods.sae import SaeConfig, build_sae, save_sae
+from lmscope.methods.sae import SaeConfig, build_sae
 from lmscope.model.units import coordinates
-from tests.helpers import tiny_lm, tiny_model, tiny_tokenizer
-
-# names the tiny word-level tokenizer knows (one token each); "w.." are filler words
-RECORDS = [
-    {"case_id": 0, "prompt": "Then Paris and France w1 w2 w3 . Paris w4 w5 to", "answer": "France"},
-    {"case_id": 1, "prompt": "Then Eiffel and Tower w6 w7 . Tower w8 w9 to", "answer": "Eiffel"},
-    {"case_id": 2, "prompt": "Then France and Eiffel w3 . France w2 w1 to", "answer": "Eiffel"},
-    {"case_id": 3, "prompt": "Then Paris and Tower w5 w6 w7 w8 . Paris w9 to", "answer": "Tower"},
-    {"case_id": 4, "prompt": "no repeated name here: Paris w1", "answer": "Paris"},  # skipped
-]
-
-
-@pytest.fixture
-def data(tmp_path):
-    path = tmp_path / "ioi.json"
-    path.write_text(json.dumps(RECORDS))
-    return path
+from tests.helpers import tiny_lm, tiny_tokenizer
+from tests.methods.patching.fixtures import RECORDS
 
 
 def test_pairs_replace_the_second_subject_by_a_third_name(data):
@@ -75,32 +58,6 @@ def test_half_count_is_the_fewest_units_reaching_half_the_summed_effect():
     assert r.half_count("x").tolist() == [1, 3]
     assert r.ranking("x", 2)[0] == {"unit": 0, "mean_effect": pytest.approx(0.35), "pairs": 2}
     assert r.agreement("x") == pytest.approx(1.0)
-
-
-def test_patch_and_ioi_commands(tiny_llama_dir, data, tmp_path, capsys):
-    out = tmp_path / "patch"
-    assert main(["--model", str(tiny_llama_dir), "patch", "--clean", "The capital of France is",
-                 "--corrupted", "The capital of Paris is", "--answer", "Paris", "--wrong", "France",
-                 "--kinds", "resid_pre", "heads", "--attribution", "--out", str(out)]) == 0
-    for name in ("patch.json", "patching.png", "report.html", "result/cfg.json", "attribution/cfg.json"):
-        assert (out / name).is_file(), name
-    assert main(["--model", str(tiny_llama_dir), "patch", "--clean", "The capital of France is",
-                 "--corrupted", "The capital of", "--answer", "Paris"]) == 2
-    assert "same number of tokens" in capsys.readouterr().err
-    sae = build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4), seed=0)
-    save_sae(sae, tmp_path / "sae", site="resid_post.1", model="tiny")
-    model = tmp_path / "tiny-seed1"
-    tiny_model("llama", seed=1).save_pretrained(model)
-    tiny_tokenizer().save_pretrained(model)
-    assert main(["--model", str(model), "ioi-features", "--data", str(data), "--sae", str(tmp_path / "sae"),
-                 "--n-prompts", "2", "--out", str(tmp_path / "ioi")]) == 0
-    for name in ("ioi.json", "ioi.png", "report.html", "result/cfg.json"):
-        assert (tmp_path / "ioi" / name).is_file(), name
-    assert "IOI pairs answered" in capsys.readouterr().out
-    assert main(["--model", str(tiny_llama_dir), "ioi-features", "--data", str(data), "--layer", "1"]) == 2
-    assert "nothing to patch" in capsys.readouterr().err
-    assert main(["--model", str(tiny_llama_dir), "ioi-features", "--data", str(data)]) == 2
-    assert "--layer" in capsys.readouterr().err
 
 
 def test_a_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):

@@ -1,30 +1,16 @@
 """Using an SAE: splicing changes nothing when it should not, CE recovered is 1 for an exact SAE and 0 for a zero
-one, feature interventions move the model; the command line end to end."""
-
-import json
+one, feature interventions move the model (the command line: tests/cli/test_sae_cli.py)."""
 
 import torch
 
 import lmscope
 from lmscope import Site
-from lmscope.cli import main
-from lmscope.methods.sae import EvalConfig, SaeConfig, build_sae, evaluate_sae, save_sae, set_feature, splice
+from lmscope.methods.sae import EvalConfig, SaeConfig, build_sae, evaluate_sae, set_feature, splice
 from lmscope.methods.sae.splice import feature_acts
+from tests.methods.sae.fixtures import exact_sae
 
 SITE = Site(1, "resid_post")
 PROMPT = "The Eiffel Tower is located in the city of"
-
-
-def exact_sae(d: int):
-    """A ReLU SAE with W_enc = [I, -I]: x_hat = ReLU(x) - ReLU(-x) = x, exactly."""
-    sae = build_sae(SaeConfig("relu", d_in=d, width=2 * d))
-    eye = torch.eye(d)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
-        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
-        sae.b_enc.zero_()
-        sae.b_dec.zero_()
-    return sae.eval()
 
 
 def zero_sae(d: int):
@@ -59,28 +45,6 @@ def test_ce_recovered_of_exact_and_zero_saes(lm, corpus):
     zero = evaluate_sae(lm, zero_sae(lm.d_model), SITE, cfg)
     assert zero.ce_recovered == 0.0 and zero.dead == 1.0 and zero.l0 == 0.0 and zero.fve < 0.01
     assert "mean(x)" in zero.summary()["fve_definition"]
-
-
-def test_sae_commands_end_to_end(tiny_llama_dir, corpus, tmp_path, capsys):
-    model = ["--model", str(tiny_llama_dir)]
-    small = ["--corpus", corpus, "--split", "all", "--seq-len", "16", "--batch-size", "4", "--tokens", "1024",
-             "--buffer-rows", "512"]
-    assert main([*model, "sae-harvest", "--sites", "resid_post.1", *small, "--out", str(tmp_path / "acts")]) == 0
-    assert "activations at resid_post.1" in capsys.readouterr().out
-    argv = [*model, "sae-train", "--sites", "resid_post.1", *small, "--cache", str(tmp_path / "acts"),
-            "--sweep-architecture", "tied", "topk", "--sweep-k", "4", "8", "--ratio", "2", "--batch-tokens", "64",
-            "--out", str(tmp_path / "saes")]
-    assert main(argv) == 0
-    assert "trained 3 SAEs" in capsys.readouterr().out  # tied once, topk at k = 4 and 8
-    folder = next(p for p in (tmp_path / "saes").iterdir() if "topk" in p.name)
-    assert main([*model, "sae-eval", str(folder), "--corpus", corpus, "--split", "all", "--tokens", "256",
-                 "--seq-len", "16", "--out", str(tmp_path / "ev")]) == 0
-    summary = json.loads((tmp_path / "ev" / "eval.json").read_text())
-    assert summary["site"] == "resid_post.1" and summary["architecture"] == "topk" and summary["l0"] <= 8
-    save_sae(exact_sae(32), tmp_path / "lens", format="saelens", site="resid_post.1")
-    assert main([*model, "sae-eval", str(tmp_path / "lens"), "--corpus", corpus, "--split", "all", "--tokens",
-                 "256", "--seq-len", "16", "--out", str(tmp_path / "ev2")]) == 0
-    assert "CE recovered 1.000" in capsys.readouterr().out
 
 
 def test_methods_run_through_an_sae(lm):

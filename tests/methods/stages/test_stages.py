@@ -1,20 +1,17 @@
 """Stages of inference on tiny random models: lesions equal hand-made forwards and the naive sweep, surgery is
-always restored, neuron statistics find a planted spike, results round-trip, the CLI runs end to end."""
-
-import json
+always restored, neuron statistics find a planted spike, results round-trip (the CLI: tests/cli/test_stages_cli.py)."""
 
 import pytest
 import torch
 
 import lmscope
 from lmscope import Site
-from lmscope.cli import main
 from lmscope.methods import stages as st
 from lmscope.methods.stages import analysis, metrics, neurons
 from lmscope.model.surgery import delete_blocks, swap_blocks
 from tests.helpers import tiny_model, tiny_tokenizer
+from tests.methods.stages.fixtures import PROMPT
 
-PROMPT = "The Eiffel Tower is in the capital of France is"
 CFG = st.StagesConfig(tokens=128, seq_len=16, batch_size=4, corpus="wiki")
 
 
@@ -121,20 +118,6 @@ def test_stages_result_round_trip_and_shapes(tmp_path):
     assert back.config == result.config and back.top_neurons == result.top_neurons
     assert all(torch.equal(back.lesion[k], v) for k, v in result.lesion.items())
     assert torch.equal(back.kurtosis, result.kurtosis)
-
-
-def test_stages_and_lesion_cli(tiny_llama_dir, tmp_path, capsys):
-    out = tmp_path / "stages"
-    assert main(["--model", str(tiny_llama_dir), "stages", "--tokens", "64", "--seq-len", "16", "--batch-size", "2",
-                 "--out", str(out)]) == 0
-    summary = json.loads((out / "stages.json").read_text())
-    assert len(summary["delete_rel_acc"]) == 3 and (out / "report.html").stat().st_size > 5000
-    assert {p.name for p in out.glob("*.png")} == {"summary.png", "lesions.png", "curves.png"}
-    assert main(["--model", str(tiny_llama_dir), "lesion", PROMPT, "--layer", "1", "--mode", "swap"]) == 0
-    assert "blocks 1, 2 swapped" in capsys.readouterr().out
-    assert main(["--model", str(tiny_llama_dir), "lesion", PROMPT, "--layer", "2", "--mode", "swap"]) == 2
-    err = capsys.readouterr().err
-    assert "cannot swap block 2: it is the last block" in err and "layer 3" not in err
 
 
 def test_site_capture_sees_the_lesioned_stream():

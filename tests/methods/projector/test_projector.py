@@ -1,5 +1,5 @@
 """The bundled VLM's parts on tiny models: images drawn offline, a LLaVA assembled from two folders, projector
-training that resumes, captions scored."""
+training that resumes, a bundled VLM assembled once (the CLI: tests/cli/test_projector_cli.py)."""
 
 import pytest
 import torch
@@ -10,22 +10,6 @@ from lmscope.data.images import EMOJI_FONTS, emoji_concepts, emoji_font, render,
 from lmscope.errors import AssetError, ConfigError
 from lmscope.methods.projector import ProjectorConfig, train_projector
 from lmscope.model.vlm import build_llava
-from tests.helpers import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture
-def folders(tmp_path):
-    """A tiny Llama + tokenizer folder (its word "w50", made special, serves as the image token) and a tiny DINOv2."""
-    text = tmp_path / "text"
-    tiny_model("llama").save_pretrained(text)
-    tok = tiny_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": ["w50"]})
-    tok.save_pretrained(text)
-    vision = tmp_path / "vision"
-    torch.manual_seed(0)
-    T.Dinov2Model(T.Dinov2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                                 patch_size=14, image_size=28)).save_pretrained(vision)
-    return text, vision
 
 
 def test_shapes_render_from_a_seed():
@@ -97,53 +81,6 @@ def test_a_saved_llava_folder_loads_with_its_processor(folders, tmp_path):
     x = lm.processor(images=render(shape_concepts()[1], 28, 0), text="w50 a", return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(lm(x), model(**x).logits)
-
-
-def _fixed_caption(model, words: list[str], tok):
-    """Make ``model.generate`` append these words (one token each) whatever the image."""
-    ids = tok.convert_tokens_to_ids(words)
-
-    def generate(input_ids=None, **_):
-        return torch.cat([input_ids, torch.tensor([ids] * input_ids.shape[0])], 1)
-    model.generate = generate
-
-
-def test_neurons_of_an_image_end_to_end(folders, tmp_path, capsys, monkeypatch):
-    import lmscope.cli.registry as registry
-    from lmscope.cli import main
-
-    text, vision = folders
-    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
-    folder = tmp_path / "vlm"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    render(shape_concepts()[2], 28, 0).save(tmp_path / "img.png")
-    real_load = lmscope.load
-
-    def load(*a, **k):
-        lm = real_load(*a, **k)
-        _fixed_caption(lm.model, ["the", "capital", "Paris", "w3"], lm.tokenizer)
-        return lm
-    monkeypatch.setattr(registry, "load", load)
-    out = tmp_path / "n"
-    assert main(["--model", str(folder), "neurons", "--image", str(tmp_path / "img.png"), "--top-k", "3",
-                 "--out", str(out)]) == 0
-    res = lmscope.load_result(out / "result")
-    assert [t for t in res.targets] == ["capital", "Paris"] and res.grid == [2, 2]
-    assert res.patch_acts.shape == (2, 3, 4) and (out / "patches-1.png").is_file()
-    assert "caption" in capsys.readouterr().out
-
-
-def test_bad_images_are_one_clear_error(tiny_llama_dir, tmp_path, capsys):
-    from lmscope.cli import main
-
-    (tmp_path / "not.png").write_text("hello")
-    render(shape_concepts()[0], 28, 0).save(tmp_path / "ok.png")
-    for path, message in ((tmp_path / "none.png", "no image at"), (tmp_path / "not.png", "not an image"),
-                          (tmp_path / "ok.png", "no vision tower")):
-        assert main(["--model", str(tiny_llama_dir), "neurons", "--image", str(path), "--out",
-                     str(tmp_path / "o")]) == 2
-        assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_a_bundled_vlm_is_assembled_once_from_its_parts(folders, tmp_path, monkeypatch):

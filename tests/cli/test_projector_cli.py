@@ -1,0 +1,58 @@
+"""``lmscope neurons --image`` end to end: on a LLaVA assembled from tiny folders (the projector's fixture), and one
+clear error for bad images or a model without a vision tower."""
+
+import torch
+
+import lmscope
+from lmscope.data.images import render, shape_concepts
+from lmscope.model.vlm import build_llava
+from tests.methods.projector import fixtures
+
+folders = fixtures.folders  # the projector tests' fixture, used here by name
+
+
+def _fixed_caption(model, words: list[str], tok):
+    """Make ``model.generate`` append these words (one token each) whatever the image."""
+    ids = tok.convert_tokens_to_ids(words)
+
+    def generate(input_ids=None, **_):
+        return torch.cat([input_ids, torch.tensor([ids] * input_ids.shape[0])], 1)
+    model.generate = generate
+
+
+def test_neurons_of_an_image_end_to_end(folders, tmp_path, capsys, monkeypatch):
+    import lmscope.cli.registry as registry
+    from lmscope.cli import main
+
+    text, vision = folders
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    folder = tmp_path / "vlm"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    render(shape_concepts()[2], 28, 0).save(tmp_path / "img.png")
+    real_load = lmscope.load
+
+    def load(*a, **k):
+        lm = real_load(*a, **k)
+        _fixed_caption(lm.model, ["the", "capital", "Paris", "w3"], lm.tokenizer)
+        return lm
+    monkeypatch.setattr(registry, "load", load)
+    out = tmp_path / "n"
+    assert main(["--model", str(folder), "neurons", "--image", str(tmp_path / "img.png"), "--top-k", "3",
+                 "--out", str(out)]) == 0
+    res = lmscope.load_result(out / "result")
+    assert [t for t in res.targets] == ["capital", "Paris"] and res.grid == [2, 2]
+    assert res.patch_acts.shape == (2, 3, 4) and (out / "patches-1.png").is_file()
+    assert "caption" in capsys.readouterr().out
+
+
+def test_bad_images_are_one_clear_error(tiny_llama_dir, tmp_path, capsys):
+    from lmscope.cli import main
+
+    (tmp_path / "not.png").write_text("hello")
+    render(shape_concepts()[0], 28, 0).save(tmp_path / "ok.png")
+    for path, message in ((tmp_path / "none.png", "no image at"), (tmp_path / "not.png", "not an image"),
+                          (tmp_path / "ok.png", "no vision tower")):
+        assert main(["--model", str(tiny_llama_dir), "neurons", "--image", str(path), "--out",
+                     str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]

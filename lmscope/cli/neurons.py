@@ -1,4 +1,4 @@
-"""The neuron commands (SPEC §5): ``neurons`` (attribution, causal check, sensitivity) and ``neuron-edit``."""
+"""The neuron commands: ``neurons`` (attribution, causal check, sensitivity) and ``neuron-edit``."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from lmscope.methods.sae import (
     load_sae,
     train_saes,
 )
+from lmscope.methods.sae.registry import sae_class
 from lmscope.model.sites import Site
 from lmscope.viz.features import write_feature_pages
 
@@ -61,7 +62,7 @@ def _sweep(args) -> list[SaeConfig]:
 
 def _redundant(cfg: SaeConfig, args) -> bool:
     """A swept value that does not apply to this architecture (k for L1 variants, L1 for TopK variants)."""
-    l1_variant = cfg.architecture in ("tied", "relu")
+    l1_variant = sae_class(cfg.architecture).sweep_knob == "l1_coefficient"
     return (l1_variant and args.sweep_k and cfg.k != args.sweep_k[0]) or \
         (not l1_variant and args.sweep_l1 and cfg.l1_coefficient != args.sweep_l1[0])
 

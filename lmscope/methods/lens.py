@@ -1,4 +1,4 @@
-"""The logit lens (nostalgebraist 2020; SPEC §3): read every residual stream through the final norm and W_U.
+"""The logit lens (nostalgebraist 2020): read every residual stream through the final norm and W_U.
 
 Row ``i`` of every array is the residual stream h^i: row 0 is the embeddings (the input of block 0) and row
 ``l + 1`` is the output of block ``l`` (``Site(l, "resid_post")``), so the last row is the model's own output.
@@ -101,7 +101,7 @@ def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor
 
 @torch.no_grad()
 def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None) -> LogitLensResult:
-    """Apply the final norm and W_U to every residual stream h^0..h^L of ``prompt`` (SPEC §3).
+    """Apply the final norm and W_U to every residual stream h^0..h^L of ``prompt``.
 
     Positions are unembedded ``config.chunk`` at a time, so memory grows with the prompt by the residual streams
     and one (pos, vocab) logit matrix, not by one per layer.

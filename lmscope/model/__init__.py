@@ -1,7 +1,9 @@
 """The model layer: loading, family specs, typed sites, the hook core, and the helpers every method shares.
 
-Modules, lowest first: ``sites``, ``weights``, ``families``, ``patterns``, ``hooks``, ``lm`` (the wrapper),
-``tokens``, ``generate``, ``kv`` (the model's KV cache), ``surgery`` (block surgery), ``loading``.
+Modules, lowest first: ``sites``, ``weights`` (weight patches, the edit handle), ``families``, ``patterns``,
+``hooks``, ``lm`` (the wrapper), ``units`` (the units of a site), ``tokens``, ``generate``, ``kv`` (the model's KV
+cache), ``surgery`` (block surgery), ``edits`` (W_out edits and their digest), ``peaks`` (the MLP peaks ROME's
+layer comes from), ``vision`` (the bundled image encoder), ``vlm`` (the LLaVA assembly), ``loading``.
 """
 
 from lmscope.errors import FamilySpecError, HookError, InputError, ModelNotFoundError, PatternHookError, SiteError

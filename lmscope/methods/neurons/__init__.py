@@ -1,8 +1,9 @@
-"""Neurons that write a token (SPEC §5): forward contribution and gradient x activation, causal checks, editing.
+"""Neurons that write a token: forward contribution and gradient x activation, causal checks, editing.
 
 Modules, lowest first: ``config`` (NeuronConfig, AblationConfig, NeuronEditConfig), ``result`` (NeuronResult,
 AblationResult, SensitivityResult, NeuronEdit), ``scores`` (one scoring pass), ``find`` (:func:`find_neurons`),
-``causal`` (:func:`ablate_neurons`, :func:`sensitivity`), ``edit`` (:func:`neuron_edit`).
+``causal`` (:func:`ablate_neurons`, :func:`sensitivity`), ``edit`` (:func:`neuron_edit`), ``vision`` (the same
+for an image: neurons per caption word, patch maps).
 """
 
 from lmscope.methods.neurons.causal import ablate_neurons, ablation_ops, key_stats, sensitivity

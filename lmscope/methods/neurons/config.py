@@ -1,4 +1,4 @@
-"""Options of neuron attribution (SPEC §5), of the causal checks and of neuron editing, with the papers' defaults.
+"""Options of neuron attribution, of the causal checks and of neuron editing, with the papers' defaults.
 
 Scores (Pan et al. 2024; Schwettmann et al. 2023):
 

@@ -1,8 +1,9 @@
 """ROME (Meng et al. 2022): rank-one model editing, its second-moment statistics, and CounterFact evaluation.
 
 Modules, lowest first: ``config`` (EditRequest, RomeConfig), ``prefixes`` (step 1), ``key`` (step 2), ``stats``
-(C = E[k k^T]), ``value`` (step 3), ``update`` (step 4, the edit as data, apply / undo), ``edit``
-(:func:`rome_edit`, the public entry), ``evaluate`` (CounterFact), ``reference`` (ROME's procedure, the oracle).
+(C = E[k k^T]), ``shipped`` (the statistics shipped for the bundled models' default layers), ``value`` (step 3),
+``update`` (step 4, the edit as data, apply / undo), ``edit`` (:func:`rome_edit`, the public entry), ``evaluate``
+(CounterFact), ``reference`` (ROME's procedure, the oracle).
 """
 
 from lmscope.methods.rome.config import EditRequest, RomeConfig

@@ -1,4 +1,4 @@
-"""ROME rank-one editing (Meng et al. 2022, §3; SPEC §2): :func:`rome_edit` runs ROME's named steps.
+"""ROME rank-one editing (Meng et al. 2022, §3): :func:`rome_edit` runs ROME's named steps.
 
 1. :func:`.prefixes.context_prefixes`: the empty prefix and short texts sampled from the model itself.
 2. :func:`.key.compute_key`: k* = the MLP key (input of W_out) at the last subject token, averaged over prefixes.

@@ -1,4 +1,4 @@
-"""CounterFact evaluation of ROME edits (SPEC §2; ROME's ``compute_rewrite_quality_counterfact``).
+"""CounterFact evaluation of ROME edits (ROME's ``compute_rewrite_quality_counterfact``).
 
 Each record is edited, measured and undone in turn (the paper's protocol), and measured unedited as the baseline.
 Probabilities compare whole target strings by their mean token NLL: on the rewrite prompt (efficacy ES / EM),

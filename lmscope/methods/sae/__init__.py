@@ -1,10 +1,11 @@
-"""Sparse autoencoders (Cunningham et al. 2023; SPEC §4): harvest activations, train dictionaries, evaluate, use.
+"""Sparse autoencoders (Cunningham et al. 2023): harvest activations, train dictionaries, evaluate, use.
 
-Modules, lowest first: ``config`` (SaeConfig, HarvestConfig, TrainConfig), ``arch/`` (tied, relu, topk, batchtopk
-behind one interface), ``harvest`` (the activation stream and its disk cache), ``artifacts`` (save / load, SAELens
-and sparsify layouts), ``dead`` (dead latents, resampling), ``distributed`` (torchrun ranks), ``splice`` (hooks
-that use an SAE in the model), ``train`` (:func:`train_saes`, sweeps included), ``evaluate``
-(:func:`evaluate_sae`), ``features`` (examples of each feature for its page).
+Modules, lowest first: ``config`` (SaeConfig, HarvestConfig, TrainConfig), ``registry`` (the architectures by
+name), ``arch/`` (tied, relu, topk, batchtopk behind one interface, each registering itself), ``harvest`` (buffers
+of the activation stream and their disk cache, per torchrun rank), ``artifacts`` (save / load, SAELens and
+sparsify layouts), ``dead`` (dead latents, resampling), ``splice`` (hooks that use an SAE in the model), ``train``
+(:func:`train_saes`, sweeps included), ``evaluate`` (:func:`evaluate_sae`), ``features`` (examples of each
+feature for its page).
 """
 
 from lmscope.distributed import World

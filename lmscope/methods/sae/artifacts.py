@@ -18,6 +18,7 @@ from lmscope.errors import ArtifactError
 from lmscope.io import load_tensors, read_json, save_tensors, write_json
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae
 from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.registry import classes
 
 FORMAT = 1
 WEIGHTS = "sae.safetensors"
@@ -34,7 +35,7 @@ def save_sae(sae: SparseAutoencoder, path: str | Path, *, site: str = "", model:
         return _save_saelens(sae, weights, folder, site, model)
     if format != "lmscope":
         raise ArtifactError(f"unknown SAE format {format!r}: lmscope or saelens")
-    if sae.name == "tied":  # W_enc = W_dec^T must hold: the scale stays a separate tensor
+    if sae.keeps_input_scale:  # e.g. tied: W_enc = W_dec^T must hold, so the scale stays a separate tensor
         weights["input_scale"] = sae.input_scale.detach().clone()
     else:  # folded: the saved weights read and write the model's own activations
         weights = {**_folded(sae, weights), "input_scale": torch.ones(())}
@@ -52,16 +53,14 @@ def _folded(sae: SparseAutoencoder, weights: dict) -> dict:
 
 
 def _save_saelens(sae, weights, folder: Path, site: str, model: str) -> Path:
-    weights = _folded(sae, weights)
-    arch = {"tied": "standard", "relu": "standard", "topk": "topk", "batchtopk": "jumprelu"}[sae.name]
-    if sae.name == "batchtopk":
-        weights["threshold"] = weights["threshold"].reshape(1).expand(sae.d_sae).clone()
-    cfg = {"architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
-           "model_name": model, "hook_name": site, "hook_layer": int(site.rpartition(".")[2] or 0) if site else 0,
-           "apply_b_dec_to_input": sae.name != "tied", "normalize_activations": "none",
-           "metadata": {"model_name": model, "hook_name": site}}
-    if sae.name == "topk":
-        cfg["k"] = sae.cfg.k
+    if sae.saelens_architecture is None:
+        raise ArtifactError(f"SAELens has no architecture for a {sae.name!r} SAE; save it in lmscope's format")
+    weights, extra = sae.saelens_export(_folded(sae, weights))
+    cfg = {"architecture": sae.saelens_architecture, "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32",
+           "device": "cpu", "model_name": model, "hook_name": site,
+           "hook_layer": int(site.rpartition(".")[2] or 0) if site else 0,
+           "apply_b_dec_to_input": sae.applies_b_dec_to_input, "normalize_activations": "none",
+           "metadata": {"model_name": model, "hook_name": site}, **extra}
     save_tensors(folder / SAELENS_WEIGHTS, weights)
     write_json(folder / "cfg.json", cfg)
     return folder
@@ -93,14 +92,9 @@ def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     _check_shapes(tensors, d_in, d_sae, folder)
     if not cfg.get("apply_b_dec_to_input", True):  # x W_enc + b_enc == (x - b_dec) W_enc + (b_enc + b_dec W_enc)
         tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
-    if arch == "standard":
-        sae_cfg = SaeConfig("relu", d_in=d_in, width=d_sae)
-    elif arch == "topk":
-        sae_cfg = SaeConfig("topk", d_in=d_in, width=d_sae, k=int(cfg.get("k", cfg.get("activation_fn_kwargs", {})
-                                                                           .get("k", 32))))
-    elif arch in ("jumprelu", "batchtopk") and "threshold" in tensors and tensors["threshold"].unique().numel() == 1:
-        sae_cfg = SaeConfig("batchtopk", d_in=d_in, width=d_sae)
-    else:
+    sae_cfg = next((c for c in (cls.from_saelens(arch, cfg, tensors, d_in, d_sae) for cls in classes())
+                    if c is not None), None)
+    if sae_cfg is None:
         raise ArtifactError(f"{folder}: SAELens architecture {arch!r} is not supported (standard, topk, and jumprelu "
                             "/ batchtopk with one threshold for all latents are)")
     return _build(sae_cfg, tensors, folder), {"site": cfg.get("hook_name", ""), "model": cfg.get("model_name", "")}

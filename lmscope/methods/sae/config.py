@@ -1,4 +1,4 @@
-"""Options of sparse autoencoders (SPEC §4): the dictionary, its training, and the activations it learns from.
+"""Options of sparse autoencoders: the dictionary, its training, and the activations it learns from.
 
 Every paper default is a field. Each architecture's loss is its paper's: the tied model of Cunningham et al.
 (2023) takes the mean squared error over coordinates + alpha ||c||_1; the untied ReLU model (Anthropic, April 2024)
@@ -14,18 +14,28 @@ from dataclasses import dataclass, field
 from lmscope import config as check
 from lmscope.data.activations import CorpusConfig, text_field
 from lmscope.errors import ConfigError
+from lmscope.methods.sae import registry
 
-ARCHITECTURES = ("tied", "relu", "topk", "batchtopk")
-L1_ARCHITECTURES = ("tied", "relu")  # the variants whose dead latents are resampled
-DEFAULT_L1 = {"tied": 8.6e-4, "relu": 5.0}  # Cunningham et al.'s alpha; Anthropic's lambda (inputs at norm sqrt(d))
-DEFAULT_LR = {"tied": 1e-3, "relu": 5e-5, "topk": 2e-4, "batchtopk": 2e-4}
+
+def __getattr__(name: str):
+    """Names earlier code imported from here, now answered by the registered architectures' own classes."""
+    derived = {"ARCHITECTURES": lambda: registry.architectures(),
+               "L1_ARCHITECTURES": lambda: tuple(n for n in registry.architectures()
+                                                 if registry.sae_class(n).resamples),
+               "DEFAULT_L1": lambda: {n: registry.sae_class(n).default_l1 for n in registry.architectures()
+                                      if registry.sae_class(n).default_l1 is not None},
+               "DEFAULT_LR": lambda: {n: registry.sae_class(n).default_lr for n in registry.architectures()}}
+    if name in derived:
+        return derived[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class SaeConfig:
     """One dictionary: its architecture, size and sparsity."""
 
-    architecture: str = field(default="tied", metadata={"help": "tied (the paper's), relu, topk, batchtopk"})
+    architecture: str = field(default="tied", metadata={
+        "help": "tied (the paper's), relu, topk, batchtopk, or any registered architecture"})
     d_in: int = field(default=0, metadata={"help": "input width (0: the site's width, filled in when training)"})
     ratio: float = field(default=8.0, metadata={"help": "dictionary size / d_in (paper: up to 8)"})
     width: int = field(default=0, metadata={"help": "dictionary size; overrides ratio when > 0"})
@@ -38,12 +48,12 @@ class SaeConfig:
         "help": "batchtopk: EMA momentum of the inference threshold (the smallest kept activation)"})
 
     def __post_init__(self) -> None:
-        check.one_of(self, "architecture", ARCHITECTURES)
+        check.one_of(self, "architecture", registry.architectures())
         check.at_least(self, 0, "d_in", "width", "aux_k", "aux_coefficient")
         check.positive(self, "ratio")
         check.at_least(self, 1, "k")
         if self.l1_coefficient is None:
-            self.l1_coefficient = DEFAULT_L1.get(self.architecture, 0.0)
+            self.l1_coefficient = registry.sae_class(self.architecture).default_l1 or 0.0
         check.at_least(self, 0, "l1_coefficient")
         if not 0 <= self.threshold_momentum < 1:
             raise ConfigError(f"threshold-momentum must be in [0, 1), got {self.threshold_momentum}")

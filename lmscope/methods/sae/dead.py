@@ -5,10 +5,9 @@ squared reconstruction loss (distinct inputs, so that dead latents do not pile o
 decoder row becomes the (normalised) drawn input, its encoder row the same direction scaled to 0.2 x the mean
 encoder norm of the alive latents; its encoder bias and its Adam state are zeroed.
 
-The tied model (Cunningham et al.) has one matrix for both, at unit norm, and no decoder bias, so a resampled
-latent cannot be made quiet by a small encoder: on a residual stream with a large mean direction it would fire on
-every input and the run diverges. Its bias is set instead so that it fires on the ``TIED_FIRING`` fraction of the
-batch most aligned with its new direction (the drawn input among them).
+How a latent is pointed at its new direction is the architecture's own
+(:meth:`~lmscope.methods.sae.arch.base.SparseAutoencoder.resample_latents`): the tied model, one matrix at unit
+norm without a decoder bias, sets its bias instead so that it fires on a small fraction of the batch.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from __future__ import annotations
 import torch
 
 from lmscope.methods.sae.arch import SparseAutoencoder
-
-TIED_FIRING = 0.01  # fraction of a batch on which a resampled tied latent fires at first
 
 
 class Firing:
@@ -46,13 +43,6 @@ def _zero_adam(opt: torch.optim.Optimizer, param: torch.Tensor, index: torch.Ten
             state[key].index_fill_(dim, index, 0.0)
 
 
-def _quiet_bias(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
-    """(n_dead,) biases under which each direction fires on the top ``TIED_FIRING`` of the rows of x (n, d)."""
-    proj = x @ directions.T  # (n, n_dead)
-    k = max(1, proj.shape[0] - int(TIED_FIRING * proj.shape[0]))
-    return -proj.kthvalue(k, dim=0).values
-
-
 @torch.no_grad()
 def resample(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor, dead: torch.Tensor,
              generator: torch.Generator) -> int:
@@ -67,15 +57,6 @@ def resample(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor
     directions = torch.nn.functional.normalize(x[rows.to(x.device)] * sae.input_scale - sae.b_dec, dim=-1)
     alive = ~dead.to(x.device)
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else x.new_tensor(1.0)
-    if sae.name == "tied":
-        sae.M[index] = directions
-        sae.bias[index] = _quiet_bias(x * sae.input_scale, directions)
-        for param, dim in ((sae.M, 0), (sae.bias, 0)):
-            _zero_adam(opt, param, index, dim)
-        return index.numel()
-    sae.W_dec[index] = directions
-    sae.W_enc[:, index] = (directions * 0.2 * enc_norm).T
-    sae.b_enc[index] = 0.0
-    for param, dim in ((sae.W_dec, 0), (sae.W_enc, 1), (sae.b_enc, 0)):
+    for param, dim in sae.resample_latents(index, directions, x * sae.input_scale, enc_norm):
         _zero_adam(opt, param, index, dim)
     return index.numel()

@@ -27,9 +27,10 @@ from lmscope.io import read_json, write_json
 from lmscope.memory import keep_freed_memory
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
 from lmscope.methods.sae.artifacts import save_sae
-from lmscope.methods.sae.config import DEFAULT_LR, L1_ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
+from lmscope.methods.sae.config import HarvestConfig, SaeConfig, TrainConfig
 from lmscope.methods.sae.dead import Firing, resample
 from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, site_key
+from lmscope.methods.sae.registry import sae_class
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.progress import tqdm
@@ -50,7 +51,7 @@ class Job:
     def __post_init__(self) -> None:
         if not self.name:
             c = self.config
-            knob = f"k{c.k}" if c.architecture in ("topk", "batchtopk") else f"l1{c.l1_coefficient:g}"
+            knob = sae_class(c.architecture).job_tag(c)
             self.name = f"{site_key(self.site)}-{c.architecture}-{c.width or f'r{c.ratio:g}'}-{knob}"
 
 
@@ -96,7 +97,7 @@ def _new_trainee(job: Job, x: torch.Tensor, cfg: TrainConfig, device) -> _Traine
     xs = (x * scale).to(device)
     if cfg.b_dec_init != "zeros":
         sae.init_b_dec(geometric_median(xs) if cfg.b_dec_init == "geometric_median" else xs.mean(0))
-    lr = cfg.lr or DEFAULT_LR[sae_cfg.architecture]
+    lr = cfg.lr or sae_class(sae_cfg.architecture).default_lr
     opt = _adam(sae, lr, (cfg.beta1, cfg.beta2))
     return _Trainee(replace(job, config=sae_cfg), sae, opt, Firing(sae.d_sae, cfg.dead_tokens), scale)
 
@@ -117,7 +118,7 @@ def _backward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainCon
     """
     lr_factor, l1 = _schedule(step, total, cfg)
     for group in t.opt.param_groups:
-        group["lr"] = (cfg.lr or DEFAULT_LR[t.job.config.architecture]) * lr_factor
+        group["lr"] = (cfg.lr or t.sae.default_lr) * lr_factor
     xs = x * t.scale
     dead = t.firing.dead().to(x.device)
     t.opt.zero_grad(set_to_none=True)
@@ -141,7 +142,7 @@ def _step(t: _Trainee, pending: _Pending, step: int, cfg: TrainConfig, world: Wo
     t.opt.step()
     t.sae.constrain()
     t.firing.update(world.fired(pending.fired), pending.xs.shape[0] * world.size)
-    if cfg.resample_every and t.job.config.architecture in L1_ARCHITECTURES and (step + 1) % cfg.resample_every == 0:
+    if cfg.resample_every and t.sae.resamples and (step + 1) % cfg.resample_every == 0:
         gen = torch.Generator().manual_seed(cfg.init_seed * 7919 + step)
         n = resample(t.sae, t.opt, world.gather(pending.xs), t.firing.dead(), gen)  # the same on every rank
         t.firing.since[t.firing.dead()] = 0  # resampled latents get a fresh window
@@ -169,7 +170,7 @@ def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tu
     for i, job in enumerate(jobs):
         sae_cfg = SaeConfig(**read_json(folder / f"job-{i}.json")["config"])
         sae = build_sae(sae_cfg, cfg.init_seed).to(device)
-        opt = _adam(sae, cfg.lr or DEFAULT_LR[sae_cfg.architecture], (cfg.beta1, cfg.beta2))
+        opt = _adam(sae, cfg.lr or sae.default_lr, (cfg.beta1, cfg.beta2))
         tensors, meta = load_training_state(folder / f"job-{i}", sae, opt, "sae")
         firing = Firing(sae.d_sae, cfg.dead_tokens)
         firing.since = tensors["since"].clone()

@@ -1,4 +1,4 @@
-"""Stages of inference (Lad, Gurnee & Tegmark 2024; SPEC §3).
+"""Stages of inference (Lad, Gurnee & Tegmark 2024).
 
 Modules, lowest first: ``config`` (StagesConfig, LesionConfig), ``neurons`` (vocabulary moments of W_U w_out),
 ``metrics`` (per-token measures), ``lesion`` (delete / swap sweeps and one-prompt lesions), ``analysis``

@@ -1,4 +1,4 @@
-"""Stages of inference (Lad, Gurnee & Tegmark 2024; SPEC §3) as one analysis with one result: :func:`stages`.
+"""Stages of inference (Lad, Gurnee & Tegmark 2024) as one analysis with one result: :func:`stages`.
 
 Layer lesions, logit-lens curves, attention locality, prediction / suppression neurons and MLP output norms.
 Lesions (delete block l, swap blocks l and l+1) are measured against the unmodified model on a held-out sample of
@@ -89,7 +89,7 @@ def measure_batch(lm: LM, ids: torch.Tensor, config: StagesConfig, sums: Sums) -
 
 
 def stages(lm: LM, config: StagesConfig | None = None) -> StagesResult:
-    """Run every stages measure on ``config.tokens`` held-out tokens of ``config.corpus`` (SPEC §3)."""
+    """Run every stages measure on ``config.tokens`` held-out tokens of ``config.corpus``."""
     config = config or StagesConfig()
     lm.check_length(config.seq_len)
     sums = Sums()

@@ -1,4 +1,4 @@
-"""Prediction and suppression neurons (Gurnee et al.; SPEC §3): moments of W_U w_out over the vocabulary."""
+"""Prediction and suppression neurons (Gurnee et al.): moments of W_U w_out over the vocabulary."""
 
 from __future__ import annotations
 

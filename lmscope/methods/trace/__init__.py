@@ -1,4 +1,4 @@
-"""Causal tracing (Meng et al. 2022, ROME §2; SPEC §1).
+"""Causal tracing (Meng et al. 2022, ROME §2).
 
 Modules, lowest first: ``config`` (TraceConfig, names), ``noise`` (scale and draws), ``engine`` (batched
 restorations), ``prepare`` (the clean and corrupted runs), ``trace`` (:func:`causal_trace`, the public entry for

@@ -1,4 +1,4 @@
-"""Causal tracing over a dataset of facts (ROME's average indirect effect, SPEC §1 dataset mode).
+"""Causal tracing over a dataset of facts (ROME's average indirect effect over a dataset).
 
 Each fact is traced with the same noise scale and seed; its indirect effects are reduced to six token groups
 (first / middle / last subject token, first subsequent token, further tokens, last token) and appended as one

@@ -1,4 +1,4 @@
-"""Causal tracing of one prompt (Meng et al. 2022, ROME §2; SPEC §1): :func:`causal_trace` and its result.
+"""Causal tracing of one prompt (Meng et al. 2022, ROME §2): :func:`causal_trace` and its result.
 
 Corrupt the subject's input embeddings with Gaussian noise, then restore one clean state at a time (a hidden state
 h_i^l, or the MLP / attention outputs of a window of layers at token i) and read P*_restored[target].
@@ -101,7 +101,7 @@ def _trace_all(lm: LM, runs: Runs, config: TraceConfig) -> dict[str, torch.Tenso
 @torch.no_grad()
 def causal_trace(lm: LM, prompt: str, subject: str, target: str | None = None,
                  config: TraceConfig | None = None) -> TraceResult:
-    """Trace which states carry the fact: P*_restored[target] for every token, layer and kind (SPEC §1).
+    """Trace which states carry the fact: P*_restored[target] for every token, layer and kind.
 
     ``target``: the answer's text (its first token is traced); default: the model's own top-1 next token.
     Severed traces (``config.sever``) are stored under ``"hidden_sever_mlp"`` / ``"hidden_sever_attn"``.

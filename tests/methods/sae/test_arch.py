@@ -216,7 +216,8 @@ def test_an_l1_step_goes_sparse_only_under_the_density_threshold(monkeypatch):
 
 
 def test_a_resampled_tied_latent_fires_only_near_its_input_despite_a_large_mean():
-    from lmscope.methods.sae.dead import TIED_FIRING, resample
+    from lmscope.methods.sae.arch.tied import TIED_FIRING
+    from lmscope.methods.sae.dead import resample
 
     sae = build_sae(SaeConfig("tied", d_in=6, width=10), seed=6)
     opt = torch.optim.Adam(sae.parameters(), lr=0.01)

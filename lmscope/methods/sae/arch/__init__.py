@@ -1,4 +1,9 @@
-"""Sparse-autoencoder architectures, one module each behind :class:`.base.SparseAutoencoder`."""
+"""Sparse-autoencoder architectures, one module each behind :class:`.base.SparseAutoencoder`.
+
+``base`` (the interface: encode, decode, loss, the features as Units), ``l1`` (what the L1 variants share) and
+``sparse`` (their sparse training kernels), then one module per architecture: ``tied`` (the paper's tied ReLU), ``relu``
+(untied, decoder-norm-weighted L1), ``topk`` (TopK + AuxK), ``batchtopk`` (BatchTopK).
+"""
 
 import torch
 
@@ -8,15 +13,16 @@ from lmscope.methods.sae.arch.relu import ReluSAE
 from lmscope.methods.sae.arch.tied import TiedSAE
 from lmscope.methods.sae.arch.topk import TopKSAE
 from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.registry import sae_class
 
 CLASSES: dict[str, type[SparseAutoencoder]] = {c.name: c for c in (TiedSAE, ReluSAE, TopKSAE, BatchTopKSAE)}
 
 
 def build_sae(cfg: SaeConfig, seed: int = 0) -> SparseAutoencoder:
-    """A freshly initialised SAE of ``cfg.architecture``, seeded (torch's global generator is left as it was)."""
+    """A freshly initialised SAE of ``cfg.architecture`` (any registered one), seeded (torch's own is left alone)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CLASSES[cfg.architecture](cfg)
+        return sae_class(cfg.architecture)(cfg)
 
 
 __all__ = ["CLASSES", "BatchTopKSAE", "ForwardOutput", "ReluSAE", "SparseAutoencoder", "TiedSAE", "TopKSAE",

@@ -3,7 +3,9 @@
 W_enc: (d_in, d_sae), b_enc: (d_sae,), W_dec: (d_sae, d_in), b_dec: (d_in,). ``encode`` gives the feature
 activations c, ``decode`` the reconstruction x_hat = c W_dec + b_dec, ``forward`` both and the architecture's
 training loss as a :class:`ForwardOutput`. Subclasses set ``name`` and implement ``pre_acts``, ``activation`` and
-``loss_terms``; those whose decoder rows must keep unit norm set ``unit_decoder``.
+``loss_terms``; those whose decoder rows must keep unit norm set ``unit_decoder``. The class attributes below say
+the rest (defaults, dead-latent remedy, how a sweep names it, how SAELens names it), and
+:func:`lmscope.methods.sae.registry.register_sae_class` makes the class an architecture: a new one is one module.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ class SparseAutoencoder(nn.Module):
 
     name: ClassVar[str] = ""
     unit_decoder: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 2e-4  # Adam's learning rate when TrainConfig.lr is 0 (the paper's)
+    default_l1: ClassVar[float | None] = None  # the L1 coefficient when SaeConfig leaves it unset (L1 variants)
+    resamples: ClassVar[bool] = False  # dead latents are resampled (dead.resample); else the loss revives them
+    sweep_knob: ClassVar[str] = "k"  # the SaeConfig field that tells a sweep's SAEs apart: "k" or "l1_coefficient"
+    saelens_architecture: ClassVar[str | None] = None  # SAELens' name for it (None: not saved for SAELens)
+    keeps_input_scale: ClassVar[bool] = False  # saved with the input scale apart, not folded into the weights
+    applies_b_dec_to_input: ClassVar[bool] = True  # encodes x - b_dec (SAELens' apply_b_dec_to_input)
 
     def __init__(self, cfg: SaeConfig):
         super().__init__()
@@ -116,6 +125,36 @@ class SparseAutoencoder(nn.Module):
     def init_b_dec(self, value: torch.Tensor) -> None:
         """Set the decoder bias (from the geometric median or mean of the first batch)."""
         self.b_dec.copy_(value)
+
+    # ---- what the rest of lmscope asks the architecture ---------------------------------------------------------
+    @classmethod
+    def job_tag(cls, cfg: SaeConfig) -> str:
+        """The part of a sweep job's name that tells it apart: ``k32`` or ``l18.6e-04``."""
+        return f"k{cfg.k}" if cls.sweep_knob == "k" else f"l1{cfg.l1_coefficient:g}"
+
+    def saelens_export(self, weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict]:
+        """(the folded weights as SAELens stores them, extra cfg.json fields) of this architecture."""
+        return weights, {}
+
+    @classmethod
+    def from_saelens(cls, architecture: str, cfg: dict, tensors: dict[str, torch.Tensor], d_in: int,
+                     d_sae: int) -> SaeConfig | None:
+        """The SaeConfig under which this class reads a SAELens folder of ``architecture`` (None: it does not)."""
+        return None
+
+    @torch.no_grad()
+    def resample_latents(self, index: torch.Tensor, directions: torch.Tensor, x: torch.Tensor,
+                         enc_norm: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """Point the latents ``index`` at ``directions`` (n_dead, d_in); x is the scaled batch.
+
+        Returns the (parameter, dimension) pairs whose optimiser state must be zeroed there. Default (untied):
+        decoder row = direction, encoder row = 0.2 x the alive encoders' mean norm along it, encoder bias 0
+        (Anthropic's resampling).
+        """
+        self.W_dec[index] = directions
+        self.W_enc[:, index] = (directions * 0.2 * enc_norm).T
+        self.b_enc[index] = 0.0
+        return [(self.W_dec, 0), (self.W_enc, 1), (self.b_enc, 0)]
 
 
 def squared_error(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:

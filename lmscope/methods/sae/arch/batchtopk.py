@@ -11,12 +11,27 @@ import torch
 
 from lmscope.methods.sae.arch.topk import TopKSAE
 from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.registry import register_sae_class
 
 
+@register_sae_class
 class BatchTopKSAE(TopKSAE):
     """BatchTopK with an inference threshold."""
 
     name = "batchtopk"
+    saelens_architecture = "jumprelu"  # at inference a BatchTopK SAE is a JumpReLU with one threshold
+
+    def saelens_export(self, weights):
+        """SAELens' JumpReLU has one threshold per latent: the single threshold, repeated."""
+        return {**weights, "threshold": weights["threshold"].reshape(1).expand(self.d_sae).clone()}, {}
+
+    @classmethod
+    def from_saelens(cls, architecture, cfg, tensors, d_in, d_sae):
+        """A JumpReLU (or SAELens' BatchTopK) whose latents share one threshold."""
+        if architecture in ("jumprelu", "batchtopk") and "threshold" in tensors \
+                and tensors["threshold"].unique().numel() == 1:
+            return SaeConfig("batchtopk", d_in=d_in, width=d_sae)
+        return None
 
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)

@@ -16,6 +16,8 @@ class L1SAE(SparseAutoencoder):
     """Base of the ReLU + L1 architectures; ``sparse_below``: the density under which a step goes sparse."""
 
     sparse_below: float = SPARSE_BELOW
+    resamples = True
+    sweep_knob = "l1_coefficient"
 
     def reconstruction_error(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         """The reconstruction term of the loss (unweighted)."""

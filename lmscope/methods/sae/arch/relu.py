@@ -14,12 +14,22 @@ from lmscope.methods.sae.arch.base import squared_error
 from lmscope.methods.sae.arch.l1 import L1SAE
 from lmscope.methods.sae.arch.sparse import L1Step
 from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.registry import register_sae_class
 
 
+@register_sae_class
 class ReluSAE(L1SAE):
     """Untied ReLU with a decoder-norm-weighted L1 penalty."""
 
     name = "relu"
+    default_lr = 5e-5
+    default_l1 = 5.0  # Anthropic's lambda (inputs at norm sqrt(d))
+    saelens_architecture = "standard"
+
+    @classmethod
+    def from_saelens(cls, architecture, cfg, tensors, d_in, d_sae):
+        """SAELens' standard SAE (ReLU; any L1 it was trained with)."""
+        return SaeConfig("relu", d_in=d_in, width=d_sae) if architecture == "standard" else None
 
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)

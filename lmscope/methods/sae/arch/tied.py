@@ -12,12 +12,21 @@ from torch import nn
 from lmscope.methods.sae.arch.l1 import L1SAE
 from lmscope.methods.sae.arch.sparse import L1Step
 from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.registry import register_sae_class
+
+TIED_FIRING = 0.01  # fraction of a batch on which a resampled tied latent fires at first
 
 
+@register_sae_class
 class TiedSAE(L1SAE):
     """Tied ReLU + L1 with a unit-norm dictionary."""
 
     name = "tied"
+    default_lr = 1e-3
+    default_l1 = 8.6e-4  # Cunningham et al.'s alpha
+    saelens_architecture = "standard"
+    keeps_input_scale = True  # W_enc = W_dec^T must hold: the scale stays a separate tensor
+    applies_b_dec_to_input = False
 
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)
@@ -65,3 +74,21 @@ class TiedSAE(L1SAE):
 
     def init_b_dec(self, value: torch.Tensor) -> None:
         """The tied model has no decoder bias."""
+
+    @torch.no_grad()
+    def resample_latents(self, index, directions, x, enc_norm):
+        """Direction and bias: the bias makes it fire on the ``TIED_FIRING`` of the batch most aligned with it.
+
+        One matrix at unit norm and no decoder bias: a resampled latent could not be made quiet by a small encoder
+        (on a residual stream with a large mean direction it would fire on every input and the run would diverge).
+        """
+        self.M[index] = directions
+        self.bias[index] = quiet_bias(x, directions)
+        return [(self.M, 0), (self.bias, 0)]
+
+
+def quiet_bias(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """(n_dead,) biases under which each direction fires on the top ``TIED_FIRING`` of the rows of x (n, d)."""
+    proj = x @ directions.T  # (n, n_dead)
+    k = max(1, proj.shape[0] - int(TIED_FIRING * proj.shape[0]))
+    return -proj.kthvalue(k, dim=0).values

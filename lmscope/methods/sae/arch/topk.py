@@ -14,6 +14,7 @@ from torch import nn
 from lmscope.methods.sae.arch.base import ForwardOutput, SparseAutoencoder, squared_error
 from lmscope.methods.sae.arch.sparse import Pre, dense_codes, pre_activations, sparse_decode, sparse_encode
 from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.registry import register_sae_class
 
 
 def keep_top(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -22,11 +23,26 @@ def keep_top(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(values).scatter_(-1, top.indices, top.values)
 
 
+@register_sae_class
 class TopKSAE(SparseAutoencoder):
     """TopK with the AuxK dead-latent loss."""
 
     name = "topk"
     unit_decoder = True
+    default_lr = 2e-4
+    saelens_architecture = "topk"
+
+    def saelens_export(self, weights):
+        """SAELens' TopK keeps k in cfg.json."""
+        return weights, {"k": self.cfg.k}
+
+    @classmethod
+    def from_saelens(cls, architecture, cfg, tensors, d_in, d_sae):
+        """SAELens' topk (k from cfg.json, or its activation_fn_kwargs)."""
+        if architecture != "topk":
+            return None
+        k = int(cfg.get("k", cfg.get("activation_fn_kwargs", {}).get("k", 32)))
+        return SaeConfig("topk", d_in=d_in, width=d_sae, k=k)
 
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)

@@ -102,7 +102,7 @@ def lmscope_runs(lm, args: argparse.Namespace, work: Path) -> tuple[dict, list[P
 def quality(lm, folders: dict[str, Path], tokens: int) -> dict[str, dict]:
     """lmscope's evaluation of every SAE on the held-out split."""
     site, cfg = lmscope.Site(LAYER, "resid_post"), EvalConfig(tokens=tokens)
-    return {name: evaluate_sae(lm, load_sae(folder)[0], site, cfg).summary() for name, folder in folders.items()}
+    return {name: evaluate_sae(lm, load_sae(folder), site, cfg).summary() for name, folder in folders.items()}
 
 
 def at_l0(rows: list[dict], l0: float, key: str) -> float:

@@ -43,7 +43,7 @@ class Mean:
         return stat
 
 
-class SecondMoment(Mean):
+class SecondMomentSum(Mean):
     """Running E[x x^T] of vectors x (d,): ``update(x)`` with x (n, d); the sum stays in float64."""
 
     def __init__(self, dim: int):

@@ -168,7 +168,7 @@ def sae_checks(dev: str, tmp: Path) -> None:  # noqa: C901 - one nested function
     @check(f"SAE on {dev}: zero-error splice changes no logit; CE recovered runs")
     def _():
         lm = lm_on("llama", dev)
-        sae = load_sae(results[dev][2])[0].to(dev)
+        sae = load_sae(results[dev][2]).to(dev)
         ids = torch.randint(4, 97, (2, 16), generator=torch.Generator().manual_seed(1)).to(dev)
         with torch.no_grad():
             clean = lm(ids)
@@ -176,7 +176,7 @@ def sae_checks(dev: str, tmp: Path) -> None:  # noqa: C901 - one nested function
                 spliced = lm(ids)
         diff = float((clean - spliced).abs().max())
         assert diff < 1e-5, diff
-        on_cpu = load_sae(results[dev][2])[0]  # evaluate_sae moves the SAE to the model's device
+        on_cpu = load_sae(results[dev][2])  # evaluate_sae moves the SAE to the model's device
         res = evaluate_sae(lm, on_cpu, site, EvalConfig(corpus=corpus, split="all", tokens=1024, seq_len=16))
         return f"splice max diff {diff:.1e}; topk CE recovered {res.ce_recovered:.3f}, FVE {res.fve:.3f}"
 

@@ -1,7 +1,8 @@
 """The ``lmscope`` command line.
 
 ``table`` (every command's group, module, help and old names: all ``--help`` needs), ``registry`` (the functions
-the command modules register), ``options`` (config dataclasses as options), one module per method family
+the command modules register), ``options`` (config dataclasses as options), ``operations`` (commands made from
+the operations of :mod:`lmscope.ops`, as the workbench's tasks are), one module per method family
 (``model``, ``lens``, ``trace``, ``rome``, ``stages``, ``sae``, ``patching``, ``autointerp``, ``neurons``,
 ``projector``, ``serve``), and ``app`` (the parser, and the one place user errors are reported).
 """

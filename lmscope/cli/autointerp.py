@@ -33,8 +33,10 @@ def _backends(args, cfg: ScoreConfig, lm, out):
 def autointerp_command(args) -> int:
     """Write records.jsonl (resumable), result/, autointerp.json, scores.png and report.html."""
     cfg, score_cfg = config(args, SampleConfig), config(args, ScoreConfig)
-    sae, meta = load_sae(args.sae) if args.sae else (None, {})
-    site = Site.parse(meta["site"]) if sae is not None else (
+    sae = load_sae(args.sae) if args.sae else None
+    if sae is not None and sae.site is None:
+        raise InputError(f"the SAE in {args.sae} does not say where it reads; give --layer")
+    site = sae.site if sae is not None else (
         Site(args.layer, "resid_post") if args.layer is not None else None)
     if site is None:
         raise InputError("give --layer, or an --sae whose site names it")

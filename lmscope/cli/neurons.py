@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from lmscope.cli.operations import param_arg, params_of
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
 from lmscope.errors import InputError
 from lmscope.io import write_json
@@ -12,23 +13,20 @@ from lmscope.methods.neurons import (
     NeuronConfig,
     NeuronEditConfig,
     ablate_neurons,
-    find_neurons,
     neuron_edit,
     sensitivity,
 )
 from lmscope.methods.neurons.vision import caption_targets, find_image_neurons
 from lmscope.model.generate import greedy
-from lmscope.model.lm import check_prompt
 from lmscope.model.tokens import target_ids
-from lmscope.viz.neurons import ablation_report, edit_report, neurons_report, patch_figure, plot_neurons
+from lmscope.ops import NEURONS
+from lmscope.ops.neurons import DEFAULT_PROMPT
+from lmscope.viz.neurons import ablation_report, edit_report, neurons_report, patch_figure
 from lmscope.viz.report import save_figure
-
-DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 
 
 @command("neurons",
-         arg("prompt", nargs="?", default=DEFAULT_PROMPT, help=f"prompt (default: {DEFAULT_PROMPT!r})"),
-         arg("--target", help="target token's text (its first token is scored); default: the model's own next token"),
+         *(param_arg(p) for p in NEURONS.params),
          arg("--ablate", action="store_true", help="ablate the top neurons and as many random ones (control)"),
          arg("--image", help="an image: caption it with a vision-language model and score the neurons behind each "
                              "content word of the caption (the prompt then follows the image)"),
@@ -39,20 +37,24 @@ DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 def neurons(args) -> int:
     """Write result/, neurons.json, neurons.png, report.html (+ ablation/, sensitivity/ when asked)."""
     cfg, acfg = config(args, NeuronConfig), config(args, AblationConfig)
-    check_prompt(args.prompt)
+    params = params_of(NEURONS, args)  # the workbench's operation: the same checks, run and run folder
     if args.image:
         return _image(args, cfg, read_image(args.image))
     lm = load_model(args)
-    result = find_neurons(lm, args.prompt, args.target, cfg)
+    result = NEURONS.run(lm, params, cfg)
     out = out_dir(args)
-    save_result(out, result, "neurons.json")
-    plot_neurons(result, out / "neurons.png")
+    NEURONS.write(result, out)
+    for line in NEURONS.report(result):
+        print(line)
+    if args.ablate or args.same or args.other:
+        _checks(args, lm, result, cfg, acfg, out)
+    print(f"wrote {out}/neurons.json, neurons.png, report.html and result/")
+    return 0
+
+
+def _checks(args, lm, result, cfg: NeuronConfig, acfg: AblationConfig, out) -> None:
+    """The causal check and sensitivity / specificity, added to the run folder and its report."""
     report = neurons_report(result)
-    print(f"{lm.name}: {args.prompt!r} -> {result.targets[0]!r} (P={result.target_prob[0]:.3f}); "
-          f"Spearman of the two scores {result.agreement[0]:.3f}")
-    for t in result.top[0]:
-        print(f"  L{t['layer']:>2}.{t['neuron']:<5} contribution {_fmt(t['contribution'])} grad x act "
-              f"{_fmt(t['gradxact'])}  writes {' '.join(repr(v) for v in t['vocab'][:5])}")
     if args.ablate:
         ab = ablate_neurons(lm, result, acfg)
         save_result(out / "ablation", ab, "ablation.json")
@@ -69,8 +71,6 @@ def neurons(args) -> int:
         print(f"sensitivity {sens.sensitivity:.2f} over {len(args.same)} prompts, specificity "
               f"{sens.specificity:.2f} over {len(args.other)}")
     report.write(out / "report.html")
-    print(f"wrote {out}/neurons.json, neurons.png, report.html and result/")
-    return 0
 
 
 def read_image(path: str):
@@ -111,10 +111,6 @@ def _image(args, cfg: NeuronConfig, image) -> int:
               f"{result.target_prob[b]:.3f}")
     print(f"wrote {out}/neurons.json, patches-*.png, report.html and result/")
     return 0
-
-
-def _fmt(value: float | None) -> str:
-    return f"{value:+.4g}".ljust(11) if value is not None else "-".ljust(11)
 
 
 @torch.no_grad()

@@ -61,8 +61,8 @@ def patch(args) -> int:
 def ioi(args) -> int:
     """Write result/, ioi.json, ioi.png and report.html."""
     cfg = config(args, IOIConfig)
-    sae, meta = load_sae(args.sae) if args.sae else (None, {})
-    sae_site = Site.parse(meta["site"]) if sae is not None else None
+    sae = load_sae(args.sae) if args.sae else None
+    sae_site = sae.site if sae is not None else None
     layer = args.layer if args.layer is not None else (sae_site.layer if sae_site else None)
     if layer is None:
         raise InputError("give --layer, or an --sae whose site names it")

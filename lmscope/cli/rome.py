@@ -4,39 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmscope.cli.operations import operation_command
 from lmscope.cli.registry import arg, command, config, load_model, out_dir
 from lmscope.data.facts import load_counterfact
 from lmscope.distributed import World
-from lmscope.io import write_json
-from lmscope.methods.rome import EditRequest, EvalConfig, RomeConfig, StatsConfig, evaluate_counterfact, rome_edit
-from lmscope.methods.rome.evaluate import request_state
+from lmscope.methods.rome import EvalConfig, RomeConfig, StatsConfig, evaluate_counterfact
 from lmscope.methods.rome.stats import second_moment, stats_path
+from lmscope.ops import EDIT
 from lmscope.viz.rome import counterfact_report
 
-
-@command("edit",
-         arg("--prompt", required=True, help="template with {} for the subject, e.g. '{} is located in'"),
-         arg("--subject", required=True, help="the subject, e.g. 'The Eiffel Tower'"),
-         arg("--target", required=True, help="the new answer, e.g. ' Rome'"),
-         arg("--max-new-tokens", type=int, default=20, help="greedy tokens generated before / after (default: 20)"),
-         configs=(RomeConfig,), out="out/edit")
-def edit(args) -> int:
-    """Edit one fact with ROME; write the edit (cfg.json + safetensors) and edit.json with before / after."""
-    cfg = config(args, RomeConfig)
-    request = EditRequest(args.prompt, args.subject, args.target)
-    lm = load_model(args)
-    before = request_state(lm, request, args.max_new_tokens)
-    handle = rome_edit(lm, request, cfg)
-    after = request_state(lm, request, args.max_new_tokens)
-    out = out_dir(args)
-    handle.edit.save(out / "edit")
-    write_json(out / "edit.json", {**handle.edit.summary(), "before": before, "after": after})
-    print(f"{lm.name}: edited {handle.edit.layer_source if cfg.layer == 'auto' else f'layer {handle.edit.layer}'}")
-    print(f"  {request.text!r} -> {request.target!r}")
-    print(f"  before: P(target) = {before['p_target']:.4f}   {request.text}{before['generation']!r}")
-    print(f"  after:  P(target) = {after['p_target']:.4f}   {request.text}{after['generation']!r}")
-    print(f"wrote {out}/edit/ (apply it with lmscope.apply_edit) and {out}/edit.json")
-    return 0
+edit = operation_command("edit", EDIT, out="out/edit",
+                         wrote="edit.json and result/ (the edit: apply it to a fresh model with lmscope.apply_edit)")
 
 
 @command("stats", configs=(StatsConfig,))

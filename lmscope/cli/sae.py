@@ -97,7 +97,7 @@ SAE_SITE = arg("--site", help="the site, if the folder does not say (kind.layer)
 
 def _load(args):
     """(the model, the SAE, its site) from the arguments; the SAE and site are checked before the model loads."""
-    sae, meta = load_sae(args.sae)
+    sae, meta = load_sae(args.sae, with_meta=True)
     site = Site.parse(args.site or meta.get("site") or "")
     return load_model(args), sae, site
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
-from lmscope.methods.stages import LesionConfig, StagesConfig, lesion_prompt, stages
-from lmscope.model.lm import check_prompt
+from lmscope.cli.operations import operation_command
+from lmscope.cli.registry import command, config, load_model, out_dir, save_result
+from lmscope.methods.stages import StagesConfig, stages
+from lmscope.ops import LESION
 from lmscope.viz.report import save_figure
 from lmscope.viz.stages import curves_figure, lesion_figure, stages_report, summary_figure
 
@@ -28,13 +29,4 @@ def run_stages(args) -> int:
     return 0
 
 
-@command("lesion",
-         arg("prompt", help="the prompt"), configs=(LesionConfig,))
-def lesion(args) -> int:
-    """Top next tokens of one prompt, unmodified and with block --layer deleted (or swapped with the next)."""
-    cfg = config(args, LesionConfig)
-    check_prompt(args.prompt)
-    result = lesion_prompt(load_model(args), args.prompt, cfg)
-    for label, top in (("unmodified", result.before), (result.label, result.after)):
-        print(f"{label:>24}: " + ", ".join(f"{t!r} {p:.3f}" for t, p in top))
-    return 0
+lesion = operation_command("lesion", LESION, out="out/lesion", wrote="lesion.json, report.html and result/")

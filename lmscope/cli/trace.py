@@ -4,37 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmscope.cli.operations import operation_command
 from lmscope.cli.registry import arg, command, config, load_model, out_dir
 from lmscope.data.facts import load_known_facts
 from lmscope.distributed import World
 from lmscope.io import write_json
-from lmscope.methods.trace import TraceConfig, causal_trace, trace_dataset
-from lmscope.model.lm import check_prompt
-from lmscope.viz.outputs import write_trace
+from lmscope.methods.trace import TraceConfig, trace_dataset
+from lmscope.ops import TRACE
 from lmscope.viz.report import save_figure
 from lmscope.viz.trace import aie_figure, aie_report
 
-
-@command("trace",
-         arg("prompt", help="the prompt, e.g. 'The Eiffel Tower is located in the city of'"),
-         arg("--subject", required=True, help="the subject, as it appears in the prompt"),
-         arg("--target", help="the answer to trace (its first token); default: the model's top-1 token"),
-         configs=(TraceConfig,), out="out/trace")
-def trace(args) -> int:
-    """Trace one prompt and write result/, trace.json, trace_<kind>.png and report.html."""
-    cfg = config(args, TraceConfig)
-    check_prompt(args.prompt)
-    lm = load_model(args)
-    result = causal_trace(lm, args.prompt, args.subject, args.target, cfg)
-    out = out_dir(args)
-    write_trace(result, out)
-    print(f"{lm.name}: {args.subject!r} -> {result.target!r}: P = {result.clean_prob:.4f}, "
-          f"P* = {result.corrupted_prob:.4f} (noise {result.noise:.4f})")
-    for kind, peak in result.peaks().items():
-        print(f"  {kind:<18} max P*_restored {peak['p']:.4f} at token {peak['position']} {peak['token']!r}, "
-              f"layer {peak['layer']}")
-    print(f"wrote {out}/trace.json, trace_*.png, report.html and result/")
-    return 0
+trace = operation_command("trace", TRACE, out="out/trace", wrote="trace.json, trace_*.png, report.html and result/")
 
 
 @command("trace-dataset",

@@ -28,7 +28,7 @@ MAX_KEPT = 200  # finished jobs remembered (their run folders stay on disk)
 
 
 @dataclass
-class Job:
+class WebJob:
     """One request to run a task on the model."""
 
     id: str
@@ -51,7 +51,7 @@ class Job:
                 "error": self.error, "run": self.run, "progress": last}
 
 
-Execute = Callable[[Job, Callable[[str, dict], None]], None]
+Execute = Callable[[WebJob, Callable[[str, dict], None]], None]
 
 
 class JobQueue:
@@ -59,17 +59,17 @@ class JobQueue:
 
     def __init__(self, execute: Execute):
         self.execute = execute
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, WebJob] = {}
         self.lock = threading.Lock()
-        self.pending: queue.Queue[Job | None] = queue.Queue()
+        self.pending: queue.Queue[WebJob | None] = queue.Queue()
         self.subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.ids = itertools.count(1)
         self.thread = threading.Thread(target=self._work, name="lmscope-jobs", daemon=True)
         self.thread.start()
 
-    def submit(self, task: str, params: dict) -> Job:
+    def submit(self, task: str, params: dict) -> WebJob:
         """Queue a job; returns it at once."""
-        job = Job(f"j{next(self.ids)}", task, params)
+        job = WebJob(f"j{next(self.ids)}", task, params)
         with self.lock:
             self.jobs[job.id] = job
             self._forget_old()
@@ -77,7 +77,7 @@ class JobQueue:
         self.pending.put(job)
         return job
 
-    def get(self, job_id: str) -> Job | None:
+    def get(self, job_id: str) -> WebJob | None:
         """The job with this id (None when unknown)."""
         return self.jobs.get(job_id)
 
@@ -86,7 +86,7 @@ class JobQueue:
         with self.lock:
             return [j.public() for j in self.jobs.values()]
 
-    def cancel(self, job: Job) -> None:
+    def cancel(self, job: WebJob) -> None:
         """Drop a queued job, or ask a running one to stop at its next progress refresh."""
         job.cancel.set()
         with self.lock:
@@ -105,7 +105,7 @@ class JobQueue:
 
     # events -------------------------------------------------------------------------------------------------
 
-    def _emit(self, job: Job, kind: str, data: dict) -> None:
+    def _emit(self, job: WebJob, kind: str, data: dict) -> None:
         with self.lock:
             job.events.append({"type": kind, "time": time.time(), **data})
             waiters = list(self.subscribers)
@@ -136,7 +136,7 @@ class JobQueue:
             self._emit(job, "started", {})
             self._run(job)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: WebJob) -> None:
         def progress(update: dict) -> None:
             if job.cancel.is_set():
                 raise Cancelled("cancelled by the user")
@@ -160,7 +160,7 @@ class JobQueue:
         else:
             self._finish(job, "done", {"run": job.run})
 
-    def _finish(self, job: Job, state: str, data: dict) -> None:
+    def _finish(self, job: WebJob, state: str, data: dict) -> None:
         job.state, job.finished = state, time.time()
         job.error = data.get("message") if state != "done" else None
         self._emit(job, state, data)

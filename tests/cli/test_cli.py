@@ -60,10 +60,13 @@ def test_trace_end_to_end(tiny_llama_dir, tmp_path, capsys):
     assert "max P*_restored" in capsys.readouterr().out
 
 
-def test_trace_subject_not_in_prompt(tiny_llama_dir, capsys):
+def test_trace_subject_not_in_prompt(tiny_llama_dir, capsys, monkeypatch):
+    import lmscope.cli.registry as registry
+
+    monkeypatch.setattr(registry, "load", None)  # refused before the model loads: the operation's own check
     assert main(["--model", str(tiny_llama_dir), "trace", "The capital of France is", "--subject", "Rome"]) == 2
     err = capsys.readouterr().err
-    assert "not in the prompt" in err and "['The', 'capital', 'of', 'France', 'is']" in err
+    assert "the subject 'Rome' is not in the prompt 'The capital of France is'" in err
 
 
 def test_trace_dataset_end_to_end(tiny_llama_dir, tmp_path, capsys):
@@ -101,7 +104,7 @@ def test_edit_stats_and_eval_end_to_end(tiny_llama_dir, tmp_path, capsys, monkey
                  "--max-new-tokens", "3", "--out", str(out), *fast]) == 0
     summary = json.loads((out / "edit.json").read_text())
     assert summary["layer"] == 1 and set(summary["before"]) == {"generation", "p_target"}
-    assert (out / "edit" / "cfg.json").is_file() and "after:" in capsys.readouterr().out
+    assert (out / "result" / "cfg.json").is_file() and "after:" in capsys.readouterr().out  # as the workbench
     rows = [{"case_id": 0, "prompt": "the capital of France", "subject": "France", "target_new": "Tower",
              "ground_truth": "Paris", "rephrase_prompt": "the city of France", "locality_prompt": "the city of a",
              "locality_ground_truth": "Paris"}]

@@ -35,8 +35,12 @@ def test_the_table_and_the_registry_agree():
     build_parser()  # imports every command module
     assert set(COMMANDS) == set(BY_NAME)
     for entry in ENTRIES:
-        assert COMMANDS[entry.name].help == entry.help and COMMANDS[entry.name].run.__module__ == entry.module
-        assert len(entry.path) == 1 or entry.path[0] in GROUPS
+        assert COMMANDS[entry.name].help == entry.help and len(entry.path) == 1 or entry.path[0] in GROUPS
+    code = ("import importlib, sys; from lmscope.cli.registry import COMMANDS; importlib.import_module(sys.argv[1]);"
+            "print(' '.join(COMMANDS))")
+    for module in {e.module for e in ENTRIES}:  # importing the table's module alone registers its commands
+        out = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True)
+        assert {e.name for e in ENTRIES if e.module == module} <= set(out.stdout.split()), module
 
 
 @pytest.mark.parametrize("old, new", [

@@ -104,11 +104,11 @@ def _texts(corpus: str, start: int, stop: int) -> list[str]:
 
 
 @torch.no_grad()
-def _window_sum(lm: LM, layer: int, texts: list[str], max_len: int, batch_tokens: int) -> running.SecondMoment:
+def _window_sum(lm: LM, layer: int, texts: list[str], max_len: int, batch_tokens: int) -> running.SecondMomentSum:
     """The running sum of k k^T over the keys of one window of texts (special tokens left out)."""
     special = torch.tensor(sorted(lm.tokenizer.all_special_ids), device=lm.device)
     encoded = sorted((lm.tokenizer(t, truncation=True, max_length=max_len)["input_ids"] for t in texts), key=len)
-    moment, site = running.SecondMoment(lm.d_mlp), Site(layer, "mlp_key")
+    moment, site = running.SecondMomentSum(lm.d_mlp), Site(layer, "mlp_key")
     batch: list[list[int]] = []
     for i, ids in enumerate(encoded):
         batch.append(ids)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import torch
 
-from lmscope.errors import ArtifactError
+from lmscope.errors import ArtifactError, LmscopeError
 from lmscope.io import load_tensors, read_json, save_tensors, write_json
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae
 from lmscope.methods.sae.config import SaeConfig
 from lmscope.methods.sae.registry import classes
+from lmscope.model.sites import Site
 
 FORMAT = 1
 WEIGHTS = "sae.safetensors"
@@ -56,11 +57,12 @@ def _save_saelens(sae, weights, folder: Path, site: str, model: str) -> Path:
     if sae.saelens_architecture is None:
         raise ArtifactError(f"SAELens has no architecture for a {sae.name!r} SAE; save it in lmscope's format")
     weights, extra = sae.saelens_export(_folded(sae, weights))
+    parsed = _site(site)
+    hook = (parsed.tl_name or site) if parsed is not None else site  # SAELens reads TransformerLens hook names
     cfg = {"architecture": sae.saelens_architecture, "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32",
-           "device": "cpu", "model_name": model, "hook_name": site,
-           "hook_layer": int(site.rpartition(".")[2] or 0) if site else 0,
+           "device": "cpu", "model_name": model, "hook_name": hook, "hook_layer": parsed.layer if parsed else 0,
            "apply_b_dec_to_input": sae.applies_b_dec_to_input, "normalize_activations": "none",
-           "metadata": {"model_name": model, "hook_name": site}, **extra}
+           "metadata": {"model_name": model, "hook_name": hook}, **extra}
     save_tensors(folder / SAELENS_WEIGHTS, weights)
     write_json(folder / "cfg.json", cfg)
     return folder
@@ -112,18 +114,33 @@ def _from_sparsify(folder: Path) -> tuple[SparseAutoencoder, dict]:
     return _build(sae_cfg, tensors, folder), {"site": folder.name, "model": ""}
 
 
-def load_sae(path: str | Path) -> tuple[SparseAutoencoder, dict]:
-    """(the SAE, {"site", "model", ...}) from an lmscope, SAELens or sparsify folder."""
+def load_sae(path: str | Path, with_meta: bool = False):
+    """The SAE of an lmscope, SAELens or sparsify folder, carrying where it reads.
+
+    ``sae.site`` (a :class:`lmscope.Site`, or None when the folder names none lmscope can read), ``sae.model`` (the
+    model it was trained on, '' when unknown) and ``sae.meta`` (every other field of the folder's cfg.json).
+    ``with_meta=True`` gives the older ``(sae, meta)`` pair.
+    """
     folder = Path(path)
     if (folder / SAELENS_WEIGHTS).is_file():
-        return _from_saelens(folder)
-    cfg = read_json(folder / "cfg.json")
-    if cfg.get("kind") != "SAE":
-        return _from_sparsify(folder)
-    tensors = load_tensors(folder / WEIGHTS)
-    sae_cfg = SaeConfig(**cfg["config"])
-    meta = {k: v for k, v in cfg.items() if k not in ("config", "kind", "format")}
-    return _build(sae_cfg, {k: v for k, v in tensors.items()}, folder), meta
+        sae, meta = _from_saelens(folder)
+    else:
+        cfg = read_json(folder / "cfg.json")
+        if cfg.get("kind") != "SAE":
+            sae, meta = _from_sparsify(folder)
+        else:
+            tensors = load_tensors(folder / WEIGHTS)
+            meta = {k: v for k, v in cfg.items() if k not in ("config", "kind", "format")}
+            sae = _build(SaeConfig(**cfg["config"]), tensors, folder)
+    sae.site, sae.model, sae.meta = _site(meta.get("site")), meta.get("model") or "", meta
+    return (sae, meta) if with_meta else sae
+
+
+def _site(name) -> Site | None:
+    try:
+        return Site.parse(name) if name else None
+    except LmscopeError:
+        return None
 
 
 def is_sae_folder(path: str | Path) -> bool:

@@ -37,7 +37,7 @@ def test_a_registered_architecture_works_everywhere(registered, tmp_path):
     assert Job(Site(1, "resid_post"), cfg).name == "resid_post.1-half_relu-r2-l12"
     x = torch.randn(4, 8)
     save_sae(sae, tmp_path / "sae", site="resid_post.1")
-    back, meta = load_sae(tmp_path / "sae")
+    back, meta = load_sae(tmp_path / "sae", with_meta=True)
     assert isinstance(back, HalfReluSAE) and torch.allclose(back.encode(x), sae.encode(x), atol=1e-6)
     with pytest.raises(Exception, match="SAELens has no architecture"):
         save_sae(sae, tmp_path / "lens", format="saelens")

@@ -131,7 +131,7 @@ def test_layer_out_of_range_and_trained_sae_reloads(lm, harvest_cfg, train_cfg, 
     with pytest.raises(lmscope.SiteError, match="out of range"):
         train_saes(lm, [Job(Site(5, "resid_post"), SaeConfig("topk"))], harvest_cfg, train_cfg, tmp_path / "bad")
     path = train_saes(lm, jobs()[1:2], harvest_cfg, train_cfg, tmp_path / "ok")[0]
-    sae, meta = load_sae(path)
+    sae, meta = load_sae(path, with_meta=True)
     assert meta["site"] == "resid_post.1" and meta["steps"] > 10 and sae.d_in == lm.d_model
 
 

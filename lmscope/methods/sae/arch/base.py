@@ -47,6 +47,9 @@ class SparseAutoencoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.d_in, self.d_sae = cfg.d_in, cfg.d_sae
+        self.site: Site | None = None  # where it reads, when known (load_sae fills these in from its folder)
+        self.model = ""
+        self.meta: dict = {}
         self.register_buffer("input_scale", torch.ones(()))  # inputs are multiplied by it, outputs divided
 
     # ---- the SAELens layout; subclasses store what they need and expose these ----------------------------------

@@ -73,3 +73,16 @@ def tiny_lm(family: str = "llama", seed: int = 0, sharp: bool = False):
     """A tiny random model of ``family`` with the tiny tokenizer, wrapped as an LM (``sharp``: see :func:`sharpen`)."""
     lm = lmscope.load((tiny_model(family, seed=seed), tiny_tokenizer()))
     return sharpen(lm) if sharp else lm
+
+
+WORDS = ["The", "capital", "of", "France", "is", "Paris", "Eiffel", "Tower", "located", "in", "city", "the", "a"]
+
+
+def write_corpus(path: Path, extra_words: int, lengths: tuple[int, int], docs: int, seed: int = 0) -> str:
+    """A small text corpus (documents of random words, blank-line separated) at ``path``; returns its path."""
+    import random
+
+    rng = random.Random(seed)
+    words = WORDS + [f"w{i}" for i in range(extra_words)]
+    path.write_text("\n\n".join(" ".join(rng.choices(words, k=rng.randint(*lengths))) for _ in range(docs)))
+    return str(path)

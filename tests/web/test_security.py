@@ -19,25 +19,11 @@ from lmscope.web.app import BodyLimit
 from lmscope.web.security import FILE_CSP, Security
 from lmscope.web.server import BoundedH11
 from lmscope.web.tasks import Workbench
-from tests.helpers import tiny_lm
 from tests.web.http import Http
 
 EDIT = {"task": "edit", "params": {"prompt": "{} is located in the city of", "subject": "The Eiffel Tower",
                                    "target": " London", "v_steps": 1, "layer": 1, "mom2_adjustment": False}}
 LENS = {"task": "lens", "params": {"prompt": "The Eiffel Tower is in"}}
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return tiny_lm("llama")
-
-
-@pytest.fixture
-def served(lm, tmp_path):
-    server = Background(Workbench(lm, tmp_path / "results" / "serve"), [tmp_path / "results"])
-    server.http = Http(server.url, server.token)
-    yield server
-    server.stop()
 
 
 def no_jobs(server) -> bool:

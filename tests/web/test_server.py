@@ -6,31 +6,14 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import torch
 
 from lmscope.io import load_result
 from lmscope.methods.trace import TraceConfig, causal_trace
-from lmscope.web import Background
-from lmscope.web.tasks import Workbench
-from tests.helpers import tiny_lm
 from tests.web.browser import browser, open_page
 from tests.web.http import Http
 
 PROMPT = "The Eiffel Tower is located in the city of"
-
-
-@pytest.fixture(scope="module")
-def lm():
-    return tiny_lm("llama")
-
-
-@pytest.fixture
-def served(lm, tmp_path):
-    server = Background(Workbench(lm, tmp_path / "results" / "serve"), [tmp_path / "results"])
-    server.http = Http(server.url, server.token)
-    yield server
-    server.stop()
 
 
 def test_binds_loopback_and_answers_50_concurrent_reads_during_a_job(served, lm, tmp_path):

@@ -5,7 +5,6 @@ Shared by tests/methods/autointerp (through its conftest.py) and tests/cli/test_
 by name."""
 
 import json
-import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,7 +13,7 @@ import transformers as T
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
 
 import lmscope
-from tests.helpers import LLAMA_LIKE
+from tests.helpers import LLAMA_LIKE, write_corpus
 
 WORDS = ["The", "capital", "of", "France", "is", "Paris", "Eiffel", "Tower", "located", "in", "city", "the", "a"]
 
@@ -42,11 +41,7 @@ def lm():
 
 @pytest.fixture
 def corpus(tmp_path) -> str:
-    rng = random.Random(0)
-    words = WORDS + [f"w{i}" for i in range(40)]
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n\n".join(" ".join(rng.choices(words, k=rng.randint(8, 40))) for _ in range(200)))
-    return str(path)
+    return write_corpus(tmp_path / "corpus.txt", extra_words=40, lengths=(8, 40), docs=200)
 
 
 class Stub:

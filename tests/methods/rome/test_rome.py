@@ -1,7 +1,6 @@
 """ROME on tiny random models: the edited fact's probability rises on every family, undo is bit-identical,
 edits save / reload / apply, statistics are cached and resume, and bad input gets one clear error."""
 
-import random
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from lmscope.methods.rome import EditRequest, RomeConfig, RomeEdit, apply_edit, 
 from lmscope.methods.rome import stats as rome_stats
 from lmscope.methods.rome.stats import SecondMoment, second_moment
 from lmscope.model.weights import has_patches
-from tests.helpers import tiny_lm
+from tests.helpers import tiny_lm, write_corpus
 
 # The subject ends the prompt, so a tiny random model's next token depends on the edited MLP output directly.
 REQUEST = EditRequest("the capital of {}", "Eiffel Tower", "Paris")
@@ -28,11 +27,7 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def corpus(tmp_path):
-    rng = random.Random(0)
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n\n".join(" ".join(rng.choices(WORDS + [f"w{i}" for i in range(60)], k=rng.randint(5, 30)))
-                              for _ in range(120)))
-    return str(path)
+    return write_corpus(tmp_path / "corpus.txt", extra_words=60, lengths=(5, 30), docs=120)
 
 
 def tiny(family="llama", seed=0):

@@ -3,13 +3,12 @@ and an SAE that reconstructs exactly.
 
 Shared by tests/methods/sae (through its conftest.py) and tests/cli/test_sae_cli.py, which import them by name."""
 
-import random
 
 import pytest
 import torch
 
 from lmscope.methods.sae import HarvestConfig, SaeConfig, TrainConfig, build_sae
-from tests.helpers import tiny_lm
+from tests.helpers import tiny_lm, write_corpus
 
 WORDS = ["The", "capital", "of", "France", "is", "Paris", "Eiffel", "Tower", "located", "in", "city", "the", "a"]
 
@@ -21,11 +20,7 @@ def private_store(store_dir):
 
 @pytest.fixture
 def corpus(tmp_path) -> str:
-    rng = random.Random(0)
-    words = WORDS + [f"w{i}" for i in range(60)]
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n\n".join(" ".join(rng.choices(words, k=rng.randint(5, 40))) for _ in range(300)))
-    return str(path)
+    return write_corpus(tmp_path / "corpus.txt", extra_words=60, lengths=(5, 40), docs=300)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import types
@@ -33,12 +34,35 @@ R = TypeVar("R", bound="Result")
 
 
 def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Write JSON atomically (write a temporary file, then rename); returns the path."""
+    """Write JSON atomically (write a temporary file, then rename); returns the path.
+
+    NaN and infinity are refused (they are not JSON, and a metric that is not finite is a failure to report, not
+    a number to save): one :class:`ArtifactError` naming the field.
+    """
     path = Path(path)
+    value = to_json(obj)
+    try:
+        text = json.dumps(value, indent=indent, ensure_ascii=False, allow_nan=False)
+    except ValueError as err:
+        where = non_finite(value)
+        raise ArtifactError(f"{path.name}: {where or 'a value'} is not a finite number; nothing was written "
+                            "(an input gave a metric that cannot be computed)") from err
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_json(obj), indent=indent, ensure_ascii=False))
+    tmp.write_text(text)
     os.replace(tmp, path)
     return path
+
+
+def non_finite(value: Any, where: str = "") -> str | None:
+    """The path (``key.0.name``) of the first NaN or infinity in a JSON value, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where or 'the value'} ({value})"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def read_json(path: Path) -> Any:

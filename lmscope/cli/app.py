@@ -183,11 +183,39 @@ def _run(entry: Entry, args: argparse.Namespace, typed: list[str]) -> int:
 
     torch.manual_seed(args.seed)
     cmd = COMMANDS[entry.name]
+    fresh = False
     if cmd.out is not None:
         # before the model loads: a bad --out fails at once (under torchrun the ranks share the folder: kept)
+        fresh = not Path(args.out).exists()
         prepare_out(args.out, keep=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     started = now_iso()
-    code = cmd.run(args)
+    try:
+        code = cmd.run(args)
+    except LmscopeError:
+        if fresh:
+            _discard_unfinished(Path(args.out))
+        raise
     if code == 0:
         _record(entry, args, typed, started)
     return code
+
+
+BOOKKEEPING = {"run.json", "manifest.json", "command.json", "records.jsonl"}
+
+
+def _discard_unfinished(out: Path) -> None:
+    """Remove the output folder a refused command created, when it holds nothing a rerun could resume from.
+
+    Only bookkeeping files (``run.json``, ``manifest.json``, an empty ``records.jsonl``) count as nothing; a folder
+    with a record, a checkpoint or a result is kept, so a failed long run still resumes.
+    """
+    if not out.is_dir():
+        return
+    files = [p for p in out.rglob("*") if p.is_file()]
+    if all(p.name in BOOKKEEPING and (p.name != "records.jsonl" or p.stat().st_size == 0) for p in files):
+        for p in files:
+            p.unlink()
+        for folder in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            folder.rmdir()
+        out.rmdir()
+        log.info("removed %s: the refused command left nothing a rerun could use", out)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
 from lmscope.errors import InputError
-from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp
-from lmscope.methods.sae import load_sae
+from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp, check_prompts
+from lmscope.methods.sae import check_sae, load_sae
 from lmscope.model.sites import Site
 from lmscope.viz.autointerp import autointerp_report, scores_figure
 from lmscope.viz.report import save_figure
@@ -33,6 +33,7 @@ def _backends(args, cfg: ScoreConfig, lm, out):
 def autointerp_command(args) -> int:
     """Write records.jsonl (resumable), result/, autointerp.json, scores.png and report.html."""
     cfg, score_cfg = config(args, SampleConfig), config(args, ScoreConfig)
+    check_prompts(score_cfg.prompts)  # a missing folder or a bad template: refused before anything loads
     sae = load_sae(args.sae) if args.sae else None
     if sae is not None and sae.site is None:
         raise InputError(f"the SAE in {args.sae} does not say where it reads; give --layer")
@@ -41,6 +42,8 @@ def autointerp_command(args) -> int:
     if site is None:
         raise InputError("give --layer, or an --sae whose site names it")
     lm = load_model(args)
+    if sae is not None:
+        site = check_sae(sae, lm, site)  # its width, weights and model against the loaded one
     out = out_dir(args)
     explainer, simulator, names = _backends(args, score_cfg, lm, out)
     result = autointerp(lm, site, cfg, score_cfg, explainer, simulator, out, sae=sae, names=names)

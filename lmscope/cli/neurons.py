@@ -1,4 +1,8 @@
-"""The neuron commands: ``neurons`` (attribution, causal check, sensitivity) and ``neuron-edit``."""
+"""The neuron commands: ``neurons find`` (attribution, causal check, sensitivity) and ``neurons edit``.
+
+An image (``neurons find --image``) is read by :func:`lmscope.data.images.read_image`: its size is checked from the
+header before the model loads.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import torch
 
 from lmscope.cli.operations import param_arg, params_of
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
+from lmscope.data.images import read_image
 from lmscope.errors import InputError
 from lmscope.io import write_json
 from lmscope.methods.neurons import (
     AblationConfig,
+    CaptionConfig,
     NeuronConfig,
     NeuronEditConfig,
     ablate_neurons,
@@ -30,16 +36,20 @@ from lmscope.viz.report import save_figure
          arg("--ablate", action="store_true", help="ablate the top neurons and as many random ones (control)"),
          arg("--image", help="an image: caption it with a vision-language model and score the neurons behind each "
                              "content word of the caption (the prompt then follows the image)"),
-         arg("--caption-tokens", type=int, default=8, help="--image: caption length at most, in tokens"),
          arg("--same", nargs="+", default=[], help="other prompts of the same concept (sensitivity)"),
          arg("--other", nargs="+", default=[], help="prompts of other concepts (specificity)"),
-         configs=(NeuronConfig, AblationConfig), out="out/neurons")
+         configs=(NeuronConfig, AblationConfig, CaptionConfig), out="out/neurons")
 def neurons(args) -> int:
     """Write result/, neurons.json, neurons.png, report.html (+ ablation/, sensitivity/ when asked)."""
-    cfg, acfg = config(args, NeuronConfig), config(args, AblationConfig)
+    cfg, acfg, ccfg = config(args, NeuronConfig), config(args, AblationConfig), config(args, CaptionConfig)
     params = params_of(NEURONS, args)  # the workbench's operation: the same checks, run and run folder
     if args.image:
-        return _image(args, cfg, read_image(args.image))
+        text_only = [flag for flag, given in (("--target", args.target), ("--ablate", args.ablate),
+                                              ("--same", args.same), ("--other", args.other)) if given]
+        if text_only:
+            raise InputError(f"{', '.join(text_only)} cannot go with --image (the caption's content words are the "
+                             "targets, and the causal checks run on text prompts): drop them or the image")
+        return _image(args, cfg, ccfg, read_image(args.image))
     lm = load_model(args)
     result = NEURONS.run(lm, params, cfg)
     out = out_dir(args)
@@ -60,42 +70,37 @@ def _checks(args, lm, result, cfg: NeuronConfig, acfg: AblationConfig, out) -> N
         save_result(out / "ablation", ab, "ablation.json")
         ablation_report(ab, report)
         s = ab.summary()
-        print(f"ablating the top {cfg.top_k} ({acfg.mode}): P drops {s['prob_drop']:.4f} (random sets: "
-              f"{s['random_prob_drop']:.4f} +- {s['random_prob_drop_std']:.4f}); still generated "
-              f"{s['generated_after']:.0%} (random {s['random_generated']:.0%})")
+        spread = f" +- {s['random_prob_drop_std']:.4f}" if s["random_prob_drop_std"] is not None else ""
+        sets = f"{acfg.random_sets} random sets" if acfg.random_sets > 1 else "1 random set"
+        print(f"ablating the top {cfg.top_k} ({acfg.mode}): P drops {s['prob_drop']:.4f} ({sets}: "
+              f"{s['random_prob_drop']:.4f}{spread}); still generated {s['generated_after']:.0%} (random "
+              f"{s['random_generated']:.0%})")
     if args.same or args.other:
         sens = sensitivity(lm, [[t["layer"], t["neuron"]] for t in result.top[0]], args.same, args.other)
         save_result(out / "sensitivity", sens, "sensitivity.json")
         report.heading("Sensitivity and specificity").table(
             ["quantity", "value"], [[k, v] for k, v in sens.summary().items()])
-        print(f"sensitivity {sens.sensitivity:.2f} over {len(args.same)} prompts, specificity "
-              f"{sens.specificity:.2f} over {len(args.other)}")
+        measured = [f"{name} {value:.2f} over {len(prompts)} prompts" for name, value, prompts in
+                    (("sensitivity", sens.sensitivity, args.same), ("specificity", sens.specificity, args.other))
+                    if prompts]
+        print(", ".join(measured))
     report.write(out / "report.html")
 
 
-def read_image(path: str):
-    """The image at ``path`` as RGB; :class:`InputError` when it is missing or not an image."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError as err:
-        raise InputError(f"no image at {path}") from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"{path} is not an image Pillow can read ({err})") from err
-
-
-def _image(args, cfg: NeuronConfig, image) -> int:
+def _image(args, cfg: NeuronConfig, ccfg: CaptionConfig, image) -> int:
     """``neurons --image``: caption, then the neurons behind each content word, with patch maps."""
     lm = load_model(args)
     token = lm.processor.image_token if lm.processor is not None else ""
     prompt = args.prompt if args.prompt != DEFAULT_PROMPT else f"{token} A picture of"
     if token and token not in prompt:
         prompt = f"{token} {prompt}"
-    caption, inputs, targets, words = caption_targets(lm, image, prompt, args.caption_tokens)
+    if token and prompt.count(token) > 1:
+        raise InputError(f"the prompt holds the image token {token!r} {prompt.count(token)} times; give it once "
+                         "(where the image goes)")
+    notes: list[str] = []
+    caption, inputs, targets, words = caption_targets(lm, image, prompt, ccfg.caption_tokens, notes)
     result = find_image_neurons(lm, inputs, targets, cfg, texts=[f"{prompt} -> {w}" for w in words])
-    result.notes.append(f"caption: {caption!r}")
+    result.notes += [f"caption: {caption!r}", *notes]
     out = out_dir(args)
     save_result(out, result, "neurons.json")
     report = neurons_report(result)

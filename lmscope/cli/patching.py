@@ -5,20 +5,15 @@ from __future__ import annotations
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
 from lmscope.data.ioi import ioi_pairs, read_ioi
 from lmscope.errors import InputError
-from lmscope.methods.patching import PatchConfig, activation_patching, attribution_patching, logit_diff, target_prob
+from lmscope.methods.patching import PatchConfig, PatchPrompts, activation_patching, answer_metric, attribution_patching
 from lmscope.methods.patching.ioi import IOIConfig, ioi_features
-from lmscope.methods.sae import load_sae
+from lmscope.methods.sae import check_sae, load_sae
 from lmscope.model.sites import Site
 from lmscope.model.units import coordinates
 from lmscope.viz.patching import ioi_figure, ioi_report, patching_report, plot_patching
 from lmscope.viz.report import HtmlReport, save_figure
 
-
-def _token(lm, text: str) -> int:
-    ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise InputError(f"{text!r} has no tokens")
-    return ids[0]
+BASES = ("sae", "neurons", "dims")
 
 
 @command("patch",
@@ -31,16 +26,16 @@ def _token(lm, text: str) -> int:
 def patch(args) -> int:
     """Write result/ (and attribution/), patch.json, patching.png and report.html."""
     cfg = config(args, PatchConfig)
+    prompts = PatchPrompts(args.clean, args.corrupted, args.answer, args.wrong)  # before the model loads
     lm = load_model(args)
-    good = _token(lm, args.answer)
-    metric = logit_diff(good, _token(lm, args.wrong)) if args.wrong else target_prob(good)
+    metric = answer_metric(lm, prompts.answer, prompts.wrong)
     out = out_dir(args)
-    result = activation_patching(lm, args.clean, args.corrupted, metric, cfg)
+    result = activation_patching(lm, prompts.clean, prompts.corrupted, metric, cfg)
     save_result(out, result, "patch.json")
     plot_patching(result, out / "patching.png")
     report = patching_report(result)
     if args.attribution:
-        approx = attribution_patching(lm, args.clean, args.corrupted, metric, cfg)
+        approx = attribution_patching(lm, prompts.clean, prompts.corrupted, metric, cfg)
         approx.save(out / "attribution")
         patching_report(approx, report)
     report.write(out / "report.html")
@@ -55,12 +50,15 @@ def patch(args) -> int:
          arg("--data", required=True, help="IOI prompt file (a JSON list of prompt / answer records)"),
          arg("--sae", help="an SAE folder (its site gives the layer); without it: neurons and dimensions only"),
          arg("--layer", type=int, help="the layer (default: the SAE's)"),
-         arg("--bases", nargs="+", default=["sae", "neurons", "dims"], choices=["sae", "neurons", "dims"],
-             help="unit bases to patch"),
+         arg("--bases", nargs="+", choices=BASES,
+             help="unit bases to patch (default: sae, neurons and dims with --sae; neurons and dims without)"),
          configs=(IOIConfig,), out="out/ioi-features")
 def ioi(args) -> int:
     """Write result/, ioi.json, ioi.png and report.html."""
     cfg = config(args, IOIConfig)
+    names = list(dict.fromkeys(args.bases or [b for b in BASES if b != "sae" or args.sae]))
+    if "sae" in names and not args.sae:
+        raise InputError("--bases sae needs --sae: give an SAE folder, or patch only --bases neurons dims")
     sae = load_sae(args.sae) if args.sae else None
     sae_site = sae.site if sae is not None else None
     layer = args.layer if args.layer is not None else (sae_site.layer if sae_site else None)
@@ -68,9 +66,11 @@ def ioi(args) -> int:
         raise InputError("give --layer, or an --sae whose site names it")
     records = read_ioi(args.data)
     lm = load_model(args)
+    if sae is not None:
+        sae_site = check_sae(sae, lm, sae_site)  # its width, weights and model against the loaded one
     bases = []
-    for name in args.bases:
-        if name == "sae" and sae is not None:
+    for name in names:
+        if name == "sae":
             bases.append(sae.to(lm.device).units(sae_site))
         elif name == "neurons":
             bases.append(coordinates("neurons", lm.check(Site(layer, "mlp_key")), lm.d_mlp))

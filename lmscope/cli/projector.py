@@ -1,4 +1,4 @@
-"""``lmscope train-projector``: train the bundled vision-language model's projector (SmolLM2 + DINOv2, frozen)."""
+"""``lmscope vlm train-projector``: train the bundled vision-language model's projector (SmolLM2 + DINOv2, frozen)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from lmscope.model.vlm import build_llava
 @command("train-projector", configs=(ProjectorConfig,), out="out/projector")
 def projector(args) -> int:
     """Write checkpoint/, projector.safetensors, projector.json and result/ (held-out captions)."""
-    cfg = config(args, ProjectorConfig)
+    cfg = config(args, ProjectorConfig)  # the prompt holds the image token: checked before anything loads
     font = emoji_font()  # a missing font fails before any model loads
     concepts = emoji_concepts(font) + (shape_concepts() if cfg.shapes else [])
     model, processor = build_llava(ensure_converted(REGISTRY["smollm2-135m"]), dinov2_folder(), cfg.projector,
-                                   cfg.image_size)
+                                   cfg.image_size, cfg.image_token)
     out = out_dir(args)
     result = train_projector(model, processor, concepts, cfg, out=out / "checkpoint", font=font)
     save_tensors(out / "projector.safetensors", dict(model.model.multi_modal_projector.state_dict()))

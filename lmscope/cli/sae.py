@@ -1,4 +1,8 @@
-"""The SAE commands: ``sae-harvest``, ``sae-train`` (a sweep in one pass), ``sae-eval``, ``sae-features``."""
+"""The SAE commands: ``sae-harvest``, ``sae-train`` (a sweep in one pass), ``sae-eval``, ``sae-features``.
+
+Every input that can be checked before the model loads is (sites, config relations, the SAE folder and its site,
+feature ids); the rest (the site's width, the folder's model, the corpus) before anything is written.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ from lmscope.methods.sae import (
     load_sae,
     train_saes,
 )
+from lmscope.methods.sae.artifacts import check_sae
+from lmscope.methods.sae.config import training_steps
+from lmscope.methods.sae.harvest import check_sites
 from lmscope.methods.sae.registry import sae_class
 from lmscope.model.sites import Site
 from lmscope.viz.features import write_feature_pages
@@ -36,6 +43,7 @@ def sae_harvest(args) -> int:
     """Run the model over the corpus and store the activations as safetensors shards with a manifest."""
     cfg = config(args, HarvestConfig)
     sites = [Site.parse(s) for s in args.sites]
+    check_sites(sites)
     lm = load_model(args)
     world = World.from_env(lm.device)
     manifest = harvest(lm, sites, cfg, out_dir(args), shard=(world.rank, world.size))
@@ -78,9 +86,11 @@ def _redundant(cfg: SaeConfig, args) -> bool:
 def sae_train(args) -> int:
     """Train every SAE of the sweep at every site from the same batches; one folder per SAE."""
     harvest_cfg, train_cfg = config(args, HarvestConfig), config(args, TrainConfig)
+    training_steps(harvest_cfg, train_cfg)
     sites = [Site.parse(s) for s in args.sites]
+    check_sites(sites)
     jobs = [Job(site, cfg) for site in sites for cfg in _sweep(args)]
-    lm = load_model(args)
+    lm = load_model(args)  # train_saes checks each job against its site's width before anything is written
     world = World.from_env(lm.device)  # under torchrun: one rank per process
     paths = train_saes(lm, jobs, harvest_cfg, train_cfg, out_dir(args), args.cache, world=world)
     if world.main:
@@ -92,18 +102,29 @@ def sae_train(args) -> int:
 
 
 SAE_FOLDER = arg("sae", type=Path, help="an SAE folder (lmscope, SAELens or sparsify layout)")
-SAE_SITE = arg("--site", help="the site, if the folder does not say (kind.layer)")
+SAE_SITE = arg("--site", help="the site, if the folder does not say (kind.layer); another site than the folder's "
+                               "is refused unless --force")
+FORCE = arg("--force", action="store_true",
+            help="use the SAE at --site or with --model even where its folder names another site or model")
 
 
-def _load(args):
-    """(the model, the SAE, its site) from the arguments; the SAE and site are checked before the model loads."""
-    sae, meta = load_sae(args.sae, with_meta=True)
-    site = Site.parse(args.site or meta.get("site") or "")
-    return load_model(args), sae, site
+def _load(args, check=None):
+    """(the model, the SAE, its site) from the arguments; the SAE and site are checked before the model loads.
+
+    ``check(sae)`` runs too before the model loads; after, the SAE is checked against the model (its site's width,
+    the folder's model).
+    """
+    sae = load_sae(args.sae)
+    asked = Site.parse(args.site) if args.site else None
+    check_sae(sae, site=asked, force=args.force)
+    if check is not None:
+        check(sae)
+    lm = load_model(args)
+    return lm, sae, check_sae(sae, lm, asked, force=args.force)
 
 
 @command("sae-eval",
-         SAE_FOLDER, SAE_SITE, configs=(EvalConfig,), out="out/sae-eval")
+         SAE_FOLDER, SAE_SITE, FORCE, configs=(EvalConfig,), out="out/sae-eval")
 def sae_eval(args) -> int:
     """Evaluate one SAE; write eval.json and result/."""
     cfg = config(args, EvalConfig)
@@ -120,11 +141,11 @@ def sae_eval(args) -> int:
 
 
 @command("sae-features",
-         SAE_FOLDER, SAE_SITE, configs=(FeatureConfig,), out="out/sae-features")
+         SAE_FOLDER, SAE_SITE, FORCE, configs=(FeatureConfig,), out="out/sae-features")
 def sae_features(args) -> int:
     """Collect every feature's examples in one pass and write the pages."""
     cfg = config(args, FeatureConfig)
-    lm, sae, site = _load(args)
+    lm, sae, site = _load(args, check=lambda sae: cfg.check_features(sae.d_sae))
     result = feature_examples(lm, sae, site, cfg)
     out = out_dir(args)
     result.save(out / "result")

@@ -23,6 +23,9 @@ def run_stages(args) -> int:
     stages_report(result).write(out / "report.html")
     print(f"{lm.name}: {result.tokens} tokens, base top-1 accuracy {result.base_accuracy:.3f}")
     for mode in ("delete", "swap"):
+        if result.base_accuracy <= 0:
+            print(f"  {mode:<6} relative accuracy per layer: n/a (the model predicts no next token of this text)")
+            continue
         values = " ".join(f"{v:.2f}" for v in result.lesion[f"{mode}_rel_acc"].tolist())
         print(f"  {mode:<6} relative accuracy per layer: {values}")
     print(f"wrote {out}/stages.json, summary.png, lesions.png, curves.png, report.html and result/")

@@ -23,7 +23,10 @@ trace = operation_command("trace", TRACE, out="out/trace", wrote="trace.json, tr
          arg("--all-facts", action="store_true", help="also trace facts the model does not predict"),
          configs=(TraceConfig,), out="out/trace-dataset")
 def trace_facts(args) -> int:
-    """Trace known facts and write records.jsonl, result/, summary.json, aie.png and report.html."""
+    """Trace known facts and write records.jsonl, result/, summary.json, aie.png and report.html.
+
+    A model that predicts none of the facts is an error (nothing to average; --all-facts traces them anyway).
+    """
     cfg = config(args, TraceConfig)
     facts = load_known_facts(args.data, args.limit)
     lm = load_model(args)
@@ -33,9 +36,6 @@ def trace_facts(args) -> int:
         return 0
     write_json(out / "summary.json", result.summary())
     print(f"{lm.name}: traced {result.n_kept} of {result.n_facts} facts; ATE = {result.ate:.4f}")
-    if not result.n_kept:
-        print("  the model predicts none of these facts: nothing to average (try more facts, or --all-facts)")
-        return 0
     save_figure(aie_figure(result), out / "aie.png")
     aie_report(result).write(out / "report.html")
     for kind, peak in result.summary()["peaks_last_subject_token"].items():

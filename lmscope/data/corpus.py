@@ -173,13 +173,25 @@ def _kjv() -> Iterator[Document]:
     log.info("kjv: %d passages from %d chapters", passages, chapters)
 
 
+def _text(path: Path) -> str:
+    """A text file's contents; one :class:`DataError` when it is not UTF-8 (a binary file given as a corpus)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"corpus {path}: not UTF-8 text ({err.reason} at byte {err.start}); give a text file (.txt, "
+                        ".json, .jsonl), a folder of .txt files or a packaged corpus") from err
+
+
 def _json_texts(path: Path) -> Iterator[str]:
-    raw = path.read_text(encoding="utf-8")
+    raw = _text(path)
     try:
         items = json.loads(raw)
         items = items if isinstance(items, list) else [items]
     except json.JSONDecodeError:
-        items = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        try:
+            items = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        except json.JSONDecodeError as err:
+            raise DataError(f"corpus {path}: not JSON or JSON lines ({err.msg} at line {err.lineno})") from err
     for item in items:
         text = item if isinstance(item, str) else item.get("text") if isinstance(item, dict) else None
         if text is None:
@@ -197,7 +209,7 @@ def _local(path: Path) -> Iterator[Document]:
         return
     if not path.is_file():
         raise DataError(f"unknown corpus {str(path)!r}: use one of {', '.join(CORPORA)}, or a file or folder path")
-    texts = _json_texts(path) if path.suffix in (".json", ".jsonl") else path.read_text(encoding="utf-8").split("\n\n")
+    texts = _json_texts(path) if path.suffix in (".json", ".jsonl") else _text(path).split("\n\n")
     for i, text in enumerate(texts):
         if text.strip():
             yield Document(f"{path.name}/{i}", text.strip())

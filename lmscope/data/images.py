@@ -6,21 +6,27 @@ APPLE" -> "a red apple"); shapes are drawn in colours ("a blue circle").
 Every image is drawn from a seeded generator (background colour, size, position), so a split is a list of
 seeds: the same concept appears in the training and held-out splits as different renderings, and a set of held-out
 concepts never appears in training.
+
+A user's image is read by :func:`read_image`: its size is checked from the header before anything is decoded, and a
+JPEG larger than needed is decoded at a reduced size (Pillow's draft mode).
 """
 
 from __future__ import annotations
 
 import random
+import struct
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from lmscope.errors import AssetError
+from lmscope.errors import AssetError, InputError
 
 EMOJI_FONTS = (Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"),
                Path("/usr/share/fonts/noto/NotoColorEmoji.ttf"))
 EMOJI_RANGES = ((0x1F300, 0x1F5FF), (0x1F680, 0x1F6FF), (0x1F900, 0x1F9FF), (0x1FA70, 0x1FAFF), (0x2600, 0x26FF))
 EMOJI_SIZE = 109  # the one size Noto Color Emoji's bitmaps come in
+MAX_PIXELS = 50_000_000  # decoded at most (50 megapixels: ~0.2 GB as RGBA); Pillow's own limit is 179 million
+DRAFT_SIDE = 1024  # a JPEG wider and taller than this is decoded at 1/2, 1/4 or 1/8 scale, keeping both sides >= it
 COLOURS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (235, 205, 40),
            "orange": (245, 140, 30), "purple": (140, 60, 180), "black": (20, 20, 20), "pink": (240, 130, 180)}
 SHAPES = ("circle", "square", "triangle", "star")
@@ -113,3 +119,67 @@ def render(concept: Concept, size: int, seed: int, font=None):
     glyph = glyph.crop(glyph.getbbox()).resize((side, side))
     image.paste(glyph, (x0, y0), glyph)
     return image
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft_side: int = DRAFT_SIDE):
+    """The image at ``path`` as RGB; one :class:`InputError` when it is missing, not an image, or too large.
+
+    The size is read from the header first: an image that would decode to more than ``max_pixels`` pixels is refused
+    before a byte of it is decoded. A JPEG is decoded at the smallest scale (1/2, 1/4, 1/8) that keeps both sides at
+    least ``draft_side`` (the vision encoders take a few hundred pixels), so a large photo is read cheaply; other
+    formats cannot be decoded reduced and count at their full size.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a directory, not an image")
+    try:
+        with warnings.catch_warnings():  # Pillow warns above 89 million pixels; the limit below is lower
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except FileNotFoundError as err:
+        raise InputError(f"no image at {path}") from err
+    except Image.DecompressionBombError as err:  # above twice Pillow's limit: refused before our check can run
+        raise InputError(_too_large(path, _header_size(path), max_pixels, str(err))) from err
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{path} is not an image Pillow can read ({err})") from err
+    with image:
+        size = image.size
+        if min(size) >= draft_side:
+            image.draft("RGB", (draft_side, draft_side))  # a JPEG only: other formats ignore it
+        if image.size[0] * image.size[1] > max_pixels:
+            raise InputError(_too_large(path, size, max_pixels))
+        try:
+            return image.convert("RGB")
+        except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as err:
+            raise InputError(f"{path} is not an image Pillow can read ({err})") from err
+
+
+def _too_large(path: Path, size: tuple[int, int] | None, max_pixels: int, detail: str = "") -> str:
+    what = f"{size[0]:,} x {size[1]:,} pixels ({size[0] * size[1]:,})" if size else f"too large ({detail})"
+    return (f"{path} is {what}; at most {max_pixels:,} pixels are decoded (a JPEG counts at the reduced size it "
+            "is decoded at): scale it down first")
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """The width and height the file's header claims, read without Pillow's size check (None: not found)."""
+    from PIL import Image
+
+    Image.init()
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for fmt in Image.ID:  # as Image.open tries the formats, minus its decompression-bomb check
+            factory, accept = Image.OPEN[fmt]
+            accepted = accept is None or accept(prefix)
+            if isinstance(accepted, str) or not accepted:  # a str: the format's reason to refuse
+                continue
+            fp.seek(0)
+            try:
+                return tuple(factory(fp, str(path)).size)
+            except (SyntaxError, IndexError, TypeError, ValueError, OSError, struct.error,
+                    Image.DecompressionBombError):
+                continue
+    return None

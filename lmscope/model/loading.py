@@ -3,7 +3,10 @@
 ``load`` accepts a registry name (``smollm2-135m``, ``gemma3-270m``), a local Hugging Face folder, a local
 ``.gguf`` file, a Hugging Face hub id (when online), or an already-built ``(nn.Module, tokenizer)`` pair.
 A GGUF model is dequantised and converted once into a plain safetensors folder in the cache; later loads read
-that folder. A cached conversion that fails its manifest check is rebuilt.
+that folder. A cached conversion that fails its manifest check is rebuilt. The check trusts a file whose size and
+mtime match the manifest (hashing costs about 1.5 s per 540 MB); ``verify=True`` (or ``LMSCOPE_VERIFY=1``, or
+``lmscope model list --verify``) re-hashes every file, so that a same-size change with its old mtime restored is
+caught and rebuilt too.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from lmscope import store
 from lmscope.assets import PackagedFile, Wheel, concatenate, sha256_file
 from lmscope.defaults import DEFAULT_MODEL  # a name the CLI reads without torch
-from lmscope.errors import AssetError, ConfigError, ModelNotFoundError
+from lmscope.errors import ArtifactError, AssetError, ConfigError, ModelNotFoundError
 from lmscope.io import load_tensors, read_json, write_json
 from lmscope.model.families import FamilySpec
 from lmscope.model.lm import LM
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 CONVERSION_FORMAT = 2  # 2: per file size, mtime_ns and sha256 (1: sizes only)
 MANIFEST = "lmscope-conversion.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+VERIFY_ENV = "LMSCOPE_VERIFY"  # "1": every load re-hashes the files of a conversion (as verify=True)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -142,34 +146,40 @@ def _file_record(path: Path) -> dict:
     return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256_file(path)}
 
 
-def _check_file(path: Path, record: dict) -> bool:
+def _check_file(path: Path, record: dict, verify: bool = False) -> bool:
     """Raise ValueError if ``path`` does not match its manifest record; True if only its mtime moved (re-hashed).
 
-    Same size and mtime: trusted without hashing (hashing a 540 MB file costs about 1.5 s per load).
+    Same size and mtime: trusted without hashing (hashing a 540 MB file costs about 1.5 s per load), unless
+    ``verify``.
     """
     if not path.is_file():
         raise ValueError(f"{path.name} is missing")
     stat = path.stat()
     if stat.st_size != record["size"]:
         raise ValueError(f"{path.name} has the wrong size ({stat.st_size} bytes, manifest: {record['size']})")
-    if stat.st_mtime_ns == record["mtime_ns"]:
+    same_mtime = stat.st_mtime_ns == record["mtime_ns"]
+    if same_mtime and not verify:
         return False
     if sha256_file(path) != record["sha256"]:
-        raise ValueError(f"{path.name} was modified: same size, but its sha256 no longer matches")
+        raise ValueError(f"{path.name} was modified: same size{' and mtime' if same_mtime else ''}, but its sha256 "
+                         "no longer matches")
+    if same_mtime:
+        return False
     record["mtime_ns"] = stat.st_mtime_ns
     return True
 
 
-def _check_conversion(folder: Path, source: str) -> None:
+def _check_conversion(folder: Path, source: str, verify: bool = False) -> None:
     """Raise ValueError unless the manifest, the files (size, mtime, sha256) and the safetensors headers are in order.
 
     A file whose mtime moved but whose sha256 still matches is fine: its new mtime is written back to the manifest.
+    ``verify``: every file is hashed, whatever its mtime.
     """
     manifest = read_json(folder / MANIFEST)
     if manifest.get("format") != CONVERSION_FORMAT or manifest.get("source") != source:
         raise ValueError(f"manifest is for {manifest.get('source')!r} (format {manifest.get('format')}), "
                          f"expected {source!r} (format {CONVERSION_FORMAT})")
-    touched = [name for name, record in manifest["files"].items() if _check_file(folder / name, record)]
+    touched = [name for name, record in manifest["files"].items() if _check_file(folder / name, record, verify)]
     for name in manifest["files"]:
         if name.endswith(".safetensors"):
             with safe_open(str(folder / name), framework="pt") as f:
@@ -182,16 +192,25 @@ def _check_conversion(folder: Path, source: str) -> None:
             log.warning("could not update %s (%s)", folder / MANIFEST, err)
 
 
-def _manifest_ok(folder: Path, source: str) -> bool:
-    """Cheap integrity check of a cached conversion; any problem is logged and means: rebuild."""
+def conversion_problem(folder: Path, source: str, verify: bool = False) -> str | None:
+    """What is wrong with the cached conversion in ``folder`` (None: nothing); ``verify``: hash every file."""
+    if not folder.is_dir():
+        return f"{folder} does not exist"
+    try:
+        _check_conversion(folder, source, verify)
+    except Exception as err:  # any failure at all means: rebuild
+        return " ".join(str(err).split()) or type(err).__name__
+    return None
+
+
+def _manifest_ok(folder: Path, source: str, verify: bool = False) -> bool:
+    """Integrity check of a cached conversion (cheap unless ``verify``); any problem is logged and means: rebuild."""
     if not folder.is_dir():
         return False
-    try:
-        _check_conversion(folder, source)
-        return True
-    except Exception as err:  # any failure at all means: rebuild
-        log.warning("cached conversion in %s is unusable (%s); rebuilding it", folder, err)
-        return False
+    problem = conversion_problem(folder, source, verify)
+    if problem is not None:
+        log.warning("cached conversion in %s is unusable (%s); rebuilding it", folder, problem)
+    return problem is None
 
 
 def read_gguf(gguf: Path) -> tuple[nn.Module, object]:
@@ -229,11 +248,14 @@ def convert_gguf(gguf: Path, out_dir: Path, source: str) -> Path:
     return write_conversion(model, tokenizer, out_dir, source)
 
 
-def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = None) -> Path:
-    """Return a valid cached conversion, converting (or rebuilding a corrupt one) if needed."""
+def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = None, verify: bool = False) -> Path:
+    """Return a valid cached conversion, converting (or rebuilding a corrupt one) if needed.
+
+    ``verify``: the cached files are re-hashed even where their size and mtime match the manifest.
+    """
     if isinstance(gguf_source, BundledModel):
         folder, source = gguf_source.converted_dir(), f"bundled:{gguf_source.name}"
-        if _manifest_ok(folder, source):
+        if _manifest_ok(folder, source, verify):
             return folder
         gguf = gguf_source.gguf_path()
         convert_gguf(gguf, folder, source)
@@ -243,25 +265,34 @@ def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = No
     digest = sha256_file(gguf_source)
     folder = out_dir or store.model_dir(f"gguf-{digest[:16]}")
     source = f"gguf:{digest}"
-    return folder if _manifest_ok(folder, source) else convert_gguf(gguf_source, folder, source)
+    return folder if _manifest_ok(folder, source, verify) else convert_gguf(gguf_source, folder, source)
 
 
-def ensure_assembled(entry: BundledVLM) -> Path:
-    """The assembled folder of a bundled VLM, built once from its parts (rebuilt when the projector changes)."""
-    from lmscope.model.vision import dinov2_folder
-    from lmscope.model.vlm import build_llava
-
+def _projector(entry: BundledVLM) -> tuple[Path, str]:
+    """(the projector file of a bundled VLM, the source its assembled folder's manifest names)."""
     projector = ASSETS / entry.projector_file
     if not projector.is_file():
         raise AssetError(f"{entry.name}'s projector is not in this copy of lmscope ({projector}); train one with "
                          "`lmscope train-projector --out DIR` and copy DIR/projector.safetensors there")
-    source = f"assembled:{entry.name}:{sha256_file(projector)}"
+    return projector, f"assembled:{entry.name}:{sha256_file(projector)}"
+
+
+def ensure_assembled(entry: BundledVLM, verify: bool = False) -> Path:
+    """The assembled folder of a bundled VLM, built once from its parts (rebuilt when the projector changes).
+
+    ``verify``: the cached files (and the text model's conversion) are re-hashed, whatever their mtimes.
+    """
+    from lmscope.model.vision import dinov2_folder
+    from lmscope.model.vlm import build_llava
+
+    projector, source = _projector(entry)
     folder = entry.assembled_dir()
-    if _manifest_ok(folder, source):
+    if _manifest_ok(folder, source, verify):
         return folder
     log.info("assembling %s into %s (once)", entry.name, folder)
-    model, processor = build_llava(ensure_converted(REGISTRY[entry.text]), dinov2_folder(), entry.projector,
-                                   entry.image_size, entry.image_token)
+    text = REGISTRY[entry.text]
+    text_dir = ensure_converted(text, verify=True) if verify else ensure_converted(text)
+    model, processor = build_llava(text_dir, dinov2_folder(), entry.projector, entry.image_size, entry.image_token)
     model.model.multi_modal_projector.load_state_dict(load_tensors(projector))
     return write_conversion(model, processor, folder, source)
 
@@ -282,19 +313,35 @@ def _from_pretrained(source: str, device: str, dtype: torch.dtype, use_safetenso
     """(model on ``device``, tokenizer, processor or None); ``use_safetensors=True`` refuses pickle weights.
 
     A vision-language model (a config with a ``vision_config``) loads with ``AutoModelForImageTextToText`` and its
-    ``AutoProcessor``; a causal LM with ``AutoModelForCausalLM`` and its tokenizer.
+    ``AutoProcessor``; a causal LM with ``AutoModelForCausalLM`` and its tokenizer. A config, tokenizer or processor
+    that cannot be read raises :class:`ModelNotFoundError` (one line).
     """
-    config = AutoConfig.from_pretrained(source, **kwargs)
+    config = _reading("config", source, AutoConfig.from_pretrained, source, **kwargs)
     if getattr(config, "vision_config", None) is not None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(source, **kwargs)
+        processor = _reading("processor", source, AutoProcessor.from_pretrained, source, **kwargs)
         model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, use_safetensors=use_safetensors,
                                                             **kwargs)
         return model.to(device), processor.tokenizer, processor
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    tokenizer = _reading("tokenizer", source, AutoTokenizer.from_pretrained, source, **kwargs)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=use_safetensors, **kwargs)
     return model.to(device), tokenizer, None
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (transformers' messages span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _reading(what: str, source: str, read, *args, **kwargs):
+    """``read(*args, **kwargs)``; a failure (OSError, or the ValueError / KeyError of unreadable files) -> one line."""
+    try:
+        return read(*args, **kwargs)
+    except OSError:
+        raise  # not found / not reachable: load() says "could not load"
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelNotFoundError(f"could not read the {what} of {source}: {_one_line(err)}") from err
 
 
 def _folder_weights(path: Path, allow_pickle: bool) -> bool | None:
@@ -303,7 +350,8 @@ def _folder_weights(path: Path, allow_pickle: bool) -> bool | None:
         return True
     pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
     if not pickles:
-        return True  # no weights at all: transformers says so, load() turns that into ModelNotFoundError
+        raise ModelNotFoundError(f"{path} has a config.json but no weights (no *.safetensors file): not a complete "
+                                 "Hugging Face model folder; save the model there with model.save_pretrained(folder)")
     if not allow_pickle:
         raise ModelNotFoundError(
             f"{path} holds only pickle weights ({', '.join(pickles)}) and lmscope loads safetensors only: convert it "
@@ -314,21 +362,42 @@ def _folder_weights(path: Path, allow_pickle: bool) -> bool | None:
     return None
 
 
-def _resolve_source(name: str, allow_pickle: bool = False) -> tuple[str, str, bool | None]:
-    """(folder or hub id to pass to from_pretrained, display name, ``use_safetensors`` for it)."""
+def _verify_folder(path: Path) -> None:
+    """Hash every file of a local folder that holds an lmscope conversion (a manifest) against that manifest."""
+    if not (path / MANIFEST).is_file():
+        log.info("%s holds no lmscope conversion manifest: there is nothing to verify its files against", path)
+        return
+    try:
+        source = read_json(path / MANIFEST).get("source")
+    except (ArtifactError, AttributeError) as err:
+        raise ArtifactError(f"{path}/{MANIFEST} is unreadable ({err}); delete the folder") from err
+    problem = conversion_problem(path, source, verify=True)
+    if problem is not None:
+        raise ArtifactError(f"{path} does not match its manifest ({problem}); load the model by its bundled name or "
+                            "its .gguf file to rebuild the conversion")
+
+
+def _resolve_source(name: str, allow_pickle: bool = False, verify: bool = False) -> tuple[str, str, bool | None]:
+    """(folder or hub id to pass to from_pretrained, display name, ``use_safetensors`` for it).
+
+    ``verify``: a conversion in the cache is re-hashed (and rebuilt if corrupt), as a local folder holding one.
+    """
     if name in REGISTRY:
-        return str(ensure_converted(REGISTRY[name])), name, True
+        return str(ensure_converted(REGISTRY[name], verify=verify)), name, True
     if name in VLM_REGISTRY:
-        return str(ensure_assembled(VLM_REGISTRY[name])), name, True
+        return str(ensure_assembled(VLM_REGISTRY[name], verify=verify)), name, True
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF file {path} does not exist")
-        return str(ensure_converted(path)), path.stem, True
+        return str(ensure_converted(path, verify=verify)), path.stem, True
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is a folder but has no config.json: not a Hugging Face model folder")
-        return str(path), path.name, _folder_weights(path, allow_pickle)
+        use_safetensors = _folder_weights(path, allow_pickle)
+        if verify:
+            _verify_folder(path)
+        return str(path), path.name, use_safetensors
     if not _hub_reachable():
         raise ModelNotFoundError(
             f"unknown model {name!r}: not a bundled model ({', '.join([*REGISTRY, *VLM_REGISTRY])}), not a local "
@@ -344,12 +413,15 @@ def load(
     dtype: str | torch.dtype = "float32",
     spec: FamilySpec | None = None,
     allow_pickle: bool = False,
+    verify: bool | None = None,
 ) -> LM:
     """Load a model and its tokenizer, wrapped as an :class:`LM` (see the module docstring for sources).
 
     Weights are read from safetensors only: a local folder that holds only pickle weights (``.bin``, ``.pt``,
     ``.pth``) raises :class:`ModelNotFoundError`, and a hub id is loaded with ``use_safetensors=True``.
     ``allow_pickle=True`` lifts that rule (with a warning) for files you trust: unpickling can run arbitrary code.
+    ``verify=True`` re-hashes every file of a cached conversion (sha256) instead of trusting an unchanged size and
+    mtime, and rebuilds a corrupt one; None (the default) reads ``LMSCOPE_VERIFY`` ("1": verify).
     """
     if isinstance(model, tuple):
         module, tokenizer = model
@@ -358,26 +430,42 @@ def load(
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
-    source, display, use_safetensors = _resolve_source(str(model), allow_pickle)
+    if verify is None:
+        verify = os.environ.get(VERIFY_ENV, "").strip().lower() in ("1", "true", "yes")
+    source, display, use_safetensors = _resolve_source(str(model), allow_pickle, verify)
     try:
         hf_model, tokenizer, processor = _from_pretrained(source, device, dtype, use_safetensors=use_safetensors)
     except OSError as err:
         hint = " (lmscope loads safetensors only; allow_pickle=True lifts that)" if "safetensors" in str(err) else ""
-        raise ModelNotFoundError(f"could not load {model!r}: {err}{hint}") from err
+        raise ModelNotFoundError(f"could not load {model!r}: {_one_line(err)}{hint}") from err
     return LM(hf_model, tokenizer, name=display, spec=spec, processor=processor)
 
 
-def list_models() -> list[dict]:
-    """The registry with cache status (for ``lmscope models``)."""
+def list_models(verify: bool = False) -> list[dict]:
+    """The registry with cache status (for ``lmscope model list``).
+
+    Each row: name, description, hub_id, cached (a usable conversion is in the cache), path, problem (what is wrong
+    with a cached conversion that is not usable: it is rebuilt on first use). ``verify``: every cached conversion is
+    re-hashed (sha256 of every file) and a corrupt one rebuilt at once; rows then say ``verified`` (True / False)
+    and, for a rebuilt one, ``rebuilt`` (what was wrong).
+    """
     rows = []
-    for entry in REGISTRY.values():
-        folder = entry.converted_dir()
-        cached = _manifest_ok(folder, f"bundled:{entry.name}") if folder.exists() else False
-        rows.append({"name": entry.name, "description": entry.description, "hub_id": entry.hub_id,
-                     "cached": cached, "path": str(folder) if cached else ""})
-    for vlm in VLM_REGISTRY.values():
-        folder = vlm.assembled_dir()
-        cached = (folder / MANIFEST).is_file()
-        rows.append({"name": vlm.name, "description": vlm.description, "hub_id": "",
-                     "cached": cached, "path": str(folder) if cached else ""})
+    for entry in [*REGISTRY.values(), *VLM_REGISTRY.values()]:
+        vlm = isinstance(entry, BundledVLM)
+        folder = entry.assembled_dir() if vlm else entry.converted_dir()
+        row = {"name": entry.name, "description": entry.description, "hub_id": "" if vlm else entry.hub_id,
+               "cached": False, "path": "", "problem": ""}
+        if folder.exists():
+            source = _projector(entry)[1] if vlm and (ASSETS / entry.projector_file).is_file() else \
+                f"bundled:{entry.name}" if not vlm else None
+            problem = conversion_problem(folder, source, verify) if source else "its projector is missing"
+            if verify:
+                row["verified"] = problem is None
+            if problem is not None and verify:
+                log.warning("%s: the cached conversion in %s is corrupt (%s); rebuilding it", entry.name, folder,
+                            problem)
+                ensure_assembled(entry, verify=True) if vlm else ensure_converted(entry, verify=True)
+                row["rebuilt"], problem = problem, None
+            row.update(cached=problem is None, path=str(folder), problem=problem or "")
+        rows.append(row)
     return rows

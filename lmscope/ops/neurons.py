@@ -15,8 +15,10 @@ def _fmt(value: float | None) -> str:
 
 
 def _report(r) -> list[str]:
+    agree = r.agreement[0]
+    spearman = f"{agree:.3f}" if agree == agree else "n/a (one method)"  # NaN: only one method was run
     lines = [f"{r.model}: {r.prompts[0]!r} -> {r.targets[0]!r} (P={r.target_prob[0]:.3f}); Spearman of the two "
-             f"scores {r.agreement[0]:.3f}"]
+             f"scores {spearman}"]
     lines += [f"  L{t['layer']:>2}.{t['neuron']:<5} contribution {_fmt(t['contribution'])} grad x act "
               f"{_fmt(t['gradxact'])}  writes {' '.join(repr(v) for v in t['vocab'][:5])}" for t in r.top[0]]
     return lines

@@ -56,7 +56,8 @@ def neurons_report(result, report: HtmlReport | None = None) -> HtmlReport:
     for b, prompt in enumerate(result.prompts):
         report.heading(f"{prompt!r} → {result.targets[b]!r}")
         report.text(f"P(target) = {result.target_prob[b]:.4f}; Spearman of the two scores over every neuron: "
-                    f"{result.agreement[b]:.3f}; top-{result.config.top_k} overlap {result.overlap[b]:.2f}.")
+                    f"{_or_na(result.agreement[b], '.3f')}; top-{result.config.top_k} overlap "
+                    f"{_or_na(result.overlap[b], '.2f')}.")
         report.table(["layer", "neuron", "contribution", "rank", "grad x act", "rank", "writes toward", "against"],
                      [[t["layer"], t["neuron"], t["contribution"], t["rank_contribution"], t["gradxact"],
                        t["rank_gradxact"], " ".join(repr(v) for v in t["vocab"][:6]),
@@ -123,3 +124,8 @@ def patch_figure(result, image, b: int = 0, neurons: int = 4, top_fraction: floa
                  fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _or_na(value: float, spec: str) -> str:
+    """A number, or "n/a" where it is not defined (NaN: one scoring method only)."""
+    return format(value, spec) if value == value else "n/a"

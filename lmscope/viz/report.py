@@ -46,6 +46,8 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
 
 
 def _cell(value) -> str:
+    if value is None or isinstance(value, float) and value != value:  # not defined (or not measured): a dash
+        return '<td class="num">–</td>'
     if isinstance(value, float):
         return f'<td class="num">{value:.4g}</td>'
     if isinstance(value, int):

@@ -11,7 +11,7 @@ corpus, stub = fixtures.corpus, fixtures.stub  # the autointerp tests' fixtures,
 
 def test_cli_with_an_http_endpoint(tiny_llama_dir, corpus, stub, tmp_path, capsys):
     sae = build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4), seed=0)
-    save_sae(sae, tmp_path / "sae", site="resid_post.1", model="tiny")
+    save_sae(sae, tmp_path / "sae", site="resid_post.1", model="tiny-llama")  # the model it is used on
     stub.answer = lambda messages: "the word Paris" if "summarize" in messages[0]["content"] else "No"
     argv = ["--model", str(tiny_llama_dir), "autointerp", "--sae", str(tmp_path / "sae"), "--kinds", "sae", "pca",
             "--n-units", "2", "--corpus", corpus, "--split", "all", "--tokens", "1024", "--seq-len", "16",

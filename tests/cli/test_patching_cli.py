@@ -19,7 +19,7 @@ def test_patch_and_ioi_commands(tiny_llama_dir, data, tmp_path, capsys):
                  "--corrupted", "The capital of", "--answer", "Paris"]) == 2
     assert "same number of tokens" in capsys.readouterr().err
     sae = build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4), seed=0)
-    save_sae(sae, tmp_path / "sae", site="resid_post.1", model="tiny")
+    save_sae(sae, tmp_path / "sae", site="resid_post.1", model="tiny-seed1")  # the model it is used on
     model = tmp_path / "tiny-seed1"
     tiny_model("llama", seed=1).save_pretrained(model)
     tiny_tokenizer().save_pretrained(model)

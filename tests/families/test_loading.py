@@ -225,3 +225,72 @@ def test_manifest_records_source(fake_bundle):
     assert manifest["files"]["model.safetensors"] == {"size": weights.stat().st_size,
                                                       "mtime_ns": weights.stat().st_mtime_ns,
                                                       "sha256": loading.sha256_file(weights)}
+
+
+def _overwrite_keeping_mtime(weights: Path) -> None:
+    """Zero 64 bytes inside the tensor data, then restore the old mtime (``touch -r``): size and mtime match."""
+    before = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size and weights.stat().st_mtime_ns == before.st_mtime_ns
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_verify_rehashes_and_rebuilds_a_change_with_the_old_mtime(fake_bundle, how, caplog, monkeypatch):
+    entry, calls = fake_bundle
+    lmscope.load("tiny-test")
+    _overwrite_keeping_mtime(entry.converted_dir() / "model.safetensors")
+    assert not torch.equal(lmscope.load("tiny-test")(IDS), tiny_model("llama")(IDS).logits)  # trusted: documented
+    assert len(calls) == 1
+    if how == "environment":
+        monkeypatch.setenv(loading.VERIFY_ENV, "1")
+    lm = lmscope.load("tiny-test", verify=True) if how == "argument" else lmscope.load("tiny-test")
+    assert len(calls) == 2 and "same size and mtime, but its sha256 no longer matches" in caplog.text
+    assert torch.equal(lm(IDS), tiny_model("llama")(IDS).logits)
+    hashed = []
+    real_sha256 = loading.sha256_file
+    monkeypatch.setattr(loading, "sha256_file", lambda path, *a, **kw: hashed.append(path.name) or real_sha256(path))
+    lmscope.load("tiny-test", verify=True)
+    assert len(calls) == 2 and "model.safetensors" in hashed  # hashed again, and sound: kept
+    hashed.clear()
+    lmscope.load("tiny-test", verify=False)
+    assert hashed == []
+
+
+def test_list_models_verify(fake_bundle):
+    entry, calls = fake_bundle
+    lmscope.load("tiny-test")
+    assert "verified" not in {r["name"]: r for r in lmscope.list_models()}["tiny-test"]
+    _overwrite_keeping_mtime(entry.converted_dir() / "model.safetensors")
+    row = {r["name"]: r for r in lmscope.list_models(verify=True)}["tiny-test"]
+    assert len(calls) == 2 and row["cached"] and not row["verified"] and "sha256" in row["rebuilt"]
+    row = {r["name"]: r for r in lmscope.list_models(verify=True)}["tiny-test"]
+    assert len(calls) == 2 and row["cached"] and row["verified"] and "rebuilt" not in row
+    (entry.converted_dir() / "model.safetensors").write_bytes(b"short")
+    row = {r["name"]: r for r in lmscope.list_models()}["tiny-test"]  # listing alone does not rebuild
+    assert len(calls) == 2 and not row["cached"] and "wrong size" in row["problem"]
+
+
+def test_verify_a_local_folder_holding_a_conversion(fake_bundle, tiny_llama_dir):
+    entry, _ = fake_bundle
+    lmscope.load("tiny-test")
+    folder = entry.converted_dir()
+    lmscope.load(str(folder), verify=True)
+    lmscope.load(str(tiny_llama_dir), verify=True)  # no manifest: nothing to verify against, loads
+    _overwrite_keeping_mtime(folder / "model.safetensors")
+    with pytest.raises(lmscope.ArtifactError, match="does not match its manifest.*sha256.*bundled name"):
+        lmscope.load(str(folder), verify=True)
+
+
+def test_folder_without_weights_or_tokenizer(tiny_llama_dir, tmp_path):
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((tiny_llama_dir / "config.json").read_bytes())
+    with pytest.raises(ModelNotFoundError, match="has a config.json but no weights"):
+        lmscope.load(str(folder))
+    (folder / "model.safetensors").write_bytes((tiny_llama_dir / "model.safetensors").read_bytes())
+    with pytest.raises(ModelNotFoundError, match="could not read the tokenizer") as err:
+        lmscope.load(str(folder))
+    assert "\n" not in str(err.value)

@@ -6,11 +6,11 @@ an OpenAI-compatible endpoint; prompts in ``prompts/``), ``scoring`` (explanatio
 ``run`` (:func:`autointerp`, resumable, and its result).
 """
 
-from lmscope.methods.autointerp.backends import HttpBackend, LocalBackend, load_prompt
+from lmscope.methods.autointerp.backends import HttpBackend, LocalBackend, check_prompts, load_prompt
 from lmscope.methods.autointerp.config import UNIT_KINDS, SampleConfig, ScoreConfig
 from lmscope.methods.autointerp.run import AutointerpResult, autointerp, bootstrap_ci
 from lmscope.methods.autointerp.scoring import auroc, correlation, score_unit
 from lmscope.methods.autointerp.units import fast_ica
 
 __all__ = ["AutointerpResult", "HttpBackend", "LocalBackend", "SampleConfig", "ScoreConfig", "UNIT_KINDS", "auroc",
-           "autointerp", "bootstrap_ci", "correlation", "fast_ica", "load_prompt", "score_unit"]
+           "autointerp", "bootstrap_ci", "check_prompts", "correlation", "fast_ica", "load_prompt", "score_unit"]

@@ -11,16 +11,24 @@ expected value; detection compares P(" Yes") and P(" No").
 
 HTTP: chat completions; responses are cached on disk by a hash of the request (a rerun costs nothing, a killed run
 resumes), requests are retried with exponential backoff, a budget caps the requests a run sends, and an endpoint
-that cannot be reached raises :class:`EndpointError` after the retries.
+that cannot be reached raises :class:`EndpointError` after the retries. Only what may pass is retried (throttling,
+server errors, timeouts, connection errors); a client error (HTTP 4xx: the request itself is wrong) is reported
+after one request, and so is an answer that is not a chat completion. An answer is validated before it is cached,
+and a cached answer that is not valid (a corrupt file, one of another request) is discarded and asked again.
+
+Prompt templates (``prompts/``, or a folder overriding some of them) use only their own placeholders
+(:data:`PLACEHOLDERS`) and at least the ones they cannot do without; :func:`check_prompts` checks a folder up front.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
 import re
+import string
 import threading
 import time
 import urllib.error
@@ -29,8 +37,9 @@ from pathlib import Path
 
 import torch
 
-from lmscope.errors import EndpointError
+from lmscope.errors import ArtifactError, ConfigError, EndpointError
 from lmscope.io import read_json, write_json
+from lmscope.methods.autointerp.config import check_url
 from lmscope.model.generate import greedy
 from lmscope.model.lm import LM
 
@@ -38,10 +47,107 @@ log = logging.getLogger(__name__)
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 
 
+#: Each prompt file: the placeholders it is given, and those it cannot do without (at least one of each group).
+PLACEHOLDERS = {
+    "explainer.txt": (("max_value", "examples", "nonzero"), (("examples", "nonzero"),)),
+    "simulator.txt": (("explanation", "max_value"), (("explanation",),)),
+    "simulator_chat.txt": (("explanation", "max_value", "tokens"), (("explanation",), ("tokens",))),
+    "detector.txt": (("explanation", "text"), (("explanation",), ("text",))),
+}
+_SAMPLE = {"max_value": 10}  # a trial value of each placeholder (text for the others)
+
+
+def check_template(name: str, text: str, path: str | Path = "") -> None:
+    """The template ``text`` of prompt file ``name`` uses only its placeholders, and those it needs.
+
+    Raises one :class:`ConfigError` naming the file (``path``) and the placeholder; ``{{`` and ``}}`` are literal
+    braces.
+    """
+    given, needed = PLACEHOLDERS[name]
+    where = f"prompt file {path or name}"
+    hint = f"its placeholders are {', '.join(given)} (write {{{{ and }}}} for a literal brace)"
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+    except ValueError as err:
+        raise ConfigError(f"{where} is not a valid template ({err}); {hint}") from err
+    for f in fields:
+        if f not in given:
+            raise ConfigError(f"{where} uses {{{f}}}, which this prompt does not have: {hint}")
+    for group in needed:
+        if not set(group) & set(fields):
+            raise ConfigError(f"{where} never uses {' or '.join(f'{{{g}}}' for g in group)}: without it the "
+                              f"prompt cannot do its work; {hint}")
+    try:
+        text.format(**{g: _SAMPLE.get(g, "x") for g in given})
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+        raise ConfigError(f"{where} cannot be filled in ({type(err).__name__}: {err}); {hint}") from err
+
+
+def _read_prompt(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"prompt file {path} is not UTF-8 text") from err
+    except OSError as err:
+        raise ConfigError(f"prompt file {path} cannot be read ({err.strerror or err})") from err
+
+
+def _prompt_folder(folder: str | Path) -> Path:
+    path = Path(folder)
+    if not path.exists():
+        raise ConfigError(f"prompts folder {path} does not exist (leave out --prompts for the packaged prompts)")
+    if not path.is_dir():
+        raise ConfigError(f"prompts folder {path} is a file, not a folder of prompt files")
+    return path
+
+
+def check_prompts(folder: str | Path) -> None:
+    """A prompts folder exists, overrides at least one prompt, and each of its prompt files is a valid template.
+
+    Raises one :class:`ConfigError` naming the folder or file; ``folder`` "" (the packaged prompts) passes.
+    """
+    if not folder:
+        return
+    path = _prompt_folder(folder)
+    found = [name for name in PLACEHOLDERS if (path / name).exists()]
+    if not found:
+        raise ConfigError(f"prompts folder {path} holds none of {', '.join(PLACEHOLDERS)}: it would override "
+                          "nothing")
+    for name in found:
+        load_prompt(name, path)
+
+
 def load_prompt(name: str, folder: str | Path = "") -> str:
-    """A prompt template: from ``folder`` when it has the file, else the packaged one."""
-    custom = Path(folder) / name if folder else None
-    return (custom if custom and custom.is_file() else PROMPTS / name).read_text(encoding="utf-8")
+    """A prompt template, checked (:func:`check_template`): from ``folder`` when it has the file, else the packaged one.
+
+    A ``folder`` that does not exist is a :class:`ConfigError`, not a silent fallback to the packaged prompts.
+    """
+    path = PROMPTS / name
+    if folder:
+        custom = _prompt_folder(folder) / name
+        if custom.exists():
+            if not custom.is_file():
+                raise ConfigError(f"prompt file {custom} is not a file")
+            path = custom
+    text = _read_prompt(path)
+    if name in PLACEHOLDERS:
+        check_template(name, text, path)
+    return text
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """``text`` on one line, cut to about ``limit`` characters (for an error message)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def chat_content(answer) -> str | None:
+    """The text of a chat completion (``choices[0].message.content``), or None when ``answer`` is not one."""
+    try:
+        content = answer["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None
 
 
 def show(token: str) -> str:
@@ -49,10 +155,26 @@ def show(token: str) -> str:
     return token.replace("\n", "\\n").replace("\t", "\\t")
 
 
+def _body(err: urllib.error.HTTPError) -> str:
+    """The text of an HTTP error's answer ("" when it cannot be read); a JSON error's message alone."""
+    try:
+        text = err.read().decode("utf-8", errors="replace")
+    except (OSError, http.client.HTTPException):
+        return ""
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    message = answer.get("error") if isinstance(answer, dict) else None
+    message = message.get("message", message) if isinstance(message, dict) else message
+    return message if isinstance(message, str) and message else text
+
+
 class LocalBackend:
     """Explainer / simulator from a causal LM lmscope has loaded."""
 
     def __init__(self, lm: LM, prompts: str | Path = "", explanation_tokens: int = 40):
+        check_prompts(prompts)
         self.lm, self.prompts, self.explanation_tokens = lm, prompts, explanation_tokens
         tok = lm.tokenizer
         ids = [tok(str(v), add_special_tokens=False)["input_ids"] for v in range(11)]
@@ -93,6 +215,9 @@ class LocalBackend:
         return float(torch.softmax(last[self.yes_no], -1)[0])
 
 
+RETRIED = (408, 429)  # and every 5xx: the request may pass later; any other 4xx will not
+
+
 class HttpBackend:
     """An OpenAI-compatible chat endpoint, with an on-disk response cache, retries, a budget and a timeout."""
 
@@ -101,8 +226,10 @@ class HttpBackend:
     def __init__(self, base_url: str, model: str, cache_dir: str | Path, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 60.0, retries: int = 4, budget: int = 2000, prompts: str | Path = "",
                  explanation_tokens: int = 40, backoff: float = 1.0):
+        check_url(base_url)
+        check_prompts(prompts)
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.key = model, os.environ.get(api_key_env, "")
+        self.model, self.key_env, self.key = model, api_key_env, os.environ.get(api_key_env, "")
         self.cache = Path(cache_dir)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.timeout, self.retries, self.budget, self.backoff = timeout, retries, budget, backoff
@@ -111,22 +238,39 @@ class HttpBackend:
         self.malformed = 0
         self.lock = threading.Lock()  # requests may run in parallel threads
 
+    def _cached(self, path: Path, request: dict) -> str | None:
+        """The cached answer to ``request``; one that is not valid is discarded (None: ask again)."""
+        if not path.is_file():
+            return None
+        try:
+            cached = read_json(path)
+        except ArtifactError:
+            cached = None
+        if isinstance(cached, dict) and cached.get("request") == request and isinstance(cached.get("content"), str):
+            return cached["content"]
+        log.warning("%s: the cached answer is not a valid answer to its request; discarded, asking again", path)
+        path.unlink(missing_ok=True)
+        return None
+
     def _post(self, messages: list[dict], max_tokens: int) -> str:
         request = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
         key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
         path = self.cache / f"{key}.json"
-        if path.is_file():
-            return read_json(path)["content"]
+        content = self._cached(path, request)
+        if content is not None:
+            return content
         with self.lock:
             spent = self.sent >= self.budget
         if spent:
             raise EndpointError(f"the request budget of this run ({self.budget}) is spent; finished units are "
                                 f"saved and answers cached: rerun (with a larger --budget) to go on")
-        content = self._send(request)
-        write_json(path, {"request": request, "content": content})
+        content = self._send(request)  # a valid answer: anything else raised
+        with self.lock:  # two threads may ask the same question
+            write_json(path, {"request": request, "content": content})
         return content
 
     def _send(self, request: dict) -> str:
+        """The text of the endpoint's answer; transient failures are retried, anything else raises at once."""
         body = json.dumps(request).encode()
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
         error = None
@@ -138,16 +282,40 @@ class HttpBackend:
             try:
                 req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout) as response:
-                    return json.loads(response.read())["choices"][0]["message"]["content"]
+                    raw = response.read()
             except urllib.error.HTTPError as err:
-                error = f"HTTP {err.code}"
-                if err.code not in (408, 409, 429) and err.code < 500:
-                    break  # a request the endpoint refuses: retrying will not help
-            except (urllib.error.URLError, TimeoutError, OSError, KeyError, ValueError) as err:
+                error = f"HTTP {err.code}" + (f": {shorten(text, 150)}" if (text := _body(err)) else "")
+                if err.code not in RETRIED and err.code < 500:
+                    raise EndpointError(self._refused(err.code, err.reason, text)) from None
+            except (OSError, http.client.HTTPException) as err:  # connection errors, timeouts, cut-off answers
                 error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+            else:
+                return self._content(raw)
             log.info("%s: attempt %d failed (%s)", self.url, attempt + 1, error)
-        raise EndpointError(f"{self.url} failed after {self.retries + 1} tries ({error}); finished units are saved "
-                            f"and answers cached: rerun the same command to resume")
+        tries = f"{self.retries + 1} tries" if self.retries else "1 try"
+        raise EndpointError(f"{self.url} failed after {tries} ({error}); finished units are saved and answers "
+                            f"cached: rerun the same command to resume")
+
+    def _content(self, raw: bytes) -> str:
+        """The answer's text, or an :class:`EndpointError` showing what the server returned instead."""
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            answer = json.loads(text)
+        except (ValueError, RecursionError):
+            raise EndpointError(f"{self.url} returned {shorten(text) or 'an empty answer'}: not JSON, so not a chat "
+                                "completion; nothing was cached") from None
+        content = chat_content(answer)
+        if content is None:
+            raise EndpointError(f"{self.url} returned {shorten(json.dumps(answer, ensure_ascii=False))}: not a chat "
+                                "completion (no choices[0].message.content text); nothing was cached")
+        return content
+
+    def _refused(self, code: int, reason: str, text: str) -> str:
+        """The message of a client error (HTTP 4xx other than 408 / 429): what the server said, and what to check."""
+        check = {401: f"check the key in ${self.key_env}", 403: f"check the key in ${self.key_env}",
+                 404: "check --base-url (it ends before /chat/completions) and --api-model"}.get(
+                     code, "the request itself is wrong, so it was not sent again")
+        return f"{self.url} answered HTTP {code} {reason}: {shorten(text) or '(no message)'}; {check}"
 
     def explain(self, prompt: str) -> str:
         """The answer's first line."""

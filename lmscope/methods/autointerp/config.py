@@ -7,6 +7,7 @@ the explainer and the scorer (never the same excerpt for both), and random excer
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 
 from lmscope import config as check
@@ -14,6 +15,19 @@ from lmscope.data.activations import CorpusConfig, text_field
 from lmscope.errors import ConfigError
 
 UNIT_KINDS = ("sae", "neurons", "random", "pca", "ica")
+
+
+def check_url(base_url: str) -> None:
+    """``base_url`` is an http(s) address with a host (one :class:`ConfigError` otherwise)."""
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        _ = parts.port  # an invalid port raises here
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed address (an invalid port or IPv6 host)
+        ok = False
+    if not ok:
+        raise ConfigError(f"base-url must be an http:// or https:// address, e.g. http://localhost:8000/v1, got "
+                          f"{base_url!r}")
 
 
 @dataclass
@@ -25,26 +39,42 @@ class SampleConfig(CorpusConfig):
     batch_size: int = text_field(16, "excerpts per forward pass")
 
     kinds: tuple[str, ...] = field(default=("sae", "neurons", "random", "pca", "ica"), metadata={
-        "help": "unit kinds: sae (needs --sae), neurons (mlp_key), random, pca, ica (directions of the SAE's site)"})
-    n_units: int = field(default=50, metadata={"help": "units of each kind (sampled among those that fire)"})
+        "help": "unit kinds: sae (needs --sae), neurons (mlp_key), random, pca, ica (directions of the SAE's site)",
+        "max_items": len(UNIT_KINDS)})
+    n_units: int = field(default=50, metadata={"help": "units of each kind (sampled among those that fire)",
+                                               "min": 1, "max": 100_000})
     units: tuple[int, ...] = field(default=(), metadata={
-        "help": "explicit SAE feature / neuron indices instead of a sample (for the sae and neurons kinds)"})
-    fit_tokens: int = field(default=65_536, metadata={"help": "activations used to fit the PCA / ICA directions"})
-    explain_examples: int = field(default=5, metadata={"help": "top excerpts shown to the explainer"})
-    score_top: int = field(default=5, metadata={"help": "other top excerpts the explanation is scored on"})
-    score_random: int = field(default=5, metadata={"help": "random excerpts the explanation is scored on"})
+        "help": "explicit SAE feature / neuron indices instead of a sample (for the sae and neurons kinds)",
+        "min": 0, "max": 2**31 - 1, "max_items": 100_000})
+    fit_tokens: int = field(default=65_536, metadata={"help": "activations used to fit the PCA / ICA directions",
+                                                      "min": 16, "max": 1 << 24})
+    explain_examples: int = field(default=5, metadata={"help": "top excerpts shown to the explainer",
+                                                       "min": 1, "max": 100})
+    score_top: int = field(default=5, metadata={"help": "other top excerpts the explanation is scored on",
+                                                "min": 1, "max": 100})
+    score_random: int = field(default=5, metadata={"help": "random excerpts the explanation is scored on",
+                                                   "min": 0, "max": 100})
     score_quantiles: int = field(default=0, metadata={
-        "help": "also score on one excerpt from each of this many activation-quantile bins of the active excerpts"})
-    unit_seed: int = field(default=0, metadata={"help": "seed of the unit sample, random directions and excerpts"})
+        "help": "also score on one excerpt from each of this many activation-quantile bins of the active excerpts",
+        "min": 0, "max": 100})
+    unit_seed: int = field(default=0, metadata={"help": "seed of the unit sample, random directions and excerpts",
+                                                "min": 0, "max": 2**32 - 1})
 
     def __post_init__(self) -> None:
         self.kinds, self.units = tuple(self.kinds), tuple(map(int, self.units))
         bad = [k for k in self.kinds if k not in UNIT_KINDS]
-        if bad or not self.kinds:
-            raise ConfigError(f"unit kinds must be among {', '.join(UNIT_KINDS)}, got {list(self.kinds)}")
+        if bad or not self.kinds or len(set(self.kinds)) < len(self.kinds):
+            raise ConfigError(f"unit kinds must be among {', '.join(UNIT_KINDS)}, each once, got {list(self.kinds)}")
         super().__post_init__()
         check.at_least(self, 1, "n_units", "tokens", "fit_tokens", "explain_examples", "score_top")
         check.at_least(self, 0, "score_random", "score_quantiles")
+        check.bounds(self)
+        if self.tokens < self.seq_len:
+            raise ConfigError(f"tokens ({self.tokens}) must be at least one excerpt of seq-len ({self.seq_len}) "
+                              "tokens")
+        if self.units and not {"sae", "neurons"} & set(self.kinds):
+            raise ConfigError(f"units are SAE feature / neuron indices: they need the kind sae or neurons, and the "
+                              f"kinds are {', '.join(self.kinds)}")
 
 
 @dataclass
@@ -58,12 +88,17 @@ class ScoreConfig:
     base_url: str = field(default="", metadata={"help": "http: the endpoint, e.g. http://localhost:8000/v1"})
     api_model: str = field(default="", metadata={"help": "http: the model name sent to the endpoint"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "http: environment variable of the key"})
-    timeout: float = field(default=60.0, metadata={"help": "http: seconds per request"})
-    retries: int = field(default=4, metadata={"help": "http: retries of a failed request (exponential backoff)"})
-    budget: int = field(default=2000, metadata={"help": "http: most requests this run sends (cache hits are free)"})
-    concurrency: int = field(default=4, metadata={"help": "http: requests in flight at once"})
-    explanation_tokens: int = field(default=40, metadata={"help": "longest explanation, in tokens"})
-    prompts: str = field(default="", metadata={"help": "a folder of prompt files overriding the packaged ones"})
+    timeout: float = field(default=60.0, metadata={"help": "http: seconds per request", "min": 0.01, "max": 3600})
+    retries: int = field(default=4, metadata={"help": "http: retries of a failed request (exponential backoff)",
+                                              "min": 0, "max": 10})
+    budget: int = field(default=2000, metadata={"help": "http: most requests this run sends (cache hits are free)",
+                                                "min": 1, "max": 10_000_000})
+    concurrency: int = field(default=4, metadata={"help": "http: requests in flight at once", "min": 1, "max": 64})
+    explanation_tokens: int = field(default=40, metadata={"help": "longest explanation, in tokens",
+                                                          "min": 1, "max": 1000})
+    prompts: str = field(default="", metadata={
+        "help": "a folder of prompt files (explainer.txt, simulator.txt, simulator_chat.txt, detector.txt) "
+                "overriding the packaged ones"})
     detection: bool = field(default=True, metadata={"help": "also the detection score (activating vs random)"})
 
     def __post_init__(self) -> None:
@@ -72,5 +107,7 @@ class ScoreConfig:
             raise ConfigError("the http backend needs --base-url and --api-model")
         check.at_least(self, 0, "retries")
         check.at_least(self, 1, "budget", "concurrency", "explanation_tokens")
-        if self.timeout <= 0:
-            raise ConfigError(f"timeout must be positive, got {self.timeout}")
+        check.positive(self, "timeout")
+        check.bounds(self)
+        if self.backend == "http":
+            check_url(self.base_url)

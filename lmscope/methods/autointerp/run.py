@@ -120,7 +120,7 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
                 write({"key": key, "kind": kind, "unit": unit, "explanation": "", "score": None, "detection": None,
                        "malformed": 0, "scored_excerpts": 0, "note": "never active on the excerpts read"})
                 continue
-            record = score_unit(explainer, simulator, excerpts, score_cfg, workers)
+            record = score_unit(explainer, simulator, excerpts, score_cfg, workers, unit=key)
             write({"key": key, "kind": kind, "unit": unit, **record, "rows": excerpts["rows"]})
     records = [run.done[f"{k}:{u}"] for k, _, u in todo]
     return AutointerpResult(model=lm.name, sites={u.name: str(u.site) for u in sets}, records=records,

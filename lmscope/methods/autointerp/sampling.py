@@ -6,6 +6,10 @@ excerpts are ranked by their largest activation; the top ones alternate between 
 and the scorer (ranks 1, 3, 5, ...), and the scorer also gets random excerpts that neither side used for that unit
 (and, optionally, one active excerpt from each activation-quantile bin), so no excerpt that explains a unit scores
 it.
+
+The corpus must give at least one excerpt (else a :class:`DataError`), and the model's activations must be finite
+(else an :class:`ArtifactError` naming the site or unit); a unit's activations are kept in float16 unless they
+reach beyond its range, then in float32 (never turned into infinity).
 """
 
 from __future__ import annotations
@@ -15,15 +19,28 @@ from dataclasses import dataclass
 import torch
 
 from lmscope.data.activations import activation_batches, corpus_batches, run_batch
+from lmscope.errors import ArtifactError, DataError
 from lmscope.methods.autointerp.config import SampleConfig
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.units import Units
 from lmscope.progress import tqdm
 
+HALF_MAX = float(torch.finfo(torch.float16).max)
+
 
 def _stop(sites: list[Site]) -> Site:
     return Site(max(s.layer for s in sites), "resid_post")
+
+
+def _no_text(cfg: SampleConfig) -> DataError:
+    return DataError(f"the corpus {cfg.corpus} (split {cfg.split}) gives no excerpt of {cfg.seq_len} tokens: it is "
+                     "empty or too short (choose another corpus or split, or a smaller --seq-len)")
+
+
+def _not_finite(what: str) -> ArtifactError:
+    return ArtifactError(f"{what} is not finite on the corpus: the weights that give it (the model's or the SAE's) "
+                         "hold NaN or infinity, or the dtype overflows (run in float32)")
 
 
 @torch.no_grad()
@@ -33,7 +50,16 @@ def fit_activations(lm: LM, sites: list[Site], cfg: SampleConfig) -> dict[Site, 
     for batch in activation_batches(lm, sites, cfg, tokens=cfg.fit_tokens, stop_after=_stop(sites)):
         for s in sites:
             parts[s].append(batch.kept(s))
-    return {s: torch.cat(v) for s, v in parts.items()}
+    if not all(parts.values()):
+        raise _no_text(cfg)
+    fit = {s: torch.cat(v) for s, v in parts.items()}
+    for s, x in fit.items():
+        if not x.shape[0]:
+            raise DataError(f"the corpus {cfg.corpus} leaves no position to read at {s}: every position is left out "
+                            "(see --drop-first, --drop-special, --sink-factor)")
+        if not bool(torch.isfinite(x).all()):
+            raise _not_finite(f"the activation at {s}")
+    return fit
 
 
 @dataclass
@@ -41,7 +67,7 @@ class Excerpts:
     """Every excerpt read, and each unit set's activations on it."""
 
     ids: torch.Tensor  # (rows, seq_len)
-    acts: dict[str, torch.Tensor]  # unit set name -> (rows, seq_len, units) float16 on CPU
+    acts: dict[str, torch.Tensor]  # unit set name -> (rows, seq_len, units) on CPU, float16 (float32 when beyond it)
 
 
 @torch.no_grad()
@@ -55,8 +81,14 @@ def collect(lm: LM, sets: list[Units], cfg: SampleConfig) -> Excerpts:
         for u in sets:
             x = batch.acts[u.site].float()  # (batch, seq, d)
             a = u.encode(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep[..., None]
-            acts[u.name].append(a.half().cpu())
+            bad = (~torch.isfinite(a)).flatten(0, 1).any(0).nonzero().flatten().tolist()
+            if bad:
+                raise _not_finite(f"the activation of unit {u.name}:{u.unit_ids[bad[0]]}")
+            big = bool(a.abs().max() > HALF_MAX) if a.numel() else False
+            acts[u.name].append(a.cpu() if big else a.half().cpu())  # torch.cat promotes to float32
         rows.append(batch.ids.cpu())
+    if not rows:
+        raise _no_text(cfg)
     return Excerpts(torch.cat(rows), {k: torch.cat(v) for k, v in acts.items()})
 
 

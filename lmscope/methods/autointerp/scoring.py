@@ -4,6 +4,10 @@ The explainer reads the explain excerpts as token<TAB>value lines, values discre
 unit's largest activation there. The simulation score is the Pearson correlation between simulated and true
 activations over every token of the scoring excerpts together (top and random: Bills et al.'s "top-and-random"
 score). The detection score is the AUROC of the detector's P(yes) for top excerpts against random ones.
+
+A score that cannot be computed (a constant simulation, no readable answer) is None, never NaN; a non-finite
+activation or simulated value is an :class:`ArtifactError` naming the unit (the model, SAE or simulator gives NaN or
+infinity: its weights or dtype), not a score.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from lmscope.errors import ArtifactError
 from lmscope.methods.autointerp.backends import load_prompt, show
 
 
@@ -57,19 +62,33 @@ def _parallel(fn, items: list, workers: int) -> list:
         return list(pool.map(fn, items))
 
 
-def score_unit(explainer, simulator, excerpts: dict, cfg, workers: int = 1) -> dict:
-    """Explanation, simulation score, detection score and malformed-answer count of one unit.
+def _finite(values, unit: str, what: str) -> None:
+    """Every value is a finite number, else an :class:`ArtifactError` naming ``unit`` and ``what`` the value is."""
+    values = torch.as_tensor(values, dtype=torch.float64).flatten()
+    bad = values[~torch.isfinite(values)]
+    if bad.numel():
+        raise ArtifactError(f"unit {unit}: {what} is not finite ({float(bad[0])}), so it cannot be scored; the model, "
+                            "SAE or simulator gives NaN or infinity (check its weights, or run in float32)")
 
-    ``excerpts``: {"explain": [(tokens, values)], "top": [...], "random": [...]}, values as (seq,) tensors.
+
+def score_unit(explainer, simulator, excerpts: dict, cfg, workers: int = 1, unit: str = "?") -> dict:
+    """Explanation, simulation score, detection score and malformed-answer count of one unit (named ``unit``).
+
+    ``excerpts``: {"explain": [(tokens, values)], "top": [...], "random": [...]}, values as (seq,) tensors. A
+    non-finite activation, simulated value or detection probability is an :class:`ArtifactError` naming ``unit``.
     """
     explain = excerpts["explain"]
+    for _, values in explain + excerpts["top"] + excerpts["random"]:
+        _finite(values, unit, "an activation")
     prompt = explainer_prompt([t for t, _ in explain], [v for _, v in explain], explainer.max_value, cfg.prompts)
     explanation = explainer.explain(prompt)
     scoring = excerpts["top"] + excerpts["random"]
     simulated = _parallel(lambda ex: simulator.simulate(explanation, ex[0]), scoring, workers)
     true, sim = [], []
+    simulated = [p if p is None or len(p) == len(ex[1]) else None for p, ex in zip(simulated, scoring)]  # one a token
     for (_, values), pred in zip(scoring, simulated):
         if pred is not None:
+            _finite(pred, unit, "a simulated activation")
             true += values.float().tolist()
             sim += pred
     record = {"explanation": explanation, "score": correlation(true, sim),
@@ -77,6 +96,7 @@ def score_unit(explainer, simulator, excerpts: dict, cfg, workers: int = 1) -> d
     if cfg.detection:
         texts = ["".join(t) for t, _ in scoring]
         probs = _parallel(lambda text: simulator.detect(explanation, text), texts, workers)
+        _finite([p for p in probs if p is not None], unit, "a detection probability")
         n_top = len(excerpts["top"])
         record["detection"] = auroc([p for p in probs[:n_top] if p is not None],
                                     [p for p in probs[n_top:] if p is not None])

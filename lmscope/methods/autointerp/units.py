@@ -4,16 +4,22 @@ Every unit set is a :class:`lmscope.model.units.Units` narrowed to the units exp
 activations from one site's activations, (n, d) -> (n, units). The baselines of
 Cunningham et al. are directions in the SAE's site: random unit vectors, the top principal components, and ICA
 components (FastICA, symmetric, log-cosh, on the whitened top components), each read as a projection of the
-centred activation; ICA signs are chosen so that the heavy tail is positive.
+centred activation; ICA signs are chosen so that the heavy tail is positive. A site has at most as many PCA / ICA
+directions as the rank of its fit activations (fewer than asked are logged, not padded). A unit whose activation is
+not finite on the fit activations (a NaN weight) is an :class:`ArtifactError` naming it, not a unit that never fires.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
-from lmscope.errors import InputError
+from lmscope.errors import ArtifactError, InputError
 from lmscope.model.sites import Site
 from lmscope.model.units import Units, coordinates, projections
+
+log = logging.getLogger(__name__)
 
 
 def _sample(candidates: torch.Tensor, n: int, gen: torch.Generator) -> list[int]:
@@ -38,8 +44,17 @@ def sampled(units: Units, fit: torch.Tensor, n: int, gen: torch.Generator, expli
     """
     with torch.no_grad():
         a = units.encode(fit)
+        bad = (~torch.isfinite(a)).any(0).nonzero().flatten().tolist()
+        if bad:
+            raise ArtifactError(f"{what.rstrip('s')} {units.unit_ids[bad[0]]} is not finite on the corpus ({len(bad)} "
+                                f"of {a.shape[1]} {what} are not): the weights that read it (the SAE's or the model's) "
+                                "hold NaN or infinity; check them, or run in float32")
         mask = (a > 0).any(0) if active == "fires" else a.std(0) > 0
     ids = chosen(explicit, units.n_units, what) or _sample(mask.nonzero().flatten().cpu(), n, gen)
+    if not ids:
+        raise InputError(f"none of the {units.n_units} {what} at {units.site} "
+                         f"{'fires' if active == 'fires' else 'varies'} on the {fit.shape[0]} fit activations: "
+                         "nothing to explain (read more with --fit-tokens, or check the weights)")
     return units.select(ids)
 
 
@@ -61,17 +76,36 @@ def random_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) ->
     return projections("random", site, fit.mean(0).cpu(), directions)
 
 
+def _rank(s: torch.Tensor) -> int:
+    """The number of singular values ``s`` (descending) that are not numerically zero."""
+    return int((s > s[0] * 1e-6).sum()) if s.numel() and s[0] > 0 else 0
+
+
+def _fewer(kind: str, n: int, rank: int) -> int:
+    if rank < n:
+        log.warning("%s: the fit activations span %d dimensions, so %d directions instead of %d", kind, rank, rank, n)
+    if rank == 0:
+        raise InputError(f"{kind}: the fit activations do not vary, so they have no {kind} directions; read more "
+                         "tokens (--fit-tokens) or another layer")
+    return min(n, rank)
+
+
 def pca_units(site: Site, fit: torch.Tensor, n: int) -> Units:
-    """The top ``n`` principal components."""
+    """The top ``n`` principal components (at most the rank of the activations)."""
     mean = fit.mean(0)
-    _, _, vt = torch.linalg.svd((fit - mean).double(), full_matrices=False)
+    _, s, vt = torch.linalg.svd((fit - mean).double(), full_matrices=False)
+    n = _fewer("pca", n, _rank(s))
     return projections("pca", site, mean.cpu(), vt[:n].float().cpu())
 
 
 def fast_ica(x: torch.Tensor, n: int, gen: torch.Generator, iters: int = 200, tol: float = 1e-4) -> torch.Tensor:
-    """(n, d) unmixing directions of the rows of x (centred inside): s = (x - mean) @ W.T."""
+    """(n, d) unmixing directions of the rows of x (centred inside): s = (x - mean) @ W.T.
+
+    At most as many directions as the rank of x (the whitening divides by its singular values).
+    """
     xc = (x - x.mean(0)).double()
     _, s, vt = torch.linalg.svd(xc / xc.shape[0] ** 0.5, full_matrices=False)
+    n = _fewer("ica", n, _rank(s))
     whiten = vt[:n] / s[:n, None]  # (n, d): z = xc @ whiten.T has unit covariance
     z = xc @ whiten.T
     w = torch.linalg.qr(torch.randn(n, n, generator=gen).double())[0]

@@ -54,17 +54,39 @@ class AblationConfig:
 
     mode: str = field(default="zero", metadata={"help": "zero, mean (over --mean-tokens of the corpus) or noise"})
     noise_scale: float = field(default=1.0, metadata={
-        "help": "noise: Gaussian noise of this many standard deviations of the neuron's activation is added"})
-    random_sets: int = field(default=20, metadata={"help": "random neuron sets of the same size (control)"})
-    new_tokens: int = field(default=8, metadata={"help": "tokens generated to check whether the target still is"})
-    mean_tokens: int = field(default=16_384, metadata={"help": "corpus tokens of the mean / std activation"})
+        "help": "noise: Gaussian noise of this many standard deviations of the neuron's activation is added",
+        "min": 0, "max": 100})
+    random_sets: int = field(default=20, metadata={"help": "random neuron sets of the same size (control)", "min": 1,
+                                                   "max": 1000})
+    new_tokens: int = field(default=8, metadata={"help": "tokens generated to check whether the target still is",
+                                                 "min": 0, "max": 256})
+    mean_tokens: int = field(default=16_384, metadata={"help": "corpus tokens of the mean / std activation", "min": 1,
+                                                       "max": 10_000_000})
     corpus: str = field(default="wiki", metadata={"help": "corpus of the mean / std activation"})
-    control_seed: int = field(default=0, metadata={"help": "seed of the random sets and the noise"})
+    control_seed: int = field(default=0, metadata={"help": "seed of the random sets and the noise", "min": 0,
+                                                   "max": 2**32 - 1})
 
     def __post_init__(self) -> None:
         check.one_of(self, "mode", ABLATIONS)
-        check.at_least(self, 0, "noise_scale", "random_sets", "new_tokens")
+        check.at_least(self, 0, "noise_scale", "new_tokens")
         check.at_least(self, 1, "mean_tokens")
+        if isinstance(self.random_sets, int) and not isinstance(self.random_sets, bool) and self.random_sets < 1:
+            raise ConfigError(f"random-sets must be at least one, got {self.random_sets}: the random sets of the "
+                              "same size are the control the top neurons' ablation is compared with")
+        check.bounds(self)
+
+
+@dataclass
+class CaptionConfig:
+    """``neurons --image``: how the image is captioned before the neurons behind each content word are scored."""
+
+    caption_tokens: int = field(default=8, metadata={"help": "caption length at most, in tokens (each content word "
+                                                             "of the caption is one scored row)", "min": 1,
+                                                     "max": 64})
+
+    def __post_init__(self) -> None:
+        check.bounds(self)
+        check.at_least(self, 1, "caption_tokens")  # a non-number (bounds skips those)
 
 
 @dataclass
@@ -75,10 +97,12 @@ class NeuronEditConfig:
     until w'.u_v1 exceeds w'.u_v0 by ``margin`` (in logits per unit of activation) or ``steps`` are spent.
     """
 
-    beta: float = field(default=0.1, metadata={"help": "weight of |delta w|_2 (times the activation |o|)"})
-    lr: float = field(default=0.01, metadata={"help": "Adam learning rate on w'"})
-    steps: int = field(default=200, metadata={"help": "optimisation steps at most"})
-    margin: float = field(default=0.0, metadata={"help": "stop once w'.u_v1 - w'.u_v0 exceeds this"})
+    beta: float = field(default=0.1, metadata={"help": "weight of |delta w|_2 (times the activation |o|)",
+                                               "min": 0, "max": 1e6})
+    lr: float = field(default=0.01, metadata={"help": "Adam learning rate on w' (at most 10)"})
+    steps: int = field(default=200, metadata={"help": "optimisation steps at most", "min": 1, "max": 100_000})
+    margin: float = field(default=0.0, metadata={"help": "stop once w'.u_v1 - w'.u_v0 exceeds this", "min": 0,
+                                                 "max": 1e6})
 
     def __post_init__(self) -> None:
         check.at_least(self, 0, "beta", "margin")
@@ -86,3 +110,4 @@ class NeuronEditConfig:
         check.at_least(self, 1, "steps")
         if self.lr > 10:
             raise ConfigError(f"lr must be at most 10, got {self.lr}")
+        check.bounds(self)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -55,10 +58,28 @@ class NeuronResult(Result):
         rows = []
         for b, prompt in enumerate(self.prompts):
             rows.append({"prompt": prompt, "target": self.targets[b], "target_prob": self.target_prob[b],
-                         "spearman": self.agreement[b], "top_k_overlap": self.overlap[b],
+                         "spearman": _or_none(self.agreement[b]), "top_k_overlap": _or_none(self.overlap[b]),
                          "top": [{k: v for k, v in n.items() if k != "vocab_bottom"} for n in self.top[b]]})
         return {"model": self.model, "method": self.config.method, "layers": len(self.layers), "prompts": rows,
                 "notes": self.notes}
+
+    def save(self, path: str | Path) -> Path:
+        """Save as every result; the agreement of a one-method run (NaN: not computed) is written as null."""
+        return Result.save(dataclasses.replace(self, agreement=[_or_none(v) for v in self.agreement],
+                                               overlap=[_or_none(v) for v in self.overlap]), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> NeuronResult:
+        """Load a saved result; a null agreement is NaN again (one method)."""
+        result = super().load(path)
+        result.agreement = [math.nan if v is None else v for v in result.agreement]
+        result.overlap = [math.nan if v is None else v for v in result.overlap]
+        return result
+
+
+def _or_none(value: float | None) -> float | None:
+    """``value``, or None where it is not a finite number (JSON has no NaN: a quantity not computed is null)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass
@@ -84,17 +105,16 @@ class AblationResult(Result):
         before = torch.tensor(self.prob_before)
         after = torch.tensor(self.prob_after)
         rnd = self.random_after
-        rnd_drop = (before[:, None] - rnd).mean(1) if rnd.numel() else torch.full_like(before, float("nan"))
         n = len(self.prompts)
+        drops = before[:, None] - rnd  # (batch, random_sets)
         return {"model": self.model, "mode": self.config.mode, "prompts": n,
                 "neurons_per_prompt": [len(x) for x in self.neurons],
                 "prob_before": float(before.mean()), "prob_after": float(after.mean()),
                 "prob_drop": float((before - after).mean()),
-                "random_prob_drop": float(rnd_drop.mean()),
-                "random_prob_drop_std": float((before[:, None] - rnd).std()) if rnd.numel() > 1 else float("nan"),
+                "random_prob_drop": float(drops.mean(1).mean()) if rnd.numel() else None,
+                "random_prob_drop_std": float(drops.std()) if rnd.numel() > 1 else None,  # one value: no spread
                 "generated_before": sum(self.generated_before) / n, "generated_after": sum(self.generated_after) / n,
-                "random_generated": float(self.random_generated.mean()) if self.random_generated.numel()
-                else float("nan"),
+                "random_generated": float(self.random_generated.mean()) if self.random_generated.numel() else None,
                 "top1_before": sum(self.top1_before) / n, "top1_after": sum(self.top1_after) / n}
 
 
@@ -118,20 +138,20 @@ class SensitivityResult(Result):
 
     @property
     def sensitivity(self) -> float:
-        """Fraction of (neuron, same-concept input) pairs on which the neuron fires."""
+        """Fraction of (neuron, same-concept input) pairs on which the neuron fires (NaN: no same-concept input)."""
         return float(self.same_fires.float().mean()) if self.same_fires.numel() else float("nan")
 
     @property
     def specificity(self) -> float:
-        """Fraction of (neuron, other-concept input) pairs on which it does not."""
+        """Fraction of (neuron, other-concept input) pairs on which it does not (NaN: no other-concept input)."""
         return float(1 - self.other_fires.float().mean()) if self.other_fires.numel() else float("nan")
 
     def summary(self) -> dict:
-        """Sensitivity, specificity and the mean activations."""
-        mean = (lambda t: float(t.float().mean()) if t.numel() else float("nan"))  # noqa: E731
+        """Sensitivity, specificity and the mean activations (null where there were no inputs of that kind)."""
+        mean = (lambda t: float(t.float().mean()) if t.numel() else None)  # noqa: E731
         return {"model": self.model, "neurons": len(self.neurons), "same_inputs": len(self.same_prompts),
-                "other_inputs": len(self.other_prompts), "sensitivity": self.sensitivity,
-                "specificity": self.specificity, "mean_activation_same": mean(self.same),
+                "other_inputs": len(self.other_prompts), "sensitivity": _or_none(self.sensitivity),
+                "specificity": _or_none(self.specificity), "mean_activation_same": mean(self.same),
                 "mean_activation_other": mean(self.other), "quantile": self.quantile}
 
 

@@ -8,18 +8,21 @@ the patches is kept as a map.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 
 import torch
 
 from lmscope.errors import ConfigError, InputError
-from lmscope.methods.neurons.config import NeuronConfig
+from lmscope.methods.neurons.config import CaptionConfig, NeuronConfig
 from lmscope.methods.neurons.find import assemble, new_parts, score_chunk, scored_layers
 from lmscope.methods.neurons.result import NeuronResult
 from lmscope.methods.neurons.scores import OWN
 from lmscope.model.lm import LM
 from lmscope.model.tokens import pad
 
+log = logging.getLogger(__name__)
 
 def image_token_id(lm: LM) -> int:
     """The id of the image placeholder token; :class:`InputError` for a model with no vision tower."""
@@ -85,14 +88,25 @@ STOPWORDS = frozenset("a an the of with and in on at to for from by is are was w
                       "image photo".split())
 
 
+def word_tokens(decode: Callable[[list[int]], str], new: list[int], j: int, word: str) -> int:
+    """How many of the caption's tokens ``new[j:]`` spell ``word`` (the word that starts at token ``j``)."""
+    n = 1
+    while j + n < len(new) and len(decode(new[j:j + n]).strip().strip(".,")) < len(word):
+        n += 1
+    return n
+
+
 @torch.no_grad()
-def caption_targets(lm: LM, image, prompt: str, max_new_tokens: int = 8) -> tuple[str, dict, torch.Tensor, list[str]]:
+def caption_targets(lm: LM, image, prompt: str, max_new_tokens: int = 8,
+                    notes: list[str] | None = None) -> tuple[str, dict, torch.Tensor, list[str]]:
     """Caption ``image`` greedily, then one row per content word of the caption (its first token the target).
 
     Returns (caption, inputs: image + prompt + the caption up to the word, right-padded, target ids (rows,),
     the words). Content words: alphabetic words not in :data:`STOPWORDS` (Schwettmann et al. score the caption's
-    nouns; lmscope has no tagger offline, so every content word is scored).
+    nouns; lmscope has no tagger offline, so every content word is scored). A word of several tokens is scored by
+    its first: a logged warning, also appended to ``notes``, says so.
     """
+    max_new_tokens = CaptionConfig(caption_tokens=max_new_tokens).caption_tokens  # its bounds, checked
     if lm.processor is None:
         image_token_id(lm)  # raises the no-vision-tower error
     x = lm.processor(images=image, text=prompt, return_tensors="pt")
@@ -102,9 +116,12 @@ def caption_targets(lm: LM, image, prompt: str, max_new_tokens: int = 8) -> tupl
     new = out[0, x["input_ids"].shape[1]:].tolist()
     caption = lm.tokenizer.decode(new, skip_special_tokens=True).split(".")[0].split("\n")[0]
     rows, targets, words = [], [], []
+
+    def decode(ids: list[int]) -> str:
+        return lm.tokenizer.decode(ids, skip_special_tokens=True)
+
     for j in range(len(new)):
-        before = lm.tokenizer.decode(new[:j], skip_special_tokens=True)
-        upto = lm.tokenizer.decode(new[:j + 1], skip_special_tokens=True)
+        before, upto = decode(new[:j]), decode(new[:j + 1])
         if len(before.strip()) >= len(caption.strip()):
             break
         word = upto[len(before):].strip().lower()
@@ -112,7 +129,14 @@ def caption_targets(lm: LM, image, prompt: str, max_new_tokens: int = 8) -> tupl
         if starts and word.isalpha() and word not in STOPWORDS:
             rows.append(torch.cat([x["input_ids"][0], torch.tensor(new[:j], device=lm.device)]))
             targets.append(new[j])
-            words.append(lm.tokenizer.decode(new[j:], skip_special_tokens=True).split()[0].strip(".,"))
+            words.append(decode(new[j:]).split()[0].strip(".,"))
+            n = word_tokens(decode, new, j, words[-1])
+            if n > 1:
+                note = (f"caption word {words[-1]!r} is {n} tokens; scoring its first, "
+                        f"{lm.to_str_tokens(new[j:j + 1])[0]!r}")
+                log.warning(note)
+                if notes is not None:
+                    notes.append(note)
     if not rows:
         raise InputError(f"the caption {caption!r} has no content word to score")
     ids, mask = pad([r.tolist() for r in rows], lm.device, pad_id=lm.tokenizer.eos_token_id)

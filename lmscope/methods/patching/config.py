@@ -12,10 +12,40 @@ from dataclasses import dataclass, field
 import torch
 
 from lmscope import config as check
-from lmscope.errors import ConfigError
+from lmscope.errors import ConfigError, InputError
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # logits (batch, pos, vocab) -> (batch,)
 PATCH_KINDS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "heads")
+
+
+@dataclass
+class PatchPrompts:
+    """The prompt pair and the answers the metric compares; its relations hold before any model loads.
+
+    A pair that compares nothing is refused: the same clean and corrupted prompt, or the same answer and wrong
+    answer, give a metric with no gap and an all-zero map. (The same *tokens* are refused once a tokenizer reads
+    them: :func:`lmscope.methods.patching.engine.prompt_pair`, :func:`~lmscope.methods.patching.engine.answer_metric`.)
+    """
+
+    clean: str = field(metadata={"help": "the clean prompt", "required": True})
+    corrupted: str = field(metadata={"help": "the corrupted prompt (same number of tokens)", "required": True})
+    answer: str = field(metadata={"help": "the clean answer's text (its first token is read)", "required": True})
+    wrong: str | None = field(default=None, metadata={
+        "help": "a competing answer: metric = logit(answer) - logit(wrong); default: P(answer)"})
+
+    def __post_init__(self) -> None:
+        for name in ("clean", "corrupted", "answer", "wrong"):
+            value = getattr(self, name)
+            if value is None and name == "wrong":
+                continue
+            if not isinstance(value, str) or not value.strip():
+                raise InputError(f"--{name} is empty: give its text")
+        if self.clean == self.corrupted:
+            raise InputError(f"--clean and --corrupted are the same prompt ({self.clean!r}): patching one into the "
+                             "other changes nothing; corrupt the clean prompt, e.g. replace its subject")
+        if self.wrong is not None and self.answer == self.wrong:
+            raise InputError(f"--answer and --wrong are the same ({self.answer!r}): their logit difference is 0 on "
+                             "every run; give a competing answer, or leave --wrong out to read P(answer)")
 
 
 @dataclass

@@ -11,18 +11,23 @@ coordinates.
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
 from lmscope.errors import InputError
-from lmscope.methods.patching.config import Metric, PatchConfig
+from lmscope.methods.patching.config import Metric, PatchConfig, logit_diff, target_prob
 from lmscope.methods.patching.result import PatchingResult
 from lmscope.model.hooks import Op, apply, gradient_taps
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.tokens import target_ids
 from lmscope.progress import tqdm
+
+log = logging.getLogger(__name__)
 
 SITE_KIND = {"resid_pre": "resid_pre", "resid_post": "resid_post", "attn_out": "attn_out", "mlp_out": "mlp_out",
              "heads": "attn_heads"}
@@ -36,7 +41,45 @@ def prompt_pair(lm: LM, clean: str | torch.Tensor, corrupted: str | torch.Tensor
     if ids[0].shape != ids[1].shape:
         raise InputError(f"the clean and corrupted prompts must have the same number of tokens for patching "
                          f"({ids[0].shape[1]} vs {ids[1].shape[1]}); choose a corruption of the same length")
+    if torch.equal(ids[0], ids[1]):
+        raise InputError("the clean and corrupted prompts have the same tokens: patching one into the other changes "
+                         "nothing; corrupt the clean prompt, e.g. replace its subject")
     return ids[0], ids[1]
+
+
+def _first_token(lm: LM, text: str, flag: str) -> int:
+    """The first token of an answer; a warning says so when the answer has more."""
+    ids = target_ids(lm, text)
+    if len(ids) > 1:
+        log.warning("%s %r is %d tokens; patching reads its first, %r", flag, text, len(ids),
+                    lm.to_str_tokens(ids[:1])[0])
+    return ids[0]
+
+
+def answer_metric(lm: LM, answer: str, wrong: str | None = None) -> Metric:
+    """logit(answer) - logit(wrong) at the last position, or P(answer) without ``wrong`` (first tokens, warned).
+
+    Two answers with the same first token are refused: their logit difference is 0 on every run.
+    """
+    good = _first_token(lm, answer, "--answer")
+    if wrong is None:
+        return target_prob(good)
+    bad = _first_token(lm, wrong, "--wrong")
+    if good == bad:
+        raise InputError(f"--answer {answer!r} and --wrong {wrong!r} have the same first token, "
+                         f"{lm.to_str_tokens([good])[0]!r}: their logit difference is 0 on every run; give answers "
+                         "whose first tokens differ")
+    return logit_diff(good, bad)
+
+
+def _check_gap(clean_m: float, corr_m: float) -> None:
+    """The metric is finite on both prompts and tells them apart (the scores are normalised by the gap)."""
+    for name, m in (("clean", clean_m), ("corrupted", corr_m)):
+        if not math.isfinite(m):
+            raise InputError(f"the metric on the {name} prompt is {m}: the model's logits are not finite there")
+    if clean_m == corr_m:
+        raise InputError(f"the metric is {clean_m:.6g} on both the clean and the corrupted prompt: there is no "
+                         "effect to normalise by (every score would be 0); choose a corruption that changes it")
 
 
 def _grid(lm: LM, config: PatchConfig, n_pos: int) -> tuple[list[int], list[int]]:
@@ -124,6 +167,7 @@ def activation_patching(lm: LM, clean: str | torch.Tensor, corrupted: str | torc
     config = config or PatchConfig()
     st = _setup(lm, clean, corrupted, config)
     clean_m, corr_m = float(metric(st.clean_logits)[0]), float(metric(lm(st.corr_ids))[0])
+    _check_gap(clean_m, corr_m)
     raw = _empty(lm, config, st.corr_ids.shape[1])
     cells = _cells(lm, config, st.layers, st.positions)
     for chunk in tqdm(list(_batches(cells, config.batch_size)), desc="patching", unit="batch", leave=False):
@@ -146,6 +190,8 @@ def attribution_patching(lm: LM, clean: str | torch.Tensor, corrupted: str | tor
         corr_m = metric(lm(corr_ids))[0]
         grads = torch.autograd.grad(corr_m, [taps[s][1] for s in sites])
     corr_m = float(corr_m.detach())
+    clean_m = float(metric(st.clean_logits)[0])
+    _check_gap(clean_m, corr_m)
     raw = _empty(lm, config, corr_ids.shape[1])
     d = lm.d_head
     for site, grad in zip(sites, grads):
@@ -157,4 +203,4 @@ def attribution_patching(lm: LM, clean: str | torch.Tensor, corrupted: str | tor
             raw[kind][site.layer, positions] = delta.sum(-1)[positions].cpu()
     for v in raw.values():  # the estimate is of m_patched - m_corrupted
         v += corr_m
-    return _result(lm, clean_ids, corr_ids, float(metric(st.clean_logits)[0]), corr_m, raw, "attribution", config)
+    return _result(lm, clean_ids, corr_ids, clean_m, corr_m, raw, "attribution", config)

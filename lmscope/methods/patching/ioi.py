@@ -5,11 +5,18 @@ For the first IOI pairs the model answers correctly (logit(IO) > logit(S) on the
 the corrupted one at one position, and its effect on the logit difference is recorded, normalised by the pair's
 total effect (clean - corrupted). The sparsity claim is then a count: how many units of each basis, taken from the
 largest |effect|, account for half of the summed |effects|.
+
+With an output folder, the screening of every pair (which ones the model answers) is kept there beside the records,
+keyed by the model, its weights, device and dtype and the pairs, so that a resumed run does not screen them again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,8 +24,8 @@ import torch
 
 from lmscope import config as check
 from lmscope.data.ioi import IOIPair
-from lmscope.errors import ConfigError, InputError
-from lmscope.io import Result
+from lmscope.errors import ConfigError, InputError, LmscopeError
+from lmscope.io import Result, read_json, write_json
 from lmscope.methods.patching.config import logit_diff
 from lmscope.methods.patching.engine import prompt_pair
 from lmscope.methods.patching.units import unit_effects
@@ -27,7 +34,10 @@ from lmscope.model.units import Units
 from lmscope.progress import tqdm
 from lmscope.runs import Run
 
+log = logging.getLogger(__name__)
+
 POSITIONS = ("s2", "last")
+SCREENING = "screening.json"
 
 
 @dataclass
@@ -99,8 +109,33 @@ def answers(lm: LM, pairs: list[IOIPair]) -> tuple[torch.Tensor, torch.Tensor]:
     for pair in tqdm(pairs, desc="ioi answers", unit="pair", leave=False):
         last = lm(pair.clean)[0, -1].float()
         diffs.append(float(last[pair.io_id] - last[pair.s_id]))
+        if not math.isfinite(diffs[-1]):
+            raise InputError(f"{lm.name} gives non-finite logits on IOI pair {pair.case_id} ({pair.clean!r})")
         top1.append(int(last.argmax()) == pair.io_id)
     return torch.tensor(diffs), torch.tensor(top1)
+
+
+def _screening_key(lm: LM, pairs: list[IOIPair]) -> dict:
+    """What a saved screening must have been made with: the model, its weights, device and dtype, and the pairs."""
+    listed = json.dumps([[p.case_id, p.clean, p.io_id, p.s_id] for p in pairs])
+    return {"model": lm.name, "fingerprint": lm.fingerprint(), "device": str(lm.device), "dtype": str(lm.dtype),
+            "pairs": hashlib.sha256(listed.encode()).hexdigest()}
+
+
+def _saved_screening(path: Path | None, key: dict, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The screening saved at ``path`` by an earlier run with the same ``key``, else None."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        saved = read_json(path)
+        if saved["key"] != key or not len(saved["diffs"]) == len(saved["top1"]) == n:
+            return None
+        diffs, top1 = torch.tensor(saved["diffs"], dtype=torch.float32), torch.tensor(saved["top1"], dtype=torch.bool)
+    except (LmscopeError, KeyError, TypeError, ValueError) as err:
+        log.warning("ignoring the saved screening %s (%s); screening the pairs again", path, err)
+        return None
+    log.info("read the screening of %d IOI pairs from %s", n, path)
+    return diffs, top1
 
 
 def _patch_pair(lm: LM, pair: IOIPair, bases: list[Units], config: IOIConfig) -> dict:
@@ -112,6 +147,9 @@ def _patch_pair(lm: LM, pair: IOIPair, bases: list[Units], config: IOIConfig) ->
     for basis in bases:
         fx = unit_effects(lm, clean_ids, corr_ids, metric, basis, position, config.batch_size)
         gap = fx.clean_metric - fx.corrupted_metric
+        if not math.isfinite(gap) or gap == 0:
+            raise InputError(f"IOI pair {pair.case_id}: the corruption leaves logit(IO) - logit(S) at "
+                             f"{fx.clean_metric:.6g} (total effect {gap}): nothing to normalise the effects by")
         changed = fx.delta.nonzero().flatten()
         record[basis.name] = {"units": changed.tolist(), "exact": (fx.exact[changed] / gap).tolist(),
                               "attribution": (fx.attribution[changed] / gap).tolist()}
@@ -130,10 +168,17 @@ def ioi_features(lm: LM, pairs: list[IOIPair], bases: list[Units], config: IOICo
                  out: str | Path | None = None) -> IOIFeatureResult:
     """Patch every unit of every basis on the first ``n_prompts`` pairs the model answers correctly.
 
-    ``out``: a folder where each finished pair is recorded; a killed run resumes there.
+    ``out``: a folder where each finished pair is recorded; a killed run resumes there (without screening the pairs
+    again: the screening is kept there too).
     """
     config = config or IOIConfig()
-    diffs, top1 = answers(lm, pairs)
+    names = [b.name for b in bases]
+    if not names or len(set(names)) < len(names):
+        raise ConfigError(f"give one or more unit bases with distinct names to patch, got {names}")
+    path = Path(out) / SCREENING if out is not None else None
+    key = _screening_key(lm, pairs) if out is not None else {}
+    saved = _saved_screening(path, key, len(pairs))
+    diffs, top1 = saved if saved is not None else answers(lm, pairs)
     chosen = [p for p, d in zip(pairs, diffs.tolist()) if d > 0][:config.n_prompts]
     if not chosen:
         raise InputError(f"{lm.name} prefers the subject over the indirect object on all {len(pairs)} IOI pairs; "
@@ -141,6 +186,8 @@ def ioi_features(lm: LM, pairs: list[IOIPair], bases: list[Units], config: IOICo
     settings = {"model": lm.name, "bases": {b.name: str(b.site) for b in bases}, "config": asdict(config),
                 "cases": [p.case_id for p in chosen]}
     run = Run(out, settings, key="case") if out is not None else None
+    if run is not None and saved is None:  # the folder is this run's (its settings were checked)
+        write_json(path, {"key": key, "diffs": diffs.tolist(), "top1": top1.tolist()}, indent=None)
     done = run.done if run else {}
     with run.writer() if run else contextlib.nullcontext(lambda r: None) as write:
         for pair in tqdm(chosen, desc="ioi features", unit="pair"):

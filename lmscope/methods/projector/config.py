@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 from lmscope import config as check
 from lmscope.errors import ConfigError
+from lmscope.model.vlm import IMAGE_TOKEN
 
-PROMPT = "<empty_output> A picture of"
+PROMPT = f"{IMAGE_TOKEN} A picture of"
 
 
 @dataclass
@@ -20,31 +21,49 @@ class ProjectorConfig:
 
     projector: str = field(default="linear", metadata={
         "help": "linear (LiMBeR) or mlp (LLaVA-1.5's Linear-GELU-Linear)"})
-    image_size: int = field(default=112, metadata={"help": "image side in pixels (a multiple of the patch size, 14)"})
-    prompt: str = field(default=PROMPT, metadata={"help": "text around the image; the caption follows it"})
-    epochs: int = field(default=6, metadata={"help": "passes over the training concepts (a new rendering each)"})
-    batch_size: int = field(default=16, metadata={"help": "captions per optimisation step"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_steps: int = field(default=20, metadata={"help": "linear learning-rate warm-up"})
+    image_size: int = field(default=112, metadata={"help": "image side in pixels (a multiple of the patch size, 14)",
+                                                   "min": 14, "max": 518})
+    prompt: str = field(default=PROMPT, metadata={"help": "text around the image (the image token marks where it "
+                                                          "goes); the caption follows it"})
+    image_token: str = field(default=IMAGE_TOKEN, metadata={
+        "help": "the image placeholder: one token of the LM's vocabulary, held once by the prompt"})
+    epochs: int = field(default=6, metadata={"help": "passes over the training concepts (a new rendering each)",
+                                             "min": 1, "max": 1000})
+    batch_size: int = field(default=16, metadata={"help": "captions per optimisation step", "min": 1, "max": 4096})
+    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate (at most 10)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay", "min": 0, "max": 10})
+    warmup_steps: int = field(default=20, metadata={"help": "linear learning-rate warm-up", "min": 0,
+                                                    "max": 1_000_000})
     heldout_fraction: float = field(default=0.1, metadata={"help": "concepts never seen in training"})
     shapes: bool = field(default=True, metadata={"help": "add coloured shapes to the emoji"})
-    eval_renders: int = field(default=1, metadata={"help": "held-out renderings per concept in the evaluation"})
-    eval_seen: int = field(default=200, metadata={"help": "seen concepts captioned in the evaluation (0: all)"})
-    max_new_tokens: int = field(default=8, metadata={"help": "caption length at most, in tokens"})
+    eval_renders: int = field(default=1, metadata={"help": "held-out renderings per concept in the evaluation",
+                                                   "min": 1, "max": 100})
+    eval_seen: int = field(default=200, metadata={"help": "seen concepts captioned in the evaluation (0: all)",
+                                                  "min": 0, "max": 1_000_000})
+    max_new_tokens: int = field(default=8, metadata={"help": "caption length at most, in tokens", "min": 1,
+                                                     "max": 64})
     standardize: bool = field(default=True, metadata={
         "help": "start from centred, scaled patch features at the token embeddings' norm (folded into the "
                 "projector's weights; a first run without it gave 45 different captions for 319 held-out images, "
                 "with it 93)"})
-    data_seed: int = field(default=0, metadata={"help": "seed of the split, the renderings and the initialisation"})
+    data_seed: int = field(default=0, metadata={"help": "seed of the split, the renderings and the initialisation",
+                                                "min": 0, "max": 2**32 - 1})
 
     def __post_init__(self) -> None:
         check.one_of(self, "projector", ("linear", "mlp"))
         check.at_least(self, 1, "epochs", "batch_size", "eval_renders", "max_new_tokens")
         check.at_least(self, 14, "image_size")
-        check.at_least(self, 0, "warmup_steps", "weight_decay")
+        check.at_least(self, 0, "warmup_steps", "weight_decay", "eval_seen")
         check.positive(self, "lr")
+        check.bounds(self)
+        if self.lr > 10:
+            raise ConfigError(f"lr must be at most 10, got {self.lr}")
         if self.image_size % 14:
             raise ConfigError(f"image-size must be a multiple of 14 (the patch size), got {self.image_size}")
         if not 0 <= self.heldout_fraction < 1:
             raise ConfigError(f"heldout-fraction must be in [0, 1), got {self.heldout_fraction}")
+        if not isinstance(self.image_token, str) or not self.image_token.strip():
+            raise ConfigError(f"image-token must be a token's text, got {self.image_token!r}")
+        if not isinstance(self.prompt, str) or self.prompt.count(self.image_token) != 1:
+            raise ConfigError(f"prompt must hold the image token {self.image_token!r} exactly once (where the image "
+                              f"goes), got {self.prompt!r}")

@@ -18,6 +18,7 @@ import torch
 
 from lmscope.checkpoints import load_training_state, save_training_state
 from lmscope.data.images import Concept, render
+from lmscope.errors import ConfigError
 from lmscope.io import Result
 from lmscope.methods.projector.config import ProjectorConfig
 from lmscope.progress import tqdm
@@ -130,6 +131,9 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     ``out``: a folder for the per-epoch checkpoint (a rerun resumes from it).
     """
     config = config or ProjectorConfig()
+    if processor.image_token != config.image_token:
+        raise ConfigError(f"the config's image token {config.image_token!r} is not the processor's "
+                          f"{processor.image_token!r}: the prompt would hold no image")
     train, heldout = split_concepts(concepts, config.heldout_fraction, config.data_seed)
     for p in model.parameters():
         p.requires_grad_(False)

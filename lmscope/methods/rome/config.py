@@ -41,7 +41,7 @@ class RomeConfig:
 
     layer: int | str = field(default="auto", metadata={
         "help": "edit layer, or 'auto': the MLP AIE peak at the last subject token (shipped, or from trace-dataset)",
-        "min": 0, "max": 4096})
+        "min": -4096, "max": 4096})  # negative layers count from the end
     v_steps: int = field(default=20, metadata={"help": "optimisation steps for v*", "min": 1, "max": 1000})
     v_lr: float = field(default=0.5, metadata={"help": "Adam learning rate for v*", "min": 0, "max": 100})
     v_weight_decay: float = field(default=0.5, metadata={"help": "weight decay on |delta| / |v0|^2", "min": 0,

@@ -3,14 +3,14 @@
 Modules, lowest first: ``config`` (SaeConfig, HarvestConfig, TrainConfig), ``registry`` (the architectures by
 name), ``arch/`` (tied, relu, topk, batchtopk behind one interface, each registering itself), ``harvest`` (buffers
 of the activation stream and their disk cache, per torchrun rank), ``artifacts`` (save / load, SAELens and
-sparsify layouts), ``dead`` (dead latents, resampling), ``splice`` (hooks that use an SAE in the model), ``train``
-(:func:`train_saes`, sweeps included), ``evaluate`` (:func:`evaluate_sae`), ``features`` (examples of each
-feature for its page).
+sparsify layouts, :func:`check_sae` before use), ``dead`` (dead latents, resampling), ``splice`` (hooks that use an
+SAE in the model), ``train`` (:func:`train_saes`, sweeps included), ``evaluate`` (:func:`evaluate_sae`),
+``features`` (examples of each feature for its page).
 """
 
 from lmscope.distributed import World
 from lmscope.methods.sae.arch import CLASSES, ForwardOutput, SparseAutoencoder, build_sae
-from lmscope.methods.sae.artifacts import load_sae, save_sae
+from lmscope.methods.sae.artifacts import check_sae, load_sae, save_sae
 from lmscope.methods.sae.config import ARCHITECTURES, HarvestConfig, SaeConfig, TrainConfig
 from lmscope.methods.sae.evaluate import EvalConfig, SaeEvalResult, evaluate_sae
 from lmscope.methods.sae.features import FeatureConfig, FeatureExamples, feature_examples
@@ -21,6 +21,6 @@ from lmscope.methods.sae.train import Job, train_saes
 __all__ = [
     "ARCHITECTURES", "ActivationStream", "CLASSES", "EvalConfig", "FeatureConfig", "FeatureExamples", "ForwardOutput",
     "HarvestConfig", "Job", "SaeConfig", "SaeEvalResult", "SparseAutoencoder", "TrainConfig", "World", "build_sae",
-    "evaluate_sae", "feature_acts", "feature_examples", "harvest", "load_sae", "parse_site", "save_sae",
+    "check_sae", "evaluate_sae", "feature_acts", "feature_examples", "harvest", "load_sae", "parse_site", "save_sae",
     "set_feature", "site_key", "splice", "train_saes",
 ]

@@ -4,26 +4,33 @@ lmscope's own folder keeps the architecture (a tied dictionary stays tied) with 
 into the weights (a tied one keeps its scale as a tensor, as W_enc = W_dec^T must hold); ``format="saelens"``
 writes the folder SAELens loads (cfg.json + sae_weights.safetensors; a tied SAE becomes a "standard" one, a
 BatchTopK one a "jumprelu" one with its threshold for every latent). :func:`load_sae` reads all three, checking
-every shape. No pickle.
+every shape, dtype, value and config key; :func:`check_sae` checks an SAE before use against the model and site it
+is asked to read (the width of the site, the folder's own site and model, unless forced). No pickle.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import re
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
-from lmscope.errors import ArtifactError, LmscopeError
+from lmscope.errors import ArtifactError, ConfigError, LmscopeError, SiteError
 from lmscope.io import load_tensors, read_json, save_tensors, write_json
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae
-from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.config import K_DEFAULT, SaeConfig
+from lmscope.methods.sae.harvest import check_sites, site_width
 from lmscope.methods.sae.registry import classes
+from lmscope.model.lm import LM
+from lmscope.model.loading import REGISTRY
 from lmscope.model.sites import Site
 
 FORMAT = 1
 WEIGHTS = "sae.safetensors"
 SAELENS_WEIGHTS = "sae_weights.safetensors"
+CONFIG_KEYS = tuple(f.name for f in fields(SaeConfig))
+NEEDED_KEYS = ("architecture", "d_in")  # the others have defaults (older folders may lack newer fields)
 
 
 def save_sae(sae: SparseAutoencoder, path: str | Path, *, site: str = "", model: str = "",
@@ -68,6 +75,73 @@ def _save_saelens(sae, weights, folder: Path, site: str, model: str) -> Path:
     return folder
 
 
+def _kind(value) -> str:
+    """A JSON value's kind, for messages: 'a list', 'a string', 'null'."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _read_cfg(folder: Path) -> dict:
+    """The folder's cfg.json, which must be a JSON object."""
+    cfg = read_json(folder / "cfg.json")
+    if not isinstance(cfg, dict):
+        raise ArtifactError(f"{folder / 'cfg.json'} holds {_kind(cfg)}, not an object: not an SAE config")
+    return cfg
+
+
+def _int(cfg: dict, key: str, where: Path, what: str, default=None) -> int:
+    """A whole-number field of a cfg.json (one line when it is missing or not a whole number >= 0)."""
+    value = cfg.get(key, default)
+    if value is None:
+        raise ArtifactError(f"{where / 'cfg.json'} has no {key} ({what})")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ArtifactError(f"{where / 'cfg.json'}: {key} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _sae_config(raw, where: Path) -> SaeConfig:
+    """The ``config`` object of an lmscope cfg.json as a SaeConfig: every key known, the needed ones given."""
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{where / 'cfg.json'}: 'config' is {_kind(raw)}, not an object")
+    unknown = sorted(set(raw) - set(CONFIG_KEYS))
+    if unknown:
+        raise ArtifactError(f"{where / 'cfg.json'}: unknown key {unknown[0]!r} in 'config' (known: "
+                            f"{', '.join(CONFIG_KEYS)}); the folder was not written by this lmscope, or was edited")
+    missing = [k for k in NEEDED_KEYS if k not in raw]
+    if missing:
+        raise ArtifactError(f"{where / 'cfg.json'}: 'config' has no {missing[0]}")
+    return _config(where, **raw)
+
+
+def _config(where: Path, *args, **kwargs) -> SaeConfig:
+    """SaeConfig(...) of a folder's values; its checks' errors name the folder."""
+    try:
+        return SaeConfig(*args, **kwargs)
+    except ConfigError as err:
+        raise ArtifactError(f"{where / 'cfg.json'}: {err}") from err
+    except TypeError as err:  # a value of the wrong type that a check compares (e.g. a string momentum)
+        raise ArtifactError(f"{where / 'cfg.json'}: a value of the config has the wrong type ({err})") from err
+
+
+def _check_tensors(tensors: dict, where: str | Path) -> None:
+    """Every tensor of the file is floating point and finite (one line naming the first that is not)."""
+    for name, t in tensors.items():
+        if not t.is_floating_point():
+            raise ArtifactError(f"{where}: tensor {name} is {t.dtype}; SAE weights must be floating point (float32, "
+                                "float16 or bfloat16): the file is corrupt or not an SAE's")
+        bad = t.numel() - int(torch.isfinite(t).sum())
+        if bad:
+            raise ArtifactError(f"{where}: tensor {name} holds {bad} of {t.numel()} values that are not finite (NaN "
+                                "or inf): the SAE is corrupt (did its training diverge?)")
+    scale = tensors.get("input_scale")
+    if scale is not None and (scale.numel() != 1 or float(scale) <= 0):
+        raise ArtifactError(f"{where}: tensor input_scale must be one number > 0, got {scale.flatten()[:4].tolist()}")
+
+
 def _check_shapes(tensors: dict, d_in: int, d_sae: int, where: Path) -> None:
     want = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     for name, shape in want.items():
@@ -77,7 +151,9 @@ def _check_shapes(tensors: dict, d_in: int, d_sae: int, where: Path) -> None:
             raise ArtifactError(f"{where}: {name} has shape {tuple(tensors[name].shape)}, expected {shape}")
 
 
-def _build(cfg: SaeConfig, tensors: dict, where: Path) -> SparseAutoencoder:
+def _build(cfg: SaeConfig, tensors: dict, where: Path, checked: bool = False) -> SparseAutoencoder:
+    if not checked:
+        _check_tensors(tensors, where)
     _check_shapes(tensors, cfg.d_in, cfg.d_sae, where)
     sae = build_sae(cfg)
     sae.load_weights(tensors)
@@ -87,53 +163,170 @@ def _build(cfg: SaeConfig, tensors: dict, where: Path) -> SparseAutoencoder:
 
 
 def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
-    cfg = read_json(folder / "cfg.json")
+    cfg = _read_cfg(folder)
     tensors = load_tensors(folder / SAELENS_WEIGHTS)
     arch = cfg.get("architecture", "standard")
-    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    d_in = _int(cfg, "d_in", folder, "SAELens' input width: the folder is incomplete")
+    d_sae = _int(cfg, "d_sae", folder, "SAELens' dictionary size: the folder is incomplete")
+    _check_tensors(tensors, folder)
     _check_shapes(tensors, d_in, d_sae, folder)
     if not cfg.get("apply_b_dec_to_input", True):  # x W_enc + b_enc == (x - b_dec) W_enc + (b_enc + b_dec W_enc)
         tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
-    sae_cfg = next((c for c in (cls.from_saelens(arch, cfg, tensors, d_in, d_sae) for cls in classes())
-                    if c is not None), None)
+    try:
+        sae_cfg = next((c for c in (cls.from_saelens(arch, cfg, tensors, d_in, d_sae) for cls in classes())
+                        if c is not None), None)
+    except ConfigError as err:
+        raise ArtifactError(f"{folder / 'cfg.json'}: {err}") from err
+    except (TypeError, ValueError, AttributeError) as err:  # a field of the wrong type (e.g. k: "many")
+        raise ArtifactError(f"{folder / 'cfg.json'}: a field of the {arch!r} SAE has the wrong type ({err})") from err
     if sae_cfg is None:
         raise ArtifactError(f"{folder}: SAELens architecture {arch!r} is not supported (standard, topk, and jumprelu "
                             "/ batchtopk with one threshold for all latents are)")
-    return _build(sae_cfg, tensors, folder), {"site": cfg.get("hook_name", ""), "model": cfg.get("model_name", "")}
+    meta = {"site": cfg.get("hook_name", ""), "model": cfg.get("model_name", "")}
+    return _build(sae_cfg, tensors, folder, checked=True), meta
 
 
-def _from_sparsify(folder: Path) -> tuple[SparseAutoencoder, dict]:
-    cfg = read_json(folder / "cfg.json")
+def _from_sparsify(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:
     raw = load_tensors(folder / WEIGHTS)
-    if "encoder.weight" not in raw:
-        raise ArtifactError(f"{folder}: no encoder.weight: not a sparsify SAE")
+    missing = [k for k in ("encoder.weight", "encoder.bias", "W_dec", "b_dec") if k not in raw]
+    if missing:
+        raise ArtifactError(f"{folder}: no {missing[0]} in {WEIGHTS}: not a sparsify SAE (and its cfg.json has no "
+                            "kind 'SAE': not an lmscope one)")
+    _check_tensors(raw, folder)
+    if raw["encoder.weight"].ndim != 2:
+        raise ArtifactError(f"{folder}: encoder.weight has shape {tuple(raw['encoder.weight'].shape)}, expected "
+                            "(d_sae, d_in)")
     d_sae, d_in = raw["encoder.weight"].shape
     tensors = {"W_enc": raw["encoder.weight"].T.contiguous(), "b_enc": raw["encoder.bias"], "W_dec": raw["W_dec"],
                "b_dec": raw["b_dec"]}
-    sae_cfg = SaeConfig("topk", d_in=int(cfg.get("d_in", d_in)), width=d_sae, k=int(cfg.get("k", 32)))
-    return _build(sae_cfg, tensors, folder), {"site": folder.name, "model": ""}
+    sae_cfg = _config(folder, "topk", d_in=_int(cfg, "d_in", folder, "input width", d_in), width=d_sae,
+                      k=_int(cfg, "k", folder, "active latents", K_DEFAULT))
+    return _build(sae_cfg, tensors, folder, checked=True), {"site": folder.name, "model": ""}
+
+
+def _from_lmscope(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:
+    version = cfg.get("format", FORMAT)
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT:
+        raise ArtifactError(f"{folder / 'cfg.json'}: format {version!r} is not one this lmscope reads (<= {FORMAT}): "
+                            "the folder was written by a newer lmscope, or is corrupt")
+    if "config" not in cfg:
+        raise ArtifactError(f"{folder / 'cfg.json'} says kind SAE but has no 'config' object (the dictionary's "
+                            "architecture and size)")
+    sae_cfg = _sae_config(cfg["config"], folder)
+    sae = _build(sae_cfg, load_tensors(folder / WEIGHTS), folder)
+    return sae, {k: v for k, v in cfg.items() if k not in ("config", "kind", "format")}
 
 
 def load_sae(path: str | Path, with_meta: bool = False):
     """The SAE of an lmscope, SAELens or sparsify folder, carrying where it reads.
 
     ``sae.site`` (a :class:`lmscope.Site`, or None when the folder names none lmscope can read), ``sae.model`` (the
-    model it was trained on, '' when unknown) and ``sae.meta`` (every other field of the folder's cfg.json).
-    ``with_meta=True`` gives the older ``(sae, meta)`` pair.
+    model it was trained on, '' when unknown), ``sae.meta`` (every other field of the folder's cfg.json) and
+    ``sae.path``. ``with_meta=True`` gives the older ``(sae, meta)`` pair. A folder whose config has an unknown key or
+    a value out of range, or whose weights are not finite floating-point tensors of the shapes the config gives, is
+    one :class:`ArtifactError` naming the field or tensor.
     """
     folder = Path(path)
+    if not folder.is_dir():
+        raise ArtifactError(f"SAE folder {folder} does not exist" if not folder.exists() else
+                            f"{folder} is a file; give an SAE folder (cfg.json + weights)")
     if (folder / SAELENS_WEIGHTS).is_file():
         sae, meta = _from_saelens(folder)
     else:
-        cfg = read_json(folder / "cfg.json")
-        if cfg.get("kind") != "SAE":
-            sae, meta = _from_sparsify(folder)
-        else:
-            tensors = load_tensors(folder / WEIGHTS)
-            meta = {k: v for k, v in cfg.items() if k not in ("config", "kind", "format")}
-            sae = _build(SaeConfig(**cfg["config"]), tensors, folder)
-    sae.site, sae.model, sae.meta = _site(meta.get("site")), meta.get("model") or "", meta
+        cfg = _read_cfg(folder)
+        sae, meta = _from_lmscope(folder, cfg) if cfg.get("kind") == "SAE" else _from_sparsify(folder, cfg)
+    model = meta.get("model")
+    sae.site, sae.meta, sae.path = _site(meta.get("site")), meta, str(folder)
+    sae.model = model if isinstance(model, str) else ""
     return (sae, meta) if with_meta else sae
+
+
+# ---- before use: the SAE against the model and site it is asked to read -------------------------------------------
+def _name(sae: SparseAutoencoder) -> str:
+    return f"the SAE in {sae.path}" if sae.path else f"the {sae.name} SAE"
+
+
+def _check_weights(sae: SparseAutoencoder) -> None:
+    """The SAE's tensors are finite floating point, its input scale > 0 and k <= d_sae (one line otherwise)."""
+    names = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "input_scale")
+    tensors = {k: getattr(sae, k).detach() for k in names if isinstance(getattr(sae, k, None), torch.Tensor)}
+    _check_tensors(tensors, _name(sae))
+    try:
+        sae.cfg.check_k()
+    except ConfigError as err:
+        raise ArtifactError(f"{_name(sae)}: {err}") from err
+
+
+def _comparable(name: str) -> str:
+    """A model name reduced for comparison: last path part, lower case, no GGUF quantisation suffix or punctuation.
+
+    ``google/gemma-3-270m`` and ``gemma3-270m`` compare equal.
+    """
+    name = name.rstrip("/").rsplit("/", 1)[-1].lower()
+    name = re.sub(r"[.-](q\d\w*|iq\d\w*|f16|f32|bf16|gguf)$", "", name)
+    return re.sub(r"[^a-z0-9]", "", name)
+
+
+def _aliases(name: str) -> set[str]:
+    names = {name}
+    for entry in REGISTRY.values():
+        if {_comparable(entry.name), _comparable(entry.hub_id)} & {_comparable(name)}:
+            names |= {entry.name, entry.hub_id}
+    return {_comparable(n) for n in names}
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model names (a bundled name, a hub id, a folder or GGUF name) say the same model."""
+    return bool(_aliases(a) & _aliases(b))
+
+
+def _same_site(a: Site, b: Site, lm: LM | None) -> bool:
+    if lm is not None:
+        return lm.check(a) == lm.check(b)
+    return a == b or (a.layer < 0) != (b.layer < 0)  # a negative layer is known once the model is
+
+
+def _chosen_site(sae: SparseAutoencoder, asked: Site | None, force: bool, lm: LM | None) -> Site:
+    """The folder's site; ``asked`` where it names none (or, forced, instead of it)."""
+    own = sae.site
+    if own is None:
+        if asked is not None:
+            return asked
+        named = sae.meta.get("site")
+        if named:
+            raise SiteError(f"{_name(sae)} names its site {named!r}, which is not an lmscope site (kind.layer) or a "
+                            "TransformerLens hook name lmscope reads; give --site")
+        raise SiteError(f"{_name(sae)} names no site; give --site (kind.layer, e.g. resid_post.3)")
+    if asked is None or _same_site(own, asked, lm) or force:
+        return own if asked is None else asked
+    raise ArtifactError(f"{_name(sae)} was trained at {own}, not {asked}: --site only fills in for a folder that "
+                        f"names no site; leave it out, or pass --force to use the SAE at {asked} anyway")
+
+
+def check_sae(sae: SparseAutoencoder, lm: LM | None = None, site: Site | str | None = None, *,
+              force: bool = False) -> Site:
+    """Check ``sae`` before it is used; returns the site it reads (one line naming what is wrong otherwise).
+
+    Without the model (before it loads): finite floating-point weights, k <= d_sae, and the site: the folder's own,
+    ``site`` where the folder names none; a ``site`` other than the folder's is refused unless ``force``. With
+    ``lm``: the site exists in it and is ``d_in`` wide, and the folder's model (when it names one) is ``lm``
+    (refused unless ``force``; a wrong width never is allowed: the SAE cannot read it).
+    """
+    asked = Site.parse(site) if isinstance(site, str) else site
+    _check_weights(sae)
+    chosen = _chosen_site(sae, asked, force, lm)
+    check_sites([chosen])
+    if lm is None:
+        return chosen
+    chosen = lm.check(chosen)
+    if sae.model and not force and not same_model(sae.model, lm.name):
+        raise ArtifactError(f"{_name(sae)} was trained on {sae.model!r}, not {lm.name!r}; pass --force to use it "
+                            "with this model anyway")
+    width = site_width(lm, chosen)
+    if width != sae.d_in:
+        raise ArtifactError(f"{_name(sae)} reads d_in {sae.d_in} activations, but {chosen} of {lm.name} is {width} "
+                            "wide: it belongs to another model or site")
+    return chosen
 
 
 def _site(name) -> Site | None:
@@ -149,4 +342,4 @@ def is_sae_folder(path: str | Path) -> bool:
     return (folder / "cfg.json").is_file() and ((folder / WEIGHTS).is_file() or (folder / SAELENS_WEIGHTS).is_file())
 
 
-__all__ = ["is_sae_folder", "load_sae", "save_sae"]
+__all__ = ["check_sae", "is_sae_folder", "load_sae", "same_model", "save_sae"]

@@ -30,18 +30,23 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+K_DEFAULT = 32  # Gao et al.'s k
+
+
 @dataclass
 class SaeConfig:
     """One dictionary: its architecture, size and sparsity."""
 
     architecture: str = field(default="tied", metadata={
         "help": "tied (the paper's), relu, topk, batchtopk, or any registered architecture"})
-    d_in: int = field(default=0, metadata={"help": "input width (0: the site's width, filled in when training)"})
+    d_in: int = field(default=0, metadata={
+        "help": "input width (0: the site's width, filled in when training; a width given must be the site's)"})
     ratio: float = field(default=8.0, metadata={"help": "dictionary size / d_in (paper: up to 8)"})
     width: int = field(default=0, metadata={"help": "dictionary size; overrides ratio when > 0"})
     l1_coefficient: float | None = field(default=None, metadata={
         "help": "sparsity weight of the L1 variants (default: tied 8.6e-4, the paper's alpha; relu 5.0)"})
-    k: int = field(default=32, metadata={"help": "active latents per token (topk) or on average (batchtopk)"})
+    k: int = field(default=K_DEFAULT, metadata={
+        "help": "active latents per token (topk) or on average (batchtopk); at most d_sae"})
     aux_k: int = field(default=0, metadata={"help": "dead latents in the AuxK loss (0: d_in / 2, Gao et al.)"})
     aux_coefficient: float = field(default=1 / 32, metadata={"help": "weight of the AuxK loss (Gao et al.: 1/32)"})
     threshold_momentum: float = field(default=0.99, metadata={
@@ -57,6 +62,20 @@ class SaeConfig:
         check.at_least(self, 0, "l1_coefficient")
         if not 0 <= self.threshold_momentum < 1:
             raise ConfigError(f"threshold-momentum must be in [0, 1), got {self.threshold_momentum}")
+        if (self.d_in or self.width) and self.k != K_DEFAULT:  # a k given must fit in a dictionary of known size
+            self.check_k()  # (the default is checked where the SAE is trained or used: train_saes, check_sae)
+
+    @property
+    def uses_k(self) -> bool:
+        """Whether the architecture keeps k latents (TopK variants); the L1 variants ignore k."""
+        return registry.sae_class(self.architecture).sweep_knob == "k"
+
+    def check_k(self) -> None:
+        """Refuse k > d_sae for the architectures that keep k latents (one ConfigError naming both)."""
+        if self.uses_k and self.k > self.d_sae:
+            size = f"width {self.width}" if self.width else f"ratio {self.ratio:g} x d_in {self.d_in}"
+            raise ConfigError(f"k {self.k} is more latents than the dictionary has (d_sae {self.d_sae}: {size}); "
+                              f"give k <= {self.d_sae} or a larger dictionary")
 
     @property
     def d_sae(self) -> int:
@@ -73,6 +92,9 @@ class SaeConfig:
         return self.aux_k or max(1, self.d_in // 2)
 
 
+SHARD_TOKENS = 262_144  # the only value HarvestConfig.shard_tokens takes (the field is kept for older settings)
+
+
 @dataclass
 class HarvestConfig(CorpusConfig):
     """Where the activations come from: text, and which positions are kept (:class:`CorpusConfig`), and buffers."""
@@ -82,12 +104,16 @@ class HarvestConfig(CorpusConfig):
     seq_len: int = text_field(128, "tokens per row (context)")
     batch_size: int = text_field(32, "rows per forward pass")
     buffer_rows: int = field(default=65_536, metadata={"help": "activations shuffled together (memory only)"})
-    shard_tokens: int = field(default=262_144, metadata={"help": "activations per cached shard on disk"})
+    shard_tokens: int = field(default=SHARD_TOKENS, metadata={
+        "help": "not used: a cached shard holds one buffer (set --buffer-rows); any other value is refused"})
     shuffle_seed: int = field(default=0, metadata={"help": "seed of the shuffling"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check.at_least(self, 1, "tokens", "buffer_rows", "shard_tokens")
+        if self.shard_tokens != SHARD_TOKENS:  # kept so that older run folders' settings still match
+            raise ConfigError(f"shard-tokens {self.shard_tokens} would be ignored: each cached shard holds one buffer "
+                              "of --buffer-rows activations; set --buffer-rows instead and leave --shard-tokens out")
 
 
 @dataclass
@@ -126,3 +152,13 @@ class TrainConfig:
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
         check.one_of(self, "b_dec_init", ("geometric_median", "mean", "zeros"))
+
+
+def training_steps(harvest: HarvestConfig, train: TrainConfig) -> int:
+    """The optimisation steps of a run, tokens x epochs / batch_tokens: at least one, or one ConfigError."""
+    steps = harvest.tokens * train.epochs // train.batch_tokens
+    if steps < 1:
+        raise ConfigError(f"tokens {harvest.tokens} x epochs {train.epochs} make no training batch of batch-tokens "
+                          f"{train.batch_tokens}: give --tokens >= {-(-train.batch_tokens // train.epochs)} or a "
+                          "smaller --batch-tokens")
+    return steps

@@ -4,19 +4,24 @@ FVE = 1 - sum |x - x_hat|^2 / sum |x - mean(x)|^2 over the evaluation tokens (th
 differ, so the definition travels with the result). CE recovered = (CE_zero - CE_sae) / (CE_zero - CE_orig), with
 CE the mean next-token loss of the model, CE_sae with the site replaced by the reconstruction and CE_zero with the
 site zero-ablated, at the same positions (special tokens, each row's first position and attention-sink positions
-keep their own activations, as in training).
+keep their own activations, as in training). A metric that is not finite is an error naming its cause (the model's
+activations, the SAE's reconstruction, one of the three losses), never a NaN in the result.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from lmscope import config as check
 from lmscope.data.activations import CorpusConfig, activation_batches, text_field
+from lmscope.errors import ArtifactError, DataError, InputError
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
+from lmscope.methods.sae.artifacts import check_sae
+from lmscope.methods.sae.harvest import first_rows
 from lmscope.methods.sae.splice import splice
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
@@ -113,28 +118,60 @@ def _losses(lm: LM, sae: SparseAutoencoder, site: Site, ids: torch.Tensor, keep:
     return torch.stack([_next_token_loss(lm, ids, ops).double().cpu() for ops in ([], [spliced], [zeroed])])
 
 
+def _finite(lm: LM, sae: SparseAutoencoder, site: Site, x: torch.Tensor, x_hat: torch.Tensor,
+            losses: torch.Tensor) -> None:
+    """Stop at the first batch with a value that is not finite, naming what made it."""
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"the activations of {lm.name} at {site} are not finite on the evaluation text (dtype "
+                         f"{lm.dtype}); the model overflows there: try --dtype float32")
+    if not bool(torch.isfinite(x_hat).all()):
+        raise ArtifactError(f"the SAE's reconstruction at {site} is not finite although its weights are: its "
+                            f"weights are too large for {lm.name}'s activations (an SAE of another model or site?)")
+    names = ("the model's own loss", "the loss with the SAE spliced in", f"the loss with {site} zero-ablated")
+    for name, value in zip(names, losses.tolist()):
+        if not math.isfinite(value):
+            raise InputError(f"{name} is not finite on the evaluation text ({lm.name} at {site}, dtype {lm.dtype})")
+
+
 @torch.no_grad()
 def evaluate_sae(lm: LM, sae: SparseAutoencoder, site: Site, config: EvalConfig | None = None) -> SaeEvalResult:
-    """Reconstruction, sparsity and CE metrics of ``sae`` at ``site`` on held-out tokens."""
+    """Reconstruction, sparsity and CE metrics of ``sae`` at ``site`` on held-out tokens.
+
+    Every metric is finite, or this is one error naming which input made it not (nothing is returned).
+    """
     config = config or EvalConfig()
-    site, sae = lm.check(site), sae.to(lm.device).eval()  # the SAE follows the model
+    site = check_sae(sae, lm, site, force=True)  # the caller chose the site and model; the shapes must hold
+    sae = sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(config.seq_len)
+    first_rows(lm.tokenizer, config)  # an empty or binary corpus: one line before any pass
     totals = _Totals(sae.d_in, sae.d_sae)
     for batch in activation_batches(lm, [site], config, stop_after=site):
         x = batch.kept(site)  # (n, d_in)
         codes = sae.encode(x)
-        totals.add(x, sae.decode(codes), codes)
+        x_hat = sae.decode(codes)
         keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
-        totals.ce += _losses(lm, sae, site, batch.ids, keep)
+        losses = _losses(lm, sae, site, batch.ids, keep)
+        _finite(lm, sae, site, x, x_hat, losses)
+        totals.add(x, x_hat, codes)
+        totals.ce += losses
         totals.ce_tokens += batch.ids[:, 1:].numel()
     return _result(lm, sae, site, totals, config)
 
 
 def _result(lm: LM, sae: SparseAutoencoder, site: Site, totals: _Totals, config: EvalConfig) -> SaeEvalResult:
-    n = max(totals.x.count, 1)
+    n = totals.x.count
+    if n == 0:
+        raise DataError(f"no evaluation tokens: every position of corpus {config.corpus} was left out (special "
+                        "tokens, each row's first, attention sinks); give more text or longer rows (--seq-len)")
     variance = totals.sq - n * float(totals.x.mean().double().pow(2).sum())
+    if not variance > 0:
+        raise InputError(f"the activations of {lm.name} at {site} do not vary over the {n} evaluation tokens: the "
+                         "fraction of variance explained is undefined there")
     density = (totals.fired / n).float()
     ce_orig, ce_sae, ce_zero = (totals.ce / max(totals.ce_tokens, 1)).tolist()
+    if ce_zero == ce_orig:
+        raise InputError(f"zero-ablating {site} leaves {lm.name}'s loss unchanged ({ce_orig:.4f}): CE recovered is "
+                         "undefined there")
     return SaeEvalResult(model=lm.name, site=str(site), architecture=sae.name, d_sae=sae.d_sae, tokens=totals.x.count,
                          mse=totals.err / n, fve=1 - totals.err / max(variance, 1e-12), l0=totals.active / n,
                          dead=float((density == 0).float().mean()),

@@ -13,8 +13,11 @@ import torch
 
 from lmscope import config as check
 from lmscope.data.activations import CorpusConfig, activation_batches, text_field
+from lmscope.errors import ArtifactError, ConfigError, DataError, InputError
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
+from lmscope.methods.sae.artifacts import check_sae
+from lmscope.methods.sae.harvest import first_rows
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 
@@ -28,7 +31,8 @@ class FeatureConfig(CorpusConfig):
 
     tokens: int = text_field(131_072, "tokens read")
     seq_len: int = text_field(64, "tokens per row")
-    features: tuple[int, ...] = field(default=(), metadata={"help": "features to show (default: sampled)"})
+    features: tuple[int, ...] = field(default=(), metadata={
+        "help": "features to show, ids in 0..d_sae-1 (default: sampled)", "min": 0})
     n_features: int = field(default=24, metadata={"help": "features sampled among those that fire, if none given"})
     top_examples: int = field(default=12, metadata={"help": "top-activating contexts per feature"})
     quantile_bins: int = field(default=4, metadata={"help": "activation quantile bins with examples"})
@@ -39,10 +43,21 @@ class FeatureConfig(CorpusConfig):
     sample_seed: int = field(default=0, metadata={"help": "seed of the feature sample and the quantile examples"})
 
     def __post_init__(self) -> None:
-        self.features = tuple(int(f) for f in self.features)
+        try:
+            self.features = tuple(int(f) for f in self.features)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"features must be whole numbers (feature ids), got {self.features!r}") from err
         super().__post_init__()
         check.at_least(self, 1, "tokens", "n_features", "top_examples", "logit_tokens")
         check.at_least(self, 0, "quantile_bins", "per_bin", "left", "right")
+        check.bounds(self)
+
+    def check_features(self, d_sae: int) -> None:
+        """Every chosen feature id is one of the SAE's: 0..d_sae-1 (one ConfigError naming the first that is not)."""
+        bad = [f for f in self.features if not 0 <= f < d_sae]
+        if bad:
+            raise ConfigError(f"features must be in 0..{d_sae - 1} (the SAE has d_sae {d_sae} features), got "
+                              f"{bad[0]}")
 
 
 @dataclass
@@ -81,7 +96,13 @@ def _collect(lm: LM, sae: SparseAutoencoder, site: Site, cfg: FeatureConfig) -> 
     offset = kept = 0
     for batch in activation_batches(lm, [site], cfg, stop_after=site):
         ids = batch.ids.cpu()
-        codes = sae.encode(batch.acts[site].float())  # (batch, seq_len, d_sae)
+        x = batch.acts[site].float()
+        codes = sae.encode(x)  # (batch, seq_len, d_sae)
+        if not bool(torch.isfinite(codes).all()):
+            raise (InputError(f"the activations of {lm.name} at {site} are not finite on this text (dtype "
+                              f"{lm.dtype}); try --dtype float32") if not bool(torch.isfinite(x).all()) else
+                   ArtifactError(f"the SAE's features at {site} are not finite although its weights are: its weights "
+                                 f"are too large for {lm.name}'s activations (an SAE of another model or site?)"))
         keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
         codes = (codes * keep[..., None]).flatten(0, 1)  # (batch * seq_len, d_sae): left-out positions never fire
         kept += int(keep.sum())
@@ -91,6 +112,8 @@ def _collect(lm: LM, sae: SparseAutoencoder, site: Site, cfg: FeatureConfig) -> 
         feat.append(f.cpu())
         val.append(codes[p, f].cpu())
         offset += ids.numel()
+    if not rows:
+        raise DataError(f"corpus {cfg.corpus} gives no token rows of seq-len {cfg.seq_len}; give a longer corpus")
     return _Sparse(torch.cat(rows), torch.cat(pos), torch.cat(feat), torch.cat(val), kept)
 
 
@@ -147,8 +170,11 @@ def feature_examples(lm: LM, sae: SparseAutoencoder, site: Site,
                      config: FeatureConfig | None = None) -> FeatureExamples:
     """Examples and statistics of the selected features (``config.features``, or a seeded sample of those firing)."""
     cfg = config or FeatureConfig()
-    site, sae = lm.check(site), sae.to(lm.device).eval()  # the SAE follows the model
+    cfg.check_features(sae.d_sae)
+    site = check_sae(sae, lm, site, force=True)  # the caller chose the site and model; the shapes must hold
+    sae = sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(cfg.seq_len)
+    first_rows(lm.tokenizer, cfg)  # an empty or binary corpus: one line before any pass
     data = _collect(lm, sae, site, cfg)
     counts = torch.bincount(data.feature, minlength=sae.d_sae)
     gen = torch.Generator().manual_seed(cfg.sample_seed)

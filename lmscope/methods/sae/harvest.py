@@ -12,18 +12,20 @@ exceeds a multiple of the median.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
-from lmscope.data.activations import corpus_batches, deepest_stop, run_batch
-from lmscope.errors import ArtifactError
+from lmscope.data.activations import TextConfig, corpus_batches, deepest_stop, run_batch
+from lmscope.errors import ArtifactError, DataError, SiteError
 from lmscope.io import load_tensors, read_json, save_tensors, write_json
 from lmscope.methods.sae.config import HarvestConfig
 from lmscope.model.lm import LM
-from lmscope.model.sites import Site
+from lmscope.model.sites import KINDS, Site
+from lmscope.model.weights import is_conv1d, linear_dims
 from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,56 @@ def site_key(site: Site) -> str:
 def parse_site(text: str) -> Site:
     """The inverse of :func:`site_key`: :meth:`lmscope.Site.parse` (kept under this name for older code)."""
     return Site.parse(text)
+
+
+HARVESTABLE = tuple(k for k in KINDS if k != "attn_pattern")  # one vector per token: what a dictionary reads
+
+
+def check_sites(sites: Sequence[Site]) -> None:
+    """Refuse a site an SAE cannot read (an attention pattern is a matrix per token, not a vector): one line."""
+    for site in sites:
+        if site.kind not in HARVESTABLE:
+            raise SiteError(f"{site} cannot be harvested: an SAE reads one vector per token, and {site.kind} is not "
+                            f"one; harvestable kinds are {', '.join(HARVESTABLE)}")
+
+
+def site_width(lm: LM, site: Site) -> int:
+    """The width of the activation at ``site`` of ``lm`` (what an SAE there reads), from the module that carries it.
+
+    A linear layer's input or output gives its own width (``mlp_key``, ``mlp_pre``, ``attn_heads``, ...), an
+    embedding its dimension, anything else (a block, attention, the MLP) the residual stream's.
+    """
+    check_sites([site])
+    point = lm.hook_point(lm.check(site))
+    module = point.module
+    if is_conv1d(module):
+        return linear_dims(module)[0 if point.where == "input" else 1]
+    width = getattr(module, "in_features" if point.where == "input" else "out_features", None)
+    if isinstance(width, int):
+        return width
+    if isinstance(module, torch.nn.Embedding):
+        return module.embedding_dim
+    return lm.d_model
+
+
+def first_rows(tokenizer, cfg: TextConfig) -> torch.Tensor:
+    """The first token batch of ``cfg``'s text, or one DataError: the corpus is empty, too short or not text.
+
+    Read before anything is written, so that a corpus with nothing to harvest leaves no manifest or folder behind.
+    """
+    try:
+        first = next(iter(corpus_batches(tokenizer, cfg)), None)
+    except UnicodeDecodeError as err:  # lmscope.data.corpus reads .txt / .json strictly as UTF-8
+        raise DataError(f"corpus {cfg.corpus}: not UTF-8 text ({err.reason} at byte {err.start}); give a text file "
+                        "(.txt, .json, .jsonl), a folder of .txt files or a packaged corpus") from err
+    except json.JSONDecodeError as err:  # a .json / .jsonl file that is neither one JSON value nor JSON lines
+        raise DataError(f"corpus {cfg.corpus}: not JSON or JSON lines ({err.msg} at line {err.lineno}); give strings "
+                        "or objects with a 'text' field, or plain text in a .txt file") from err
+    if first is None:
+        raise DataError(f"corpus {cfg.corpus} gives no token rows of seq-len {cfg.seq_len} in split "
+                        f"{cfg.split!r}: it is empty or shorter than one row; give a longer corpus (or another "
+                        "--split)")
+    return first
 
 
 def batches_in(n: int, size: int) -> int:
@@ -63,6 +115,7 @@ class ActivationStream:
     def __init__(self, lm: LM, sites: Sequence[Site], config: HarvestConfig, cache: str | Path | None = None,
                  shard: tuple[int, int] = (0, 1)):
         self.lm, self.config, self.shard = lm, config, shard  # shard: (this one, of how many)
+        check_sites(sites)
         self.sites = [lm.check(s) for s in sites]
         if not self.sites:
             raise ArtifactError("no site to harvest")
@@ -72,16 +125,17 @@ class ActivationStream:
         self.batches_per_buffer = max(1, config.buffer_rows // per_batch)
         self.n_buffers = -(-config.tokens // (per_batch * self.batches_per_buffer))
         self.cache = Path(cache) if cache else None
+        if not self._all_cached(0):  # the text is needed: refuse an empty or binary corpus before writing anything
+            first_rows(lm.tokenizer, config)
         if self.cache:
             self._check_cache()
 
     # ---- the model side --------------------------------------------------------------------------------------
     def _token_batches(self, start: int) -> Iterator[list[torch.Tensor]]:
-        """Token batches grouped per buffer, from buffer ``start`` (earlier ones tokenised, not run)."""
+        """Token batches grouped per buffer (every shard's), from buffer ``start`` (earlier ones tokenised, not run)."""
         batches = corpus_batches(self.lm.tokenizer, self.config)
         groups = iter(lambda: list(itertools.islice(batches, self.batches_per_buffer)), [])
-        mine, of = self.shard
-        return (group[mine::of] for group in itertools.islice(groups, start, None))
+        return itertools.islice(groups, start, None)
 
     def _run(self, ids: torch.Tensor) -> Batch:
         """Activations of one token batch at every site, special positions (and sinks) left out."""
@@ -96,15 +150,36 @@ class ActivationStream:
     def buffers(self, start: int = 0) -> Iterator[tuple[int, Batch]]:
         """(index, activations) of every buffer from ``start``, unshuffled; cached ones read from disk."""
         groups = self._token_batches(start) if not self._all_cached(start) else itertools.repeat(None)
-        for index, group in zip(range(start, self.n_buffers), groups):
+        for index in range(start, self.n_buffers):
+            group = next(groups, [])  # [] once the corpus runs out
             cached = self._read_shard(index) if self.cache else None
             if cached is None:
                 if group is None:
-                    group = next(self._token_batches(index))
-                cached = self._harvest(group)
+                    group = next(self._token_batches(index), [])
+                if not group:
+                    self._ran_out(index)
+                    return
+                cached = self._harvest(self._mine(index, group))
                 if self.cache:
                     self._write_shard(index, cached)
             yield index, cached
+
+    def _mine(self, index: int, group: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The token batches of this shard among of a buffer's group (every ``of``-th from ``mine``)."""
+        mine, of = self.shard
+        if len(group) <= mine:
+            raise DataError(f"buffer {index} of corpus {self.config.corpus} has {len(group)} token batches, fewer "
+                            f"than the {of} shards; give a longer corpus or fewer ranks")
+        return group[mine::of]
+
+    def _ran_out(self, index: int) -> None:
+        """The corpus ended before buffer ``index``: an error if nothing came of it, else a warning (fewer tokens)."""
+        per_buffer = self.batches_per_buffer * self.config.batch_size * self.config.seq_len
+        if index == 0:
+            raise DataError(f"corpus {self.config.corpus} gives no token rows for this harvest (seq-len "
+                            f"{self.config.seq_len}, shard {self.shard[0]} of {self.shard[1]}); give a longer corpus")
+        log.warning("corpus %s ran out after %d of %d buffers (~%d of the %d tokens asked for)", self.config.corpus,
+                    index, self.n_buffers, index * per_buffer, self.config.tokens)
 
     def order(self, index: int, n: int) -> torch.Tensor:
         """The shuffled order of buffer ``index``'s ``n`` rows: it depends on the seed, buffer and shard alone."""

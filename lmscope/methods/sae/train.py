@@ -22,14 +22,14 @@ import torch
 
 from lmscope.checkpoints import checkpoint_folder, load_training_state, save_training_state
 from lmscope.distributed import World
-from lmscope.errors import ConfigError, TrainingError
+from lmscope.errors import ConfigError, DataError, TrainingError
 from lmscope.io import read_json, write_json
 from lmscope.memory import keep_freed_memory
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
 from lmscope.methods.sae.artifacts import save_sae
-from lmscope.methods.sae.config import HarvestConfig, SaeConfig, TrainConfig
+from lmscope.methods.sae.config import HarvestConfig, SaeConfig, TrainConfig, training_steps
 from lmscope.methods.sae.dead import Firing, resample
-from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, site_key
+from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, check_sites, site_key, site_width
 from lmscope.methods.sae.registry import sae_class
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -178,6 +178,24 @@ def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tu
     return trainees, state
 
 
+def check_jobs(lm: LM, jobs: list[Job]) -> None:
+    """Every job's site can be harvested from ``lm``, and its config holds at the site's width (k <= d_sae).
+
+    ``d_in`` is the site's width, filled in when training starts: a d_in given that is another width is refused.
+    """
+    check_sites([j.site for j in jobs])
+    for job in jobs:
+        width = site_width(lm, job.site)
+        given = job.config.d_in
+        if given and given != width:
+            raise ConfigError(f"d-in {given} is not the width of {job.site} in {lm.name} ({width}): d_in is filled "
+                              "in from the site; leave --d-in out")
+        try:
+            replace(job.config, d_in=width)
+        except ConfigError as err:
+            raise ConfigError(f"{job.name} (d_in {width}): {err}") from err
+
+
 # ---- the loop -------------------------------------------------------------------------------------------------
 def _settings(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig, cfg: TrainConfig) -> dict:
     return {"model": lm.name, "fingerprint": lm.fingerprint(), "harvest": harvest_cfg,
@@ -237,7 +255,10 @@ def _begin(out: Path, lm: LM, jobs: list[Job], cfg: TrainConfig, batches, world:
         log.info("resuming %d SAEs at step %d from %s", len(trainees), step, out / CHECKPOINT)
         return trainees, step, position, (iter(()) if state.get("done") else batches((position[0], position[1] + 1)))
     stream = batches((0, 0))
-    first = next(stream)
+    first = next(stream, None)
+    if first is None:  # too few positions kept for half a batch (most of each row left out?)
+        raise DataError(f"the harvest gave no training batch of {cfg.batch_tokens} activations (too few positions are "
+                        "kept: longer rows (--seq-len), more --tokens or a smaller --batch-tokens)")
     trainees = [_new_trainee(job, world.gather(first[1][job.site]), cfg, lm.device) for job in jobs]
     return trainees, 0, (0, -1), itertools.chain([first], stream)
 
@@ -252,13 +273,14 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     of a run on that many ranks.
     """
     harvest_cfg, cfg = harvest_cfg or HarvestConfig(), cfg or TrainConfig()
+    total = training_steps(harvest_cfg, cfg)
+    check_jobs(lm, jobs)
     keep_freed_memory()  # a step's (n, d_sae) tensors reuse the last step's memory (lmscope.memory)
     world = world or World.from_env(lm.device)
+    batches = _stream(lm, jobs, harvest_cfg, cfg, cache, world, shards)  # refuses an empty corpus: nothing written
     out = prepare_out(out)
     world.on_main(lambda: check_settings(out, _settings(lm, jobs, harvest_cfg, cfg)))
-    batches = _stream(lm, jobs, harvest_cfg, cfg, cache, world, shards)
     trainees, step, position, stream = _begin(out, lm, jobs, cfg, batches, world)
-    total = harvest_cfg.tokens * cfg.epochs // cfg.batch_tokens
     bar = tqdm(total=total, initial=step, desc=f"sae {lm.name}", unit="step", disable=not world.main)
     for position, batch in itertools.islice(stream, max(0, total - step)):  # the schedule's steps, no more
         pending = [_backward(t, batch[t.job.site].to(lm.device), step, total, cfg) for t in trainees]

@@ -55,8 +55,12 @@ class StagesResult(Result):
 
     def summary(self) -> dict:
         """Tokens, base accuracy, every lesion curve, the lens KL, neuron counts and the top neurons."""
+        undefined = self.base_accuracy <= 0  # no next token right: relative accuracy is not defined
         return {"model": self.model, "tokens": self.tokens, "base_accuracy": self.base_accuracy,
-                **{k: v.tolist() for k, v in self.lesion.items()}, "lens_kl": self.lens_kl.tolist(),
+                **{k: None if undefined and k.endswith("_rel_acc") else v.tolist() for k, v in self.lesion.items()},
+                "notes": ["the unmodified model predicts no next token of this text: relative accuracies are "
+                          "undefined (null)"] if undefined else [],
+                "lens_kl": self.lens_kl.tolist(),
                 "prediction_neurons": self.counts("prediction").tolist(),
                 "suppression_neurons": self.counts("suppression").tolist(), "top_neurons": self.top_neurons}
 

@@ -37,7 +37,7 @@ class LesionConfig:
     """One lesion of one prompt: which block, how, and how many next tokens to show."""
 
     layer: int = field(default=0, metadata={"help": "block to delete (or to swap with the next one)", "required": True,
-                                            "min": 0, "max": 4096})
+                                            "min": -4096, "max": 4096})
     mode: str = field(default="delete", metadata={"help": "delete or swap"})
     top_k: int = field(default=5, metadata={"help": "next tokens shown", "min": 1, "max": 100})
 

@@ -5,6 +5,8 @@ Each fact is traced with the same noise scale and seed; its indirect effects are
 JSON line to ``records.jsonl`` in the output folder, flushed to disk. A killed run resumes from that file (a torn
 last line is dropped) and gives the same numbers as an uninterrupted one. Only facts whose answer the model
 predicts (top-1 = the first token of the attribute) are traced, as in ROME; the others are recorded as skipped.
+When the model predicts none of them there is nothing to average: that is an error, and a run folder this call
+started is removed again.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from lmscope.methods.trace.trace import causal_trace
 from lmscope.model.lm import LM
 from lmscope.model.peaks import Peak, record_peak
 from lmscope.progress import tqdm
-from lmscope.runs import Run
+from lmscope.runs import SETTINGS, Run
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +131,31 @@ def _save(lm: LM, result: TraceDatasetResult, out: Path, only_predicted: bool) -
         record_peak(lm.name, Peak(layer, result.n_kept, str(out.resolve()), value, only_predicted, lm.fingerprint()))
 
 
-def _settings(lm: LM, config: TraceConfig) -> dict:
-    """What a resumed run must share with the interrupted one (its records would be mixed otherwise)."""
-    return {"model": lm.name, "fingerprint": lm.fingerprint(), "config": {
+def _settings(lm: LM, config: TraceConfig, only_predicted: bool) -> dict:
+    """What a resumed run must share with the interrupted one (its records would be mixed otherwise).
+
+    Tracing every fact is recorded only when asked for, so that the folders of ROME's protocol keep their settings.
+    """
+    settings = {"model": lm.name, "fingerprint": lm.fingerprint(), "config": {
         k: list(v) if isinstance(v, tuple) else v for k, v in config.__dict__.items() if k != "batch_tokens"}}
+    return settings if only_predicted else {**settings, "all_facts": True}
+
+
+def _nothing_predicted(lm: LM, facts: Sequence[KnownFact], records: list[dict]) -> DataError:
+    """The error of a run in which the model predicts none of the facts (with a few of its predictions)."""
+    attribute = {f.known_id: f.attribute for f in facts}
+    seen = ", ".join(f"{attribute[r['known_id']]!r} -> {r['prediction']!r}" for r in records[:3])
+    return DataError(f"{lm.name} predicts none of the {len(records)} facts tried (its top-1 token is never the first "
+                     f"token of the attribute; expected -> predicted: {seen}{', ...' if len(records) > 3 else ''}); "
+                     "nothing to average: try more facts, or --all-facts to trace them anyway")
+
+
+def _remove_run(folder: Path, existed: bool) -> None:
+    """Remove the records and settings a failed run wrote into ``folder`` (and the folder, if it made it)."""
+    for path in [*folder.glob("records*.jsonl"), folder / SETTINGS]:
+        path.unlink(missing_ok=True)
+    if not existed and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, config: TraceConfig | None = None,
@@ -141,11 +164,15 @@ def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, confi
 
     A finished run records its MLP peak at the last subject token for ROME's ``layer="auto"``
     (:mod:`lmscope.model.peaks`). ``world``: under torchrun, each rank traces its share; rank 0 merges and saves.
+    A model that predicts none of the facts (``only_predicted``) raises :class:`DataError`; the records of a run
+    this call started are removed then.
     """
     if not facts:
         raise DataError("no facts to trace: the data file holds no records (or --limit is 0)")
     config, world = config or TraceConfig(), world or World()
-    run = Run(out_dir, _settings(lm, config), key="known_id", world=world)
+    folder = Path(out_dir)
+    existed, fresh = folder.exists(), not (folder / SETTINGS).exists()
+    run = Run(out_dir, _settings(lm, config, only_predicted), key="known_id", world=world)
     scale = world.on_main(lambda: noise_scale(lm, config))  # estimated and stored once, on rank 0
     config = dataclasses.replace(config, noise=scale if scale is not None else noise_scale(lm, config))
     todo = run.todo(list(facts), lambda f: f.known_id)
@@ -156,6 +183,10 @@ def trace_dataset(lm: LM, facts: Sequence[KnownFact], out_dir: str | Path, confi
             write(_trace_record(lm, fact, config, only_predicted))
     done = run.merged()
     records = [done[k] for k in dict.fromkeys(f.known_id for f in facts)]
+    if not any(r["kept"] for r in records):
+        world.barrier()  # every rank has read the records before rank 0 removes them
+        world.on_main(lambda: _remove_run(run.out, existed) if fresh else None)
+        raise _nothing_predicted(lm, facts, records)
     result = _aggregate(lm, records, len(facts), config, only_predicted)
     world.on_main(lambda: _save(lm, result, run.out, only_predicted))
     log.info("traced %d of %d facts (the others are not predicted by %s)", result.n_kept, len(facts), lm.name)

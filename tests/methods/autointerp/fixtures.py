@@ -45,8 +45,9 @@ def corpus(tmp_path) -> str:
 
 
 class Stub:
-    """What the stub server does: ``script`` is a list of actions for the next requests ("500", "sleep", or an answer
-    text); when it is empty, ``answer(messages)`` answers."""
+    """What the stub server does: ``script`` is a list of actions for the next requests ("500", "sleep", an answer
+    text, or a reply as it is sent: ``{"status": 400, "body": <JSON value or text>}``); when it is empty,
+    ``answer(messages)`` answers."""
 
     def __init__(self):
         self.script, self.requests = [], []
@@ -65,6 +66,15 @@ def stub():
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.requests.append(body)
             action = state.script.pop(0) if state.script else None
+            if isinstance(action, dict):  # a reply as it is sent: any status, any body
+                body = action["body"]
+                payload = (body if isinstance(body, str) else json.dumps(body)).encode()
+                self.send_response(action.get("status", 200))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
             if action == "500":
                 self.send_response(500)
                 self.end_headers()

@@ -158,3 +158,216 @@ def test_quantile_excerpts_come_from_each_bin_and_stay_disjoint():
     assert bins[0] <= 8 and 9 <= bins[1] <= 16 and bins[2] >= 17  # one per third of the (unused) active excerpts
     groups = [set(split.explain), set(split.score_top), set(split.score_quantile), set(split.score_random)]
     assert sum(len(g) for g in groups) == len(set().union(*groups))  # pairwise disjoint
+
+
+def _chat(content) -> dict:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
+
+
+@pytest.mark.parametrize("body, shown", [
+    ({"choices": []}, '{"choices": []}'),
+    ([], "[]"),
+    (_chat(None), '"content": null'),
+    ({"choices": [{"message": {"role": "assistant"}}]}, '"role": "assistant"'),
+    ({"choices": [{"text": "Paris"}]}, '"text": "Paris"'),
+    ({"error": {"message": "model overloaded"}}, "model overloaded"),
+    ("<html>502 Bad Gateway</html>", "<html>502 Bad Gateway</html>"),
+    ({"choices": [], "detail": "y" * 5000}, '{"choices": [], "detail": "yyyy'),  # shortened
+])
+def test_wrong_shape_answers_are_errors_that_show_them_and_are_never_cached(body, shown, stub, tmp_path):
+    backend = HttpBackend(stub.url, "stub-model", tmp_path / "cache", backoff=0.01, retries=3)
+    stub.script = [{"body": body}]
+    with pytest.raises(lmscope.EndpointError) as err:
+        backend.explain("prompt")
+    message = str(err.value)
+    assert shown in message and "\n" not in message and len(message) < 600, message
+    assert len(stub.requests) == 1  # an answer that is not a chat completion is not retried
+    assert not list((tmp_path / "cache").iterdir())  # and never cached
+    assert HttpBackend(stub.url, "stub-model", tmp_path / "cache").explain("prompt") == "Paris"  # a healthy rerun
+
+
+def test_a_cached_answer_that_fails_validation_is_discarded_and_asked_again(stub, tmp_path):
+    backend = HttpBackend(stub.url, "stub-model", tmp_path / "cache", backoff=0.01)
+    assert backend.explain("prompt") == "Paris" and len(stub.requests) == 1
+    [path] = (tmp_path / "cache").iterdir()
+    for bad in ('{"request": {}, "content": null}', "[]", "{not json", ""):
+        path.write_text(bad)
+        stub.answer = lambda messages: "Tower"
+        again = HttpBackend(stub.url, "stub-model", tmp_path / "cache", backoff=0.01)
+        assert again.explain("prompt") == "Tower" and again.sent == 1, bad  # re-asked, not replayed
+        assert json.loads(path.read_text())["content"] == "Tower"
+        assert HttpBackend(stub.url, "stub-model", tmp_path / "cache").explain("prompt") == "Tower"  # cached again
+        stub.answer = lambda messages: "Paris"
+
+
+def test_a_client_error_is_reported_after_one_request_and_server_errors_are_retried(stub, tmp_path):
+    make = lambda **kw: HttpBackend(stub.url, "stub-model", tmp_path / "cache", backoff=0.01, **kw)  # noqa: E731
+    stub.script = [{"status": 400, "body": {"error": {"message": "max_tokens is too large: 99999"}}}]
+    with pytest.raises(lmscope.EndpointError) as err:
+        make(retries=3).explain("prompt")
+    message = str(err.value)
+    assert "HTTP 400" in message and "max_tokens is too large" in message and "tries" not in message, message
+    assert len(stub.requests) == 1
+    stub.script = [{"status": 404, "body": "no such route"}]
+    with pytest.raises(lmscope.EndpointError, match="HTTP 404.*no such route"):
+        make(retries=3).explain("prompt")
+    assert len(stub.requests) == 2
+    stub.script = [{"status": 429, "body": {"error": {"message": "slow down"}}}, "500"]
+    assert make(retries=3).explain("prompt") == "Paris" and len(stub.requests) == 5  # 429 and 5xx: retried
+    stub.script = [{"status": 503, "body": "busy"}] * 2
+    with pytest.raises(lmscope.EndpointError, match=r"failed after 2 tries \(HTTP 503.*busy"):
+        make(retries=1).explain("other prompt")
+
+
+def test_prompt_folders_and_templates_are_checked(lm, stub, tmp_path):
+    from lmscope.methods.autointerp import check_prompts, load_prompt
+
+    with pytest.raises(lmscope.ConfigError, match="prompts folder .*nowhere.* does not exist"):
+        check_prompts(tmp_path / "nowhere")
+    with pytest.raises(lmscope.ConfigError, match="does not exist"):
+        LocalBackend(lm, prompts=tmp_path / "nowhere")
+    with pytest.raises(lmscope.ConfigError, match="does not exist"):
+        HttpBackend(stub.url, "m", tmp_path / "cache", prompts=tmp_path / "nowhere")
+    with pytest.raises(lmscope.ConfigError, match="does not exist"):
+        load_prompt("detector.txt", tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(lmscope.ConfigError, match="none of"):
+        check_prompts(tmp_path / "empty")
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "detector.txt").write_text("Does {explanation} fire in {text}? {oops}")
+    with pytest.raises(lmscope.ConfigError, match=r"detector.txt.*\{oops\}.*explanation, text"):
+        check_prompts(folder)
+    with pytest.raises(lmscope.ConfigError, match=r"\{oops\}"):
+        load_prompt("detector.txt", folder)
+    for text, fragment in [("Does {explanation fire", "detector.txt"), ("{explanation} {0}", "{0}"),
+                           ("{explanation.__class__} {text}", "explanation.__class__"),
+                           ("Does it fire in {text}?", "{explanation}")]:
+        (folder / "detector.txt").write_text(text)
+        with pytest.raises(lmscope.ConfigError, match="detector.txt") as err:
+            check_prompts(folder)
+        assert fragment in str(err.value), str(err.value)
+    (folder / "detector.txt").write_text("Does {explanation} fire in {text}? {{literal}} {max_value}")
+    with pytest.raises(lmscope.ConfigError, match="max_value"):
+        check_prompts(folder)  # the detector is not given max_value
+    (folder / "detector.txt").write_text("Does {explanation} fire in {text}? {{literal braces}}")
+    check_prompts(folder)
+    assert load_prompt("detector.txt", folder).startswith("Does {explanation}")
+    assert LocalBackend(lm, prompts=folder).detect("the word Paris", "The Paris") is not None
+
+
+class NotFinite(Keyword):
+    """A simulator whose model gives NaN (or infinite) values."""
+
+    def __init__(self, explanation, value=float("nan"), where="simulate"):
+        super().__init__(explanation)
+        self.value, self.where = value, where
+
+    def simulate(self, explanation, tokens):
+        values = super().simulate(explanation, tokens)
+        return [self.value, *values[1:]] if self.where == "simulate" else values
+
+    def detect(self, explanation, text):
+        return self.value if self.where == "detect" else super().detect(explanation, text)
+
+
+@pytest.mark.parametrize("value, where", [(float("nan"), "simulate"), (float("inf"), "simulate"),
+                                          (float("nan"), "detect")])
+def test_a_non_finite_simulation_is_an_error_naming_the_unit(value, where):
+    fake = Keyword("the word Paris")
+    with pytest.raises(lmscope.LmscopeError, match=r"sae:17.*not finite") as err:
+        score_unit(fake, NotFinite("the word Paris", value, where), excerpts_firing_on("Paris"), ScoreConfig(),
+                   unit="sae:17")
+    assert "\n" not in str(err.value)
+
+
+def test_non_finite_activations_are_an_error_naming_the_unit():
+    ex = excerpts_firing_on("Paris")
+    ex["top"][0] = (ex["top"][0][0], torch.tensor([0.0, float("inf"), 3.0, 0.0]))
+    fake = Keyword("the word Paris")
+    with pytest.raises(lmscope.LmscopeError, match=r"pca:3.*not finite"):
+        score_unit(fake, fake, ex, ScoreConfig(), unit="pca:3")
+
+
+def test_a_summary_over_no_scored_unit_has_no_nan(lm, corpus, tmp_path):
+    class Mute(Keyword):
+        def simulate(self, explanation, tokens):
+            return None  # an answer that cannot be read (counted)
+
+        def detect(self, explanation, text):
+            return None
+
+    cfg = SampleConfig(kinds=("pca",), n_units=2, corpus=corpus, split="all", tokens=512, seq_len=16, batch_size=8,
+                       fit_tokens=256)
+    result = autointerp(lm, lmscope.Site(1, "resid_post"), cfg, ScoreConfig(), Mute("x"), Mute("x"), tmp_path / "m")
+    pca = result.summary()["kinds"]["pca"]
+    assert pca["scored"] == 0 and pca["mean_score"] is None and pca["ci95"] == [None, None]
+    assert pca["mean_detection"] is None and pca["malformed"] > 0
+    assert "NaN" not in json.dumps(result.summary())
+
+
+class Silent(Keyword):
+    """A simulator that always predicts 0 (so no unit gets a score) and never detects."""
+
+    def simulate(self, explanation, tokens):
+        return [0.0] * len(tokens)
+
+    def detect(self, explanation, text):
+        return 0.0
+
+
+def small(corpus, **kw) -> SampleConfig:
+    return SampleConfig(**{**dict(kinds=("ica",), n_units=2, corpus=corpus, split="all", tokens=512, seq_len=16,
+                                  batch_size=8, fit_tokens=256), **kw})
+
+
+@pytest.mark.parametrize("kind", ["ica", "pca", "random"])
+def test_more_directions_than_the_site_has_dimensions(kind, lm, corpus, tmp_path):
+    fake = Silent("the word Paris")
+    for n, fit in ((40, 256), (20, 16)):  # more than d_model = 32; more than the 15 fit activations
+        result = autointerp(lm, lmscope.Site(1, "resid_post"), small(corpus, kinds=(kind,), n_units=n, fit_tokens=fit),
+                            ScoreConfig(), fake, fake, tmp_path / f"{kind}{n}")
+        assert 1 <= len(result.records) <= n
+        assert "NaN" not in json.dumps(result.summary())
+
+
+def test_an_empty_corpus_is_one_clear_error(lm, tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    fake = Silent("x")
+    with pytest.raises(lmscope.LmscopeError, match="empty.txt"):
+        autointerp(lm, lmscope.Site(1, "resid_post"), small(str(tmp_path / "empty.txt")), ScoreConfig(), fake, fake,
+                   tmp_path / "out")
+
+
+def test_an_sae_with_a_nan_weight_is_an_error_naming_the_feature(lm, corpus, tmp_path):
+    sae = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4), seed=0)
+    with torch.no_grad():
+        sae.W_enc[:, 5] = float("nan")  # feature 5 reads NaN from every activation
+    fake = Silent("x")
+    with pytest.raises(lmscope.LmscopeError, match=r"SAE feature 5\b.*not finite"):
+        autointerp(lm, lmscope.Site(1, "resid_post"), small(corpus, kinds=("sae",)), ScoreConfig(), fake, fake,
+                   tmp_path / "out", sae=sae)
+
+
+def test_activations_beyond_float16_are_kept_not_turned_into_infinity(lm, corpus):
+    from lmscope.methods.autointerp.sampling import collect
+    from lmscope.model.units import projections
+
+    site = lm.check(lmscope.Site(1, "resid_post"))
+    readout = torch.zeros(2, lm.d_model)
+    readout[0, 0], readout[1, 1] = 1e7, 1.0  # unit 0 reads far beyond float16's 65504
+    units = projections("pca", site, torch.zeros(lm.d_model), readout)
+    data = collect(lm, [units], small(corpus, kinds=("pca",)))
+    acts = data.acts["pca"]
+    assert torch.isfinite(acts).all() and acts[..., 0].abs().max() > 1e5
+
+
+def test_an_sae_whose_features_never_fire_is_an_error_not_a_missing_row(lm, corpus, tmp_path):
+    sae = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4), seed=0)
+    with torch.no_grad():
+        sae.W_enc.zero_()
+        sae.b_enc.fill_(-1.0)
+    fake = Silent("x")
+    with pytest.raises(lmscope.InputError, match="none of the 64 SAE features .* fires"):
+        autointerp(lm, lmscope.Site(1, "resid_post"), small(corpus, kinds=("sae", "pca")), ScoreConfig(), fake, fake,
+                   tmp_path / "out", sae=sae)

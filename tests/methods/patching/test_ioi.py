@@ -83,3 +83,22 @@ def test_a_killed_run_resumes_to_the_same_result(data, tmp_path, monkeypatch):
     assert torch.equal(resumed.exact["dims"], whole.exact["dims"]) and resumed.cases == whole.cases
     with pytest.raises(lmscope.RunError):  # other settings in the same folder are refused
         ioi_features(lm, pairs, bases, IOIConfig(batch_size=16, position="last"), out=tmp_path / "killed")
+
+
+def test_a_resumed_run_reads_the_screening_from_its_folder(data, tmp_path, monkeypatch):
+    from lmscope.methods.patching import ioi as ioi_module
+
+    lm = tiny_lm("llama", seed=1, sharp=True)
+    pairs = ioi_pairs(lm.tokenizer, read_ioi(data))
+    bases = [coordinates("dims", lmscope.Site(1, "resid_post"), lm.d_model)]
+    whole = ioi_features(lm, pairs, bases, IOIConfig(batch_size=16), out=tmp_path / "run")
+    assert (tmp_path / "run" / ioi_module.SCREENING).is_file()
+    real, screened = ioi_module.answers, []
+    monkeypatch.setattr(ioi_module, "answers", lambda *a: screened.append(1) or real(*a))
+    again = ioi_features(lm, pairs, bases, IOIConfig(batch_size=16), out=tmp_path / "run")
+    assert screened == [] and again.summary() == whole.summary()
+    assert torch.equal(again.exact["dims"], whole.exact["dims"]) and torch.equal(again.total_effect, whole.total_effect)
+    ioi_features(lm, pairs[:3], bases, IOIConfig(batch_size=16), out=tmp_path / "run")  # other pairs: screened
+    assert screened == [1]
+    with pytest.raises(lmscope.ConfigError, match="unit bases"):
+        ioi_features(lm, pairs, [], IOIConfig())

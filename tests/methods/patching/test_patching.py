@@ -95,3 +95,28 @@ def test_errors_save_and_figure(lm, tmp_path):
     assert all(torch.equal(back.scores[k].nan_to_num(), result.scores[k].nan_to_num()) for k in result.scores)
     assert torch.isnan(result.scores["mlp_out"][:, 0]).all() and not torch.isnan(result.scores["mlp_out"][:, 7]).any()
     patching_figure(result)
+
+
+def test_pairs_and_answers_that_compare_nothing_are_refused(lm, caplog):
+    from lmscope.methods.patching import PatchPrompts, answer_metric, attribution_patching
+
+    with pytest.raises(lmscope.InputError, match="--clean and --corrupted are the same prompt"):
+        PatchPrompts("The capital of France is", "The capital of France is", "Paris")
+    with pytest.raises(lmscope.InputError, match="--answer and --wrong are the same"):
+        PatchPrompts("The capital of France is", "The capital of Paris is", "Paris", "Paris")
+    with pytest.raises(lmscope.InputError, match="--wrong is empty"):
+        PatchPrompts("The capital of France is", "The capital of Paris is", "Paris", " ")
+    PatchPrompts("The capital of France is", "The capital of Paris is", "Paris", "France")  # fine
+    with pytest.raises(lmscope.InputError, match="same tokens"):
+        activation_patching(lm, CLEAN, CLEAN.clone(), METRIC)
+    with pytest.raises(lmscope.InputError, match="same first token, 'Paris'"):
+        answer_metric(lm, "Paris", "Paris France")
+    with caplog.at_level("WARNING"):
+        metric = answer_metric(lm, "Paris France", "France")
+    assert "--answer 'Paris France' is 2 tokens; patching reads its first, 'Paris'" in caplog.text
+    ids = lm.tokenizer(["Paris", "France"], add_special_tokens=False)["input_ids"]
+    logits = torch.randn(2, 3, lm.tokenizer.vocab_size)
+    assert torch.equal(metric(logits), logit_diff(ids[0][0], ids[1][0])(logits))
+    for method in (activation_patching, attribution_patching):  # a metric the corruption cannot move
+        with pytest.raises(lmscope.InputError, match="on both the clean and the corrupted prompt"):
+            method(lm, CLEAN, CORRUPT, lambda logits: 0 * logits.sum((1, 2)))

@@ -53,8 +53,8 @@ def test_build_llava_keeps_the_text_model_bit_for_bit(folders):
 
 def test_projector_training_lowers_the_loss_and_resumes(folders, tmp_path):
     text, vision = folders
-    cfg = ProjectorConfig(image_size=28, prompt="w50 a", epochs=3, batch_size=4, lr=1e-2, warmup_steps=0,
-                          heldout_fraction=0.25, max_new_tokens=2, eval_seen=0)
+    cfg = ProjectorConfig(image_size=28, prompt="w50 a", image_token="w50", epochs=3, batch_size=4, lr=1e-2,
+                          warmup_steps=0, heldout_fraction=0.25, max_new_tokens=2, eval_seen=0)
     concepts = shape_concepts()[:8]
     model, processor = build_llava(text, vision, image_size=28, image_token="w50")
     before = [p.clone() for p in model.model.language_model.parameters()]

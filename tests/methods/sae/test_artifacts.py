@@ -73,3 +73,66 @@ def test_load_sae_gives_the_sae_with_its_site_and_model(tmp_path):
     lens = load_sae(save_sae(sae, tmp_path / "b", site="blocks.3.hook_resid_post", model="m", format="saelens"))
     assert lens.site == Site(3, "resid_post")  # TransformerLens hook names are read too
     assert load_sae(save_sae(sae, tmp_path / "c")).site is None  # a folder that names no site
+
+
+def test_same_model_reads_bundled_names_hub_ids_folders_and_gguf_files():
+    from lmscope.methods.sae.artifacts import same_model
+
+    assert same_model("gemma3-270m", "google/gemma-3-270m") and same_model("gemma-3-270m", "gemma3-270m")
+    assert same_model("smollm2-135m", "SmolLM2-135M-Instruct.Q4_1") and same_model("/models/tiny-llama/", "tiny-llama")
+    assert not same_model("gemma3-270m", "smollm2-135m") and not same_model("tiny-llama", "tiny-gpt2")
+
+
+def test_check_sae_against_the_model_site_and_weights(lm, tmp_path):
+    from lmscope.methods.sae.artifacts import check_sae
+
+    folder = save_sae(build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4)), tmp_path / "a",
+                      site="resid_post.1", model=lm.name)
+    sae = load_sae(folder)
+    assert check_sae(sae) == check_sae(sae, lm) == check_sae(sae, lm, "resid_post.1") == Site(1, "resid_post")
+    assert check_sae(sae, lm, "resid_post.-2") == Site(1, "resid_post")  # the same site, counted from the end
+    with pytest.raises(lmscope.ArtifactError, match="trained at resid_post.1, not resid_post.2"):
+        check_sae(sae, site="resid_post.2")
+    assert check_sae(sae, lm, "resid_post.2", force=True) == Site(2, "resid_post")
+    with pytest.raises(lmscope.ArtifactError, match=r"reads d_in 32 activations, but mlp_key.1 of .* is 48 wide"):
+        check_sae(sae, lm, "mlp_key.1", force=True)  # a width that does not fit is never forced
+    with pytest.raises(lmscope.ArtifactError, match="reads d_in 32 activations, got 48 wide ones"):
+        sae.encode(torch.randn(2, 48))  # and an SAE used unchecked says so too, not a RuntimeError
+    sae.model = "gemma3-270m"
+    with pytest.raises(lmscope.ArtifactError, match="trained on 'gemma3-270m'"):
+        check_sae(sae, lm)
+    assert check_sae(sae, lm, force=True) == Site(1, "resid_post")
+    with torch.no_grad():
+        sae.W_dec[0, 0] = float("inf")  # spoiled after loading: caught before use
+    with pytest.raises(lmscope.ArtifactError, match="W_dec holds 1 of 2048 values that are not finite"):
+        check_sae(sae, lm, force=True)
+    small = build_sae(SaeConfig("topk", d_in=lm.d_model, width=16))  # the default k (32) does not fit 16 latents
+    small.site = Site(1, "resid_post")
+    with pytest.raises(lmscope.ArtifactError, match="k 32 is more latents than the dictionary has"):
+        check_sae(small, lm)
+    with pytest.raises(lmscope.ConfigError, match="k 17 is more latents"):
+        SaeConfig("topk", d_in=8, width=16, k=17)
+    with pytest.raises(lmscope.SiteError, match="names no site; give --site"):
+        check_sae(build_sae(SaeConfig("relu", d_in=lm.d_model, width=8)), lm)
+
+
+def test_folders_that_are_not_an_sae(tmp_path):
+    with pytest.raises(lmscope.ArtifactError, match="does not exist"):
+        load_sae(tmp_path / "nothing")
+    folder = tmp_path / "sparse"
+    folder.mkdir()
+    write_json(folder / "cfg.json", {"k": 3})
+    save_tensors(folder / "sae.safetensors", {"encoder.weight": torch.zeros(10, 6), "W_dec": torch.zeros(10, 6),
+                                              "b_dec": torch.zeros(6)})
+    with pytest.raises(lmscope.ArtifactError, match="no encoder.bias"):
+        load_sae(folder)
+    save_tensors(folder / "sae.safetensors", {"encoder.weight": torch.zeros(10, 6), "encoder.bias": torch.zeros(10),
+                                              "W_dec": torch.zeros(10, 6), "b_dec": torch.zeros(6)})
+    write_json(folder / "cfg.json", {"k": "three"})
+    with pytest.raises(lmscope.ArtifactError, match="k must be a whole number >= 0, got 'three'"):
+        load_sae(folder)
+    write_json(folder / "cfg.json", {"k": 11})
+    with pytest.raises(lmscope.ArtifactError, match="k 11 is more latents than the dictionary has"):
+        load_sae(folder)
+    write_json(folder / "cfg.json", {"k": 3})
+    assert load_sae(folder).d_sae == 10

@@ -86,3 +86,26 @@ def test_other_config_is_refused(tmp_path):
         trace_dataset(lm, FACTS[:1], tmp_path / "run", TraceConfig(samples=3, noise=1.5), only_predicted=False)
     with pytest.raises(lmscope.RunError, match="another model or configuration"):
         trace_dataset(lmscope.LM(lm.model, lm.tokenizer, name="x"), FACTS[:1], tmp_path / "run", CONFIG)
+
+
+def test_no_predicted_fact_is_an_error_and_leaves_nothing(tmp_path):
+    lm = tiny()
+    for f in FACTS[3:]:  # the fixture's assumption: the tiny model predicts neither
+        assert not td.predicts(lm, f)[0]
+    with pytest.raises(lmscope.DataError, match=r"predicts none of the 2 facts tried .*--all-facts"):
+        trace_dataset(lm, FACTS[3:], tmp_path / "run", CONFIG)
+    assert not (tmp_path / "run").exists()  # no run.json, no records, no result with "ate": NaN
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(lmscope.DataError, match="predicts none"):
+        trace_dataset(lm, FACTS[3:], tmp_path / "mine", CONFIG)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]  # the user's folder and files stay
+
+
+def test_all_facts_and_only_predicted_runs_do_not_share_a_folder(tmp_path):
+    lm = tiny()
+    top = td.predicts(lm, FACTS[1])[1]
+    facts = [KnownFact(1, "France", top.strip(), "{}", FACTS[1].prompt, "", ""), FACTS[4]]
+    trace_dataset(lm, facts, tmp_path / "run", CONFIG)  # ROME's protocol: FACTS[4] is recorded as skipped
+    with pytest.raises(lmscope.RunError, match="another model or configuration"):
+        trace_dataset(lm, facts, tmp_path / "run", CONFIG, only_predicted=False)  # would reuse the skip

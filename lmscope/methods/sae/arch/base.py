@@ -15,6 +15,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from lmscope.errors import ArtifactError
 from lmscope.methods.sae.config import SaeConfig
 from lmscope.model.sites import Site
 from lmscope.model.units import Units
@@ -50,6 +51,7 @@ class SparseAutoencoder(nn.Module):
         self.site: Site | None = None  # where it reads, when known (load_sae fills these in from its folder)
         self.model = ""
         self.meta: dict = {}
+        self.path: str = ""  # the folder it was loaded from ('' when built in memory)
         self.register_buffer("input_scale", torch.ones(()))  # inputs are multiplied by it, outputs divided
 
     # ---- the SAELens layout; subclasses store what they need and expose these ----------------------------------
@@ -67,7 +69,11 @@ class SparseAutoencoder(nn.Module):
         return torch.relu(pre)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature activations c: (..., d_in) -> (..., d_sae)."""
+        """Feature activations c: (..., d_in) -> (..., d_sae); activations of another width are one ArtifactError."""
+        if x.shape[-1] != self.d_in:  # an SAE of another model or site (check_sae says so before any work)
+            where = f"the SAE in {self.path}" if self.path else f"the {self.name} SAE"
+            raise ArtifactError(f"{where} reads d_in {self.d_in} activations, got {x.shape[-1]} wide ones: it belongs "
+                                "to another model or site")
         return self.activation(self.pre_acts(x * self.input_scale))
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lmscope.methods.sae.arch.topk import TopKSAE
-from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.config import K_DEFAULT, SaeConfig
 from lmscope.methods.sae.registry import register_sae_class
 
 
@@ -30,7 +30,7 @@ class BatchTopKSAE(TopKSAE):
         """A JumpReLU (or SAELens' BatchTopK) whose latents share one threshold."""
         if architecture in ("jumprelu", "batchtopk") and "threshold" in tensors \
                 and tensors["threshold"].unique().numel() == 1:
-            return SaeConfig("batchtopk", d_in=d_in, width=d_sae)
+            return SaeConfig("batchtopk", d_in=d_in, width=d_sae, k=min(K_DEFAULT, d_sae))  # k: training only
         return None
 
     def __init__(self, cfg: SaeConfig):

@@ -13,7 +13,7 @@ from torch import nn
 
 from lmscope.methods.sae.arch.base import ForwardOutput, SparseAutoencoder, squared_error
 from lmscope.methods.sae.arch.sparse import Pre, dense_codes, pre_activations, sparse_decode, sparse_encode
-from lmscope.methods.sae.config import SaeConfig
+from lmscope.methods.sae.config import K_DEFAULT, SaeConfig
 from lmscope.methods.sae.registry import register_sae_class
 
 
@@ -41,7 +41,8 @@ class TopKSAE(SparseAutoencoder):
         """SAELens' topk (k from cfg.json, or its activation_fn_kwargs)."""
         if architecture != "topk":
             return None
-        k = int(cfg.get("k", cfg.get("activation_fn_kwargs", {}).get("k", 32)))
+        kwargs = cfg.get("activation_fn_kwargs") or {}
+        k = int(cfg.get("k", kwargs.get("k", K_DEFAULT) if isinstance(kwargs, dict) else K_DEFAULT))
         return SaeConfig("topk", d_in=d_in, width=d_sae, k=k)
 
     def __init__(self, cfg: SaeConfig):

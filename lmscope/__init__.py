@@ -71,7 +71,7 @@ __all__ = sorted(set(_WHERE) - set(AMBIGUOUS)) + list(NAMESPACES)
 
 
 def __getattr__(name: str):
-    if name in NAMESPACES:
+    if name in NAMESPACES or name in _submodules():  # lmscope.sae, lmscope.data, lmscope.io, ...
         return importlib.import_module(f"lmscope.{name}")
     if name not in _WHERE:
         raise AttributeError(f"module 'lmscope' has no attribute {name!r}")
@@ -82,6 +82,12 @@ def __getattr__(name: str):
     if name not in AMBIGUOUS:
         globals()[name] = value  # the next access is a plain attribute
     return value
+
+
+def _submodules() -> set[str]:
+    import pkgutil
+
+    return {m.name for m in pkgutil.iter_modules(__path__)}
 
 
 def __dir__() -> list[str]:

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
 from lmscope.errors import InputError
 from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp, check_prompts
 from lmscope.methods.sae import check_sae, load_sae
+from lmscope.model.loading import list_models
 from lmscope.model.sites import Site
 from lmscope.viz.autointerp import autointerp_report, scores_figure
 from lmscope.viz.report import save_figure
+
+log = logging.getLogger(__name__)
+
+
+EXPLAINER = "qwen2.5-coder-1.5b"  # the capable instruct model of the registry
+
+
+def default_explainer() -> str:
+    """The registry's instruct model when it is in the store (converted), else '' (the studied model itself)."""
+    cached = {row["name"]: row["cached"] for row in list_models()}
+    if cached.get(EXPLAINER):
+        return EXPLAINER
+    log.warning("autointerp explains with the studied model itself: %s is not in the store (lmscope model info %s "
+                "fetches and converts it once, 1.1 GB) and small models explain poorly", EXPLAINER, EXPLAINER)
+    return ""
 
 
 def _backends(args, cfg: ScoreConfig, lm, out):
@@ -17,11 +35,12 @@ def _backends(args, cfg: ScoreConfig, lm, out):
         http = HttpBackend(cfg.base_url, cfg.api_model, out / "http-cache", cfg.api_key_env, cfg.timeout, cfg.retries,
                            cfg.budget, cfg.prompts, cfg.explanation_tokens)
         return http, http, (cfg.api_model, cfg.api_model)
+    explainer_name = cfg.explainer or default_explainer()
     models = {"": lm}
-    for name in {cfg.explainer, cfg.simulator or cfg.explainer} - {""}:
-        models[name] = load_model(args, name)
-    explainer = LocalBackend(models[cfg.explainer], cfg.prompts, cfg.explanation_tokens)
-    simulator_lm = models[cfg.simulator or cfg.explainer]
+    for name in {explainer_name, cfg.simulator or explainer_name} - {""}:
+        models[name] = lm if name == lm.name else load_model(args, name)
+    explainer = LocalBackend(models[explainer_name], cfg.prompts, cfg.explanation_tokens)
+    simulator_lm = models[cfg.simulator or explainer_name]
     simulator = explainer if simulator_lm is explainer.lm else LocalBackend(simulator_lm, cfg.prompts)
     return explainer, simulator, (explainer.lm.name, simulator.lm.name)
 
@@ -51,6 +70,7 @@ def autointerp_command(args) -> int:
     save_figure(scores_figure(result), out / "scores.png")
     autointerp_report(result).write(out / "report.html")
     kinds = result.summary()["kinds"]
+    print(f"explained by {names[0]}, simulated by {names[1]}")
     print(f"{lm.name} {site}: " + "; ".join(
         f"{k} {v['mean_score']:.3f} (n={v['scored']})" if v["mean_score"] is not None else f"{k} -"
         for k, v in kinds.items()) + f" -> {out}")

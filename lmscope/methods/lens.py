@@ -104,18 +104,21 @@ def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None) -> LogitLe
     """Apply the final norm and W_U to every residual stream h^0..h^L of ``prompt``.
 
     Positions are unembedded ``config.chunk`` at a time, so memory grows with the prompt by the residual streams
-    and one (pos, vocab) logit matrix, not by one per layer.
+    only, not by a (pos, vocab) logit matrix per layer (nor one for the model's own output).
     """
     config = config or LensConfig()
     inputs = lm.tokenize(prompt)
     sites = [Site(0, "resid_pre"), *lm.sites("resid_post")]
-    logits, cache = lm.run_with_cache(inputs, sites)
+    # the forward stops after the last block: the model's own logits are the last stream's, unembedded a chunk at a
+    # time below, so no (pos, vocab) matrix for the whole prompt is ever held
+    _, cache = lm.run_with_cache(inputs, sites, stop_after=sites[-1])
     k = min(config.top_k, lm.vocab_size)
-    n_pos = logits.shape[1]
+    n_pos = inputs["input_ids"].shape[1]
     with tqdm(total=len(sites) * n_pos, desc="lens", unit="row", leave=False,
               disable=n_pos < 1024 and not listening_now()) as bar:
-        chunks = [_chunk_stats(lm, [cache[s][0, i:i + config.chunk] for s in sites], logits[0, i:i + config.chunk],
-                               k, bar) for i in range(0, n_pos, config.chunk)]
+        chunks = [_chunk_stats(lm, [cache[s][0, i:i + config.chunk] for s in sites],
+                               lm.unembed(cache[sites[-1]][0, i:i + config.chunk]), k, bar)
+                  for i in range(0, n_pos, config.chunk)]
     top_ids, top_probs, kl, entropy = (torch.cat(parts, dim=1) for parts in zip(*chunks))
     return LogitLensResult(
         model=lm.name,

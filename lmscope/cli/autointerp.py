@@ -39,9 +39,9 @@ def _backends(args, cfg: ScoreConfig, lm, out):
     models = {"": lm}
     for name in {explainer_name, cfg.simulator or explainer_name} - {""}:
         models[name] = lm if name == lm.name else load_model(args, name)
-    explainer = LocalBackend(models[explainer_name], cfg.prompts, cfg.explanation_tokens)
+    explainer = LocalBackend(models[explainer_name], cfg.prompts, cfg.explanation_tokens, cfg.chat)
     simulator_lm = models[cfg.simulator or explainer_name]
-    simulator = explainer if simulator_lm is explainer.lm else LocalBackend(simulator_lm, cfg.prompts)
+    simulator = explainer if simulator_lm is explainer.lm else LocalBackend(simulator_lm, cfg.prompts, chat=cfg.chat)
     return explainer, simulator, (explainer.lm.name, simulator.lm.name)
 
 

@@ -11,6 +11,7 @@ caught and rebuilt too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import shutil
@@ -264,9 +265,21 @@ def read_gguf(gguf: Path) -> tuple[nn.Module, object]:
     for attr in ("quantization_config", "_name_or_path"):
         if hasattr(config, attr):
             delattr(config, attr)
-    # A GGUF-loaded model refuses save_pretrained: build the plain model and load the dequantised weights.
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantised.state_dict())
+    # A GGUF-loaded model refuses save_pretrained: build the plain model and load the dequantised weights. It is
+    # built on the meta device and takes the dequantised tensors themselves (assign): one copy of the weights in
+    # memory, not two (a 1.5B model: ~7 GB instead of ~14).
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantised.state_dict(), assign=True, strict=False)
+    plain.tie_weights()
+    for name, buffer in list(plain.named_buffers()):  # buffers outside the state dict (rotary frequencies)
+        if buffer.is_meta:
+            owner, _, leaf = name.rpartition(".")
+            plain.get_submodule(owner)._buffers[leaf] = quantised.get_buffer(name)
+    missing = [n for n, p in itertools.chain(plain.named_parameters(), plain.named_buffers()) if p.is_meta]
+    if missing:
+        raise ArtifactError(f"{gguf.name}: the GGUF gives no value for {missing[:3]} (and {len(missing) - 3} more)"
+                            if len(missing) > 3 else f"{gguf.name}: the GGUF gives no value for {missing}")
     return plain, tokenizer
 
 

@@ -173,10 +173,14 @@ def _body(err: urllib.error.HTTPError) -> str:
 class LocalBackend:
     """Explainer / simulator from a causal LM lmscope has loaded."""
 
-    def __init__(self, lm: LM, prompts: str | Path = "", explanation_tokens: int = 40):
+    def __init__(self, lm: LM, prompts: str | Path = "", explanation_tokens: int = 40, chat: str = "auto"):
         check_prompts(prompts)
         self.lm, self.prompts, self.explanation_tokens = lm, prompts, explanation_tokens
         tok = lm.tokenizer
+        has_template = bool(getattr(tok, "chat_template", None))
+        if chat == "on" and not has_template:
+            raise ConfigError(f"--chat on: the tokenizer of {lm.name} has no chat template")
+        self.chat = has_template and chat != "off"
         ids = [tok(str(v), add_special_tokens=False)["input_ids"] for v in range(11)]
         single = [i[0] for i in ids if len(i) == 1]
         self.max_value = 10 if len(single) == 11 else 9
@@ -184,11 +188,25 @@ class LocalBackend:
         self.tab = tok("\t", add_special_tokens=False)["input_ids"]
         self.unknown = tok("unknown", add_special_tokens=False)["input_ids"]
         self.newline = tok("\n", add_special_tokens=False)["input_ids"]
-        self.yes_no = [tok(w, add_special_tokens=False)["input_ids"][0] for w in (" Yes", " No")]
+        answers = ("Yes", "No") if self.chat else (" Yes", " No")  # a chat answer starts its own message
+        self.yes_no = [tok(w, add_special_tokens=False)["input_ids"][0] for w in answers]
+
+    def as_chat(self, prompt: str) -> str:
+        """``prompt`` as the model's chat (unchanged without chat).
+
+        All but its last line is the user's message; the last line, the cue ("the main thing this neuron does is
+        find"), starts the assistant's answer ("Answer:" is left out: the answer is the message itself).
+        """
+        if not self.chat:
+            return prompt
+        head, _, cue = prompt.rstrip().rpartition("\n")
+        messages = [{"role": "user", "content": head.strip()}]
+        text = self.lm.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text + (cue.strip() if not cue.strip().endswith(":") else "")
 
     def explain(self, prompt: str) -> str:
         """The greedy continuation's first line."""
-        text = greedy(self.lm, prompt, self.explanation_tokens)
+        text = greedy(self.lm, self.as_chat(prompt), self.explanation_tokens)
         return text.strip().split("\n")[0].strip()
 
     @torch.no_grad()
@@ -211,7 +229,7 @@ class LocalBackend:
     def detect(self, explanation: str, text: str) -> float | None:
         """P(" Yes") / (P(" Yes") + P(" No")) after the detection prompt."""
         prompt = load_prompt("detector.txt", self.prompts).format(explanation=explanation, text=text)
-        last = self.lm(prompt)[0, -1].float()
+        last = self.lm(self.as_chat(prompt))[0, -1].float()
         return float(torch.softmax(last[self.yes_no], -1)[0])
 
 

@@ -100,9 +100,13 @@ class ScoreConfig:
         "help": "a folder of prompt files (explainer.txt, simulator.txt, simulator_chat.txt, detector.txt) "
                 "overriding the packaged ones"})
     detection: bool = field(default=True, metadata={"help": "also the detection score (activating vs random)"})
+    chat: str = field(default="auto", metadata={
+        "help": "local: ask the explainer and the detector through the model's chat template (auto: when its "
+                "tokenizer has one; on; off: plain completion prompts)"})
 
     def __post_init__(self) -> None:
         check.one_of(self, "backend", ("local", "http"))
+        check.one_of(self, "chat", ("auto", "on", "off"))
         if self.backend == "http" and not (self.base_url and self.api_model):
             raise ConfigError("the http backend needs --base-url and --api-model")
         check.at_least(self, 0, "retries")

@@ -371,3 +371,24 @@ def test_an_sae_whose_features_never_fire_is_an_error_not_a_missing_row(lm, corp
     with pytest.raises(lmscope.InputError, match="none of the 64 SAE features .* fires"):
         autointerp(lm, lmscope.Site(1, "resid_post"), small(corpus, kinds=("sae", "pca")), ScoreConfig(), fake, fake,
                    tmp_path / "out", sae=sae)
+
+
+def test_an_instruct_model_is_asked_through_its_chat_template(lm):
+    from lmscope.errors import ConfigError
+    from lmscope.methods.autointerp import LocalBackend
+
+    prompt = "Look at the neuron.\nSummarize it.\nExplanation: the main thing this neuron does is find"
+    plain = LocalBackend(lm)
+    assert not plain.chat and plain.as_chat(prompt) == prompt  # no template: completion prompts as before
+    with pytest.raises(ConfigError, match="no chat template"):
+        LocalBackend(lm, chat="on")
+    lm.tokenizer.chat_template = ("{% for m in messages %}<user>{{ m['content'] }}</user>{% endfor %}"
+                                  "{% if add_generation_prompt %}<assistant>{% endif %}")
+    try:
+        chat = LocalBackend(lm)
+        assert chat.chat and not LocalBackend(lm, chat="off").chat
+        assert chat.as_chat(prompt) == ("<user>Look at the neuron.\nSummarize it.</user><assistant>"
+                                        "Explanation: the main thing this neuron does is find")
+        assert chat.as_chat("Text: x\nAnswer:") == "<user>Text: x</user><assistant>"  # the answer is the message
+    finally:
+        lm.tokenizer.chat_template = None

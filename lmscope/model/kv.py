@@ -10,10 +10,14 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+from collections.abc import Sequence
 
 import torch
 
+from lmscope.model.hooks import capture
 from lmscope.model.lm import LM, probed
+from lmscope.model.sites import Site
+from lmscope.model.tokens import pad
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +58,53 @@ def last_logits(lm: LM, ids: torch.Tensor, **kwargs):
     if _accepts(lm.model, "logits_to_keep"):
         kwargs["logits_to_keep"] = 1
     return lm.model(input_ids=ids, **kwargs)
+
+
+def _chunks(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Row indices in runs of about ``batch_tokens`` padded tokens (rows in their order; at least one a run)."""
+    chunks, current, width = [], [], 0
+    for i, n in enumerate(lengths):
+        if current and max(width, n) * (len(current) + 1) > batch_tokens:
+            chunks.append(current)
+            current, width = [], 0
+        current.append(i)
+        width = max(width, n)
+    return chunks + [current] if current else chunks
+
+
+@torch.no_grad()
+def continuation_logits(lm: LM, prefix: Sequence[int], rows: Sequence[Sequence[int]],
+                        positions: Sequence[Sequence[int]], batch_tokens: int = 2048) -> list[torch.Tensor]:
+    """The logits at ``positions[i]`` (indices into ``rows[i]``) of each row read after one shared ``prefix``.
+
+    Returns one (len(positions[i]), vocab) float tensor a row, equal to the logits of the whole sequence
+    prefix + row at those places. The prefix runs once and every row reuses its KV cache (when the model's cache
+    can be reused; else each row runs with the prefix); rows run right-padded (causal: no real token sees a pad) in
+    batches of about ``batch_tokens`` tokens, the forward stops after the last block and only the positions asked
+    are unembedded.
+    """
+    if not rows:
+        return []
+    last = Site(lm.n_layers - 1, "resid_post")
+    reuse = bool(prefix) and supports_prefix(lm)
+    lm.check_length(len(prefix) + max(len(r) for r in rows))
+    cache = None
+    if reuse:
+        cache = returned_cache(last_logits(lm, torch.tensor([list(prefix)], device=lm.device), use_cache=True))
+    seqs = [list(r) if reuse else [*prefix, *r] for r in rows]
+    offset = 0 if reuse else len(prefix)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(rows)
+    for chunk in _chunks([len(s) for s in seqs], batch_tokens):
+        ids, _ = pad([seqs[i] for i in chunk], lm.device)  # (chunk, width)
+        kwargs = {"use_cache": False}
+        if reuse:
+            kv = copy.deepcopy(cache)
+            for layer in kv.layers:
+                layer.batch_select_indices(torch.zeros(len(chunk), dtype=torch.long, device=lm.device))
+            kwargs = cache_kwargs(lm, kv)
+        with lm.hooks(capture(last), stop_after=last) as acts:
+            lm.model(input_ids=ids, **kwargs)
+        for j, i in enumerate(chunk):
+            at = torch.as_tensor(list(positions[i]), dtype=torch.long, device=lm.device) + offset
+            out[i] = lm.unembed(acts[last][j, at]).float()  # (k, vocab)
+    return out

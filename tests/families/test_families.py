@@ -179,3 +179,17 @@ def test_bad_spec_names_the_field():
     with pytest.raises(FamilySpecError, match="mlp_out_proj='mlp.w2'"):
         lmscope.load((tiny_model("llama"), None), spec=bad)
     assert isinstance(bad, FamilySpec)
+
+
+@torch.no_grad()
+def test_rows_read_after_one_cached_prefix_equal_the_whole_sequence(family):
+    from lmscope.model.kv import continuation_logits
+
+    lm = lmscope.load((tiny_model(family), None))
+    prefix, rows = [5, 17, 3, 44], [[9, 60, 7], [21], [1, 2, 3, 4, 5, 6]]  # rows of unequal length: right-padded
+    positions = [[0, 2], [0], [1, 5]]
+    got = continuation_logits(lm, prefix, rows, positions, batch_tokens=8)  # two chunks
+    for row, at, logits in zip(rows, positions, got):
+        whole = lm(torch.tensor([prefix + row]))[0].float()  # (pos, vocab)
+        torch.testing.assert_close(logits, whole[[len(prefix) + p for p in at]], atol=1e-4, rtol=1e-4)
+    assert continuation_logits(lm, prefix, [], []) == []

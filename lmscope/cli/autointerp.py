@@ -8,7 +8,7 @@ from lmscope.cli.registry import arg, command, config, load_model, out_dir, save
 from lmscope.errors import InputError
 from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp, check_prompts
 from lmscope.methods.sae import check_sae, load_sae
-from lmscope.model.loading import list_models
+from lmscope.model.loading import list_models, load
 from lmscope.model.sites import Site
 from lmscope.viz.autointerp import autointerp_report, scores_figure
 from lmscope.viz.report import save_figure
@@ -33,16 +33,26 @@ def _backends(args, cfg: ScoreConfig, lm, out):
     """(explainer, simulator, their names) for the chosen backend."""
     if cfg.backend == "http":
         http = HttpBackend(cfg.base_url, cfg.api_model, out / "http-cache", cfg.api_key_env, cfg.timeout, cfg.retries,
-                           cfg.budget, cfg.prompts, cfg.explanation_tokens)
+                           cfg.budget, cfg.prompts, cfg.explanation_tokens, concurrency=cfg.concurrency)
         return http, http, (cfg.api_model, cfg.api_model)
     explainer_name = cfg.explainer or default_explainer()
     models = {"": lm}
     for name in {explainer_name, cfg.simulator or explainer_name} - {""}:
-        models[name] = lm if name == lm.name else load_model(args, name)
-    explainer = LocalBackend(models[explainer_name], cfg.prompts, cfg.explanation_tokens, cfg.chat)
+        models[name] = lm if name == lm.name else load(name, device=args.device, dtype=cfg.explainer_dtype)
+    explainer = LocalBackend(models[explainer_name], cfg.prompts, cfg.explanation_tokens, cfg.chat, cfg.judge)
     simulator_lm = models[cfg.simulator or explainer_name]
-    simulator = explainer if simulator_lm is explainer.lm else LocalBackend(simulator_lm, cfg.prompts, chat=cfg.chat)
+    simulator = explainer if simulator_lm is explainer.lm else LocalBackend(simulator_lm, cfg.prompts, chat=cfg.chat,
+                                                                                   judge=cfg.judge)
     return explainer, simulator, (explainer.lm.name, simulator.lm.name)
+
+
+def _kind_line(row: dict, names: list[str]) -> str:
+    """One kind's line: each run scorer's mean (units scored; '-' for none) and how many explanations are distinct."""
+    scored = {name: row["scorers"][name] for name in names}
+    parts = [f"{name} {r['mean']:.3f} (n={r['n']})" if r["mean"] is not None else f"{name} -"
+             for name, r in scored.items()]
+    parts.append(f"{row['distinct']}/{row['units']} distinct explanations")
+    return "; ".join(parts)
 
 
 @command("autointerp",
@@ -69,9 +79,9 @@ def autointerp_command(args) -> int:
     save_result(out, result, "autointerp.json")
     save_figure(scores_figure(result), out / "scores.png")
     autointerp_report(result).write(out / "report.html")
-    kinds = result.summary()["kinds"]
-    print(f"explained by {names[0]}, simulated by {names[1]}")
-    print(f"{lm.name} {site}: " + "; ".join(
-        f"{k} {v['mean_score']:.3f} (n={v['scored']})" if v["mean_score"] is not None else f"{k} -"
-        for k, v in kinds.items()) + f" -> {out}")
+    summary = result.summary()
+    print(f"explained by {names[0]}, scored by {names[1]} ({', '.join(summary['scorers'])})")
+    for kind, row in summary["kinds"].items():
+        print(f"  {kind} {_kind_line(row, summary['scorers'])}")
+    print(f"{lm.name} {site} -> {out}")
     return 0

@@ -1,8 +1,11 @@
-"""The comparison of Cunningham et al.'s figure: explanation scores of SAE features against the baselines."""
+"""The comparison of Cunningham et al.'s figure: explanation scores of SAE features against the baselines and controls.
+
+One panel per scorer (simulation r, detection AUROC, fuzzing AUROC), unit kinds side by side, the planted and random
+controls drawn in their own colours, chance marked; the report adds the controls' verdict, how many explanations are
+distinct, and ten examples per kind from the best, the middle and the worst.
+"""
 
 from __future__ import annotations
-
-import html
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,49 +13,108 @@ from matplotlib.figure import Figure
 
 from lmscope.viz.report import HtmlReport
 
+PANELS = {"simulation": ("score", "simulation (simulated vs true, r)", 0.0),
+          "detection": ("detection", "detection AUROC", 0.5),
+          "fuzzing": ("fuzzing", "fuzzing AUROC", 0.5)}  # scorer -> record key, axis label, chance
+COLOURS = {"planted": "tab:green", "random": "tab:gray"}  # the controls; studied kinds are blue
+
 
 def scores_figure(result) -> Figure:
-    """Box plots of the simulation score (and detection AUROC) per unit kind, the means with 95% intervals."""
+    """Each scorer's scores per unit kind: boxes, one dot per unit, the mean with its 95% interval, chance dashed."""
     summary = result.summary()["kinds"]
     kinds = list(summary)
-    panels = [("score", "explanation score (simulated vs true, r)")]
-    if any(result.scores(k, "detection") for k in kinds):
-        panels.append(("detection", "detection AUROC (top vs random)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 1.3 * len(kinds) * len(panels), 3.6), squeeze=False)
-    for ax, (key, label) in zip(axes[0], panels):
-        data = [result.scores(k, key) or [np.nan] for k in kinds]
-        ax.boxplot(data, showfliers=False)
-        for i, values in enumerate(data, 1):
-            ax.scatter(np.full(len(values), i) + np.linspace(-0.12, 0.12, len(values)), values, s=6, alpha=0.5)
-        if key == "score":
-            means = [summary[k]["mean_score"] for k in kinds]
-            ci = [summary[k]["ci95"] if summary[k]["ci95"][0] is not None else [m, m] for k, m in zip(kinds, means)]
-            lo = [m - c[0] if m is not None else 0 for c, m in zip(ci, means)]
-            hi = [c[1] - m if m is not None else 0 for c, m in zip(ci, means)]
-            ax.errorbar(range(1, len(kinds) + 1), [m if m is not None else np.nan for m in means],
-                        yerr=np.nan_to_num([lo, hi]), fmt="D", color="black", capsize=4, label="mean, 95% CI")
-            ax.legend(fontsize=7)
-        ax.set_xticks(range(1, len(kinds) + 1), [f"{k}\n(n={summary[k]['scored']})" for k in kinds], fontsize=8)
-        ax.set_ylabel(label, fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"{result.model}: explainer {result.explainer}, simulator {result.simulator}", fontsize=9)
+    panels = [name for name, (key, _, _) in PANELS.items() if any(result.scores(k, key) for k in kinds)]
+    panels = panels or ["simulation"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 1.1 * max(len(kinds), 3) * len(panels), 3.8),
+                             squeeze=False)
+    for ax, name in zip(axes[0], panels):
+        _panel(ax, result, summary, kinds, name)
+    fig.suptitle(f"{result.model}: explainer {result.explainer}, scorer {result.simulator} "
+                 "(green: planted units, known meaning; grey: random directions)", fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def autointerp_report(result, report: HtmlReport | None = None, examples: int = 12) -> HtmlReport:
-    """The per-kind table, the figure, and the best-scored explanations of each kind."""
+def _panel(ax, result, summary: dict, kinds: list[str], name: str) -> None:
+    key, label, chance = PANELS[name]
+    x = np.arange(1, len(kinds) + 1)
+    data = [result.scores(k, key) or [np.nan] for k in kinds]
+    ax.boxplot(data, showfliers=False, widths=0.55)
+    for i, (kind, values) in enumerate(zip(kinds, data), 1):
+        jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(i + jitter, values, s=7, alpha=0.55, color=COLOURS.get(kind, "tab:blue"))
+    rows = [summary[k]["scorers"][name] for k in kinds]
+    means = np.array([r["mean"] if r["mean"] is not None else np.nan for r in rows], dtype=float)
+    lo = [m - r["ci95"][0] if r["ci95"][0] is not None else 0.0 for m, r in zip(means, rows)]
+    hi = [r["ci95"][1] - m if r["ci95"][1] is not None else 0.0 for m, r in zip(means, rows)]
+    ax.errorbar(x, means, yerr=np.nan_to_num([lo, hi]), fmt="D", color="black", capsize=4, label="mean, 95% CI")
+    ax.axhline(chance, color="tab:red", lw=0.8, ls="--", label=f"chance ({chance:g})")
+    ax.set_xticks(x, [f"{k}\n(n={r['n']})" for k, r in zip(kinds, rows)], fontsize=8)
+    ax.set_ylabel(label, fontsize=8)
+    ax.set_ylim(-0.45 if key == "score" else 0.0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower right")
+
+
+def _fmt(row: dict) -> str:
+    if row["mean"] is None:
+        return "–"
+    ci = "" if row["n"] < 2 or row["ci95"][0] is None else " [{:.2f}, {:.2f}]".format(*row["ci95"])
+    acc = f"; acc {row['accuracy']:.2f}" if row.get("accuracy") is not None else ""
+    return f"{row['mean']:.3f}{ci}{acc}"
+
+
+def controls_text(controls: dict) -> str:
+    def verdict(ok, good: str, bad: str) -> str:
+        return "not run" if ok is None else (good if ok else bad)
+
+    planted, random = controls["planted"]["detection"], controls["random"]["detection"]
+    return ("Positive control, planted units (indicators of a known token set): mean detection AUROC "
+            f"{'–' if planted is None else f'{planted:.3f}'} — "
+            + verdict(controls["planted_ok"], "at least 0.85: the pipeline can read a meaning that is there.",
+                      "below 0.85: the pipeline, not the units, fails; the other kinds' scores mean little.")
+            + " Negative control, random directions: mean detection AUROC "
+            f"{'–' if random is None else f'{random:.3f}'} — "
+            + verdict(controls["random_ok"], "within 0.5 ± 0.1, as noise should be.",
+                      "outside 0.5 ± 0.1: the scorer rewards something other than the explanation."))
+
+
+def example_units(result, kind: str, n: int) -> list[dict]:
+    """Up to ``n`` scored units of a kind: the best, the middle and the worst by detection (else simulation)."""
+    key = "detection" if result.scores(kind, "detection") else "score"
+    rows = sorted((r for r in result.records if r["kind"] == kind and r.get(key) is not None),
+                  key=lambda r: -r[key])
+    if len(rows) <= n:
+        return rows
+    best, worst = n - 2 * (n // 3), n // 3
+    mid = len(rows) // 2 - (n // 3) // 2
+    picks = rows[:best] + rows[mid:mid + n // 3] + rows[len(rows) - worst:]
+    return list({id(r): r for r in picks}.values())
+
+
+def autointerp_report(result, report: HtmlReport | None = None, examples: int = 10) -> HtmlReport:
+    """The per-kind table, the controls' verdict, the figure, and ten examples per kind (best, middle, worst)."""
     s = result.summary()
     report = report or HtmlReport(f"Autointerpretability — {result.model}")
     report.heading("Explanation scores by unit kind")
-    report.table(["kind", "site", "units", "scored", "mean score", "95% CI", "mean detection", "malformed answers"],
-                 [[k, s["sites"].get(k, ""), v["units"], v["scored"], v["mean_score"],
-                   "[{:.3f}, {:.3f}]".format(*v["ci95"]) if v["scored"] > 1 else "", v["mean_detection"],
-                   v["malformed"]] for k, v in s["kinds"].items()])
+    names = [n for n in PANELS if n in s["scorers"]]
+    report.table(["kind", "site", "units", *names, "distinct explanations", "most common explanation",
+                  "unreadable answers"],
+                 [[k, s["sites"].get(k, ""), v["units"], *[_fmt(v["scorers"][n]) for n in names],
+                   f"{v['distinct']}/{v['units']}",
+                   "" if v["most_common"] is None else
+                   f"{v['most_common']} ({v['most_common_share']:.0%})", v["malformed"]]
+                  for k, v in s["kinds"].items()])
+    report.text("Each scorer: mean [bootstrap 95% CI]; acc is the mean balanced accuracy at the scorer's yes/no.")
+    report.text(controls_text(s["controls"]))
+    degenerate = [k for k, v in s["kinds"].items() if v["most_common_share"] and v["most_common_share"] > 0.5]
+    if degenerate:
+        report.text(f"Degenerate explainer: one sentence explains most units of {', '.join(degenerate)}; "
+                    "its scores measure the explainer, not the units.")
     report.figure(scores_figure(result), "each dot is one unit; the diamond is the mean with its bootstrap 95% CI")
     for kind in s["kinds"]:
-        rows = sorted((r for r in result.records if r["kind"] == kind and r.get("score") is not None),
-                      key=lambda r: -r["score"])[:examples]
-        report.table([f"{kind} unit", "score", "explanation"],
-                     [[r["unit"], r["score"], html.escape(r["explanation"])] for r in rows])
+        rows = example_units(result, kind, examples)
+        report.table([f"{kind} unit", *names, "explanation"],
+                     [[r["unit"] if not r.get("label") else f"{r['unit']} ({r['label']})",
+                       *[r.get(PANELS[n][0]) for n in names], r["explanation"]] for r in rows])
     return report

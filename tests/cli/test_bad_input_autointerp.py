@@ -113,7 +113,7 @@ def test_no_scored_unit_prints_a_dash_not_nan(tiny_llama_dir, corpus, stub, tmp_
     stub.answer = lambda messages: "the word Paris" if "summarize" in messages[0]["content"] else "maybe"
     assert main(argv(tiny_llama_dir, corpus, tmp_path / "ai", *http(stub))) == 0
     printed = capsys.readouterr().out
-    assert "pca -" in printed and "nan" not in printed.lower()
+    assert "pca simulation -" in printed and "nan" not in printed.lower()
     summary = (tmp_path / "ai" / "autointerp.json").read_text()
     assert "NaN" not in summary and json.loads(summary)["kinds"]["pca"]["mean_score"] is None
 

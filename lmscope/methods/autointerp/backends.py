@@ -1,20 +1,28 @@
 """Explainer and simulator backends behind one interface: a local causal LM, or an OpenAI-compatible endpoint.
 
-``explain(prompt)`` returns the explanation text. ``simulate(explanation, tokens)`` returns the predicted activation
-of each token (0 .. max_value), or None when the answer cannot be read. ``detect(explanation, text)`` returns the
-probability that the unit fires somewhere in ``text``, or None.
+Every backend is a :class:`Backend`: ``explain(prompt)`` returns the explanation text; ``simulate_many(explanation,
+excerpts)`` the predicted activation of each token of each excerpt (0 .. max_value, or None for an answer that
+cannot be read); ``detect_many(explanation, texts)`` the probability that the unit fires somewhere in each text;
+``fuzz_many(explanation, texts)`` the probability that the tokens marked << >> in each text are what the explanation
+describes (Paulo et al. 2024's fuzzing). The one-item forms (``simulate``, ``detect``, ``fuzz``) ask one.
 
-Local: explanations are greedy continuations; the simulator is Bills et al.'s "all at once" method: one forward pass
-over the prompt with every token followed by a tab and the placeholder "unknown", reading at each tab the
-probabilities of the value tokens ("0" .. "10" where each is one token, else "0" .. "9") and returning their
-expected value; detection compares P(" Yes") and P(" No").
+Local: explanations are greedy continuations, asked through the model's chat template when it has one (an instruct
+model); the simulator is Bills et al.'s "all at once" method: one forward pass over the prompt with every token
+followed by a tab and the placeholder "unknown", reading at each tab the probabilities of the value tokens ("0" ..
+"10" where each is one token, else "0" .. "9") and returning their expected value; detection and fuzzing ask the
+model to quote the word (the marked token) that fits the explanation or answer "None", and P(fits) is 1 - P(None) at
+the answer's first token (``judge="quote"``), or compare P(Yes) and P(No) (``judge="yes-no"``: a 1.5B instruct
+model answers Yes to nearly anything, P(Yes) 0.81-0.88 with a month in the text or not). The prompt's shared part
+(instructions and explanation) runs once per explanation and every excerpt reuses its KV cache, the excerpts
+batched (:func:`lmscope.model.kv.continuation_logits`).
 
 HTTP: chat completions; responses are cached on disk by a hash of the request (a rerun costs nothing, a killed run
 resumes), requests are retried with exponential backoff, a budget caps the requests a run sends, and an endpoint
 that cannot be reached raises :class:`EndpointError` after the retries. Only what may pass is retried (throttling,
 server errors, timeouts, connection errors); a client error (HTTP 4xx: the request itself is wrong) is reported
 after one request, and so is an answer that is not a chat completion. An answer is validated before it is cached,
-and a cached answer that is not valid (a corrupt file, one of another request) is discarded and asked again.
+and a cached answer that is not valid (a corrupt file, one of another request) is discarded and asked again. The
+many-item questions run ``concurrency`` requests at once.
 
 Prompt templates (``prompts/``, or a folder overriding some of them) use only their own placeholders
 (:data:`PLACEHOLDERS`) and at least the ones they cannot do without; :func:`check_prompts` checks a folder up front.
@@ -33,6 +41,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -41,6 +50,7 @@ from lmscope.errors import ArtifactError, ConfigError, EndpointError
 from lmscope.io import read_json, write_json
 from lmscope.methods.autointerp.config import check_url
 from lmscope.model.generate import greedy
+from lmscope.model.kv import continuation_logits
 from lmscope.model.lm import LM
 
 log = logging.getLogger(__name__)
@@ -50,9 +60,13 @@ PROMPTS = Path(__file__).resolve().parent / "prompts"
 #: Each prompt file: the placeholders it is given, and those it cannot do without (at least one of each group).
 PLACEHOLDERS = {
     "explainer.txt": (("max_value", "examples", "nonzero"), (("examples", "nonzero"),)),
+    "explainer_chat.txt": (("max_value", "examples", "top_tokens"), (("examples",),)),
     "simulator.txt": (("explanation", "max_value"), (("explanation",),)),
     "simulator_chat.txt": (("explanation", "max_value", "tokens"), (("explanation",), ("tokens",))),
     "detector.txt": (("explanation", "text"), (("explanation",), ("text",))),
+    "fuzzer.txt": (("explanation", "text"), (("explanation",), ("text",))),
+    "detector_quote.txt": (("explanation", "text"), (("explanation",), ("text",))),
+    "fuzzer_quote.txt": (("explanation", "text"), (("explanation",), ("text",))),
 }
 _SAMPLE = {"max_value": 10}  # a trial value of each placeholder (text for the others)
 
@@ -170,12 +184,47 @@ def _body(err: urllib.error.HTTPError) -> str:
     return message if isinstance(message, str) and message else text
 
 
-class LocalBackend:
+class Backend:
+    """What the scorers ask of an explainer / simulator (see the module docstring).
+
+    A backend gives ``explain`` and the one-item questions ``simulate``, ``detect`` and ``fuzz``; the many-item
+    forms default to asking one at a time, and a backend that can batch them overrides those.
+    """
+
+    max_value = 10
+    chat = True  # explain takes the chat explainer prompt (explainer_chat.txt); False: Bills et al.'s completion
+
+    def explain(self, prompt: str) -> str:
+        raise NotImplementedError
+
+    def simulate(self, explanation: str, tokens: list[str]) -> list[float] | None:
+        return self.simulate_many(explanation, [tokens])[0]
+
+    def detect(self, explanation: str, text: str) -> float | None:
+        return self.detect_many(explanation, [text])[0]
+
+    def fuzz(self, explanation: str, text: str) -> float | None:
+        return self.fuzz_many(explanation, [text])[0]
+
+    def simulate_many(self, explanation: str, excerpts: list[list[str]]) -> list[list[float] | None]:
+        return [self.simulate(explanation, tokens) for tokens in excerpts]
+
+    def detect_many(self, explanation: str, texts: list[str]) -> list[float | None]:
+        return [self.detect(explanation, text) for text in texts]
+
+    def fuzz_many(self, explanation: str, texts: list[str]) -> list[float | None]:
+        return [self.fuzz(explanation, text) for text in texts]
+
+
+class LocalBackend(Backend):
     """Explainer / simulator from a causal LM lmscope has loaded."""
 
-    def __init__(self, lm: LM, prompts: str | Path = "", explanation_tokens: int = 40, chat: str = "auto"):
+    def __init__(self, lm: LM, prompts: str | Path = "", explanation_tokens: int = 40, chat: str = "auto",
+                 judge: str = "quote"):
         check_prompts(prompts)
-        self.lm, self.prompts, self.explanation_tokens = lm, prompts, explanation_tokens
+        if judge not in ("quote", "yes-no"):
+            raise ConfigError(f"judge must be quote or yes-no, got {judge!r}")
+        self.lm, self.prompts, self.explanation_tokens, self.judge = lm, prompts, explanation_tokens, judge
         tok = lm.tokenizer
         has_template = bool(getattr(tok, "chat_template", None))
         if chat == "on" and not has_template:
@@ -188,8 +237,8 @@ class LocalBackend:
         self.tab = tok("\t", add_special_tokens=False)["input_ids"]
         self.unknown = tok("unknown", add_special_tokens=False)["input_ids"]
         self.newline = tok("\n", add_special_tokens=False)["input_ids"]
-        answers = ("Yes", "No") if self.chat else (" Yes", " No")  # a chat answer starts its own message
-        self.yes_no = [tok(w, add_special_tokens=False)["input_ids"][0] for w in answers]
+        answers = ("Yes", "No", "None") if self.chat else (" Yes", " No", " None")  # a chat answer: its own message
+        *self.yes_no, self.none = [tok(w, add_special_tokens=False)["input_ids"][0] for w in answers]
 
     def as_chat(self, prompt: str) -> str:
         """``prompt`` as the model's chat (unchanged without chat).
@@ -209,41 +258,71 @@ class LocalBackend:
         text = greedy(self.lm, self.as_chat(prompt), self.explanation_tokens)
         return text.strip().split("\n")[0].strip()
 
-    @torch.no_grad()
-    def simulate(self, explanation: str, tokens: list[str]) -> list[float] | None:
-        """Expected value of each token's activation, read in one forward pass."""
-        head = load_prompt("simulator.txt", self.prompts).format(explanation=explanation, max_value=self.max_value)
-        tok = self.lm.tokenizer
-        ids = list(tok(head)["input_ids"])
-        where = []
-        for t in tokens:
-            ids += tok(show(t), add_special_tokens=False)["input_ids"] + self.tab
-            where.append(len(ids) - 1)  # the logits here predict the value after the tab
-            ids += self.unknown + self.newline
-        logits = self.lm(torch.tensor([ids]))[0, where].float()  # (tokens, vocab)
-        probs = torch.softmax(logits[:, self.value_ids.to(logits.device)], -1)  # over the value tokens only
-        values = torch.arange(self.max_value + 1, device=probs.device, dtype=probs.dtype)
-        return (probs @ values).tolist()
+    def _tokens(self, text: str) -> list[int]:
+        return list(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @torch.no_grad()
-    def detect(self, explanation: str, text: str) -> float | None:
-        """P(" Yes") / (P(" Yes") + P(" No")) after the detection prompt."""
-        prompt = load_prompt("detector.txt", self.prompts).format(explanation=explanation, text=text)
-        last = self.lm(self.as_chat(prompt))[0, -1].float()
-        return float(torch.softmax(last[self.yes_no], -1)[0])
+    def simulate_many(self, explanation: str, excerpts: list[list[str]]) -> list[list[float] | None]:
+        """Expected value of each token's activation: the instructions once, every excerpt read after them."""
+        head = load_prompt("simulator.txt", self.prompts).format(explanation=explanation, max_value=self.max_value)
+        rows, where = [], []
+        for tokens in excerpts:
+            ids, at = [], []
+            for t in tokens:
+                ids += self._tokens(show(t)) + self.tab
+                at.append(len(ids) - 1)  # the logits here predict the value after the tab
+                ids += self.unknown + self.newline
+            rows.append(ids)
+            where.append(at)
+        prefix = list(self.lm.tokenizer(head)["input_ids"])
+        values = torch.arange(self.max_value + 1, dtype=torch.float32)
+        out = []
+        for logits in continuation_logits(self.lm, prefix, rows, where):  # (tokens, vocab) each
+            probs = torch.softmax(logits[:, self.value_ids.to(logits.device)].cpu(), -1)  # over the value tokens
+            out.append((probs @ values).tolist())
+        return out
+
+    @torch.no_grad()
+    def _judge_many(self, name: str, explanation: str, texts: list[str]) -> list[float | None]:
+        """P(fits) after prompt ``name`` (``_quote`` added for the quote judge) for each text.
+
+        The instructions before the text run once. Quote: 1 - P(None); yes-no: P(Yes) / (P(Yes) + P(No)).
+        """
+        mark = "\x00TEXT\x00"
+        name = name.replace(".txt", "_quote.txt") if self.judge == "quote" else name
+        prompt = self.as_chat(load_prompt(name, self.prompts).format(explanation=explanation, text=mark))
+        head, _, tail = prompt.partition(mark)
+        prefix = list(self.lm.tokenizer(head)["input_ids"])
+        rows = [self._tokens(text + tail) for text in texts]
+        out = []
+        for row in continuation_logits(self.lm, prefix, rows, [[len(r) - 1] for r in rows]):
+            logits = row[0].float()
+            if self.judge == "quote":
+                out.append(1.0 - float(torch.softmax(logits, -1)[self.none]))
+            else:
+                out.append(float(torch.softmax(logits[self.yes_no], -1)[0]))
+        return out
+
+    def detect_many(self, explanation: str, texts: list[str]) -> list[float | None]:
+        """P that some word of each text is what the explanation describes."""
+        return self._judge_many("detector.txt", explanation, texts)
+
+    def fuzz_many(self, explanation: str, texts: list[str]) -> list[float | None]:
+        """P that the marked tokens of each text are what the explanation describes."""
+        return self._judge_many("fuzzer.txt", explanation, texts)
 
 
 RETRIED = (408, 429)  # and every 5xx: the request may pass later; any other 4xx will not
 
 
-class HttpBackend:
+class HttpBackend(Backend):
     """An OpenAI-compatible chat endpoint, with an on-disk response cache, retries, a budget and a timeout."""
 
     max_value = 10
 
     def __init__(self, base_url: str, model: str, cache_dir: str | Path, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 60.0, retries: int = 4, budget: int = 2000, prompts: str | Path = "",
-                 explanation_tokens: int = 40, backoff: float = 1.0):
+                 explanation_tokens: int = 40, backoff: float = 1.0, concurrency: int = 4):
         check_url(base_url)
         check_prompts(prompts)
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -251,7 +330,7 @@ class HttpBackend:
         self.cache = Path(cache_dir)
         self.cache.mkdir(parents=True, exist_ok=True)
         self.timeout, self.retries, self.budget, self.backoff = timeout, retries, budget, backoff
-        self.prompts, self.explanation_tokens = prompts, explanation_tokens
+        self.prompts, self.explanation_tokens, self.concurrency = prompts, explanation_tokens, concurrency
         self.sent = 0  # requests sent by this run (cache hits excluded)
         self.malformed = 0
         self.lock = threading.Lock()  # requests may run in parallel threads
@@ -336,9 +415,27 @@ class HttpBackend:
         return f"{self.url} answered HTTP {code} {reason}: {shorten(text) or '(no message)'}; {check}"
 
     def explain(self, prompt: str) -> str:
-        """The answer's first line."""
+        """The answer's first line (without the prompt's last line, the cue, where the answer repeats it)."""
         answer = self._post([{"role": "user", "content": prompt}], self.explanation_tokens)
-        return answer.strip().split("\n")[0].strip()
+        line = answer.strip().split("\n")[0].strip()
+        cue = prompt.rstrip().rpartition("\n")[2].strip()
+        return line[len(cue):].strip() if cue and line.lower().startswith(cue.lower()) else line
+
+    def _map(self, fn, items: list) -> list:
+        """``fn`` of every item, ``concurrency`` requests at once (answers in the items' order)."""
+        if self.concurrency <= 1 or len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(fn, items))
+
+    def simulate_many(self, explanation: str, excerpts: list[list[str]]) -> list[list[float] | None]:
+        return self._map(lambda tokens: self.simulate(explanation, tokens), excerpts)
+
+    def detect_many(self, explanation: str, texts: list[str]) -> list[float | None]:
+        return self._map(lambda text: self.detect(explanation, text), texts)
+
+    def fuzz_many(self, explanation: str, texts: list[str]) -> list[float | None]:
+        return self._map(lambda text: self.fuzz(explanation, text), texts)
 
     def simulate(self, explanation: str, tokens: list[str]) -> list[float] | None:
         """One number per token from "token<TAB>number" lines; None (counted) when they cannot be read."""
@@ -352,12 +449,20 @@ class HttpBackend:
             return None
         return [min(max(float(v.group(1)), 0.0), self.max_value) for v in values]
 
-    def detect(self, explanation: str, text: str) -> float | None:
+    def _yes(self, name: str, explanation: str, text: str) -> float | None:
         """1 for an answer starting with yes, 0 for no, None (counted) otherwise."""
-        prompt = load_prompt("detector.txt", self.prompts).format(explanation=explanation, text=text)
+        prompt = load_prompt(name, self.prompts).format(explanation=explanation, text=text)
         answer = self._post([{"role": "user", "content": prompt}], 3).strip().lower()
         if answer.startswith("yes") or answer.startswith("no"):
             return 1.0 if answer.startswith("yes") else 0.0
         with self.lock:
             self.malformed += 1
         return None
+
+    def detect(self, explanation: str, text: str) -> float | None:
+        """1 when the endpoint answers that the unit fires in ``text``, 0 when not, None (counted) otherwise."""
+        return self._yes("detector.txt", explanation, text)
+
+    def fuzz(self, explanation: str, text: str) -> float | None:
+        """1 when the endpoint answers that the marked tokens fit, 0 when not, None (counted) otherwise."""
+        return self._yes("fuzzer.txt", explanation, text)

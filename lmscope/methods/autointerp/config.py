@@ -14,7 +14,7 @@ from lmscope import config as check
 from lmscope.data.activations import CorpusConfig, text_field
 from lmscope.errors import ConfigError
 
-UNIT_KINDS = ("sae", "neurons", "random", "pca", "ica")
+UNIT_KINDS = ("sae", "neurons", "random", "pca", "ica", "planted")
 
 
 def check_url(base_url: str) -> None:
@@ -38,8 +38,9 @@ class SampleConfig(CorpusConfig):
     seq_len: int = text_field(64, "tokens per excerpt (Bills et al.: 64)")
     batch_size: int = text_field(16, "excerpts per forward pass")
 
-    kinds: tuple[str, ...] = field(default=("sae", "neurons", "random", "pca", "ica"), metadata={
-        "help": "unit kinds: sae (needs --sae), neurons (mlp_key), random, pca, ica (directions of the SAE's site)",
+    kinds: tuple[str, ...] = field(default=("sae", "neurons", "random", "pca", "ica", "planted"), metadata={
+        "help": "unit kinds: sae (needs --sae), neurons (mlp_key), random, pca, ica (directions of the SAE's site), "
+                "planted (positive controls: the indicator of a word set, e.g. capital cities, read at embed)",
         "max_items": len(UNIT_KINDS)})
     n_units: int = field(default=50, metadata={"help": "units of each kind (sampled among those that fire)",
                                                "min": 1, "max": 100_000})
@@ -52,11 +53,20 @@ class SampleConfig(CorpusConfig):
                                                        "min": 1, "max": 100})
     score_top: int = field(default=5, metadata={"help": "other top excerpts the explanation is scored on",
                                                 "min": 1, "max": 100})
-    score_random: int = field(default=5, metadata={"help": "random excerpts the explanation is scored on",
+    score_random: int = field(default=10, metadata={"help": "random excerpts the explanation is scored on (as many "
+                                                           "as the activating ones: top + quantiles)",
                                                    "min": 0, "max": 100})
-    score_quantiles: int = field(default=0, metadata={
-        "help": "also score on one excerpt from each of this many activation-quantile bins of the active excerpts",
+    score_quantiles: int = field(default=5, metadata={
+        "help": "also score on one excerpt from each of this many activation-quantile bins of the active excerpts "
+                "(Paulo et al. 2024: explanations are judged on weak activations too, not only the top)",
         "min": 0, "max": 100})
+    quiet_below: float = field(default=0.25, metadata={
+        "help": "random excerpts are drawn among the quiet ones (peak below this fraction of the unit's top peak: "
+                "nothing in them activates, as delphi's negatives) when the unit has enough; else among all (Bills "
+                "et al.'s uniform random excerpts); 0: always among all", "min": 0.0, "max": 1.0})
+    window: int = field(default=32, metadata={
+        "help": "tokens of each excerpt shown (explained and scored): a window around its peak, 3/4 of it before "
+                "(random excerpts: a random window); 0 or seq-len: the whole excerpt", "min": 0, "max": 1 << 16})
     unit_seed: int = field(default=0, metadata={"help": "seed of the unit sample, random directions and excerpts",
                                                 "min": 0, "max": 2**32 - 1})
 
@@ -67,7 +77,7 @@ class SampleConfig(CorpusConfig):
             raise ConfigError(f"unit kinds must be among {', '.join(UNIT_KINDS)}, each once, got {list(self.kinds)}")
         super().__post_init__()
         check.at_least(self, 1, "n_units", "tokens", "fit_tokens", "explain_examples", "score_top")
-        check.at_least(self, 0, "score_random", "score_quantiles")
+        check.at_least(self, 0, "score_random", "score_quantiles", "window")
         check.bounds(self)
         if self.tokens < self.seq_len:
             raise ConfigError(f"tokens ({self.tokens}) must be at least one excerpt of seq-len ({self.seq_len}) "
@@ -85,6 +95,9 @@ class ScoreConfig:
         "help": "local (a model lmscope loads) or http (an OpenAI-compatible endpoint)"})
     explainer: str = field(default="", metadata={"help": "local model for explanations (default: the studied model)"})
     simulator: str = field(default="", metadata={"help": "local model for simulation (default: the explainer)"})
+    explainer_dtype: str = field(default="bfloat16", metadata={
+        "help": "weights of a local explainer / simulator other than the studied model (bfloat16: half the memory "
+                "of float32 and, on this project's CPU, the same answers: P(Yes) within 0.03 on the checks made)"})
     base_url: str = field(default="", metadata={"help": "http: the endpoint, e.g. http://localhost:8000/v1"})
     api_model: str = field(default="", metadata={"help": "http: the model name sent to the endpoint"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "http: environment variable of the key"})
@@ -99,7 +112,18 @@ class ScoreConfig:
     prompts: str = field(default="", metadata={
         "help": "a folder of prompt files (explainer.txt, simulator.txt, simulator_chat.txt, detector.txt) "
                 "overriding the packaged ones"})
-    detection: bool = field(default=True, metadata={"help": "also the detection score (activating vs random)"})
+    simulation: bool = field(default=True, metadata={"help": "the simulation score (Bills et al.: simulated vs true "
+                                                              "activations)"})
+    detection: bool = field(default=True, metadata={"help": "the detection score (activating vs random excerpts)"})
+    fuzzing: bool = field(default=True, metadata={"help": "the fuzzing score (activating tokens marked vs as many "
+                                                          "others marked at random)"})
+    mark: float = field(default=0.25, metadata={"help": "tokens marked << >> for the chat explainer and fuzzing: at or "
+                                                        "above this fraction of the excerpt's peak", "min": 0.0,
+                                                "max": 1.0})
+    judge: str = field(default="quote", metadata={
+        "help": "local detection and fuzzing: quote (the scorer is asked which word fits the explanation, or None; "
+                "P(fits) = 1 - P(None)) or yes-no (P(Yes) against P(No)); small instruct models answer Yes to "
+                "nearly anything, and quoting separates far better"})
     chat: str = field(default="auto", metadata={
         "help": "local: ask the explainer and the detector through the model's chat template (auto: when its "
                 "tokenizer has one; on; off: plain completion prompts)"})
@@ -107,11 +131,16 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         check.one_of(self, "backend", ("local", "http"))
         check.one_of(self, "chat", ("auto", "on", "off"))
+        check.one_of(self, "judge", ("quote", "yes-no"))
+        check.one_of(self, "explainer_dtype", ("float32", "bfloat16", "float16"))
         if self.backend == "http" and not (self.base_url and self.api_model):
             raise ConfigError("the http backend needs --base-url and --api-model")
         check.at_least(self, 0, "retries")
         check.at_least(self, 1, "budget", "concurrency", "explanation_tokens")
         check.positive(self, "timeout")
+        if not (self.simulation or self.detection or self.fuzzing):
+            raise ConfigError("every scorer is off (--no-simulation, --no-detection, --no-fuzzing): nothing would "
+                              "score the explanations")
         check.bounds(self)
         if self.backend == "http":
             check_url(self.base_url)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -17,7 +18,15 @@ from lmscope.io import Result
 from lmscope.methods.autointerp.config import UNIT_KINDS, SampleConfig, ScoreConfig
 from lmscope.methods.autointerp.sampling import Excerpts, collect, fit_activations, split_examples
 from lmscope.methods.autointerp.scoring import score_unit
-from lmscope.methods.autointerp.units import ica_units, neuron_units, pca_units, random_units, sae_units
+from lmscope.methods.autointerp.units import (
+    PLANTED,
+    ica_units,
+    neuron_units,
+    pca_units,
+    planted_units,
+    random_units,
+    sae_units,
+)
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.units import Units
@@ -54,18 +63,78 @@ class AutointerpResult(Result):
                 and math.isfinite(r[key])]
 
     def summary(self) -> dict:
-        """Per kind: units, mean score with a bootstrap 95% interval, mean detection, malformed answers."""
+        """Per kind: units, each scorer's results, distinct explanations, unreadable answers.
+
+        Each scorer: the units it scored, their mean with a bootstrap 95% interval (and for detection and fuzzing the
+        mean balanced accuracy).
+        """
         kinds = {}
         for kind in dict.fromkeys(r["kind"] for r in self.records):
-            s, d = self.scores(kind), self.scores(kind, "detection")
-            kinds[kind] = {"units": sum(r["kind"] == kind for r in self.records), "scored": len(s),
-                           "mean_score": sum(s) / len(s) if s else None, "ci95": list(bootstrap_ci(s)),
-                           "mean_detection": sum(d) / len(d) if d else None,
-                           "malformed": sum(r["malformed"] for r in self.records if r["kind"] == kind)}
+            mine = [r for r in self.records if r["kind"] == kind]
+            per = {name: self._scorer(kind, key) for name, key in SCORERS.items()}
+            kinds[kind] = {"units": len(mine), "scored": per["simulation"]["n"],
+                           "mean_score": per["simulation"]["mean"], "ci95": per["simulation"]["ci95"],
+                           "mean_detection": per["detection"]["mean"], "scorers": per, **distinct(mine),
+                           "malformed": sum(r["malformed"] for r in mine)}
         return {"model": self.model, "sites": self.sites, "explainer": self.explainer, "simulator": self.simulator,
+                "scorers": scorers(self.score_config),
                 "excerpts": {"explain": self.config.explain_examples, "score_top": self.config.score_top,
-                             "score_random": self.config.score_random, "tokens": self.config.seq_len},
-                "kinds": kinds}
+                             "score_quantiles": self.config.score_quantiles, "score_random": self.config.score_random,
+                             "tokens": self.config.seq_len, "window": self.config.window},
+                "kinds": kinds, "controls": controls(kinds)}
+
+    def _scorer(self, kind: str, key: str) -> dict:
+        values = self.scores(kind, key)
+        row = {"n": len(values), "mean": sum(values) / len(values) if values else None,
+               "ci95": list(bootstrap_ci(values))}
+        if key != "score":
+            accuracy = self.scores(kind, f"{key}_accuracy")
+            row["accuracy"] = sum(accuracy) / len(accuracy) if accuracy else None
+        return row
+
+
+SCORERS = {"simulation": "score", "detection": "detection", "fuzzing": "fuzzing"}  # scorer -> record key
+
+
+PLANTED_MIN, RANDOM_BAND = 0.85, 0.1  # SPEC §4: planted units' mean detection AUROC, random directions' |AUROC - 0.5|
+
+
+def controls(kinds: dict) -> dict:
+    """Whether the pipeline can tell meaning from noise.
+
+    Planted units must be detected (mean AUROC >= 0.85) and random directions must not (mean within 0.5 +- 0.1); each
+    check is None when its kind or detection did not run.
+    """
+    def mean(kind: str, scorer: str):
+        return kinds.get(kind, {}).get("scorers", {}).get(scorer, {}).get("mean")
+
+    planted = {s: mean("planted", s) for s in SCORERS}
+    random = {s: mean("random", s) for s in SCORERS}
+    return {"planted": planted, "random": random,
+            "planted_ok": None if planted["detection"] is None else planted["detection"] >= PLANTED_MIN,
+            "random_ok": None if random["detection"] is None else abs(random["detection"] - 0.5) <= RANDOM_BAND}
+
+
+def scorers(cfg: ScoreConfig) -> list[str]:
+    """The scorers a configuration runs."""
+    return [name for name in SCORERS if getattr(cfg, name)]
+
+
+def normalised(explanation: str) -> str:
+    """An explanation compared for sameness: lower case, words only."""
+    return " ".join("".join(c if c.isalnum() else " " for c in explanation.lower()).split())
+
+
+def distinct(records: list[dict]) -> dict:
+    """How many of the units' explanations are distinct, and the most common one with its share.
+
+    A degenerate explainer writes the same sentence for most units: a share near 1.
+    """
+    texts = [normalised(r["explanation"]) for r in records if r.get("explanation")]
+    if not texts:
+        return {"distinct": 0, "most_common": None, "most_common_share": None}
+    top, count = Counter(texts).most_common(1)[0]
+    return {"distinct": len(set(texts)), "most_common": top, "most_common_share": count / len(texts)}
 
 
 def unit_sets(lm: LM, sae: Units | None, site: Site, cfg: SampleConfig) -> list[Units]:
@@ -78,19 +147,40 @@ def unit_sets(lm: LM, sae: Units | None, site: Site, cfg: SampleConfig) -> list[
     x, n = fit[site], cfg.n_units
     makers = {"sae": lambda: sae_units(sae, x, n, gen, cfg.units), "neurons": lambda: neuron_units(
         neuron_site, fit.get(neuron_site), n, gen, cfg.units), "random": lambda: random_units(site, x, n, gen),
-        "pca": lambda: pca_units(site, x, n), "ica": lambda: ica_units(site, x, n, gen)}
+        "pca": lambda: pca_units(site, x, n), "ica": lambda: ica_units(site, x, n, gen),
+        "planted": lambda: planted_units(Site(0, "embed"), lm.model.get_input_embeddings().weight, lm.tokenizer)}
     return [makers[k]() for k in cfg.kinds]
+
+
+def window(values: torch.Tensor, width: int, gen: torch.Generator | None = None) -> slice:
+    """The ``width`` positions of an excerpt that are shown.
+
+    Around its peak (3/4 of the window before it), or a random window (``gen`` given: a random excerpt); the whole
+    excerpt for ``width`` 0 or at least its length.
+    """
+    n = values.numel()
+    if not width or width >= n:
+        return slice(0, n)
+    if gen is not None:
+        start = int(torch.randint(n - width + 1, (1,), generator=gen))
+    else:
+        start = min(max(int(values.argmax()) - (width - width // 4) + 1, 0), n - width)
+    return slice(start, start + width)
 
 
 def _excerpts(lm: LM, data: Excerpts, kind: str, j: int, cfg: SampleConfig, gen: torch.Generator) -> dict:
     acts = data.acts[kind][:, :, j].float()  # (rows, seq)
     split = split_examples(acts.max(1).values, cfg, gen)
 
-    def rows(index: list[int]) -> list[tuple[list[str], torch.Tensor]]:
-        return [(lm.to_str_tokens(data.ids[r]), acts[r]) for r in index]
+    special = set(lm.tokenizer.all_special_tokens)  # shown as a line break: an explainer must not read them as its own
+
+    def rows(index: list[int], random: bool = False) -> list[tuple[list[str], torch.Tensor]]:
+        shown = [window(acts[r], cfg.window, gen if random else None) for r in index]
+        return [([("\n" if t in special else t) for t in lm.to_str_tokens(data.ids[r, w])], acts[r, w])
+                for r, w in zip(index, shown)]
 
     return {"explain": rows(split.explain), "top": rows(split.score_top) + rows(split.score_quantile),
-            "random": rows(split.score_random), "rows": asdict(split)}
+            "random": rows(split.score_random, random=True), "rows": asdict(split)}
 
 
 def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, explainer, simulator,
@@ -103,11 +193,11 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
     if sae is not None and not isinstance(sae, Units):  # an SAE module: its features at the site
         sae = sae.to(lm.device).units(site)
     settings = {"model": lm.name, "site": str(site), "sample": asdict(cfg), "explainer": names[0],
-                "simulator": names[1], "detection": score_cfg.detection}
+                "simulator": names[1], "scorers": scorers(score_cfg), "mark": score_cfg.mark,
+                "chat": getattr(explainer, "chat", False)}
     run = Run(out, settings, key="key")
     sets = unit_sets(lm, sae, site, cfg)
     data = collect(lm, sets, cfg)
-    workers = score_cfg.concurrency if score_cfg.backend == "http" else 1
     todo = [(u.name, j, unit) for u in sets for j, unit in enumerate(u.unit_ids)]
     with run.writer() as write:
         for kind, j, unit in tqdm(todo, desc="autointerp units", unit="unit"):
@@ -116,12 +206,14 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
                 continue
             gen = torch.Generator().manual_seed(cfg.unit_seed * 1_000_003 + UNIT_KINDS.index(kind) * 7919 + unit)
             excerpts = _excerpts(lm, data, kind, j, cfg, gen)
+            label = {"label": PLANTED[unit][0]} if kind == "planted" else {}
             if not excerpts["explain"]:
-                write({"key": key, "kind": kind, "unit": unit, "explanation": "", "score": None, "detection": None,
-                       "malformed": 0, "scored_excerpts": 0, "note": "never active on the excerpts read"})
+                write({"key": key, "kind": kind, "unit": unit, **label, "explanation": "", "score": None,
+                       "detection": None, "fuzzing": None, "malformed": 0, "scored_excerpts": 0,
+                       "note": "never active on the excerpts read"})
                 continue
-            record = score_unit(explainer, simulator, excerpts, score_cfg, workers, unit=key)
-            write({"key": key, "kind": kind, "unit": unit, **record, "rows": excerpts["rows"]})
+            record = score_unit(explainer, simulator, excerpts, score_cfg, unit=key, seed=int(gen.initial_seed()))
+            write({"key": key, "kind": kind, "unit": unit, **label, **record, "rows": excerpts["rows"]})
     records = [run.done[f"{k}:{u}"] for k, _, u in todo]
     return AutointerpResult(model=lm.name, sites={u.name: str(u.site) for u in sets}, records=records,
                             explainer=names[0], simulator=names[1], config=cfg, score_config=score_cfg)

@@ -100,6 +100,7 @@ class UnitExamples:
     score_top: list[int]
     score_random: list[int]
     score_quantile: list[int]  # one active excerpt per activation-quantile bin (lowest bin first)
+    random_pool: str = "any"  # "quiet": the random excerpts are among those that do not activate; "any": all
 
 
 def split_examples(row_max: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> UnitExamples:
@@ -111,9 +112,22 @@ def split_examples(row_max: torch.Tensor, cfg: SampleConfig, gen: torch.Generato
     used = set(explain) | set(score_top)
     quantile = _quantile_rows(row_max, used, cfg.score_quantiles, gen)
     used |= set(quantile)
-    rest = torch.tensor([r for r in range(row_max.numel()) if r not in used])
-    pick = rest[torch.randperm(rest.numel(), generator=gen)[: cfg.score_random]].tolist() if rest.numel() else []
-    return UnitExamples(explain, score_top, pick, quantile)
+    pick, pool = _random_rows(row_max, used, cfg, gen)
+    return UnitExamples(explain, score_top, pick, quantile, pool)
+
+
+def _random_rows(row_max: torch.Tensor, used: set[int], cfg: SampleConfig,
+                 gen: torch.Generator) -> tuple[list[int], str]:
+    """``cfg.score_random`` unused excerpts drawn among the quiet ones, or among all when too few are quiet.
+
+    Quiet: the excerpt's peak is below ``cfg.quiet_below`` times the unit's top peak, so no token of it would be marked
+    (delphi's non-activating contexts). A sparse unit has plenty; a dense direction (random, PCA) rarely does, and
+    then its random excerpts are uniform over the text, as in Bills et al.
+    """
+    rest = torch.tensor([r for r in range(row_max.numel()) if r not in used], dtype=torch.long)
+    quiet = rest[row_max[rest] < cfg.quiet_below * float(row_max.max())] if rest.numel() else rest
+    pool, name = (quiet, "quiet") if cfg.quiet_below > 0 and quiet.numel() >= cfg.score_random else (rest, "any")
+    return pool[torch.randperm(pool.numel(), generator=gen)[: cfg.score_random]].tolist(), name
 
 
 def _quantile_rows(row_max: torch.Tensor, used: set[int], bins: int, gen: torch.Generator) -> list[int]:

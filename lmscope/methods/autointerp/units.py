@@ -126,3 +126,66 @@ def fast_ica(x: torch.Tensor, n: int, gen: torch.Generator, iters: int = 200, to
 def ica_units(site: Site, fit: torch.Tensor, n: int, gen: torch.Generator) -> Units:
     """``n`` independent components of the activations."""
     return projections("ica", site, fit.mean(0).cpu(), fast_ica(fit.cpu(), n, gen))
+
+
+#: Positive controls: units that are the indicator of a set of words, a meaning known by construction. Each word
+#: counts as itself and with a leading space, wherever the model's tokenizer gives it one token.
+PLANTED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("capital cities", ("Paris", "London", "Berlin", "Rome", "Madrid", "Tokyo", "Moscow", "Beijing", "Vienna",
+                        "Athens", "Dublin", "Lisbon", "Cairo", "Delhi", "Ottawa", "Canberra", "Warsaw", "Prague",
+                        "Stockholm", "Oslo", "Brussels", "Amsterdam", "Washington")),
+    ("digits", tuple("0123456789")),
+    ("the word 'the'", ("the", "The")),
+    ("month names", ("January", "February", "March", "April", "May", "June", "July", "August", "September",
+                     "October", "November", "December")),
+    ("colour words", ("red", "blue", "green", "yellow", "black", "white", "brown", "purple", "orange", "pink",
+                      "grey", "gray")),
+    ("third-person singular pronouns", ("he", "she", "him", "her", "his", "He", "She", "His", "Her")),
+    ("country names", ("France", "Germany", "Italy", "Spain", "Japan", "China", "India", "Russia", "Canada", "Mexico",
+                       "Brazil", "Egypt", "Greece", "Poland", "Sweden", "Norway", "Ireland", "Portugal", "Australia",
+                       "England", "Scotland", "Iran", "Turkey")),
+    ("family members", ("father", "mother", "son", "daughter", "brother", "sister", "wife", "husband", "children",
+                        "child", "parents")),
+)
+SAME_TOKEN = 0.9999  # cosine between a position's embedding and a word's embedding row: the same token
+
+
+def planted_tokens(tokenizer, words: tuple[str, ...]) -> list[int]:
+    """The token ids of ``words`` (each with and without a leading space) that are one token each.
+
+    A special token (the unknown token a word-level tokenizer gives an unknown word) is never a word's.
+    """
+    ids, special = set(), set(getattr(tokenizer, "all_special_ids", ()))
+    for word in words:
+        for form in (word, " " + word):
+            piece = tokenizer(form, add_special_tokens=False)["input_ids"]
+            if len(piece) == 1 and int(piece[0]) not in special:
+                ids.add(int(piece[0]))
+    return sorted(ids)
+
+
+def planted_units(site: Site, embedding: torch.Tensor, tokenizer) -> Units:
+    """The :data:`PLANTED` units at the ``embed`` site: unit u reads 1 where the position's token is one of set u's.
+
+    A position's token is recognised by its embedding (``embedding``: the model's input embedding matrix, (vocab,
+    d)): a cosine of at least :data:`SAME_TOKEN` with a row of the set (any scale the model applies is immaterial).
+    Sets of which the tokenizer has no one-token word are left out (logged); unit ids index :data:`PLANTED`.
+    """
+    sets = [(u, planted_tokens(tokenizer, words)) for u, (_, words) in enumerate(PLANTED)]
+    for u, ids in sets:
+        if not ids:
+            log.info("planted unit %d (%s): no word of it is one token here; left out", u, PLANTED[u][0])
+    sets = [(u, ids) for u, ids in sets if ids]
+    if not sets:
+        raise InputError("no planted unit has a one-token word in this model's tokenizer")
+    token_ids = sorted({t for _, ids in sets for t in ids})
+    rows = torch.nn.functional.normalize(embedding[token_ids].detach().float(), dim=-1)  # (m, d)
+    member = torch.zeros(len(token_ids), len(PLANTED))  # (m, units): token j is a word of set u
+    for u, ids in sets:
+        member[[token_ids.index(t) for t in ids], u] = 1.0
+
+    def encode(x: torch.Tensor) -> torch.Tensor:  # (n, d) -> (n, len(PLANTED))
+        same = torch.nn.functional.normalize(x.float(), dim=-1) @ rows.to(x.device).T >= SAME_TOKEN  # (n, m)
+        return (same.float() @ member.to(x.device)).clamp(max=1.0)
+
+    return Units("planted", site, len(PLANTED), encode).select([u for u, _ in sets])

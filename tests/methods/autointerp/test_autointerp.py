@@ -1,6 +1,7 @@
 """Autointerp: scoring against known units, the local simulator's one-pass read, the HTTP backend against a stub
 (retries, timeout, cache, budget, malformed answers, unreachable), disjoint excerpts, a resumable run, FastICA."""
 
+import functools
 import json
 
 import pytest
@@ -8,25 +9,28 @@ import torch
 
 import lmscope
 from lmscope.methods.autointerp import (
+    Backend,
     HttpBackend,
     LocalBackend,
     SampleConfig,
     ScoreConfig,
     auroc,
     autointerp,
+    balanced_accuracy,
     bootstrap_ci,
     correlation,
     fast_ica,
+    load_prompt,
     score_unit,
 )
 from lmscope.methods.autointerp import run as run_module
 from lmscope.methods.sae import SaeConfig, build_sae
 
 
-class Keyword:
+class Keyword(Backend):
     """A fake explainer / simulator that understands one kind of explanation: 'the word X'."""
 
-    max_value = 10
+    chat = False
 
     def __init__(self, explanation):
         self.explanation = explanation
@@ -40,6 +44,9 @@ class Keyword:
 
     def detect(self, explanation, text):
         return 1.0 if explanation.split()[-1] in text.split() else 0.0
+
+    def fuzz(self, explanation, text):
+        return 1.0 if f"<<{explanation.split()[-1]}>>" in text else 0.0
 
 
 def excerpts_firing_on(word, n=5):
@@ -55,24 +62,48 @@ def test_a_matching_explanation_scores_high_and_a_wrong_one_low():
     ex = excerpts_firing_on("Paris")
     right = score_unit(Keyword("the word Paris"), Keyword("the word Paris"), ex, cfg)
     wrong = score_unit(Keyword("the word Tower"), Keyword("the word Tower"), ex, cfg)
-    assert right["score"] == pytest.approx(1.0) and right["detection"] == 1.0
+    assert right["score"] == pytest.approx(1.0) and right["detection"] == 1.0 == right["detection_accuracy"]
+    assert right["fuzzing"] == 1.0 == right["fuzzing_accuracy"]
     assert wrong["score"] is None or wrong["score"] < 0.1  # a constant simulation has no correlation
-    assert wrong["detection"] == 0.5
+    assert wrong["detection"] == 0.5 == wrong["detection_accuracy"] == wrong["fuzzing"]
+    assert balanced_accuracy([0.9, 0.2], [0.1, 0.6]) == 0.5 and balanced_accuracy([], [0.1]) != 0.5
     assert correlation([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0) and auroc([1, 2], [0]) == 1.0
     lo, hi = bootstrap_ci([0.1, 0.2, 0.3, 0.4, 0.5])
     assert lo < 0.3 < hi
 
 
-def test_local_simulator_reads_expected_values_in_one_forward_pass(lm, monkeypatch):
+def test_local_simulator_reads_expected_values_after_one_shared_prefix(lm, monkeypatch):
     backend = LocalBackend(lm)
     assert backend.max_value == 10
-    calls = []
-    real = lm.model.forward
-    monkeypatch.setattr(lm.model, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
-    values = backend.simulate("the word Paris", [" The", " Paris", " is"])
-    assert len(calls) == 1 and len(values) == 3 and all(0 <= v <= 10 for v in values)
-    p = backend.detect("the word Paris", "The Paris")
-    assert 0 < p < 1 and isinstance(backend.explain("Neuron 1 finds"), str)
+    excerpts = [[" The", " Paris", " is"], [" a", " city"], [" the", " Eiffel", " Tower", " is"]]
+    backend.simulate("warm", ["x"])  # probes the model's KV cache once
+    calls, real = [], lm.model.forward
+    monkeypatch.setattr(lm.model, "forward", functools.wraps(real)(lambda *a, **k: calls.append(1) or real(*a, **k)))
+    many = backend.simulate_many("the word Paris", excerpts)
+    assert len(calls) == 2  # the instructions once, then every excerpt in one batch
+    monkeypatch.undo()
+    head = load_prompt("simulator.txt").format(explanation="the word Paris", max_value=10)
+    for tokens, values in zip(excerpts, many):  # Bills et al.'s all-at-once read of the whole prompt, by hand
+        ids, where = list(lm.tokenizer(head)["input_ids"]), []
+        for t in tokens:
+            ids += lm.tokenizer(t, add_special_tokens=False)["input_ids"] + backend.tab
+            where.append(len(ids) - 1)
+            ids += backend.unknown + backend.newline
+        probs = torch.softmax(lm(torch.tensor([ids]))[0, where][:, backend.value_ids].float(), -1)
+        assert values == pytest.approx((probs @ torch.arange(11.0)).tolist(), abs=1e-5)
+    p = backend.detect("the word Paris", "The Paris")  # quote: 1 - P(None) as the answer's first token
+    whole = lm(backend.as_chat(load_prompt("detector_quote.txt").format(explanation="the word Paris",
+                                                                        text="The Paris")))
+    assert p == pytest.approx(1 - float(torch.softmax(whole[0, -1].detach().float(), -1)[backend.none]), abs=1e-5)
+    assert backend.detect_many("the word Paris", ["The Paris", "a city"])[0] == pytest.approx(p, abs=1e-6)
+    yes_no = LocalBackend(lm, judge="yes-no")
+    whole = lm(backend.as_chat(load_prompt("detector.txt").format(explanation="the word Paris", text="The Paris")))
+    assert yes_no.detect("the word Paris", "The Paris") == pytest.approx(
+        float(torch.softmax(whole[0, -1, backend.yes_no].detach(), -1)[0]), abs=1e-5)
+    with pytest.raises(lmscope.ConfigError, match="judge"):
+        LocalBackend(lm, judge="maybe")
+    assert 0 < backend.fuzz("the word Paris", "The <<Paris>>") < 1
+    assert isinstance(backend.explain("Neuron 1 finds"), str)
 
 
 def test_http_backend_retries_caches_budget_timeout_malformed(stub, tmp_path):
@@ -105,7 +136,9 @@ def test_run_units_disjoint_excerpts_resume_and_errors(lm, corpus, tmp_path, mon
                        explain_examples=2, score_top=2, score_random=2)
     fake = Keyword("the word Paris")
     whole = autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "whole", sae=sae)
-    assert [r["kind"] for r in whole.records] == [k for k in cfg.kinds for _ in range(3)]
+    planted = [r for r in whole.records if r["kind"] == "planted"]
+    assert [r["kind"] for r in whole.records if r["kind"] != "planted"] == [k for k in cfg.kinds[:-1] for _ in range(3)]
+    assert [r["label"] for r in planted] == ["capital cities", "digits", "the word 'the'", "country names"]
     for r in whole.records:
         rows = r.get("rows")
         if rows:
@@ -158,6 +191,22 @@ def test_quantile_excerpts_come_from_each_bin_and_stay_disjoint():
     assert bins[0] <= 8 and 9 <= bins[1] <= 16 and bins[2] >= 17  # one per third of the (unused) active excerpts
     groups = [set(split.explain), set(split.score_top), set(split.score_quantile), set(split.score_random)]
     assert sum(len(g) for g in groups) == len(set().union(*groups))  # pairwise disjoint
+    assert split.random_pool == "quiet" and all(row_max[r] < 0.25 * 30 for r in split.score_random)
+
+
+def test_random_excerpts_are_quiet_when_the_unit_has_enough_and_uniform_when_not():
+    from lmscope.methods.autointerp.sampling import split_examples
+
+    sparse = torch.cat([torch.full((10,), 5.0), torch.full((30,), 0.5), torch.zeros(10)])  # 40 quiet (< 1.25)
+    dense = torch.linspace(2.0, 10.0, 50)  # every excerpt is above a quarter of the peak
+    cfg = SampleConfig(explain_examples=2, score_top=2, score_random=8, score_quantiles=0)
+    quiet = split_examples(sparse, cfg, torch.Generator().manual_seed(0))
+    assert quiet.random_pool == "quiet" and all(sparse[r] < 1.25 for r in quiet.score_random)
+    uniform = split_examples(dense, cfg, torch.Generator().manual_seed(0))
+    assert uniform.random_pool == "any" and len(uniform.score_random) == 8
+    always = split_examples(sparse, SampleConfig(explain_examples=2, score_top=2, score_random=8, score_quantiles=0,
+                                                 quiet_below=0.0), torch.Generator().manual_seed(0))
+    assert always.random_pool == "any"
 
 
 def _chat(content) -> dict:
@@ -392,3 +441,46 @@ def test_an_instruct_model_is_asked_through_its_chat_template(lm):
         assert chat.as_chat("Text: x\nAnswer:") == "<user>Text: x</user><assistant>"  # the answer is the message
     finally:
         lm.tokenizer.chat_template = None
+
+
+def _result(planted_detection, random_detection, explanations):
+    records = []
+    for kind, scores in (("planted", planted_detection), ("random", random_detection), ("sae", [0.7, 0.6, 0.8])):
+        for unit, score in enumerate(scores):
+            records.append({"kind": kind, "unit": unit, "explanation": explanations[unit % len(explanations)],
+                            "score": score - 0.5, "detection": score, "detection_accuracy": score,
+                            "fuzzing": score, "fuzzing_accuracy": score, "malformed": 0,
+                            **({"label": f"set {unit}"} if kind == "planted" else {})})
+    return run_module.AutointerpResult("m", {"sae": "resid_post.1"}, records, "e", "s")
+
+
+def test_the_summary_and_report_judge_the_controls_and_show_a_degenerate_explainer():
+    from lmscope.viz.autointerp import autointerp_report, scores_figure
+
+    good = _result([0.95, 0.9, 0.88], [0.45, 0.55, 0.5], ["cities", "digits", "months"])
+    controls = good.summary()["controls"]
+    assert controls["planted_ok"] and controls["random_ok"]
+    assert controls["planted"]["detection"] == pytest.approx(0.91)
+    page = autointerp_report(good).render()
+    assert "at least 0.85" in page and "within 0.5 ± 0.1" in page and "Degenerate" not in page
+    assert "0 (set 0)" in page and good.summary()["kinds"]["sae"]["distinct"] == 3
+    assert len(scores_figure(good).axes) == 3  # simulation, detection, fuzzing
+
+    bad = _result([0.6, 0.7, 0.5], [0.8, 0.9, 0.7], ["the thing it's looking for."])
+    controls = bad.summary()["controls"]
+    assert controls["planted_ok"] is False and controls["random_ok"] is False
+    page = autointerp_report(bad).render()
+    assert "below 0.85" in page and "outside 0.5 ± 0.1" in page
+    assert "Degenerate explainer" in page and bad.summary()["kinds"]["sae"]["most_common_share"] == 1.0
+    without = run_module.AutointerpResult("m", {}, [r for r in good.records if r["kind"] == "sae"], "e", "s")
+    assert without.summary()["controls"]["planted_ok"] is None
+    assert "not run" in autointerp_report(without).render()
+
+
+def test_examples_come_from_the_best_the_middle_and_the_worst():
+    from lmscope.viz.autointerp import example_units
+
+    result = _result([i / 30 for i in range(30)], [0.5], ["x"])
+    picked = [r["detection"] for r in example_units(result, "planted", 10)]
+    assert len(picked) == 10 and picked[0] == pytest.approx(29 / 30) and picked[-1] == 0.0
+    assert any(0.4 < p < 0.6 for p in picked)

@@ -55,11 +55,14 @@ def autointerp_page(result, commands: str, notes: str = "") -> None:
              "", f"## {result.model}, layer {s['sites'].get('sae') or s['sites'].get('random', '')}", "",
              f"Explainer: {result.explainer}; scorer: {result.simulator}. Each unit: {ex['explain']} top excerpts "
              f"explained; scored on {ex['score_top']} other top excerpts, {ex['score_quantiles']} from activation "
-             f"quantile bins and {ex['score_random']} random ones (none shown to the explainer), each cut to a "
-             f"{ex['window']}-token window around its peak. Simulation: correlation of simulated and true "
-             "activations over every scored token. Detection: AUROC of P(yes, the text fits the explanation) for "
-             "activating against random excerpts. Fuzzing: AUROC of P(yes, the marked tokens fit) for the "
-             "activating excerpts with their own tokens marked against the same excerpts with as many other tokens "
+             f"quantile bins and {ex['score_random']} random ones (none shown to the explainer; drawn among the quiet "
+             "excerpts, whose peak is below a quarter of the unit's top, when the unit has enough: delphi's "
+             f"non-activating contexts), each cut to a {ex['window']}-token window around its peak. Simulation: "
+             "correlation of simulated and true activations over every scored token (Bills et al.'s all-at-once "
+             "simulator). Detection: AUROC of P(fits) for activating against random excerpts, where P(fits) is "
+             "1 - P(the scorer answers \"None\" when asked which word of the text is what the explanation "
+             "describes). Fuzzing: the same question about the tokens marked << >>, for the activating excerpts "
+             "with their own tokens marked against the same excerpts with as many other tokens "
              "marked. acc: balanced accuracy at P = 0.5. Mean [bootstrap 95% CI].", "",
              f"| kind | site | units | {' | '.join(names)} | distinct explanations | most common |",
              "|---|---|---|" + "---|" * len(names) + "---|---|"]

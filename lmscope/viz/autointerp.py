@@ -49,6 +49,9 @@ def _panel(ax, result, summary: dict, kinds: list[str], name: str) -> None:
     hi = [r["ci95"][1] - m if r["ci95"][1] is not None else 0.0 for m, r in zip(means, rows)]
     ax.errorbar(x, means, yerr=np.nan_to_num([lo, hi]), fmt="D", color="black", capsize=4, label="mean, 95% CI")
     ax.axhline(chance, color="tab:red", lw=0.8, ls="--", label=f"chance ({chance:g})")
+    bar = result.summary()["controls"].get("planted_min")
+    if name == "detection" and "planted" in kinds and bar is not None:
+        ax.axhline(bar, color="tab:green", lw=0.8, ls=":", label=f"planted units' bar ({bar:g})")
     ax.set_xticks(x, [f"{k}\n(n={r['n']})" for k, r in zip(kinds, rows)], fontsize=8)
     ax.set_ylabel(label, fontsize=8)
     ax.set_ylim(-0.45 if key == "score" else 0.0, 1.02)

@@ -40,3 +40,24 @@ def test_it_explains_a_planted_unit_through_its_chat_template(qwen):
                                                                             nonzero=nonzero))
     assert explanation and "\n" not in explanation
     assert any(c in explanation for c in CITIES) or "cit" in explanation.lower() or "capital" in explanation.lower()
+
+
+POSITIVE = ["He flew from Paris to Rome in the spring", "The embassy in Tokyo opened on Monday",
+            "Berlin and Madrid signed the treaty", "Tourists crowd the streets of London each summer"]
+NEGATIVE = ["The farmer fed the cows before dawn", "Water boils at a hundred degrees",
+            "She plays the violin in an orchestra", "The recipe needs two cups of flour"]
+
+
+def test_a_planted_unit_is_explained_from_marked_excerpts_and_detected_by_quoting(qwen):
+    from lmscope.methods.autointerp.scoring import auroc, explainer_prompt
+
+    backend = LocalBackend(qwen, explanation_tokens=32)
+    rows = [r.split(" ") for r in POSITIVE]
+    tokens = [[w if i == 0 else " " + w for i, w in enumerate(r)] for r in rows]
+    values = [torch.tensor([1.0 if w in CITIES | {"London"} else 0.0 for w in r]) for r in rows]
+    explanation = backend.explain(explainer_prompt(tokens, values, backend.max_value, chat=True))
+    assert any(w in explanation.lower() for w in ("cit", "capital", "place", "location", "countr"))
+    p = backend.detect_many(explanation, POSITIVE + NEGATIVE)
+    assert auroc(p[:4], p[4:]) >= 0.85, (explanation, p)
+    fuzz = backend.fuzz_many(explanation, ["He flew from <<Paris>> to Rome", "He <<flew>> from Paris to Rome"])
+    assert fuzz[0] > fuzz[1], (explanation, fuzz)

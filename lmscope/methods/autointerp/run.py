@@ -96,7 +96,7 @@ class AutointerpResult(Result):
 SCORERS = {"simulation": "score", "detection": "detection", "fuzzing": "fuzzing"}  # scorer -> record key
 
 
-PLANTED_MIN, RANDOM_BAND = 0.85, 0.1  # SPEC §4: planted units' mean detection AUROC, random directions' |AUROC - 0.5|
+PLANTED_MIN, RANDOM_BAND = 0.85, 0.1  # planted units' least mean detection AUROC; random's largest |AUROC - 0.5|
 
 
 def controls(kinds: dict) -> dict:
@@ -110,7 +110,7 @@ def controls(kinds: dict) -> dict:
 
     planted = {s: mean("planted", s) for s in SCORERS}
     random = {s: mean("random", s) for s in SCORERS}
-    return {"planted": planted, "random": random,
+    return {"planted": planted, "random": random, "planted_min": PLANTED_MIN, "random_band": RANDOM_BAND,
             "planted_ok": None if planted["detection"] is None else planted["detection"] >= PLANTED_MIN,
             "random_ok": None if random["detection"] is None else abs(random["detection"] - 0.5) <= RANDOM_BAND}
 
@@ -130,11 +130,13 @@ def distinct(records: list[dict]) -> dict:
 
     A degenerate explainer writes the same sentence for most units: a share near 1.
     """
-    texts = [normalised(r["explanation"]) for r in records if r.get("explanation")]
+    given = [r["explanation"] for r in records if r.get("explanation")]
+    texts = [normalised(t) for t in given]
     if not texts:
         return {"distinct": 0, "most_common": None, "most_common_share": None}
     top, count = Counter(texts).most_common(1)[0]
-    return {"distinct": len(set(texts)), "most_common": top, "most_common_share": count / len(texts)}
+    return {"distinct": len(set(texts)), "most_common": given[texts.index(top)],
+            "most_common_share": count / len(texts)}
 
 
 def unit_sets(lm: LM, sae: Units | None, site: Site, cfg: SampleConfig) -> list[Units]:

@@ -117,8 +117,9 @@ def _backward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainCon
     One job's (n, d_sae) activations are alive at a time; a sweep of many SAEs keeps only their gradients.
     """
     lr_factor, l1 = _schedule(step, total, cfg)
+    lr = (cfg.lr or t.sae.default_lr) * lr_factor
     for group in t.opt.param_groups:
-        group["lr"] = (cfg.lr or t.sae.default_lr) * lr_factor
+        group["lr"] = lr
     xs = x * t.scale
     dead = t.firing.dead().to(x.device)
     t.opt.zero_grad(set_to_none=True)
@@ -129,7 +130,8 @@ def _backward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainCon
     loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
     row = {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity,
            "l0": int(torch.count_nonzero(active)) / active.shape[0], "fve": fve(xs, result.x_hat.detach()),
-           "dead": float(dead.float().mean()), "lr": lr_factor, "l1": l1}
+           "dead": float(dead.float().mean()), "lr": lr, "lr_factor": lr_factor,
+           **({"l1_factor": l1} if t.sae.sweep_knob == "l1_coefficient" else {})}  # TopK has no L1 term
     return _Pending(math.isfinite(loss), xs, active.any(0), row)
 
 

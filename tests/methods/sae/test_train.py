@@ -54,6 +54,12 @@ def test_killed_run_resumes_to_the_same_saes(lm, harvest_cfg, train_cfg, tmp_pat
     assert log == read_json(resumed[1] / "training_log.json") and log[-1]["step"] > 10
     tied = read_json(whole[0] / "training_log.json")
     assert tied[-1]["fve"] > tied[0]["fve"] + 0.1  # the paper's model learns (from a random dictionary)
+    from lmscope.methods.sae.registry import sae_class  # the log names the learning rate applied, not its factor
+
+    for architecture, row in (("tied", tied[0]), ("topk", log[0])):
+        base = train_cfg.lr or sae_class(architecture).default_lr
+        assert row["lr"] == pytest.approx(base * row["lr_factor"]) and 0 < row["lr_factor"] <= 1
+    assert "l1_factor" in tied[0] and "l1_factor" not in log[0]  # TopK has no L1 term to warm up
 
 
 def test_a_sweep_harvests_once_and_the_cache_replaces_the_model(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):

@@ -162,6 +162,19 @@ def _build(cfg: SaeConfig, tensors: dict, where: Path, checked: bool = False) ->
     return sae.eval()
 
 
+def _refuse_unread(cfg: dict, folder: Path) -> None:
+    """SAELens settings that change the codes and that lmscope does not apply yet: refused, never ignored."""
+    if cfg.get("rescale_acts_by_decoder_norm"):
+        raise ArtifactError(f"{folder / 'cfg.json'}: rescale_acts_by_decoder_norm is true (codes scaled by the norms "
+                            "of the decoder rows); lmscope does not read it yet, and loading without it would give "
+                            "other codes")
+    mode = cfg.get("normalize_activations") or "none"
+    if mode != "none":
+        raise ArtifactError(f"{folder / 'cfg.json'}: normalize_activations is {mode!r}; lmscope reads only 'none' "
+                            "(SAELens folds a constant scale into the weights when it saves with "
+                            "fold_activation_norm_scaling_factor)")
+
+
 def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     cfg = _read_cfg(folder)
     tensors = load_tensors(folder / SAELENS_WEIGHTS)
@@ -170,6 +183,7 @@ def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     d_sae = _int(cfg, "d_sae", folder, "SAELens' dictionary size: the folder is incomplete")
     _check_tensors(tensors, folder)
     _check_shapes(tensors, d_in, d_sae, folder)
+    _refuse_unread(cfg, folder)
     if not cfg.get("apply_b_dec_to_input", True):  # x W_enc + b_enc == (x - b_dec) W_enc + (b_enc + b_dec W_enc)
         tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
     try:

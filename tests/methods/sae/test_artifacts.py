@@ -46,6 +46,20 @@ def test_saelens_round_trip(arch, tmp_path):
     torch.testing.assert_close(back.decode(back.encode(X)), sae.decode(sae.encode(X)), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("field, value, fragment", [
+    ("rescale_acts_by_decoder_norm", True, "rescale_acts_by_decoder_norm is true"),
+    ("normalize_activations", "expected_average_only_in", "normalize_activations is 'expected_average_only_in'"),
+])
+def test_saelens_settings_that_change_the_codes_are_refused_not_ignored(field, value, fragment, tmp_path):
+    folder = save_sae(trained_like("topk"), tmp_path / "s", site="resid_post.1", model="m", format="saelens")
+    cfg = read_json(folder / "cfg.json")
+    write_json(folder / "cfg.json", {**cfg, field: value})
+    with pytest.raises(lmscope.ArtifactError, match=fragment):
+        load_sae(folder)
+    write_json(folder / "cfg.json", {**cfg, field: False if field.startswith("rescale") else "none"})
+    assert load_sae(folder).d_sae == 10
+
+
 def test_sparsify_layout_and_shape_checks(tmp_path):
     sae = trained_like("topk")
     w = sae.weights()

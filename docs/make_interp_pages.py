@@ -14,12 +14,11 @@ import dataclasses
 from pathlib import Path
 
 from lmscope import load_result
-from lmscope.viz.autointerp import controls_text, example_units, scores_figure
+from lmscope.viz.autointerp import PANELS, controls_text, example_units, scorer_cell, scores_figure
 from lmscope.viz.patching import ioi_figure, patching_figure
 from lmscope.viz.report import save_figure
 
 DOCS = Path(__file__).resolve().parent
-SCORE_KEYS = {"simulation": "score", "detection": "detection", "fuzzing": "fuzzing"}
 
 
 def _fmt(v, digits=3) -> str:
@@ -32,14 +31,6 @@ def merged(folders: list[str]):
     first = results[0]
     return dataclasses.replace(first, records=[r for res in results for r in res.records],
                                sites={k: v for res in results for k, v in res.sites.items()})
-
-
-def _scorer_cell(row: dict) -> str:
-    if row["mean"] is None:
-        return "-"
-    ci = f" [{_fmt(row['ci95'][0], 2)}, {_fmt(row['ci95'][1], 2)}]" if row["n"] > 1 else ""
-    acc = f", acc {row['accuracy']:.2f}" if row.get("accuracy") is not None else ""
-    return f"{row['mean']:.3f}{ci}{acc}"
 
 
 def autointerp_page(result, commands: str, notes: str = "") -> None:
@@ -69,7 +60,7 @@ def autointerp_page(result, commands: str, notes: str = "") -> None:
     for kind, v in s["kinds"].items():
         common = "" if v["most_common"] is None else f"{v['most_common']!r} ({v['most_common_share']:.0%})"
         lines.append(f"| {kind} | {s['sites'].get(kind, '')} | {v['units']} | "
-                     f"{' | '.join(_scorer_cell(v['scorers'][n]) for n in names)} | "
+                     f"{' | '.join(scorer_cell(v['scorers'][n]) for n in names)} | "
                      f"{v['distinct']}/{v['units']} | {common} |")
     lines += ["", controls_text(s["controls"]), "",
               "![scores by unit kind](figures/autointerp-smollm2.png)", "",
@@ -79,7 +70,7 @@ def autointerp_page(result, commands: str, notes: str = "") -> None:
                   "|---|" + "---|" * len(names) + "---|"]
         for r in example_units(result, kind, 10):
             unit = f"{r['unit']} ({r['label']})" if r.get("label") else str(r["unit"])
-            scores = " | ".join(_fmt(r.get(SCORE_KEYS[n]), 2) for n in names)
+            scores = " | ".join(_fmt(r.get(PANELS[n][0]), 2) for n in names)
             lines.append(f"| {unit} | {scores} | {r['explanation'].replace('|', '/')!r} |".replace("\n", " "))
         lines.append("")
     if notes:

@@ -59,7 +59,8 @@ def _panel(ax, result, summary: dict, kinds: list[str], name: str) -> None:
     ax.legend(fontsize=6.5, loc="lower right")
 
 
-def _fmt(row: dict) -> str:
+def scorer_cell(row: dict) -> str:
+    """One scorer's summary row as text: mean [95% CI] and, for detection and fuzzing, the balanced accuracy."""
     if row["mean"] is None:
         return "–"
     ci = "" if row["n"] < 2 or row["ci95"][0] is None else " [{:.2f}, {:.2f}]".format(*row["ci95"])
@@ -103,7 +104,7 @@ def autointerp_report(result, report: HtmlReport | None = None, examples: int = 
     names = [n for n in PANELS if n in s["scorers"]]
     report.table(["kind", "site", "units", *names, "distinct explanations", "most common explanation",
                   "unreadable answers"],
-                 [[k, s["sites"].get(k, ""), v["units"], *[_fmt(v["scorers"][n]) for n in names],
+                 [[k, s["sites"].get(k, ""), v["units"], *[scorer_cell(v["scorers"][n]) for n in names],
                    f"{v['distinct']}/{v['units']}",
                    "" if v["most_common"] is None else
                    f"{v['most_common']} ({v['most_common_share']:.0%})", v["malformed"]]

@@ -61,8 +61,8 @@ class SampleConfig(CorpusConfig):
                 "(Paulo et al. 2024: explanations are judged on weak activations too, not only the top)",
         "min": 0, "max": 100})
     quiet_below: float = field(default=0.25, metadata={
-        "help": "random excerpts are drawn among the quiet ones (peak below this fraction of the unit's top peak: "
-                "nothing in them activates, as delphi's negatives) when the unit has enough; else among all (Bills "
+        "help": "random excerpts are drawn among the quiet ones (peak below this fraction of the unit's top peak, "
+                "as delphi's non-activating negatives) when the unit has enough; else among all (Bills "
                 "et al.'s uniform random excerpts); 0: always among all", "min": 0.0, "max": 1.0})
     window: int = field(default=32, metadata={
         "help": "tokens of each excerpt shown (explained and scored): a window around its peak, 3/4 of it before "

@@ -120,9 +120,9 @@ def _random_rows(row_max: torch.Tensor, used: set[int], cfg: SampleConfig,
                  gen: torch.Generator) -> tuple[list[int], str]:
     """``cfg.score_random`` unused excerpts drawn among the quiet ones, or among all when too few are quiet.
 
-    Quiet: the excerpt's peak is below ``cfg.quiet_below`` times the unit's top peak, so no token of it would be marked
-    (delphi's non-activating contexts). A sparse unit has plenty; a dense direction (random, PCA) rarely does, and
-    then its random excerpts are uniform over the text, as in Bills et al.
+    Quiet: the excerpt's peak is below ``cfg.quiet_below`` times the unit's top peak (delphi's non-activating
+    contexts). A sparse unit has plenty; a dense direction (random, PCA) often does not, and then its random excerpts
+    are uniform over the text, as in Bills et al.
     """
     rest = torch.tensor([r for r in range(row_max.numel()) if r not in used], dtype=torch.long)
     quiet = rest[row_max[rest] < cfg.quiet_below * float(row_max.max())] if rest.numel() else rest

@@ -130,6 +130,13 @@ def test_no_scored_unit_prints_a_dash_not_nan(tiny_llama_dir, corpus, stub, tmp_
     (["--n-units", "0"], "n-units must be"),
     (["--unit-seed", "-1"], "unit-seed must be in"),
     (["--base-url", "localhost:8000/v1"], "base-url must be an http:// or https:// address"),
+    (["--judge", "maybe"], "judge must be one of quote, yes-no"),
+    (["--quiet-below", "nan"], "quiet-below must be in 0..1"),
+    (["--quiet-below", "2"], "quiet-below must be in 0..1"),
+    (["--explainer-dtype", "int8"], "explainer-dtype must be one of"),
+    (["--mark", "nan"], "mark must be in 0..1"),
+    (["--window", "-1"], "window must be a number >= 0"),
+    (["--no-simulation", "--no-detection", "--no-fuzzing"], "every scorer is off"),
 ])
 def test_values_that_make_no_sense_are_refused_before_the_model_loads(extra, fragment, tmp_path, corpus, capsys):
     base = argv("no-such-model-xyz", corpus, tmp_path / "ai", "--backend", "http", "--base-url", "http://h:1/v1",

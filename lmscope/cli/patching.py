@@ -50,6 +50,7 @@ def patch(args) -> int:
          arg("--data", required=True, help="IOI prompt file (a JSON list of prompt / answer records)"),
          arg("--sae", help="an SAE folder (its site gives the layer); without it: neurons and dimensions only"),
          arg("--layer", type=int, help="the layer (default: the SAE's)"),
+         arg("--site", help="the SAE's site (kind.layer or a TransformerLens hook name) when its folder names none"),
          arg("--bases", nargs="+", choices=BASES,
              help="unit bases to patch (default: sae, neurons and dims with --sae; neurons and dims without)"),
          configs=(IOIConfig,), out="out/ioi-features")
@@ -59,11 +60,13 @@ def ioi(args) -> int:
     names = list(dict.fromkeys(args.bases or [b for b in BASES if b != "sae" or args.sae]))
     if "sae" in names and not args.sae:
         raise InputError("--bases sae needs --sae: give an SAE folder, or patch only --bases neurons dims")
+    if args.site and not args.sae:
+        raise InputError("--site names the SAE's site; give --sae too, or leave --site out")
     sae = load_sae(args.sae) if args.sae else None
-    sae_site = sae.site if sae is not None else None
+    sae_site = check_sae(sae, site=args.site) if sae is not None else None  # the folder's, or --site's
     layer = args.layer if args.layer is not None else (sae_site.layer if sae_site else None)
     if layer is None:
-        raise InputError("give --layer, or an --sae whose site names it")
+        raise InputError("give --layer (patching neurons and dimensions needs a layer)")
     records = read_ioi(args.data)
     lm = load_model(args)
     if sae is not None:

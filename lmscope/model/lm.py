@@ -180,6 +180,7 @@ class LM:
             "resid_pre": lambda: (self._block_slot(layer), "input"),
             "resid_post": lambda: (self._block_slot(layer), "output"),
             "attn_out": lambda: (part(layer, "attn_out"), "output"),
+            "mlp_in": lambda: (part(layer, "mlp"), "input"),
             "mlp_out": lambda: (part(layer, "mlp_out"), "output"),
             "mlp_key": lambda: (part(layer, "mlp_out_proj"), "input"),
             "mlp_value": lambda: (part(layer, "mlp_out_proj"), "output"),

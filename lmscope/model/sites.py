@@ -9,6 +9,8 @@ embed          token embeddings (output of the embedding)   (batch, pos, d_model
 resid_pre      residual stream entering block ``layer``     (batch, pos, d_model)
 resid_post     residual stream leaving block ``layer``      (batch, pos, d_model)
 attn_out       what attention adds to the residual          (batch, pos, d_model)
+mlp_in         input of the MLP (after the pre-MLP norm):   (batch, pos, d_model)
+               what a transcoder reads
 mlp_out        what the MLP adds to the residual            (batch, pos, d_model)
 mlp_key        MLP hidden activation = input of W_out       (batch, pos, d_mlp)
 mlp_value      output of W_out (before any post-MLP norm)   (batch, pos, d_model)
@@ -29,9 +31,9 @@ from torch import nn
 
 from lmscope.errors import SiteError
 
-Kind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_value", "mlp_pre",
-               "attn_pattern", "attn_heads"]
-KINDS: tuple[str, ...] = ("embed", "resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_key", "mlp_value",
+Kind = Literal["embed", "resid_pre", "resid_post", "attn_out", "mlp_in", "mlp_out", "mlp_key", "mlp_value",
+               "mlp_pre", "attn_pattern", "attn_heads"]
+KINDS: tuple[str, ...] = ("embed", "resid_pre", "resid_post", "attn_out", "mlp_in", "mlp_out", "mlp_key", "mlp_value",
                           "mlp_pre", "attn_pattern", "attn_heads")
 Where = Literal["input", "output", "pattern"]
 
@@ -100,9 +102,11 @@ class Site:
         return None if hook is None or self.layer < 0 else f"blocks.{self.layer}.{hook}"
 
 
-# TransformerLens' hook for each lmscope kind (attn_heads: hook_z, flattened over heads); mlp_value has none
+# TransformerLens' hook for each lmscope kind (attn_heads: hook_z, flattened over heads; mlp_in: the normalised input
+# of the MLP, where SAELens' transcoders read); mlp_value has none
 TL_HOOKS: dict[str, str] = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post",
-                            "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "mlp_key": "mlp.hook_post",
+                            "attn_out": "hook_attn_out", "mlp_in": "ln2.hook_normalized",
+                            "mlp_out": "hook_mlp_out", "mlp_key": "mlp.hook_post",
                             "mlp_pre": "mlp.hook_pre", "attn_pattern": "attn.hook_pattern",
                             "attn_heads": "attn.hook_z"}
 

@@ -1,6 +1,7 @@
 """``lmscope patch`` and ``lmscope ioi-features`` end to end on tiny local model folders."""
 
 from lmscope.cli import main
+from lmscope.io import read_json, write_json
 from lmscope.methods.sae import SaeConfig, build_sae, save_sae
 from tests.helpers import tiny_model, tiny_tokenizer
 from tests.methods.patching import fixtures
@@ -28,6 +29,21 @@ def test_patch_and_ioi_commands(tiny_llama_dir, data, tmp_path, capsys):
     for name in ("ioi.json", "ioi.png", "report.html", "result/cfg.json"):
         assert (tmp_path / "ioi" / name).is_file(), name
     assert "IOI pairs answered" in capsys.readouterr().out
+    saelens = save_sae(sae, tmp_path / "saelens", site="resid_post.1", model="tiny-seed1", format="saelens")
+    cfg = read_json(saelens / "cfg.json")  # as SAELens 6 writes it: hook and model under "metadata" only
+    meta = {"hook_name": "blocks.1.hook_resid_post", "model_name": "tiny-seed1"}
+    write_json(saelens / "cfg.json", {**{k: v for k, v in cfg.items() if k not in meta}, "metadata": meta})
+    assert main(["--model", str(model), "ioi-features", "--data", str(data), "--sae", str(saelens),
+                 "--n-prompts", "2", "--bases", "sae", "--out", str(tmp_path / "ioi6")]) == 0
+    assert "resid_post.1" in read_json(tmp_path / "ioi6" / "result" / "cfg.json").__repr__()
+    cfg.update(hook_name="", metadata={})  # a folder naming no site: --site fills it in
+    write_json(saelens / "cfg.json", cfg)
+    assert main(["--model", str(model), "ioi-features", "--data", str(data), "--sae", str(saelens),
+                 "--n-prompts", "2", "--bases", "sae", "--out", str(tmp_path / "ioi7")]) == 2
+    assert "give --site" in capsys.readouterr().err
+    assert main(["--model", str(model), "ioi-features", "--data", str(data), "--sae", str(saelens),
+                 "--site", "blocks.1.hook_resid_post", "--n-prompts", "2", "--bases", "sae",
+                 "--out", str(tmp_path / "ioi7")]) == 0
     assert main(["--model", str(tiny_llama_dir), "ioi-features", "--data", str(data), "--layer", "1"]) == 2
     assert "nothing to patch" in capsys.readouterr().err
     assert main(["--model", str(tiny_llama_dir), "ioi-features", "--data", str(data)]) == 2

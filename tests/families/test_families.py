@@ -88,6 +88,31 @@ def test_w_out_maps_key_to_mlp_output(family):
 
 
 @torch.no_grad()
+def test_mlp_in_is_what_the_mlp_reads(family):
+    """mlp_in (a transcoder's input) is the MLP's own input, after the pre-MLP norm: the MLP of it is its output.
+
+    Without a post-MLP norm that output is mlp_out; with one (Gemma 2 / 3) the norm of it is. Changing mlp_in changes
+    the block's output (the hook is on the MLP's input, not a copy).
+    """
+    lm = lmscope.load((tiny_model(family), None))
+    spec, layer = lm.layout.spec, 1
+    mlp = lm.layout.part(layer, "mlp")
+    sites = [Site(layer, "mlp_in"), Site(layer, "mlp_out"), Site(layer, "resid_pre")]
+    _, cache = lm.run_with_cache(IDS, sites)
+    x = cache[Site(layer, "mlp_in")]
+    assert x.shape == (*IDS.shape, lm.d_model)
+    assert not torch.equal(x, cache[Site(layer, "resid_pre")])  # normalised: not the residual stream itself
+    out = mlp(x)
+    if spec.mlp_out is not None:  # a post-MLP norm (sandwich norms)
+        out = lm.layout.part(layer, "mlp_out")(out)
+    assert torch.allclose(out, cache[Site(layer, "mlp_out")], atol=1e-5)
+    assert Site.parse(Site(layer, "mlp_in").tl_name) == Site(layer, "mlp_in")
+    with lm.hooks(zero(Site(layer, "mlp_in"), positions=[3])):
+        changed = lm(IDS)
+    assert not torch.equal(changed, lm(IDS)) and torch.equal(changed[:, :3], lm(IDS)[:, :3])
+
+
+@torch.no_grad()
 def test_unembed_of_last_residual_is_the_output(family):
     lm = lmscope.load((tiny_model(family), None))
     logits, cache = lm.run_with_cache(IDS, [Site(-1, "resid_post")])

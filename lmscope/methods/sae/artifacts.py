@@ -196,8 +196,24 @@ def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     if sae_cfg is None:
         raise ArtifactError(f"{folder}: SAELens architecture {arch!r} is not supported (standard, topk, and jumprelu "
                             "/ batchtopk with one threshold for all latents are)")
-    meta = {"site": cfg.get("hook_name", ""), "model": cfg.get("model_name", "")}
-    return _build(sae_cfg, tensors, folder, checked=True), meta
+    return _build(sae_cfg, tensors, folder, checked=True), _saelens_meta(cfg, folder)
+
+
+def _saelens_meta(cfg: dict, folder: Path) -> dict:
+    """Where a SAELens SAE reads: SAELens 6 keeps hook_name / model_name under "metadata", older folders at the top.
+
+    An SAE of one attention head (hook_head_index) is refused: lmscope's attn_heads site is every head at once.
+    """
+    block = cfg.get("metadata")
+    block = block if isinstance(block, dict) else {}
+    def field(key: str) -> str:
+        value = block.get(key) or cfg.get(key) or ""
+        return value if isinstance(value, str) else ""
+    head = block.get("hook_head_index", cfg.get("hook_head_index"))
+    if head is not None:
+        raise ArtifactError(f"{folder / 'cfg.json'}: hook_head_index is {head!r} (an SAE of one attention head); "
+                            "lmscope reads SAEs of a whole site, not one head's slice of it")
+    return {"site": field("hook_name"), "model": field("model_name")}
 
 
 def _from_sparsify(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:

@@ -46,6 +46,22 @@ def test_saelens_round_trip(arch, tmp_path):
     torch.testing.assert_close(back.decode(back.encode(X)), sae.decode(sae.encode(X)), atol=1e-5, rtol=1e-5)
 
 
+def test_saelens_6_metadata_names_the_site_and_model(tmp_path):
+    """SAELens 6 keeps hook_name and model_name under "metadata" only: the folder still names its site and model."""
+    folder = save_sae(trained_like("topk"), tmp_path / "s", site="resid_post.3", model="m", format="saelens")
+    cfg = read_json(folder / "cfg.json")
+    for key in ("hook_name", "model_name", "hook_layer"):
+        cfg.pop(key, None)
+    write_json(folder / "cfg.json", {**cfg, "metadata": {"hook_name": "blocks.3.hook_resid_post",
+                                                         "model_name": "smollm2-135m", "hook_head_index": None}})
+    sae = load_sae(folder)
+    assert sae.site == Site(3, "resid_post") and sae.model == "smollm2-135m"
+    assert lmscope.sae.check_sae(sae) == Site(3, "resid_post")  # every command takes it without --site
+    write_json(folder / "cfg.json", {**cfg, "metadata": {"hook_name": "blocks.3.attn.hook_z", "hook_head_index": 2}})
+    with pytest.raises(lmscope.ArtifactError, match="hook_head_index is 2"):
+        load_sae(folder)
+
+
 @pytest.mark.parametrize("field, value, fragment", [
     ("rescale_acts_by_decoder_norm", True, "rescale_acts_by_decoder_norm is true"),
     ("normalize_activations", "expected_average_only_in", "normalize_activations is 'expected_average_only_in'"),

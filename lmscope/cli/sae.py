@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lmscope.cli.registry import arg, command, config, load_model, out_dir
 from lmscope.distributed import World
+from lmscope.errors import InputError
 from lmscope.io import write_json
 from lmscope.methods.sae import (
     EvalConfig,
@@ -33,6 +34,7 @@ from lmscope.methods.sae.registry import sae_class
 from lmscope.model.sites import Site
 from lmscope.viz.features import write_feature_pages
 
+KNOB_FLAGS = {"l1_coefficient": "sweep_l1", "k": "sweep_k", "l0_coefficient": "sweep_l0"}  # sweep knob -> its flag
 SITES = arg("--sites", nargs="+", required=True, help="sites as kind.layer, e.g. resid_post.15 mlp_out.3")
 
 
@@ -53,13 +55,14 @@ def sae_harvest(args) -> int:
 
 
 def _sweep(args) -> list[SaeConfig]:
-    """One SaeConfig per combination of the swept values (architectures x L1 coefficients x k x ratios).
+    """One SaeConfig per combination of the swept values (architectures x L1 / L0 coefficients x k x ratios).
 
-    An L1 coefficient left unset takes each architecture's own default; TopK variants ignore it, L1 variants k.
+    An L1 coefficient left unset takes each architecture's own default; each architecture takes only its own knob
+    (TopK variants k, L1 variants the L1 coefficient, JumpReLU the L0 coefficient).
     """
     axes = {"architecture": args.sweep_architecture or [args.architecture],
-            "l1_coefficient": args.sweep_l1 or [args.l1_coefficient],
-            "k": args.sweep_k or [args.k], "ratio": args.sweep_ratio or [args.ratio]}
+            **{knob: getattr(args, flag) or [getattr(args, knob)] for knob, flag in KNOB_FLAGS.items()},
+            "ratio": args.sweep_ratio or [args.ratio]}
     configs = []
     for values in itertools.product(*axes.values()):
         cfg = config(argparse.Namespace(**{**vars(args), **dict(zip(axes, values))}), SaeConfig)
@@ -69,28 +72,44 @@ def _sweep(args) -> list[SaeConfig]:
 
 
 def _redundant(cfg: SaeConfig, args) -> bool:
-    """A swept value that does not apply to this architecture (k for L1 variants, L1 for TopK variants)."""
-    l1_variant = sae_class(cfg.architecture).sweep_knob == "l1_coefficient"
-    return (l1_variant and args.sweep_k and cfg.k != args.sweep_k[0]) or \
-        (not l1_variant and args.sweep_l1 and cfg.l1_coefficient != args.sweep_l1[0])
+    """A swept value that does not apply to this architecture (k for L1 variants, L1 for TopK variants, ...)."""
+    own = sae_class(cfg.architecture).sweep_knob
+    return any(knob != own and getattr(args, flag) and getattr(cfg, knob) != getattr(args, flag)[0]
+               for knob, flag in KNOB_FLAGS.items())
 
 
 @command("sae-train",
-         SITES,
+         arg("--sites", nargs="+", help="sites as kind.layer, e.g. resid_post.15 mlp_out.3 (with --transcoder: "
+                                        "mlp_in sites; default every layer's)"),
          arg("--cache", type=Path, help="activation cache folder (read where present, written where not)"),
          arg("--sweep-architecture", nargs="+", help="train these architectures side by side"),
          arg("--sweep-l1", nargs="+", type=float, help="L1 coefficients to sweep (L1 variants)"),
          arg("--sweep-k", nargs="+", type=int, help="k values to sweep (TopK variants)"),
+         arg("--sweep-l0", nargs="+", type=float, help="L0 coefficients to sweep (jumprelu)"),
          arg("--sweep-ratio", nargs="+", type=float, help="dictionary ratios to sweep"),
          configs=(SaeConfig, HarvestConfig, TrainConfig), out="out/sae")
 def sae_train(args) -> int:
-    """Train every SAE of the sweep at every site from the same batches; one folder per SAE."""
+    """Train every SAE of the sweep at every site from the same batches; one folder per SAE.
+
+    With --transcoder: a transcoder per layer (mlp_in.L -> mlp_out.L), every layer's from one harvest.
+    """
     harvest_cfg, train_cfg = config(args, HarvestConfig), config(args, TrainConfig)
     training_steps(harvest_cfg, train_cfg)
-    sites = [Site.parse(s) for s in args.sites]
+    configs = _sweep(args)
+    transcoder = configs[0].transcoder
+    if not args.sites and not transcoder:
+        raise InputError("give --sites (kind.layer, e.g. resid_post.15), or --transcoder for one per layer")
+    sites = [Site.parse(s) for s in args.sites or []]
     check_sites(sites)
-    jobs = [Job(site, cfg) for site in sites for cfg in _sweep(args)]
+    wrong = [s for s in sites if transcoder and s.kind != "mlp_in"]
+    if wrong:
+        raise InputError(f"a transcoder reads mlp_in (the MLP's input) and predicts mlp_out; {wrong[0]} is not an "
+                         "mlp_in site (leave --sites out for every layer's)")
     lm = load_model(args)  # train_saes checks each job against its site's width before anything is written
+    if transcoder and not sites:
+        sites = lm.sites("mlp_in")
+    jobs = [Job(site, cfg, target=Site(site.layer, "mlp_out") if transcoder else None)
+            for site in sites for cfg in configs]
     world = World.from_env(lm.device)  # under torchrun: one rank per process
     paths = train_saes(lm, jobs, harvest_cfg, train_cfg, out_dir(args), args.cache, world=world)
     if world.main:

@@ -88,6 +88,10 @@ class Site:
         if not layer.isdigit():
             raise SiteError(f"not a TransformerLens hook name: {text!r} (expected blocks.LAYER.HOOK)")
         kind = {tl: k for k, tl in TL_HOOKS.items()}.get(hook)
+        if hook in ("ln2.hook_normalized", "hook_mlp_in"):
+            raise SiteError(f"TransformerLens hook {hook!r} is the MLP's input without its norm's weight (folded into "
+                            "W_in); lmscope's mlp_in is with it, so a dictionary trained there would read other "
+                            f"numbers: give --site mlp_in.{layer} to use it there anyway")
         if kind is None:
             raise SiteError(f"TransformerLens hook {hook!r} has no lmscope site; lmscope reads "
                             + ", ".join(f"{tl} ({k})" for k, tl in TL_HOOKS.items()))
@@ -95,18 +99,18 @@ class Site:
 
     @property
     def tl_name(self) -> str | None:
-        """The TransformerLens hook name of this site (None where TransformerLens has none: ``mlp_value``)."""
+        """The TransformerLens hook name of this site (None where it has none exactly: ``mlp_value``, ``mlp_in``)."""
         if self.kind == "embed":
             return "hook_embed"
         hook = TL_HOOKS.get(self.kind)
         return None if hook is None or self.layer < 0 else f"blocks.{self.layer}.{hook}"
 
 
-# TransformerLens' hook for each lmscope kind (attn_heads: hook_z, flattened over heads; mlp_in: the normalised input
-# of the MLP, where SAELens' transcoders read); mlp_value has none
+# TransformerLens' hook for each lmscope kind (attn_heads: hook_z, flattened over heads). mlp_value has none, nor has
+# mlp_in: TransformerLens' ln2.hook_normalized / hook_mlp_in are the MLP's input without the norm's weight
+# (TransformerLens folds it into W_in), so a dictionary trained there reads other numbers than lmscope's mlp_in
 TL_HOOKS: dict[str, str] = {"resid_pre": "hook_resid_pre", "resid_post": "hook_resid_post",
-                            "attn_out": "hook_attn_out", "mlp_in": "ln2.hook_normalized",
-                            "mlp_out": "hook_mlp_out", "mlp_key": "mlp.hook_post",
+                            "attn_out": "hook_attn_out", "mlp_out": "hook_mlp_out", "mlp_key": "mlp.hook_post",
                             "mlp_pre": "mlp.hook_pre", "attn_pattern": "attn.hook_pattern",
                             "attn_heads": "attn.hook_z"}
 

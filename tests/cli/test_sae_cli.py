@@ -31,3 +31,28 @@ def test_sae_commands_end_to_end(tiny_llama_dir, corpus, tmp_path, capsys):
     assert main([*model, "sae-eval", str(tmp_path / "lens"), "--corpus", corpus, "--split", "all", "--tokens",
                  "256", "--seq-len", "16", "--out", str(tmp_path / "ev2")]) == 0
     assert "CE recovered 1.000" in capsys.readouterr().out
+
+
+def test_sae_train_transcoders_at_every_layer_and_jumprelu(tiny_llama_dir, corpus, tmp_path, capsys):
+    """--transcoder trains one transcoder per layer from one harvest; sae-eval reads and splices them; a sweep of
+    JumpReLU L0 coefficients names its folders by the coefficient."""
+    model = ["--model", str(tiny_llama_dir)]
+    small = ["--corpus", corpus, "--split", "all", "--seq-len", "16", "--batch-size", "4", "--tokens", "1024",
+             "--buffer-rows", "512", "--batch-tokens", "64", "--ratio", "2"]
+    assert main([*model, "sae-train", "--transcoder", "--skip", "--architecture", "topk", "--k", "4", *small,
+                 "--out", str(tmp_path / "tc")]) == 0
+    names = sorted(p.name for p in (tmp_path / "tc").iterdir() if p.name != "checkpoint" and p.is_dir())
+    assert names == [f"mlp_in.{i}-mlp_out.{i}-skiptopk-r2-k4" for i in range(3)]  # the tiny model's 3 layers
+    assert main([*model, "sae-eval", str(tmp_path / "tc" / names[1]), "--corpus", corpus, "--split", "all",
+                 "--tokens", "256", "--seq-len", "16", "--out", str(tmp_path / "ev")]) == 0
+    summary = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert summary["site"] == "mlp_out.1" and summary["reads"] == "mlp_in.1"
+    assert main([*model, "sae-train", "--transcoder", "--architecture", "topk", "--sites", "resid_post.1",
+                 *small]) == 2
+    assert "not an mlp_in site" in capsys.readouterr().err
+    assert main([*model, "sae-train", *small]) == 2
+    assert "give --sites" in capsys.readouterr().err
+    assert main([*model, "sae-train", "--sites", "resid_post.1", "--architecture", "jumprelu", "--sweep-l0", "0.1",
+                 "1", *small, "--out", str(tmp_path / "jr")]) == 0
+    assert {p.name for p in (tmp_path / "jr").iterdir() if p.is_dir() and p.name != "checkpoint"} == {
+        "resid_post.1-jumprelu-r2-l00.1", "resid_post.1-jumprelu-r2-l01"}

@@ -34,13 +34,18 @@ NEEDED_KEYS = ("architecture", "d_in")  # the others have defaults (older folder
 
 
 def save_sae(sae: SparseAutoencoder, path: str | Path, *, site: str = "", model: str = "",
-             format: str = "lmscope", extra: dict | None = None) -> Path:  # noqa: A002
-    """Save ``sae`` as a folder in lmscope's layout or, with ``format="saelens"``, in SAELens'."""
+             format: str = "lmscope", extra: dict | None = None, target: str = "") -> Path:  # noqa: A002
+    """Save ``sae`` as a folder in lmscope's layout or, with ``format="saelens"``, in SAELens'.
+
+    ``site``: where it reads; ``target``: where a transcoder writes (both kind.layer); ``model``: its model's name.
+    """
+    if sae.transcoder and not target and sae.target is not None:
+        target = str(sae.target)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     weights = sae.weights()
     if format == "saelens":
-        return _save_saelens(sae, weights, folder, site, model)
+        return _save_saelens(sae, weights, folder, site, model, target)
     if format != "lmscope":
         raise ArtifactError(f"unknown SAE format {format!r}: lmscope or saelens")
     if sae.keeps_input_scale:  # e.g. tied: W_enc = W_dec^T must hold, so the scale stays a separate tensor
@@ -49,30 +54,56 @@ def save_sae(sae: SparseAutoencoder, path: str | Path, *, site: str = "", model:
         weights = {**_folded(sae, weights), "input_scale": torch.ones(())}
     save_tensors(folder / WEIGHTS, weights)
     write_json(folder / "cfg.json", {"kind": "SAE", "format": FORMAT, "site": site, "model": model,
+                                     **({"target": target} if sae.transcoder else {}),
                                      "config": asdict(sae.cfg), **(extra or {})})
     return folder
 
 
 def _folded(sae: SparseAutoencoder, weights: dict) -> dict:
-    """Weights with the input scale folded in: the SAE then reads and writes the model's own activations."""
-    s = float(sae.input_scale)
-    return {**weights, "W_enc": weights["W_enc"] * s, "W_dec": weights["W_dec"] / s, "b_dec": weights["b_dec"] / s,
-            **({"threshold": weights["threshold"]} if "threshold" in weights else {})}
+    """Weights with the input (and a transcoder's output) scale folded in: it reads and writes raw activations.
+
+    Pre-activations are unchanged, so thresholds are too.
+    """
+    s, t = float(sae.input_scale), float(sae.out_scale)
+    folded = {**weights, "W_enc": weights["W_enc"] * s, "W_dec": weights["W_dec"] / t, "b_dec": weights["b_dec"] / t}
+    if "W_skip" in weights:
+        folded["W_skip"] = weights["W_skip"] * (s / t)
+    return folded
 
 
-def _save_saelens(sae, weights, folder: Path, site: str, model: str) -> Path:
-    if sae.saelens_architecture is None:
-        raise ArtifactError(f"SAELens has no architecture for a {sae.name!r} SAE; save it in lmscope's format")
-    weights, extra = sae.saelens_export(_folded(sae, weights))
+SAELENS_VERSION = "6.54.12"  # the SAELens whose layout is written (and checked, bench/peers/saelens_formats.py)
+
+
+def _hook(site: str) -> str:
+    """A site as SAELens names it: the TransformerLens hook where one is exact, else lmscope's own name."""
     parsed = _site(site)
-    hook = (parsed.tl_name or site) if parsed is not None else site  # SAELens reads TransformerLens hook names
-    cfg = {"architecture": sae.saelens_architecture, "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32",
-           "device": "cpu", "model_name": model, "hook_name": hook, "hook_layer": parsed.layer if parsed else 0,
-           "apply_b_dec_to_input": sae.applies_b_dec_to_input, "normalize_activations": "none",
-           "metadata": {"model_name": model, "hook_name": hook}, **extra}
+    return (parsed.tl_name or site) if parsed is not None else site
+
+
+def _save_saelens(sae, weights, folder: Path, site: str, model: str, target: str) -> Path:
+    """SAELens 6's inference layout: hook and model names under "metadata", with the version that says so."""
+    arch = sae.saelens_architecture
+    if sae.transcoder:
+        arch = TRANSCODERS.get((sae.saelens_architecture, bool(sae.cfg.skip)))
+    if arch is None:
+        what = f"{'skip ' if sae.cfg.skip else ''}transcoder" if sae.transcoder else "SAE"
+        raise ArtifactError(f"SAELens has no architecture for a {sae.name!r} {what}; save it in lmscope's format")
+    weights, extra = sae.saelens_export(_folded(sae, weights))
+    meta = {"sae_lens_version": SAELENS_VERSION, "model_name": model, "hook_name": _hook(site), "hook_head_index": None,
+            **({"hook_name_out": _hook(target)} if sae.transcoder else {})}
+    cfg = {"architecture": arch, "d_in": sae.d_in, "d_sae": sae.d_sae,
+           **({"d_out": sae.d_out} if sae.transcoder else {}),
+           "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": sae.centers_input,
+           "normalize_activations": "none", "reshape_activations": "none", "metadata": meta,
+           **({} if sae.transcoder else extra)}
     save_tensors(folder / SAELENS_WEIGHTS, weights)
     write_json(folder / "cfg.json", cfg)
     return folder
+
+
+# SAELens' transcoder architectures: (the dictionary's own SAELens architecture, skip) -> the transcoder's
+TRANSCODERS = {("standard", False): "transcoder", ("standard", True): "skip_transcoder",
+               ("jumprelu", False): "jumprelu_transcoder", ("jumprelu", True): "jumprelu_skip_transcoder"}
 
 
 def _kind(value) -> str:
@@ -142,8 +173,10 @@ def _check_tensors(tensors: dict, where: str | Path) -> None:
         raise ArtifactError(f"{where}: tensor input_scale must be one number > 0, got {scale.flatten()[:4].tolist()}")
 
 
-def _check_shapes(tensors: dict, d_in: int, d_sae: int, where: Path) -> None:
-    want = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+def _check_shapes(tensors: dict, d_in: int, d_sae: int, where: Path, d_out: int = 0, skip: bool = False) -> None:
+    d_out = d_out or d_in
+    want = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_out), "b_dec": (d_out,),
+            **({"W_skip": (d_out, d_in)} if skip else {})}
     for name, shape in want.items():
         if name not in tensors:
             raise ArtifactError(f"{where}: tensor {name} is missing")
@@ -154,7 +187,7 @@ def _check_shapes(tensors: dict, d_in: int, d_sae: int, where: Path) -> None:
 def _build(cfg: SaeConfig, tensors: dict, where: Path, checked: bool = False) -> SparseAutoencoder:
     if not checked:
         _check_tensors(tensors, where)
-    _check_shapes(tensors, cfg.d_in, cfg.d_sae, where)
+    _check_shapes(tensors, cfg.d_in, cfg.d_sae, where, cfg.out_width, cfg.skip)
     sae = build_sae(cfg)
     sae.load_weights(tensors)
     if "input_scale" in tensors:
@@ -162,30 +195,76 @@ def _build(cfg: SaeConfig, tensors: dict, where: Path, checked: bool = False) ->
     return sae.eval()
 
 
-def _refuse_unread(cfg: dict, folder: Path) -> None:
-    """SAELens settings that change the codes and that lmscope does not apply yet: refused, never ignored."""
+def _fold_saelens_scales(cfg: dict, tensors: dict, folder: Path) -> None:
+    """Fold what SAELens applies outside the weights into them, exactly; refuse what cannot be folded.
+
+    TopK's ``rescale_acts_by_decoder_norm`` (pre-activations times each decoder row's norm, codes divided by it
+    when decoding) folds as SAELens' own ``_fold_norm_topk``: W_enc, b_enc times the norms, W_dec divided. A
+    training checkpoint's ``expected_average_only_in`` scale (``activation_scaler.json``) folds as SAELens'
+    ``fold_activation_norm_scaling_factor``. Per-token normalisations (``constant_norm_rescale``, ``layer_norm``)
+    and whitening are refused, with the field named.
+    """
     if cfg.get("rescale_acts_by_decoder_norm"):
-        raise ArtifactError(f"{folder / 'cfg.json'}: rescale_acts_by_decoder_norm is true (codes scaled by the norms "
-                            "of the decoder rows); lmscope does not read it yet, and loading without it would give "
-                            "other codes")
+        if cfg.get("architecture", "standard") != "topk":
+            raise ArtifactError(f"{folder / 'cfg.json'}: rescale_acts_by_decoder_norm is true for a "
+                                f"{cfg.get('architecture')!r} SAE; lmscope folds it only for topk")
+        norms = tensors["W_dec"].norm(dim=-1).clamp_min(1e-8)  # (d_sae,)
+        tensors.update(W_enc=tensors["W_enc"] * norms, b_enc=tensors["b_enc"] * norms,
+                       W_dec=tensors["W_dec"] / norms[:, None])
     mode = cfg.get("normalize_activations") or "none"
-    if mode != "none":
-        raise ArtifactError(f"{folder / 'cfg.json'}: normalize_activations is {mode!r}; lmscope reads only 'none' "
-                            "(SAELens folds a constant scale into the weights when it saves with "
-                            "fold_activation_norm_scaling_factor)")
+    if mode == "expected_average_only_in":
+        scale = _scaler(folder)
+        tensors.update(W_enc=tensors["W_enc"] * scale, W_dec=tensors["W_dec"] / scale, b_dec=tensors["b_dec"] / scale)
+    elif mode != "none":
+        raise ArtifactError(f"{folder / 'cfg.json'}: normalize_activations is {mode!r} (a per-token normalisation "
+                            "SAELens applies around the weights); lmscope reads 'none' and 'expected_average_only_in'")
+
+
+def _scaler(folder: Path) -> float:
+    """The constant input scale of a SAELens training checkpoint (activation_scaler.json), or one clear error."""
+    path = folder / "activation_scaler.json"
+    if not path.is_file():
+        raise ArtifactError(f"{folder / 'cfg.json'}: normalize_activations is 'expected_average_only_in' but the "
+                            "folder has no activation_scaler.json (the scale SAELens multiplies inputs by): without it "
+                            "the codes would be other ones; give the folder SAELens saved at the end of training")
+    raw = read_json(path)
+    value = raw.get("scaling_factor") if isinstance(raw, dict) else None
+    if isinstance(raw, dict) and raw.get("has_whitening"):
+        raise ArtifactError(f"{path}: the SAE was trained on whitened activations; lmscope does not read whitening")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ArtifactError(f"{path}: scaling_factor must be a number > 0, got {value!r}")
+    return float(value)
+
+
+SAELENS_TRANSCODERS = {name: key for key, name in TRANSCODERS.items()}  # SAELens transcoder -> (architecture, skip)
 
 
 def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     cfg = _read_cfg(folder)
     tensors = load_tensors(folder / SAELENS_WEIGHTS)
     arch = cfg.get("architecture", "standard")
+    arch, skip = SAELENS_TRANSCODERS.get(arch, (arch, None))
     d_in = _int(cfg, "d_in", folder, "SAELens' input width: the folder is incomplete")
     d_sae = _int(cfg, "d_sae", folder, "SAELens' dictionary size: the folder is incomplete")
+    d_out = _int(cfg, "d_out", folder, "a transcoder's output width: the folder is incomplete") if skip is not None \
+        else 0
     _check_tensors(tensors, folder)
-    _check_shapes(tensors, d_in, d_sae, folder)
-    _refuse_unread(cfg, folder)
-    if not cfg.get("apply_b_dec_to_input", True):  # x W_enc + b_enc == (x - b_dec) W_enc + (b_enc + b_dec W_enc)
+    _check_shapes(tensors, d_in, d_sae, folder, d_out, bool(skip))
+    _fold_saelens_scales(cfg, tensors, folder)
+    centers = cfg.get("apply_b_dec_to_input", True)
+    if skip is not None and centers:  # SAELens refuses it too: a transcoder's b_dec is in the output space
+        raise ArtifactError(f"{folder / 'cfg.json'}: apply_b_dec_to_input is true for a transcoder")
+    if skip is None and not centers:  # x W_enc + b_enc == (x - b_dec) W_enc + (b_enc + b_dec W_enc)
         tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
+    sae_cfg = _saelens_config(arch, cfg, tensors, d_in, d_sae, folder)
+    if skip is not None:
+        sae_cfg = _config(folder, **{**asdict(sae_cfg), "transcoder": True, "skip": skip, "d_out": d_out})
+    sae = _build(sae_cfg, tensors, folder, checked=True)
+    return sae, _saelens_meta(cfg, folder)
+
+
+def _saelens_config(arch: str, cfg: dict, tensors: dict, d_in: int, d_sae: int, folder: Path) -> SaeConfig:
+    """The SaeConfig of the first registered class that reads SAELens architecture ``arch``."""
     try:
         sae_cfg = next((c for c in (cls.from_saelens(arch, cfg, tensors, d_in, d_sae) for cls in classes())
                         if c is not None), None)
@@ -194,9 +273,10 @@ def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     except (TypeError, ValueError, AttributeError) as err:  # a field of the wrong type (e.g. k: "many")
         raise ArtifactError(f"{folder / 'cfg.json'}: a field of the {arch!r} SAE has the wrong type ({err})") from err
     if sae_cfg is None:
-        raise ArtifactError(f"{folder}: SAELens architecture {arch!r} is not supported (standard, topk, and jumprelu "
-                            "/ batchtopk with one threshold for all latents are)")
-    return _build(sae_cfg, tensors, folder, checked=True), _saelens_meta(cfg, folder)
+        raise ArtifactError(f"{folder}: SAELens architecture {arch!r} is not supported (standard, topk, jumprelu and "
+                            "BatchTopK / Matryoshka saved as jumprelu, and the transcoders "
+                            f"{', '.join(SAELENS_TRANSCODERS)} are)")
+    return sae_cfg
 
 
 def _saelens_meta(cfg: dict, folder: Path) -> dict:
@@ -213,7 +293,26 @@ def _saelens_meta(cfg: dict, folder: Path) -> dict:
     if head is not None:
         raise ArtifactError(f"{folder / 'cfg.json'}: hook_head_index is {head!r} (an SAE of one attention head); "
                             "lmscope reads SAEs of a whole site, not one head's slice of it")
-    return {"site": field("hook_name"), "model": field("model_name")}
+    site = _hf_site(field("hf_hook_name")) or field("hook_name")
+    meta = {"site": site, "model": field("model_name")}
+    if "d_out" in cfg:  # a transcoder: where it writes
+        meta["target"] = _hf_site(field("hf_hook_name_out")) or field("hook_name_out")
+    return meta
+
+
+def _hf_site(name: str) -> str:
+    """The lmscope site of a Hugging Face module path SAELens records (Gemma Scope 2: ``hf_hook_name``), or ''.
+
+    Exact where TransformerLens' names are not: TransformerLens' ``ln2.hook_normalized`` and ``hook_mlp_in`` are the
+    MLP input without the norm's weight, lmscope's ``mlp_in`` (``pre_feedforward_layernorm.output``) with it.
+    """
+    match = re.fullmatch(r"model\.(?:language_model\.)?layers\.(\d+)\.(.+)", name or "")
+    if not match:
+        return ""
+    kind = {"output": "resid_post", "pre_feedforward_layernorm.output": "mlp_in", "mlp.input": "mlp_in",
+            "post_feedforward_layernorm.output": "mlp_out", "self_attn.o_proj.input": "attn_heads",
+            "mlp.down_proj.input": "mlp_key"}.get(match.group(2))
+    return f"{kind}.{match.group(1)}" if kind else ""
 
 
 def _from_sparsify(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:
@@ -267,6 +366,7 @@ def load_sae(path: str | Path, with_meta: bool = False):
         sae, meta = _from_lmscope(folder, cfg) if cfg.get("kind") == "SAE" else _from_sparsify(folder, cfg)
     model = meta.get("model")
     sae.site, sae.meta, sae.path = _site(meta.get("site")), meta, str(folder)
+    sae.target = _site(meta.get("target")) if sae.transcoder else None
     sae.model = model if isinstance(model, str) else ""
     return (sae, meta) if with_meta else sae
 
@@ -359,6 +459,29 @@ def check_sae(sae: SparseAutoencoder, lm: LM | None = None, site: Site | str | N
     return chosen
 
 
+def check_target(sae: SparseAutoencoder, lm: LM | None = None) -> Site | None:
+    """Where a transcoder writes; None for an autoencoder.
+
+    The folder's target, checked against ``lm`` when given: it exists and is d_out wide.
+    """
+    if not sae.transcoder:
+        return None
+    if sae.target is None:
+        named = sae.meta.get("target")
+        raise SiteError(f"{_name(sae)} is a transcoder whose target site "
+                        + (f"{named!r} is not one lmscope reads" if named else "is not named") +
+                        " (where it writes: mlp_out.LAYER); its folder's cfg.json must name it")
+    check_sites([sae.target])
+    if lm is None:
+        return sae.target
+    target = lm.check(sae.target)
+    width = site_width(lm, target)
+    if width != sae.d_out:
+        raise ArtifactError(f"{_name(sae)} writes d_out {sae.d_out} activations, but {target} of {lm.name} is {width} "
+                            "wide: it belongs to another model")
+    return target
+
+
 def _site(name) -> Site | None:
     try:
         return Site.parse(name) if name else None
@@ -372,4 +495,4 @@ def is_sae_folder(path: str | Path) -> bool:
     return (folder / "cfg.json").is_file() and ((folder / WEIGHTS).is_file() or (folder / SAELENS_WEIGHTS).is_file())
 
 
-__all__ = ["check_sae", "is_sae_folder", "load_sae", "same_model", "save_sae"]
+__all__ = ["check_sae", "check_target", "is_sae_folder", "load_sae", "same_model", "save_sae"]

@@ -38,9 +38,16 @@ class SaeConfig:
     """One dictionary: its architecture, size and sparsity."""
 
     architecture: str = field(default="tied", metadata={
-        "help": "tied (the paper's), relu, topk, batchtopk, or any registered architecture"})
+        "help": "tied (the paper's), relu, topk, batchtopk, jumprelu, or any registered architecture"})
     d_in: int = field(default=0, metadata={
         "help": "input width (0: the site's width, filled in when training; a width given must be the site's)"})
+    transcoder: bool = field(default=False, metadata={
+        "help": "read one site and predict another (a transcoder: MLP input -> MLP output); b_dec is then in the "
+                "output space and not subtracted from the input"})
+    skip: bool = field(default=False, metadata={
+        "help": "transcoder: add an affine skip term x W_skip^T (a skip transcoder, Paulo et al. 2025)"})
+    d_out: int = field(default=0, metadata={
+        "help": "transcoder output width (0: the target site's width, filled in when training)"})
     ratio: float = field(default=8.0, metadata={"help": "dictionary size / d_in (paper: up to 8)"})
     width: int = field(default=0, metadata={"help": "dictionary size; overrides ratio when > 0"})
     l1_coefficient: float | None = field(default=None, metadata={
@@ -51,15 +58,40 @@ class SaeConfig:
     aux_coefficient: float = field(default=1 / 32, metadata={"help": "weight of the AuxK loss (Gao et al.: 1/32)"})
     threshold_momentum: float = field(default=0.99, metadata={
         "help": "batchtopk: EMA momentum of the inference threshold (the smallest kept activation)"})
+    l0_coefficient: float = field(default=1.0, metadata={
+        "help": "jumprelu: weight lambda of the sparsity term (inputs at norm sqrt(d_in))"})
+    jumprelu_loss: str = field(default="step", metadata={
+        "help": "jumprelu sparsity term: step (L0, the paper's), tanh (Anthropic 2025) or quadratic (around "
+                "--target-l0, Gemma Scope 2)"})
+    jumprelu_bandwidth: float = field(default=0.001, metadata={
+        "help": "jumprelu: bandwidth epsilon of the straight-through estimators' kernel (the paper's 0.001)"})
+    jumprelu_init_threshold: float = field(default=0.001, metadata={
+        "help": "jumprelu: every latent's threshold at the start (the paper's 0.001)"})
+    jumprelu_ste_to_input: bool = field(default=False, metadata={
+        "help": "jumprelu: the estimators' gradient reaches the pre-activations too (Anthropic 2025), not only the "
+                "thresholds (the paper's)"})
+    jumprelu_tanh_scale: float = field(default=4.0, metadata={"help": "jumprelu tanh term: its scale c (Anthropic: 4)"})
+    target_l0: float = field(default=0.0, metadata={"help": "jumprelu quadratic term: the target L0 (> 0)"})
 
     def __post_init__(self) -> None:
         check.one_of(self, "architecture", registry.architectures())
-        check.at_least(self, 0, "d_in", "width", "aux_k", "aux_coefficient")
+        check.at_least(self, 0, "d_in", "d_out", "width", "aux_k", "aux_coefficient")
+        if (self.skip or self.d_out) and not self.transcoder:
+            raise ConfigError(f"{'skip' if self.skip else 'd-out'} is a transcoder's: give --transcoder too (an SAE "
+                              "writes back where it reads)")
+        if self.transcoder and not registry.sae_class(self.architecture).can_transcode:
+            raise ConfigError(f"a {self.architecture} dictionary cannot be a transcoder (its encoder is its decoder's "
+                              "transpose, so it writes where it reads); use relu, topk, batchtopk or jumprelu")
         check.positive(self, "ratio")
         check.at_least(self, 1, "k")
         if self.l1_coefficient is None:
             self.l1_coefficient = registry.sae_class(self.architecture).default_l1 or 0.0
         check.at_least(self, 0, "l1_coefficient")
+        check.one_of(self, "jumprelu_loss", ("step", "tanh", "quadratic"))
+        check.at_least(self, 0, "l0_coefficient", "jumprelu_init_threshold", "target_l0")
+        check.positive(self, "jumprelu_bandwidth", "jumprelu_tanh_scale")
+        if self.architecture == "jumprelu" and self.jumprelu_loss == "quadratic" and not self.target_l0:
+            raise ConfigError("jumprelu-loss quadratic needs --target-l0 > 0 (the L0 the term pulls toward)")
         if not 0 <= self.threshold_momentum < 1:
             raise ConfigError(f"threshold-momentum must be in [0, 1), got {self.threshold_momentum}")
         if (self.d_in or self.width) and self.k != K_DEFAULT:  # a k given must fit in a dictionary of known size
@@ -87,9 +119,14 @@ class SaeConfig:
         return size
 
     @property
+    def out_width(self) -> int:
+        """The width it writes: d_out for a transcoder (d_in when not given), else d_in."""
+        return (self.d_out or self.d_in) if self.transcoder else self.d_in
+
+    @property
     def k_aux(self) -> int:
         """Dead latents the AuxK loss may use."""
-        return self.aux_k or max(1, self.d_in // 2)
+        return self.aux_k or max(1, self.out_width // 2)
 
 
 SHARD_TOKENS = 262_144  # the only value HarvestConfig.shard_tokens takes (the field is kept for older settings)

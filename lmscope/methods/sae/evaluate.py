@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import torch
 
 from lmscope import config as check
-from lmscope.data.activations import CorpusConfig, activation_batches, text_field
+from lmscope.data.activations import CorpusConfig, activation_batches, deepest_stop, text_field
 from lmscope.errors import ArtifactError, DataError, InputError
 from lmscope.io import Result
 from lmscope.methods.sae.arch import SparseAutoencoder
-from lmscope.methods.sae.artifacts import check_sae
+from lmscope.methods.sae.artifacts import check_sae, check_target
 from lmscope.methods.sae.harvest import first_rows
-from lmscope.methods.sae.splice import splice
+from lmscope.methods.sae.splice import splice, splice_transcoder
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -48,7 +48,7 @@ class SaeEvalResult(Result):
     """Metrics of one SAE at one site, and the firing density of every latent."""
 
     model: str
-    site: str
+    site: str  # where the reconstruction (a transcoder's prediction) is measured and spliced
     architecture: str
     d_sae: int
     tokens: int
@@ -63,6 +63,7 @@ class SaeEvalResult(Result):
     density: torch.Tensor  # (d_sae,) fraction of tokens on which each latent fires
     fve_definition: str = FVE_DEFINITION
     config: EvalConfig = field(default_factory=EvalConfig)
+    reads: str = ""  # where it reads: the site itself, or a transcoder's input (mlp_in)
 
     @property
     def ce_recovered(self) -> float:
@@ -76,8 +77,8 @@ class SaeEvalResult(Result):
 
     def summary(self) -> dict:
         """Every scalar metric, CE recovered and the loss increase included."""
-        keys = ("model", "site", "architecture", "d_sae", "tokens", "mse", "fve", "l0", "dead", "dense", "ce_orig",
-                "ce_sae", "ce_zero", "fve_definition")
+        keys = ("model", "site", "reads", "architecture", "d_sae", "tokens", "mse", "fve", "l0", "dead", "dense",
+                "ce_orig", "ce_sae", "ce_zero", "fve_definition")
         return {**{k: getattr(self, k) for k in keys}, "ce_recovered": self.ce_recovered,
                 "delta_lm_loss": self.delta_lm_loss}
 
@@ -111,11 +112,19 @@ def _where(site: Site, keep: torch.Tensor, fn) -> Op:
     return apply(site, lambda x: torch.where(keep[..., None], fn(x), x))
 
 
-def _losses(lm: LM, sae: SparseAutoencoder, site: Site, ids: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Summed next-token loss of the batch: (orig, SAE spliced, site zeroed), float64 on CPU."""
-    spliced = _where(site, keep, splice(sae, site).fn)
-    zeroed = _where(site, keep, torch.zeros_like)
-    return torch.stack([_next_token_loss(lm, ids, ops).double().cpu() for ops in ([], [spliced], [zeroed])])
+def _losses(lm: LM, sae: SparseAutoencoder, site: Site, ids: torch.Tensor, keep: torch.Tensor,
+            target: Site | None = None) -> torch.Tensor:
+    """Summed next-token loss of the batch: (orig, SAE spliced, site zeroed), float64 on CPU.
+
+    A transcoder's prediction replaces its target (the MLP's output), and the target is what is zero-ablated.
+    """
+    if target is None:
+        spliced = [_where(site, keep, splice(sae, site).fn)]
+    else:
+        read, write = splice_transcoder(sae, site, target)
+        spliced = [read, _where(target, keep, write.fn)]
+    zeroed = _where(target or site, keep, torch.zeros_like)
+    return torch.stack([_next_token_loss(lm, ids, ops).double().cpu() for ops in ([], spliced, [zeroed])])
 
 
 def _finite(lm: LM, sae: SparseAutoencoder, site: Site, x: torch.Tensor, x_hat: torch.Tensor,
@@ -141,24 +150,28 @@ def evaluate_sae(lm: LM, sae: SparseAutoencoder, site: Site, config: EvalConfig 
     """
     config = config or EvalConfig()
     site = check_sae(sae, lm, site, force=True)  # the caller chose the site and model; the shapes must hold
+    target = check_target(sae, lm)
     sae = sae.to(lm.device).eval()  # the SAE follows the model
     lm.check_length(config.seq_len)
     first_rows(lm.tokenizer, config)  # an empty or binary corpus: one line before any pass
-    totals = _Totals(sae.d_in, sae.d_sae)
-    for batch in activation_batches(lm, [site], config, stop_after=site):
+    totals = _Totals(sae.d_out, sae.d_sae)
+    sites = [site] + ([target] if target is not None else [])
+    for batch in activation_batches(lm, sites, config, stop_after=deepest_stop(sites)):
         x = batch.kept(site)  # (n, d_in)
+        y = batch.kept(target) if target is not None else x  # (n, d_out): what it reconstructs or predicts
         codes = sae.encode(x)
-        x_hat = sae.decode(codes)
+        y_hat = sae.output(x)
         keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
-        losses = _losses(lm, sae, site, batch.ids, keep)
-        _finite(lm, sae, site, x, x_hat, losses)
-        totals.add(x, x_hat, codes)
+        losses = _losses(lm, sae, site, batch.ids, keep, target)
+        _finite(lm, sae, target or site, y, y_hat, losses)
+        totals.add(y, y_hat, codes)
         totals.ce += losses
         totals.ce_tokens += batch.ids[:, 1:].numel()
-    return _result(lm, sae, site, totals, config)
+    return _result(lm, sae, target or site, totals, config, site if target is not None else None)
 
 
-def _result(lm: LM, sae: SparseAutoencoder, site: Site, totals: _Totals, config: EvalConfig) -> SaeEvalResult:
+def _result(lm: LM, sae: SparseAutoencoder, site: Site, totals: _Totals, config: EvalConfig,
+            reads: Site | None = None) -> SaeEvalResult:
     n = totals.x.count
     if n == 0:
         raise DataError(f"no evaluation tokens: every position of corpus {config.corpus} was left out (special "
@@ -172,7 +185,9 @@ def _result(lm: LM, sae: SparseAutoencoder, site: Site, totals: _Totals, config:
     if ce_zero == ce_orig:
         raise InputError(f"zero-ablating {site} leaves {lm.name}'s loss unchanged ({ce_orig:.4f}): CE recovered is "
                          "undefined there")
-    return SaeEvalResult(model=lm.name, site=str(site), architecture=sae.name, d_sae=sae.d_sae, tokens=totals.x.count,
+    return SaeEvalResult(model=lm.name, site=str(site), reads=str(reads or site),
+                         architecture=("skip " if sae.cfg.skip else "") + sae.name + (" transcoder" if reads else ""),
+                         d_sae=sae.d_sae, tokens=totals.x.count,
                          mse=totals.err / n, fve=1 - totals.err / max(variance, 1e-12), l0=totals.active / n,
                          dead=float((density == 0).float().mean()),
                          dense=float((density > config.dense_threshold).float().mean()),

@@ -58,3 +58,23 @@ def feature_acts(sae: SparseAutoencoder, x: torch.Tensor) -> torch.Tensor:
     sae.eval()
     with torch.no_grad():
         return sae.encode(x.float())
+
+
+def splice_transcoder(sae: SparseAutoencoder, site: Site, target: Site) -> tuple[Op, Op]:
+    """Ops that replace a transcoder's ``target`` (the MLP's output) by its prediction from ``site`` (its input).
+
+    The first op reads the input as it passes, the second writes the prediction (skip term included); give both,
+    in this order, to one :meth:`lmscope.LM.hooks` block.
+    """
+    sae.eval()
+    seen: dict[str, torch.Tensor] = {}
+
+    def read(x: torch.Tensor) -> torch.Tensor:  # (batch, pos, d_in), left unchanged
+        seen["x"] = x
+        return x
+
+    def write(y: torch.Tensor) -> torch.Tensor:  # (batch, pos, d_out)
+        with torch.no_grad() if not seen["x"].requires_grad else torch.enable_grad():
+            return sae.output(seen["x"].float()).to(y.dtype)
+
+    return apply(site, read), apply(target, write)

@@ -38,21 +38,34 @@ from lmscope.runs import check_settings, prepare_out
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
+WARMED = {"l1_coefficient": "l1_factor", "l0_coefficient": "l0_factor"}  # sparsity terms warmed up, and their log key
 
 
 @dataclass
 class Job:
-    """One SAE of a sweep: where it reads, what it is, and its folder name."""
+    """One dictionary of a sweep: where it reads, what it is, its folder name; a transcoder's ``target`` too."""
 
     site: Site
     config: SaeConfig
     name: str = ""
+    target: Site | None = None  # where a transcoder's prediction is compared (mlp_out of the MLP it reads)
 
     def __post_init__(self) -> None:
+        if self.target is not None and not self.config.transcoder:
+            self.config = replace(self.config, transcoder=True)
+        if self.config.transcoder and self.target is None:
+            raise ConfigError(f"a transcoder reading {self.site} needs a target site (what it predicts)")
         if not self.name:
             c = self.config
             knob = sae_class(c.architecture).job_tag(c)
-            self.name = f"{site_key(self.site)}-{c.architecture}-{c.width or f'r{c.ratio:g}'}-{knob}"
+            where = site_key(self.site) + (f"-{site_key(self.target)}" if self.target is not None else "")
+            arch = ("skip" if c.skip else "") + c.architecture
+            self.name = f"{where}-{arch}-{c.width or f'r{c.ratio:g}'}-{knob}"
+
+    @property
+    def sites(self) -> list[Site]:
+        """The sites it needs harvested: where it reads, and a transcoder's target."""
+        return [self.site] + ([self.target] if self.target is not None else [])
 
 
 @dataclass
@@ -65,6 +78,11 @@ class _Trainee:
     firing: Firing
     scale: float
     log: list[dict] = field(default_factory=list)
+    out_scale: float = 0.0  # a transcoder's target scale (0: the input's, an autoencoder)
+
+    def targets(self, batch: dict, device) -> torch.Tensor | None:
+        """A transcoder's targets in ``batch`` (n, d_out), scaled as in training; None for an autoencoder."""
+        return None if self.job.target is None else batch[self.job.target].to(device) * self.out_scale
 
 
 def fve(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -89,17 +107,27 @@ def _adam(sae: SparseAutoencoder, lr: float, betas: tuple[float, float]) -> torc
     return torch.optim.Adam(sae.parameters(), lr=lr, betas=betas, fused=fused or None)
 
 
-def _new_trainee(job: Job, x: torch.Tensor, cfg: TrainConfig, device) -> _Trainee:
-    """Build a job's SAE for inputs like ``x`` (n, d) and initialise its decoder bias from them."""
-    sae_cfg = replace(job.config, d_in=x.shape[1])
+def _norm_scale(x: torch.Tensor, cfg: TrainConfig) -> float:
+    """The factor that brings rows x (n, d) to E|x| = sqrt(d) (1 without input normalisation)."""
+    return math.sqrt(x.shape[1]) / float(x.norm(dim=-1).mean()) if cfg.normalize_inputs else 1.0
+
+
+def _new_trainee(job: Job, x: torch.Tensor, y: torch.Tensor | None, cfg: TrainConfig, device) -> _Trainee:
+    """Build a job's dictionary for inputs like ``x`` (n, d) and a transcoder's targets ``y``.
+
+    Its decoder bias starts at the (geometric) median or mean of what it writes: x, or y.
+    """
+    sae_cfg = replace(job.config, d_in=x.shape[1], **({"d_out": y.shape[1]} if y is not None else {}))
     sae = build_sae(sae_cfg, cfg.init_seed).to(device)
-    scale = math.sqrt(x.shape[1]) / float(x.norm(dim=-1).mean()) if cfg.normalize_inputs else 1.0
-    xs = (x * scale).to(device)
+    scale = _norm_scale(x, cfg)
+    out_scale = _norm_scale(y, cfg) if y is not None else 0.0
+    written = (y * out_scale if y is not None else x * scale).to(device)
     if cfg.b_dec_init != "zeros":
-        sae.init_b_dec(geometric_median(xs) if cfg.b_dec_init == "geometric_median" else xs.mean(0))
+        sae.init_b_dec(geometric_median(written) if cfg.b_dec_init == "geometric_median" else written.mean(0))
     lr = cfg.lr or sae_class(sae_cfg.architecture).default_lr
     opt = _adam(sae, lr, (cfg.beta1, cfg.beta2))
-    return _Trainee(replace(job, config=sae_cfg), sae, opt, Firing(sae.d_sae, cfg.dead_tokens), scale)
+    return _Trainee(replace(job, config=sae_cfg), sae, opt, Firing(sae.d_sae, cfg.dead_tokens), scale,
+                    out_scale=out_scale)
 
 
 class _Pending(NamedTuple):
@@ -111,10 +139,12 @@ class _Pending(NamedTuple):
     row: dict
 
 
-def _backward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainConfig) -> _Pending:
-    """Forward and backward on a batch x (n, d_in): the gradients stay in ``.grad`` for :func:`_step`.
+def _backward(t: _Trainee, x: torch.Tensor, y: torch.Tensor | None, step: int, total: int,
+              cfg: TrainConfig) -> _Pending:
+    """Forward and backward on a batch x (n, d_in); the gradients stay in ``.grad`` for :func:`_step`.
 
-    One job's (n, d_sae) activations are alive at a time; a sweep of many SAEs keeps only their gradients.
+    ``y``: a transcoder's scaled targets (n, d_out). One job's (n, d_sae) activations are alive at a time; a sweep
+    of many SAEs keeps only their gradients.
     """
     lr_factor, l1 = _schedule(step, total, cfg)
     lr = (cfg.lr or t.sae.default_lr) * lr_factor
@@ -124,14 +154,15 @@ def _backward(t: _Trainee, x: torch.Tensor, step: int, total: int, cfg: TrainCon
     dead = t.firing.dead().to(x.device)
     t.opt.zero_grad(set_to_none=True)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.autocast):
-        result = t.sae(xs, l1_scale=l1, dead=dead)
+        result = t.sae(xs, l1_scale=l1, dead=dead, target=y)
     result.loss.backward()
     active = result.codes.detach() > 0  # (n, d_sae)
     loss, recon, sparsity = (float(v.detach()) for v in (result.loss, result.reconstruction, result.sparsity))
     row = {"step": step + 1, "loss": loss, "reconstruction": recon, "sparsity": sparsity,
-           "l0": int(torch.count_nonzero(active)) / active.shape[0], "fve": fve(xs, result.x_hat.detach()),
+           "l0": int(torch.count_nonzero(active)) / active.shape[0],
+           "fve": fve(xs if y is None else y, result.x_hat.detach()),
            "dead": float(dead.float().mean()), "lr": lr, "lr_factor": lr_factor,
-           **({"l1_factor": l1} if t.sae.sweep_knob == "l1_coefficient" else {})}  # TopK has no L1 term
+           **({WARMED[t.sae.sweep_knob]: l1} if t.sae.sweep_knob in WARMED else {})}  # TopK: no sparsity term
     return _Pending(math.isfinite(loss), xs, active.any(0), row)
 
 
@@ -159,7 +190,8 @@ def _save_checkpoint(out: Path, trainees: list[_Trainee], step: int, position: t
     with checkpoint_folder(out / CHECKPOINT) as tmp:
         for i, t in enumerate(trainees):
             save_training_state(tmp / f"job-{i}", t.sae, t.opt, "sae", {"since": t.firing.since},
-                                {"name": t.job.name, "config": asdict(t.job.config), "scale": t.scale, "log": t.log})
+                                {"name": t.job.name, "config": asdict(t.job.config), "scale": t.scale, "log": t.log,
+                                 **({"out_scale": t.out_scale} if t.out_scale else {})})
         write_json(tmp / "state.json", {"step": step, "position": list(position), "jobs": len(trainees),
                                         "done": done})
 
@@ -176,7 +208,8 @@ def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tu
         tensors, meta = load_training_state(folder / f"job-{i}", sae, opt, "sae")
         firing = Firing(sae.d_sae, cfg.dead_tokens)
         firing.since = tensors["since"].clone()
-        trainees.append(_Trainee(replace(job, config=sae_cfg), sae, opt, firing, meta["scale"], meta["log"]))
+        trainees.append(_Trainee(replace(job, config=sae_cfg), sae, opt, firing, meta["scale"], meta["log"],
+                                 meta.get("out_scale", 0.0)))
     return trainees, state
 
 
@@ -185,15 +218,19 @@ def check_jobs(lm: LM, jobs: list[Job]) -> None:
 
     ``d_in`` is the site's width, filled in when training starts: a d_in given that is another width is refused.
     """
-    check_sites([j.site for j in jobs])
+    check_sites([s for j in jobs for s in j.sites])
     for job in jobs:
         width = site_width(lm, job.site)
         given = job.config.d_in
         if given and given != width:
             raise ConfigError(f"d-in {given} is not the width of {job.site} in {lm.name} ({width}): d_in is filled "
                               "in from the site; leave --d-in out")
+        out = site_width(lm, job.target) if job.target is not None else 0
+        if job.config.d_out and job.config.d_out != out:
+            raise ConfigError(f"d-out {job.config.d_out} is not the width of {job.target} in {lm.name} ({out}): d_out "
+                              "is filled in from the target site; leave --d-out out")
         try:
-            replace(job.config, d_in=width)
+            replace(job.config, d_in=width, **({"d_out": out} if out else {}))
         except ConfigError as err:
             raise ConfigError(f"{job.name} (d_in {width}): {err}") from err
 
@@ -203,7 +240,8 @@ def _settings(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig, cfg: TrainCon
     return {"model": lm.name, "fingerprint": lm.fingerprint(), "harvest": harvest_cfg,
             "train": {k: v for k, v in asdict(cfg).items()  # autocast off: as runs written before it existed
                       if k != "checkpoint_every" and not (k == "autocast" and not v)},
-            "jobs": [{"site": site_key(j.site), "name": j.name, "config": j.config} for j in jobs]}
+            "jobs": [{"site": site_key(j.site), "name": j.name, "config": j.config,
+                      **({"target": site_key(j.target)} if j.target is not None else {})} for j in jobs]}
 
 
 def _finish(out: Path, lm: LM, trainees: list[_Trainee], step: int, cfg: TrainConfig) -> list[Path]:
@@ -211,11 +249,17 @@ def _finish(out: Path, lm: LM, trainees: list[_Trainee], step: int, cfg: TrainCo
     paths = []
     for t in trainees:
         t.sae.input_scale.fill_(t.scale)
+        if t.out_scale:
+            t.sae.output_scale.fill_(t.out_scale)
         extra = {"steps": step, "tokens": step * cfg.batch_tokens, "epochs": cfg.epochs,
                  "last": t.log[-1] if t.log else {}}
-        paths.append(save_sae(t.sae, out / t.job.name, site=site_key(t.job.site), model=lm.name, extra=extra))
+        target = site_key(t.job.target) if t.job.target is not None else ""
+        paths.append(save_sae(t.sae, out / t.job.name, site=site_key(t.job.site), model=lm.name, extra=extra,
+                              target=target))
         write_json(out / t.job.name / "training_log.json", t.log)
         t.sae.input_scale.fill_(1.0)
+        if t.out_scale:
+            t.sae.output_scale.fill_(1.0)
     return paths
 
 
@@ -232,7 +276,7 @@ def _log(trainees: list[_Trainee], rows: list[dict], step: int, every: int, bar,
 def _stream(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig, cfg: TrainConfig, cache, world: World,
             shards: int):
     """The batches this rank trains on: (iterator factory, rows per local batch)."""
-    sites = sorted({j.site for j in jobs}, key=site_key)
+    sites = sorted({s for j in jobs for s in j.sites}, key=site_key)
     ways = max(world.size, shards)
     if cfg.batch_tokens % ways:
         raise ConfigError(f"batch-tokens {cfg.batch_tokens} must divide among the {ways} ranks / shards")
@@ -261,7 +305,9 @@ def _begin(out: Path, lm: LM, jobs: list[Job], cfg: TrainConfig, batches, world:
     if first is None:  # too few positions kept for half a batch (most of each row left out?)
         raise DataError(f"the harvest gave no training batch of {cfg.batch_tokens} activations (too few positions are "
                         "kept: longer rows (--seq-len), more --tokens or a smaller --batch-tokens)")
-    trainees = [_new_trainee(job, world.gather(first[1][job.site]), cfg, lm.device) for job in jobs]
+    trainees = [_new_trainee(job, world.gather(first[1][job.site]),
+                             world.gather(first[1][job.target]) if job.target is not None else None, cfg, lm.device)
+                for job in jobs]
     return trainees, 0, (0, -1), itertools.chain([first], stream)
 
 
@@ -285,7 +331,8 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     trainees, step, position, stream = _begin(out, lm, jobs, cfg, batches, world)
     bar = tqdm(total=total, initial=step, desc=f"sae {lm.name}", unit="step", disable=not world.main)
     for position, batch in itertools.islice(stream, max(0, total - step)):  # the schedule's steps, no more
-        pending = [_backward(t, batch[t.job.site].to(lm.device), step, total, cfg) for t in trainees]
+        pending = [_backward(t, batch[t.job.site].to(lm.device), t.targets(batch, lm.device), step, total, cfg)
+                   for t in trainees]
         if world.any(not all(p.finite for p in pending)):  # nothing applied yet: the state is the last good one
             world.on_main(partial(_save_checkpoint, out, trainees, step, (position[0], position[1] - 1)))
             raise TrainingError(f"the loss is not finite at step {step}; the last good state is checkpointed in "

@@ -248,3 +248,69 @@ def test_dead_latents_are_resampled_toward_distinct_inputs_even_when_one_outlier
     assert resample(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 6
     directions = sae.M[:6].detach()
     assert int(((directions @ directions.T).abs() > 0.999).sum()) == 6  # six different directions, not six copies
+
+
+def _jumprelu(**kw):
+    sae = build_sae(SaeConfig("jumprelu", d_in=6, width=12, jumprelu_bandwidth=0.5, **kw), seed=6)
+    with torch.no_grad():
+        sae.threshold.copy_(torch.linspace(0.0, 0.6, 12))
+        sae.b_enc.normal_(0, 0.3)
+    return sae.train()
+
+
+def _by_hand(sae, eps=0.5):
+    """(pre, codes, x_hat, the rectangle kernel at each (row, latent)) of the JumpReLU SAE on X, computed here."""
+    pre = (X - sae.b_dec) @ sae.W_enc + sae.b_enc
+    theta = sae.threshold.detach()
+    codes = torch.relu(pre) * (pre > theta)
+    kernel = (((pre - theta) / eps).abs() < 0.5).float().detach()
+    return pre, codes, codes @ sae.W_dec + sae.b_dec, kernel
+
+
+def test_jumprelu_loss_and_straight_through_gradients_are_the_papers():
+    """c = z H(z - theta); loss = |x - x_hat|^2 + lambda L0; d/dtheta through the kernel K((z - theta) / eps)."""
+    sae = _jumprelu(l0_coefficient=0.3)
+    pre, codes, x_hat, kernel = _by_hand(sae)
+    assert 0 < int(kernel.sum()) < kernel.numel() and 0 < int((codes > 0).sum()) < codes.numel()
+    out = sae(X)
+    torch.testing.assert_close(out.codes, codes)
+    l0 = (codes > 0).float().sum(-1).mean()
+    torch.testing.assert_close(out.loss, (X - x_hat).pow(2).sum(-1).mean() + 0.3 * l0)
+    g_theta, g_enc = grads(out.loss, [sae.threshold, sae.W_enc])
+    d_codes = grads((X - x_hat).pow(2).sum(-1).mean(), [codes])[0].detach()  # dL_recon / dc (n, d_sae)
+    theta, n = sae.threshold.detach(), X.shape[0]
+    expected = (-(theta / 0.5) * kernel * d_codes).sum(0) + 0.3 * (-(1 / 0.5) * kernel).sum(0) / n
+    torch.testing.assert_close(g_theta, expected)
+    d_pre = d_codes * (pre > theta).float()  # the paper's: no kernel term reaches the pre-activations
+    torch.testing.assert_close(g_enc, (X - sae.b_dec).detach().T @ d_pre.detach())
+
+
+def test_jumprelu_straight_through_to_the_input_and_the_other_sparsity_terms():
+    sae = _jumprelu(l0_coefficient=0.0, jumprelu_ste_to_input=True)
+    pre, codes, x_hat, kernel = _by_hand(sae)
+    g_enc = grads(sae(X).loss, [sae.W_enc])[0]
+    d_codes = grads((X - x_hat).pow(2).sum(-1).mean(), [codes])[0].detach()
+    theta = sae.threshold.detach()
+    d_pre = d_codes * (pre > theta).float() + (theta / 0.5) * kernel * d_codes  # Anthropic's: the kernel too
+    torch.testing.assert_close(g_enc, (X - sae.b_dec).detach().T @ d_pre.detach())
+    tanh = _jumprelu(l0_coefficient=2.0, jumprelu_loss="tanh", jumprelu_tanh_scale=3.0)
+    _, codes, x_hat, _ = _by_hand(tanh)
+    expected = torch.tanh(3.0 * codes * tanh.W_dec.norm(dim=-1)).sum(-1).mean() * 2.0
+    torch.testing.assert_close(tanh(X).sparsity, expected)
+    quad = _jumprelu(l0_coefficient=1.0, jumprelu_loss="quadratic", target_l0=2.0)
+    _, codes, _, _ = _by_hand(quad)
+    l0 = (codes > 0).float().sum(-1)
+    torch.testing.assert_close(quad(X).sparsity, (2 / 2.0 * (l0 - 2.0).pow(2)).mean())
+    with pytest.raises(lmscope.ConfigError, match="target-l0"):
+        SaeConfig("jumprelu", jumprelu_loss="quadratic")
+
+
+def test_jumprelu_thresholds_stay_non_negative_and_inference_thresholds():
+    sae = _jumprelu()
+    with torch.no_grad():
+        sae.threshold[0] = -0.2
+    sae.constrain()
+    assert float(sae.threshold.min()) == 0.0
+    sae.eval()
+    pre = sae.pre_acts(X)
+    torch.testing.assert_close(sae.encode(X), torch.relu(pre) * (pre > sae.threshold))

@@ -19,6 +19,8 @@ def trained_like(arch: str, seed: int = 0):
         sae.input_scale.fill_(2.5)
         if arch == "batchtopk":
             sae.threshold.fill_(0.05)
+        if arch == "jumprelu":  # a threshold per latent
+            sae.threshold.copy_(torch.rand(10) * 0.1)
     sae.constrain()
     return sae.eval()
 
@@ -40,7 +42,8 @@ def test_saelens_round_trip(arch, tmp_path):
     folder = save_sae(sae, tmp_path / arch, site="resid_post.1", model="m", format="saelens")
     cfg = read_json(folder / "cfg.json")
     assert cfg["d_in"] == 6 and cfg["d_sae"] == 10 and (folder / "sae_weights.safetensors").is_file()
-    assert cfg["hook_name"] == "blocks.1.hook_resid_post" and cfg["hook_layer"] == 1  # as SAELens names it
+    meta = cfg["metadata"]  # as SAELens 6 writes it: names under "metadata" with the version that says so
+    assert meta["hook_name"] == "blocks.1.hook_resid_post" and meta["sae_lens_version"].startswith("6.")
     back = load_sae(folder)
     assert back.site == Site(1, "resid_post") and back.model == "m"
     torch.testing.assert_close(back.decode(back.encode(X)), sae.decode(sae.encode(X)), atol=1e-5, rtol=1e-5)
@@ -62,18 +65,33 @@ def test_saelens_6_metadata_names_the_site_and_model(tmp_path):
         load_sae(folder)
 
 
-@pytest.mark.parametrize("field, value, fragment", [
-    ("rescale_acts_by_decoder_norm", True, "rescale_acts_by_decoder_norm is true"),
-    ("normalize_activations", "expected_average_only_in", "normalize_activations is 'expected_average_only_in'"),
-])
-def test_saelens_settings_that_change_the_codes_are_refused_not_ignored(field, value, fragment, tmp_path):
-    folder = save_sae(trained_like("topk"), tmp_path / "s", site="resid_post.1", model="m", format="saelens")
-    cfg = read_json(folder / "cfg.json")
-    write_json(folder / "cfg.json", {**cfg, field: value})
-    with pytest.raises(lmscope.ArtifactError, match=fragment):
+def test_saelens_scales_outside_the_weights_are_folded_exactly_or_refused(tmp_path):
+    """TopK's rescale_acts_by_decoder_norm and a checkpoint's activation scaler, against SAELens' own formulas."""
+    sae = trained_like("topk")
+    folder = save_sae(sae, tmp_path / "s", site="resid_post.1", model="m", format="saelens")
+    cfg, w = read_json(folder / "cfg.json"), lmscope.io.load_tensors(folder / "sae_weights.safetensors")
+    norms = torch.rand(10) + 0.5  # decoder rows not unit-norm: SAELens scales pre-activations by them
+    raw = {**w, "W_dec": w["W_dec"] * norms[:, None]}
+    save_tensors(folder / "sae_weights.safetensors", raw)
+    write_json(folder / "cfg.json", {**cfg, "rescale_acts_by_decoder_norm": True})
+    h = X @ raw["W_enc"] + raw["b_enc"] - raw["b_dec"] @ raw["W_enc"]  # SAELens: (x - b_dec) W_enc + b_enc
+    h = h * raw["W_dec"].norm(dim=-1)
+    top = h.topk(3, dim=-1)
+    codes = torch.zeros_like(h).scatter_(-1, top.indices, top.values.relu())
+    out = (codes / raw["W_dec"].norm(dim=-1)) @ raw["W_dec"] + raw["b_dec"]
+    back = load_sae(folder)
+    torch.testing.assert_close(back.encode(X), codes, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(back.output(X), out, atol=1e-5, rtol=1e-5)
+    save_tensors(folder / "sae_weights.safetensors", w)
+    write_json(folder / "cfg.json", {**cfg, "normalize_activations": "expected_average_only_in"})
+    with pytest.raises(lmscope.ArtifactError, match="no activation_scaler.json"):
         load_sae(folder)
-    write_json(folder / "cfg.json", {**cfg, field: False if field.startswith("rescale") else "none"})
-    assert load_sae(folder).d_sae == 10
+    write_json(folder / "activation_scaler.json", {"scaling_factor": 2.0, "has_whitening": False})
+    torch.testing.assert_close(load_sae(folder).encode(X), sae.encode(X * 2.0), atol=1e-5, rtol=1e-5)
+    for mode in ("constant_norm_rescale", "layer_norm"):
+        write_json(folder / "cfg.json", {**cfg, "normalize_activations": mode})
+        with pytest.raises(lmscope.ArtifactError, match=f"normalize_activations is '{mode}'"):
+            load_sae(folder)
 
 
 def test_sparsify_layout_and_shape_checks(tmp_path):

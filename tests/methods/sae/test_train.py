@@ -1,5 +1,6 @@
 """Training: a killed run resumes to the same SAEs, a sweep harvests once, the cache replaces the model, errors."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -122,8 +123,8 @@ def test_a_buffers_remainder_is_trained_on_and_the_run_has_its_nominal_steps(lm,
 def test_non_finite_loss_stops_with_a_checkpoint(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):
     real = train_module._backward
 
-    def nan_at_step_7(t, x, step, total, cfg):  # a batch that makes the loss NaN, and its gradients with it
-        return real(t, x * float("nan") if step == 7 else x, step, total, cfg)
+    def nan_at_step_7(t, x, y, step, total, cfg):  # a batch that makes the loss NaN, and its gradients with it
+        return real(t, x * float("nan") if step == 7 else x, y, step, total, cfg)
 
     monkeypatch.setattr(train_module, "_backward", nan_at_step_7)
     with pytest.raises(lmscope.TrainingError, match="not finite at step 7.*checkpoint"):
@@ -207,3 +208,31 @@ def test_autocast_off_leaves_a_runs_settings_as_before_it_existed(lm, harvest_cf
     on = train_module._settings(lm, jobs(), harvest_cfg, replace(train_cfg, autocast=True))["train"]
     assert "autocast" not in off and on["autocast"] is True
     assert {k: v for k, v in on.items() if k != "autocast"} == off
+
+
+def test_transcoders_train_from_one_harvest_save_load_and_evaluate(lm, harvest_cfg, train_cfg, tmp_path):
+    """A transcoder per layer (mlp_in -> mlp_out) and a skip one, in one sweep; each learns, reloads and evaluates."""
+    layers = range(lm.n_layers)
+    tc = [Job(Site(layer, "mlp_in"), SaeConfig("topk", ratio=2, k=4), target=Site(layer, "mlp_out"))
+          for layer in layers]
+    skip = Job(Site(0, "mlp_in"), SaeConfig("jumprelu", ratio=2, transcoder=True, skip=True, l0_coefficient=0.01),
+               target=Site(0, "mlp_out"))
+    fast = dataclasses.replace(train_cfg, lr=3e-3, epochs=3)  # a few hundred steps' worth on the tiny corpus
+    paths = train_saes(lm, [*tc, skip], harvest_cfg, fast, tmp_path / "tc")
+    assert [p.name for p in paths][-1] == "mlp_in.0-mlp_out.0-skipjumprelu-r2-l00.01"
+    for path, job in zip(paths, [*tc, skip]):
+        sae = load_sae(path)
+        assert sae.transcoder and sae.site == job.site and sae.target == job.target
+        fve = [row["fve"] for row in read_json(path / "training_log.json")]
+        assert sum(fve[-3:]) / 3 > sum(fve[:3]) / 3 + 0.1, fve  # it learns to predict the MLP's output
+    sae = load_sae(paths[-1])
+    assert sae.cfg.skip and float(sae.W_skip.abs().sum()) > 0
+    _, cache = lm.run_with_cache(torch.randint(0, 50, (2, 8)), [Site(0, "mlp_in"), Site(0, "mlp_out")])
+    x, y = cache[Site(0, "mlp_in")], cache[Site(0, "mlp_out")]
+    naive = (y - y.mean((0, 1))).pow(2).sum()
+    assert float((sae.output(x) - y).pow(2).sum()) < float(naive)  # better than the mean: it predicts
+    result = lmscope.sae.evaluate_sae(lm, sae, sae.site, lmscope.sae.EvalConfig(corpus=harvest_cfg.corpus,
+                                                                               tokens=512, seq_len=16))
+    s = result.summary()
+    assert s["site"] == "mlp_out.0" and s["reads"] == "mlp_in.0" and s["architecture"] == "skip jumprelu transcoder"
+    assert s["ce_zero"] != s["ce_orig"] and -1 < s["fve"] <= 1

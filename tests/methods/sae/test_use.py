@@ -1,6 +1,7 @@
 """Using an SAE: splicing changes nothing when it should not, CE recovered is 1 for an exact SAE and 0 for a zero
 one, feature interventions move the model (the command line: tests/cli/test_sae_cli.py)."""
 
+import pytest
 import torch
 
 import lmscope
@@ -57,3 +58,25 @@ def test_methods_run_through_an_sae(lm):
     assert not torch.equal(through.top_probs[2:], plain.top_probs[2:])  # from block 1 on: the reconstruction
     with lm.hooks(splice(exact_sae(lm.d_model), SITE)):
         assert torch.equal(lmscope.logit_lens(lm, PROMPT).top_probs, plain.top_probs)
+
+
+def test_ce_recovered_of_exact_and_zero_transcoders(lm, corpus):
+    """A transcoder whose prediction is the true MLP's output recovers the loss exactly (1); one that predicts 0
+    recovers nothing (0): the evaluation splices its prediction into mlp_out from what it read at mlp_in."""
+    cfg = EvalConfig(corpus=corpus, split="all", tokens=256, seq_len=16, batch_size=4)
+    mlp = lm.layout.part(1, "mlp")
+    exact = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4, transcoder=True, skip=True)).eval()
+    exact.output = mlp.forward  # the MLP itself (its hooks left out): what an exact transcoder would compute
+    exact.target = Site(1, "mlp_out")
+    result = evaluate_sae(lm, exact, Site(1, "mlp_in"), cfg)
+    assert result.ce_recovered == 1.0 and result.fve == 1.0
+    assert result.site == "mlp_out.1" and result.reads == "mlp_in.1"
+    zero = build_sae(SaeConfig("relu", d_in=lm.d_model, width=4, transcoder=True)).eval()
+    with torch.no_grad():
+        for p in zero.parameters():
+            p.zero_()
+    zero.target = Site(1, "mlp_out")
+    assert evaluate_sae(lm, zero, Site(1, "mlp_in"), cfg).ce_recovered == 0.0
+    zero.target = None
+    with pytest.raises(lmscope.SiteError, match="target site is not named"):
+        evaluate_sae(lm, zero, Site(1, "mlp_in"), cfg)

@@ -32,13 +32,15 @@ class L1SAE(SparseAutoencoder):
         step = L1Step(x_hat, codes, None, None, None)
         return self.reconstruction_error(x, x_hat), l1_scale * self.cfg.l1_coefficient * self.l1_penalty(step, len(x))
 
-    def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None) -> ForwardOutput:
+    def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None,
+                target: torch.Tensor | None = None) -> ForwardOutput:
         """As :meth:`SparseAutoencoder.forward`; in training with gradients, sparse once few latents fire."""
         if not (self.training and torch.is_grad_enabled()):
-            return super().forward(x, l1_scale, dead)
-        x = x * self.input_scale
-        p = pre_activations(x, self.b_dec, self.W_enc, self.b_enc)
+            return super().forward(x, l1_scale, dead, target)
+        x, y = self.scaled(x, target)
+        p = pre_activations(x, self.input_shift(), self.W_enc, self.b_enc)
         step = l1_training_step(p, self.W_dec, self.b_dec, self.sparse_below)
-        recon = self.reconstruction_error(x, step.x_hat)
-        sparsity = l1_scale * self.cfg.l1_coefficient * self.l1_penalty(step, x.shape[0])
-        return ForwardOutput(step.x_hat / self.input_scale, step.codes, recon + sparsity, recon, sparsity)
+        y_hat = step.x_hat + self.skip_term(x)
+        recon = self.reconstruction_error(y, y_hat)
+        sparsity = l1_scale * self.cfg.l1_coefficient * self.l1_penalty(step._replace(x_hat=y_hat), x.shape[0])
+        return ForwardOutput(y_hat / self.out_scale, step.codes, recon + sparsity, recon, sparsity)

@@ -8,7 +8,6 @@ directions of norm 0.1 and the encoder as their transpose.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from lmscope.methods.sae.arch.base import squared_error
 from lmscope.methods.sae.arch.l1 import L1SAE
@@ -33,11 +32,7 @@ class ReluSAE(L1SAE):
 
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)
-        w_dec = 0.1 * torch.nn.functional.normalize(torch.randn(self.d_sae, self.d_in), dim=-1)
-        self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_dec.T.clone())
-        self.b_enc = nn.Parameter(torch.zeros(self.d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(self.d_in))
+        self.init_untied(0.1)
 
     def reconstruction_error(self, x, x_hat):
         """|x - x_hat|^2, mean over rows."""

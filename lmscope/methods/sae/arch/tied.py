@@ -27,6 +27,7 @@ class TiedSAE(L1SAE):
     saelens_architecture = "standard"
     keeps_input_scale = True  # W_enc = W_dec^T must hold: the scale stays a separate tensor
     applies_b_dec_to_input = False
+    can_transcode = False  # W_enc = W_dec^T: it writes where it reads
 
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)

@@ -9,7 +9,6 @@ Training steps run sparse (:mod:`.sparse`): only the encoder's forward matmul to
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from lmscope.methods.sae.arch.base import ForwardOutput, SparseAutoencoder, squared_error
 from lmscope.methods.sae.arch.sparse import Pre, dense_codes, pre_activations, sparse_decode, sparse_encode
@@ -47,11 +46,7 @@ class TopKSAE(SparseAutoencoder):
 
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)
-        w_dec = torch.nn.functional.normalize(torch.randn(self.d_sae, self.d_in), dim=-1)
-        self.W_dec = nn.Parameter(w_dec)
-        self.W_enc = nn.Parameter(w_dec.T.clone())
-        self.b_enc = nn.Parameter(torch.zeros(self.d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(self.d_in))
+        self.init_untied()
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """The k largest of ReLU(pre) per row."""
@@ -77,23 +72,23 @@ class TopKSAE(SparseAutoencoder):
         cols = acts.topk(k, dim=-1).indices.flatten()
         return torch.arange(acts.shape[0], device=acts.device).repeat_interleave(k), cols
 
-    def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None) -> ForwardOutput:
+    def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None,
+                target: torch.Tensor | None = None) -> ForwardOutput:
         """As :meth:`SparseAutoencoder.forward`; in training with gradients, through sparse products."""
         if not (self.training and torch.is_grad_enabled()):
-            return super().forward(x, l1_scale, dead)
-        x, n = x * self.input_scale, x.shape[0]
-        p = pre_activations(x, self.b_dec, self.W_enc, self.b_enc)
+            return super().forward(x, l1_scale, dead, target)
+        (x, y), n = self.scaled(x, target), x.shape[0]
+        p = pre_activations(x, self.input_shift(), self.W_enc, self.b_enc)
         rows, cols = self.select(torch.relu(p.pre))
         vals = torch.relu(sparse_encode(p, rows, cols))
-        x_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec
-        recon = squared_error(x, x_hat)
-        aux = self._sparse_aux(p, x_hat, dead)
+        y_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec + self.skip_term(x)
+        recon = squared_error(y, y_hat)
+        aux = self._sparse_aux(p, y, y_hat, dead)
         codes = dense_codes(rows, cols, vals, n, self.d_sae)
-        return ForwardOutput(x_hat / self.input_scale, codes, recon + aux, recon, aux)
+        return ForwardOutput(y_hat / self.out_scale, codes, recon + aux, recon, aux)
 
-    def _sparse_aux(self, p: Pre, x_hat: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor:
-        """The AuxK term through sparse products (0 if no latent is dead)."""
-        x = p.x
+    def _sparse_aux(self, p: Pre, x: torch.Tensor, x_hat: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor:
+        """The AuxK term through sparse products (0 if no latent is dead); x: what is reconstructed (scaled)."""
         if dead is None or not bool(dead.any()):
             return x.new_zeros(())
         k = min(self.cfg.k_aux, int(dead.sum()))

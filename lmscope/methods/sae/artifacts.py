@@ -316,21 +316,59 @@ def _hf_site(name: str) -> str:
 
 
 def _from_sparsify(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:
+    """A sparsify (EleutherAI) coder: TopK SAE, transcoder or skip transcoder, read as sparsify 1.3 computes it.
+
+    encode: TopK of ReLU((x - b_dec) W_enc^T + b_enc), without the b_dec shift when ``transcode``; output
+    z W_dec + b_dec (+ x W_skip^T with ``skip_connection``). A skip connection makes it a transcoder even without
+    ``transcode`` (sparsify's first skip transcoders predate the field and subtract b_dec: folded into b_enc).
+    """
     raw = load_tensors(folder / WEIGHTS)
     missing = [k for k in ("encoder.weight", "encoder.bias", "W_dec", "b_dec") if k not in raw]
     if missing:
         raise ArtifactError(f"{folder}: no {missing[0]} in {WEIGHTS}: not a sparsify SAE (and its cfg.json has no "
                             "kind 'SAE': not an lmscope one)")
+    _refuse_sparsify(cfg, folder)
     _check_tensors(raw, folder)
     if raw["encoder.weight"].ndim != 2:
         raise ArtifactError(f"{folder}: encoder.weight has shape {tuple(raw['encoder.weight'].shape)}, expected "
                             "(d_sae, d_in)")
     d_sae, d_in = raw["encoder.weight"].shape
+    skip, shifted = bool(cfg.get("skip_connection")), not cfg.get("transcode")
+    transcoder = skip or not shifted
     tensors = {"W_enc": raw["encoder.weight"].T.contiguous(), "b_enc": raw["encoder.bias"], "W_dec": raw["W_dec"],
-               "b_dec": raw["b_dec"]}
+               "b_dec": raw["b_dec"], **({"W_skip": raw["W_skip"]} if "W_skip" in raw else {})}
+    _check_shapes(tensors, d_in, d_sae, folder, d_in, skip)
+    if transcoder and shifted:  # (x - b_dec) W_enc + b_enc == x W_enc + (b_enc - b_dec W_enc)
+        tensors["b_enc"] = tensors["b_enc"] - tensors["b_dec"] @ tensors["W_enc"]
     sae_cfg = _config(folder, "topk", d_in=_int(cfg, "d_in", folder, "input width", d_in), width=d_sae,
-                      k=_int(cfg, "k", folder, "active latents", K_DEFAULT))
-    return _build(sae_cfg, tensors, folder, checked=True), {"site": folder.name, "model": ""}
+                      k=_int(cfg, "k", folder, "active latents", K_DEFAULT), transcoder=transcoder, skip=skip)
+    return _build(sae_cfg, tensors, folder, checked=True), _sparsify_sites(folder.name, transcoder)
+
+
+def _refuse_sparsify(cfg: dict, folder: Path) -> None:
+    """Refuse sparsify settings lmscope does not compute (groupmax, the old signed codes), never approximate them."""
+    if cfg.get("activation", "topk") != "topk":
+        raise ArtifactError(f"{folder / 'cfg.json'}: activation is {cfg.get('activation')!r}; lmscope reads sparsify's "
+                            "topk coders only")
+    if cfg.get("signed"):
+        raise ArtifactError(f"{folder / 'cfg.json'}: signed is true (top-k by |pre-activation|, no ReLU: sparsify "
+                            "before August 2024); lmscope does not read signed coders")
+
+
+def _sparsify_sites(hookpoint: str, transcoder: bool) -> dict:
+    """Where a sparsify coder reads (and writes), from its folder's name, the hookpoint.
+
+    ``layers.3`` or ``layers.3.mlp``; '' where the name says nothing lmscope knows (the caller gives --site).
+    """
+    match = re.fullmatch(r"(?:model\.)?(?:layers|h|blocks)\.(\d+)(?:\.(mlp|self_attn|attn))?", hookpoint)
+    if not match:
+        return {"site": "", "model": "", **({"target": ""} if transcoder else {})}
+    layer, module = match.group(1), match.group(2)
+    if transcoder:  # a transcoder reads the MLP's input and predicts its output
+        return {"site": f"mlp_in.{layer}" if module == "mlp" else "", "model": "",
+                "target": f"mlp_out.{layer}" if module == "mlp" else ""}
+    kind = {None: "resid_post", "mlp": "mlp_out", "self_attn": "attn_out", "attn": "attn_out"}[module]
+    return {"site": f"{kind}.{layer}", "model": ""}
 
 
 def _from_lmscope(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:

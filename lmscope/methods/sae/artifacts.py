@@ -59,6 +59,11 @@ def save_sae(sae: SparseAutoencoder, path: str | Path, *, site: str = "", model:
     return folder
 
 
+def folded_weights(sae: SparseAutoencoder) -> dict[str, torch.Tensor]:
+    """The SAE's weights with its input (and output) scale folded in: they read and write raw activations."""
+    return _folded(sae, sae.weights())
+
+
 def _folded(sae: SparseAutoencoder, weights: dict) -> dict:
     """Weights with the input (and a transcoder's output) scale folded in: it reads and writes raw activations.
 
@@ -533,4 +538,4 @@ def is_sae_folder(path: str | Path) -> bool:
     return (folder / "cfg.json").is_file() and ((folder / WEIGHTS).is_file() or (folder / SAELENS_WEIGHTS).is_file())
 
 
-__all__ = ["check_sae", "check_target", "is_sae_folder", "load_sae", "same_model", "save_sae"]
+__all__ = ["check_sae", "check_target", "folded_weights", "is_sae_folder", "load_sae", "same_model", "save_sae"]

@@ -38,7 +38,7 @@ class SaeConfig:
     """One dictionary: its architecture, size and sparsity."""
 
     architecture: str = field(default="tied", metadata={
-        "help": "tied (the paper's), relu, topk, batchtopk, jumprelu, or any registered architecture"})
+        "help": "tied (the paper's), relu, topk, batchtopk, jumprelu, matryoshka, or any registered architecture"})
     d_in: int = field(default=0, metadata={
         "help": "input width (0: the site's width, filled in when training; a width given must be the site's)"})
     transcoder: bool = field(default=False, metadata={
@@ -58,6 +58,9 @@ class SaeConfig:
     aux_coefficient: float = field(default=1 / 32, metadata={"help": "weight of the AuxK loss (Gao et al.: 1/32)"})
     threshold_momentum: float = field(default=0.99, metadata={
         "help": "batchtopk: EMA momentum of the inference threshold (the smallest kept activation)"})
+    matryoshka_widths: tuple[int, ...] = field(default=(), metadata={
+        "help": "matryoshka: the end of every nested prefix of the dictionary (empty: d_sae / 16, / 8, / 4, / 2)",
+        "min": 1})
     l0_coefficient: float = field(default=1.0, metadata={
         "help": "jumprelu: weight lambda of the sparsity term (inputs at norm sqrt(d_in))"})
     jumprelu_loss: str = field(default="step", metadata={
@@ -87,6 +90,9 @@ class SaeConfig:
         if self.l1_coefficient is None:
             self.l1_coefficient = registry.sae_class(self.architecture).default_l1 or 0.0
         check.at_least(self, 0, "l1_coefficient")
+        widths = list(self.matryoshka_widths)
+        if widths != sorted(set(widths)) or (widths and widths[0] < 1):
+            raise ConfigError(f"matryoshka-widths must be prefix ends >= 1 in increasing order, got {widths}")
         check.one_of(self, "jumprelu_loss", ("step", "tanh", "quadratic"))
         check.at_least(self, 0, "l0_coefficient", "jumprelu_init_threshold", "target_l0")
         check.positive(self, "jumprelu_bandwidth", "jumprelu_tanh_scale")
@@ -103,7 +109,10 @@ class SaeConfig:
         return registry.sae_class(self.architecture).sweep_knob == "k"
 
     def check_k(self) -> None:
-        """Refuse k > d_sae for the architectures that keep k latents (one ConfigError naming both)."""
+        """Refuse k > d_sae for the architectures that keep k latents, and prefixes past d_sae (one ConfigError)."""
+        if self.matryoshka_widths and self.matryoshka_widths[-1] > self.d_sae:
+            raise ConfigError(f"matryoshka-widths end at {self.matryoshka_widths[-1]}, past the dictionary's "
+                              f"{self.d_sae} latents")
         if self.uses_k and self.k > self.d_sae:
             size = f"width {self.width}" if self.width else f"ratio {self.ratio:g} x d_in {self.d_in}"
             raise ConfigError(f"k {self.k} is more latents than the dictionary has (d_sae {self.d_sae}: {size}); "

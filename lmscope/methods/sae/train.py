@@ -26,7 +26,7 @@ from lmscope.errors import ConfigError, DataError, TrainingError
 from lmscope.io import read_json, write_json
 from lmscope.memory import keep_freed_memory
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae, geometric_median
-from lmscope.methods.sae.artifacts import save_sae
+from lmscope.methods.sae.artifacts import folded_weights, save_sae
 from lmscope.methods.sae.config import HarvestConfig, SaeConfig, TrainConfig, training_steps
 from lmscope.methods.sae.dead import Firing, resample
 from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, check_sites, site_key, site_width
@@ -345,3 +345,34 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     bar.close()
     world.on_main(partial(_save_checkpoint, out, trainees, step, position, done=True))
     return world.on_main(partial(_finish, out, lm, trainees, step, cfg)) or [out / t.job.name for t in trainees]
+
+
+def fit_saes(configs: list[SaeConfig], batches, cfg: TrainConfig | None = None, steps: int | None = None,
+             device: str | torch.device = "cpu") -> list[SparseAutoencoder]:
+    """Train dictionaries on batches of activations that come from anywhere (no model, no folder, no resume).
+
+    ``batches``: an iterable of (n, d) tensors (synthetic activations, a cache read by hand); ``steps``: the
+    schedule's length (default: len(batches)). Every SAE sees every batch, as in :func:`train_saes`; each is returned
+    with its input scale folded in (a tied one: as its input scale), in eval mode.
+    """
+    cfg = cfg or TrainConfig()
+    batches = list(batches) if steps is None else batches
+    total = steps if steps is not None else len(batches)
+    world, trainees, site = World(), [], Site(0, "resid_post")  # the site only names the jobs
+    for step, x in enumerate(itertools.islice(iter(batches), total)):
+        x = x.to(device)
+        if not trainees:
+            trainees = [_new_trainee(Job(site, c), x, None, cfg, device) for c in configs]
+        pending = [_backward(t, x, None, step, total, cfg) for t in trainees]
+        if not all(p.finite for p in pending):
+            raise TrainingError(f"the loss is not finite at step {step} (try a lower lr)")
+        for t, p in zip(trainees, pending):
+            t.log.append(_step(t, p, step, cfg, world))
+    for t in trainees:
+        t.sae.input_scale.fill_(t.scale)
+        if not t.sae.keeps_input_scale:  # folded, as save_sae writes it (a tied one keeps W_enc = W_dec^T)
+            weights = folded_weights(t.sae)
+            t.sae.input_scale.fill_(1.0)
+            t.sae.load_weights(weights)
+        t.sae.eval()
+    return [t.sae for t in trainees]

@@ -126,7 +126,7 @@ def test_resampling_reinitialises_dead_latents_toward_badly_reconstructed_inputs
     assert torch.equal(sae.W_enc[:, :7], alive_enc)  # alive latents are untouched
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "matryoshka"])
 def test_sparse_training_step_equals_the_dense_one(arch):
     from lmscope.methods.sae.arch import SparseAutoencoder
 
@@ -143,7 +143,7 @@ def test_sparse_training_step_equals_the_dense_one(arch):
             sae.b_enc.normal_()
         out = forward(sae, x, dead=dead)
         params = [sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec]
-        results.append((out, grads(out.loss, params), float(sae.threshold) if arch == "batchtopk" else 0.0))
+        results.append((out, grads(out.loss, params), float(sae.threshold) if arch != "topk" else 0.0))
     (dense, dense_grads, t1), (sparse, sparse_grads, t2) = results
     torch.testing.assert_close(sparse.loss, dense.loss)
     torch.testing.assert_close(sparse.codes, dense.codes.detach())
@@ -314,3 +314,20 @@ def test_jumprelu_thresholds_stay_non_negative_and_inference_thresholds():
     sae.eval()
     pre = sae.pre_acts(X)
     torch.testing.assert_close(sae.encode(X), torch.relu(pre) * (pre > sae.threshold))
+
+
+def test_matryoshka_loss_adds_every_prefix_reconstructed_from_its_own_latents():
+    sae = build_sae(SaeConfig("matryoshka", d_in=6, width=12, k=3, matryoshka_widths=(3, 6)), seed=8)
+    with torch.no_grad():
+        sae.b_dec.normal_()
+    out = sae.train()(X)
+    codes = out.codes.detach()
+    expected = sum((X - (codes[:, :w] @ sae.W_dec[:w] + sae.b_dec)).pow(2).sum(-1).mean() for w in (3, 6, 12))
+    torch.testing.assert_close(out.reconstruction, expected)
+    assert int((codes > 0).sum()) == 15  # BatchTopK: k x rows over the batch
+    assert sae.prefix_ends() == [3, 6]
+    assert build_sae(SaeConfig("matryoshka", d_in=8, width=64)).prefix_ends() == [4, 8, 16, 32]
+    with pytest.raises(lmscope.ConfigError, match="increasing order"):
+        SaeConfig("matryoshka", matryoshka_widths=(6, 3))
+    with pytest.raises(lmscope.ConfigError, match="past the dictionary"):
+        SaeConfig("matryoshka", d_in=6, width=12, k=3, matryoshka_widths=(3, 24)).check_k()

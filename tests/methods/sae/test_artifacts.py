@@ -17,7 +17,7 @@ def trained_like(arch: str, seed: int = 0):
         for p in sae.parameters():
             p.add_(0.1 * torch.randn_like(p))
         sae.input_scale.fill_(2.5)
-        if arch == "batchtopk":
+        if arch in ("batchtopk", "matryoshka"):  # one inference threshold
             sae.threshold.fill_(0.05)
         if arch == "jumprelu":  # a threshold per latent
             sae.threshold.copy_(torch.rand(10) * 0.1)

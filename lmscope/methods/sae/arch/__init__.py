@@ -2,7 +2,8 @@
 
 ``base`` (the interface: encode, decode, loss, the features as Units), ``l1`` (what the L1 variants share) and
 ``sparse`` (their sparse training kernels), then one module per architecture: ``tied`` (the paper's tied ReLU), ``relu``
-(untied, decoder-norm-weighted L1), ``topk`` (TopK + AuxK), ``batchtopk`` (BatchTopK), ``jumprelu`` (JumpReLU).
+(untied, decoder-norm-weighted L1), ``topk`` (TopK + AuxK), ``batchtopk`` (BatchTopK), ``jumprelu`` (JumpReLU),
+``matryoshka`` (Matryoshka BatchTopK).
 """
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from lmscope.methods.sae.arch.base import ForwardOutput, SparseAutoencoder, geometric_median
 from lmscope.methods.sae.arch.batchtopk import BatchTopKSAE
 from lmscope.methods.sae.arch.jumprelu import JumpReLUSAE
+from lmscope.methods.sae.arch.matryoshka import MatryoshkaSAE
 from lmscope.methods.sae.arch.relu import ReluSAE
 from lmscope.methods.sae.arch.tied import TiedSAE
 from lmscope.methods.sae.arch.topk import TopKSAE
@@ -17,7 +19,7 @@ from lmscope.methods.sae.config import SaeConfig
 from lmscope.methods.sae.registry import sae_class
 
 CLASSES: dict[str, type[SparseAutoencoder]] = {c.name: c for c in (TiedSAE, ReluSAE, TopKSAE, BatchTopKSAE,
-                                                                    JumpReLUSAE)}
+                                                                    JumpReLUSAE, MatryoshkaSAE)}
 
 
 def build_sae(cfg: SaeConfig, seed: int = 0) -> SparseAutoencoder:
@@ -27,5 +29,5 @@ def build_sae(cfg: SaeConfig, seed: int = 0) -> SparseAutoencoder:
         return sae_class(cfg.architecture)(cfg)
 
 
-__all__ = ["CLASSES", "BatchTopKSAE", "ForwardOutput", "JumpReLUSAE", "ReluSAE", "SparseAutoencoder", "TiedSAE",
-           "TopKSAE", "build_sae", "geometric_median"]
+__all__ = ["CLASSES", "BatchTopKSAE", "ForwardOutput", "JumpReLUSAE", "MatryoshkaSAE", "ReluSAE", "SparseAutoencoder",
+           "TiedSAE", "TopKSAE", "build_sae", "geometric_median"]

@@ -376,6 +376,81 @@ def _sparsify_sites(hookpoint: str, transcoder: bool) -> dict:
     return {"site": f"{kind}.{layer}", "model": ""}
 
 
+GEMMA_SCOPE_FILES = ("params.safetensors", "params.npz")  # Gemma Scope 2's and Gemma Scope 1's parameter files
+
+
+def _from_gemma_scope(folder: Path) -> tuple[SparseAutoencoder, dict]:
+    """A Gemma Scope (params.npz) or Gemma Scope 2 (params.safetensors [+ config.json]) folder, as Google ships it.
+
+    JumpReLU: codes = pre H(pre - threshold), pre = x w_enc + b_enc (b_dec not subtracted: folded into b_enc for an
+    SAE; a transcoder's b_dec is its output bias); output codes w_dec + b_dec (+ x affine_skip_connection, a
+    skip transcoder). The site comes from config.json's hf_hook_point_in / _out, else from the folder's path
+    (``resid_post/layer_12_...``, ``transcoder_all/layer_5_..._affine``, ``gemma-scope-2b-pt-res/layer_20/...``).
+    """
+    raw = _gemma_scope_tensors(folder)
+    missing = [k for k in ("w_enc", "w_dec", "b_enc", "b_dec", "threshold") if k not in raw]
+    if missing:
+        raise ArtifactError(f"{folder}: no {missing[0]} in its parameter file: not a Gemma Scope SAE")
+    _check_tensors(raw, folder)
+    cfg = read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if cfg.get("architecture", "jump_relu") != "jump_relu":
+        raise ArtifactError(f"{folder / 'config.json'}: architecture is {cfg.get('architecture')!r}; Gemma Scope "
+                            "SAEs are jump_relu")
+    (d_in, d_sae), d_out = raw["w_enc"].shape, raw["w_dec"].shape[-1]
+    meta = _gemma_scope_sites(folder, cfg)
+    if meta.get("embedding"):
+        raise ArtifactError(f"{folder}: a Gemma Scope SAE of the embeddings (read scaled by sqrt(d_model) in "
+                            "SAELens); lmscope does not read it")
+    transcoder = "target" in meta or "affine_skip_connection" in raw or d_out != d_in
+    tensors = {"W_enc": raw["w_enc"], "b_enc": raw["b_enc"], "W_dec": raw["w_dec"], "b_dec": raw["b_dec"],
+               "threshold": raw["threshold"]}
+    if "affine_skip_connection" in raw:  # (d_in, d_out), added as x A: W_skip = A^T
+        tensors["W_skip"] = raw["affine_skip_connection"].T.contiguous()
+    _check_shapes(tensors, d_in, d_sae, folder, d_out, "W_skip" in tensors)
+    if not transcoder:
+        tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
+    sae_cfg = _config(folder, "jumprelu", d_in=d_in, width=d_sae, transcoder=transcoder, skip="W_skip" in tensors,
+                      d_out=d_out if transcoder else 0)
+    return _build(sae_cfg, tensors, folder, checked=True), meta
+
+
+def _gemma_scope_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """The parameters of params.safetensors, or of params.npz read without pickle (lower-cased names)."""
+    if (folder / "params.safetensors").is_file():
+        return {k.lower(): v for k, v in load_tensors(folder / "params.safetensors").items()}
+    import numpy as np
+
+    try:
+        with np.load(folder / "params.npz", allow_pickle=False) as npz:
+            return {k.lower(): torch.from_numpy(np.asarray(npz[k], dtype=np.float32)) for k in npz.files}
+    except (ValueError, OSError) as err:
+        raise ArtifactError(f"{folder / 'params.npz'}: not a readable NumPy archive of arrays ({err})") from err
+
+
+def _gemma_scope_sites(folder: Path, cfg: dict) -> dict:
+    """{site, model[, target]} of a Gemma Scope folder: config.json's Hugging Face hook points, else its path."""
+    path = "/".join(folder.resolve().parts[-4:]).lower()
+    layer = re.search(r"layer_(\d+)", path)
+    hf_in, hf_out = cfg.get("hf_hook_point_in"), cfg.get("hf_hook_point_out")
+    model = cfg.get("model_name") or ""
+    repo = re.search(r"gemma-scope(-2)?-(\w+?)-(pt|it)", path)
+    if not model and repo:
+        plain = repo.group(3) == "pt" and (not repo.group(1) or repo.group(2) == "270m")  # hub ids without -pt
+        model = f"google/gemma-{'3' if repo.group(1) else '2'}-{repo.group(2)}" + ("" if plain else f"-{repo.group(3)}")
+    kind = next((k for k, words in (("transcoder", ("transcoder", "clt")), ("resid_post", ("resid_post", "-res")),
+                                    ("attn_heads", ("attn_out", "-att")), ("mlp_out", ("mlp_out", "-mlp")),
+                                    ("embedding", ("embedding",)))
+                 if any(w in path for w in words)), "")
+    meta = {"site": _hf_site(hf_in or "") or "", "model": model}
+    if kind == "embedding":
+        return {**meta, "embedding": True}
+    if not meta["site"] and layer and kind:
+        meta["site"] = f"mlp_in.{layer.group(1)}" if kind == "transcoder" else f"{kind}.{layer.group(1)}"
+    if kind == "transcoder" or hf_out:
+        meta["target"] = _hf_site(hf_out or "") or (f"mlp_out.{layer.group(1)}" if layer else "")
+    return meta
+
+
 def _from_lmscope(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:
     version = cfg.get("format", FORMAT)
     if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT:
@@ -404,6 +479,8 @@ def load_sae(path: str | Path, with_meta: bool = False):
                             f"{folder} is a file; give an SAE folder (cfg.json + weights)")
     if (folder / SAELENS_WEIGHTS).is_file():
         sae, meta = _from_saelens(folder)
+    elif any((folder / name).is_file() for name in GEMMA_SCOPE_FILES):
+        sae, meta = _from_gemma_scope(folder)
     else:
         cfg = _read_cfg(folder)
         sae, meta = _from_lmscope(folder, cfg) if cfg.get("kind") == "SAE" else _from_sparsify(folder, cfg)
@@ -535,7 +612,8 @@ def _site(name) -> Site | None:
 def is_sae_folder(path: str | Path) -> bool:
     """Whether ``path`` holds an SAE in any supported layout."""
     folder = Path(path)
-    return (folder / "cfg.json").is_file() and ((folder / WEIGHTS).is_file() or (folder / SAELENS_WEIGHTS).is_file())
+    return any((folder / name).is_file() for name in GEMMA_SCOPE_FILES) or \
+        ((folder / "cfg.json").is_file() and ((folder / WEIGHTS).is_file() or (folder / SAELENS_WEIGHTS).is_file()))
 
 
 __all__ = ["check_sae", "check_target", "folded_weights", "is_sae_folder", "load_sae", "same_model", "save_sae"]

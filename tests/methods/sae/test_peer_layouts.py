@@ -14,6 +14,7 @@ import lmscope
 from lmscope import Site
 from lmscope.io import load_tensors, read_json, write_json
 from lmscope.methods.sae import load_sae
+from lmscope.methods.sae.artifacts import same_model
 
 SPARSIFY = Path(__file__).parents[2] / "data" / "sparsify"
 
@@ -83,3 +84,50 @@ def test_saelens_folders_give_saelens_codes_and_outputs(case):
         assert sae.cfg.skip == ("skip" in case)
     else:
         assert sae.site == Site(1, "resid_post") and sae.model == "smollm2-135m"
+
+
+def _google_jumprelu(p: dict, x: torch.Tensor) -> torch.Tensor:
+    """Google's published Gemma Scope forward (the JumpReLU tutorial), with Gemma Scope 2's affine skip."""
+    pre = x @ p["w_enc"] + p["b_enc"]
+    acts = pre * (pre > p["threshold"])
+    out = acts @ p["w_dec"] + p["b_dec"]
+    return out + x @ p["affine_skip_connection"] if "affine_skip_connection" in p else out
+
+
+def _params(d_in: int, d_sae: int, d_out: int, affine: bool) -> dict:
+    gen = torch.Generator().manual_seed(3)
+    p = {"w_enc": torch.randn(d_in, d_sae, generator=gen) * 0.4, "b_enc": torch.randn(d_sae, generator=gen) * 0.2,
+         "w_dec": torch.randn(d_sae, d_out, generator=gen) * 0.4, "b_dec": torch.randn(d_out, generator=gen),
+         "threshold": torch.rand(d_sae, generator=gen) * 0.4}
+    if affine:
+        p["affine_skip_connection"] = torch.randn(d_in, d_out, generator=gen) * 0.1
+    return p
+
+
+def test_gemma_scope_2_transcoder_and_gemma_scope_1_sae_folders(tmp_path):
+    """Google's own layouts: params.safetensors (Gemma Scope 2, affine skip) and params.npz (Gemma Scope 1)."""
+    import numpy as np
+
+    from lmscope.io import save_tensors
+
+    x = torch.randn(8, 16)
+    gs2 = tmp_path / "gemma-scope-2-270m-pt-transcoders" / "transcoder_all" / "layer_5_width_16k_l0_big_affine"
+    gs2.mkdir(parents=True)
+    p = _params(16, 48, 16, affine=True)
+    save_tensors(gs2 / "params.safetensors", p)
+    tc = load_sae(gs2)
+    assert tc.transcoder and tc.cfg.skip and tc.site == Site(5, "mlp_in") and tc.target == Site(5, "mlp_out")
+    assert same_model(tc.model, "gemma3-270m") and tc.model == "google/gemma-3-270m"
+    torch.testing.assert_close(tc.output(x), _google_jumprelu(p, x), atol=1e-5, rtol=1e-5)
+    gs1 = tmp_path / "gemma-scope-2b-pt-res" / "layer_20" / "width_16k" / "average_l0_71"
+    gs1.mkdir(parents=True)
+    q = _params(16, 48, 16, affine=False)
+    np.savez(gs1 / "params.npz", **{k: v.numpy() for k, v in q.items()})
+    sae = load_sae(gs1)
+    assert not sae.transcoder and sae.site == Site(20, "resid_post") and sae.model == "google/gemma-2-2b"
+    torch.testing.assert_close(sae.output(x), _google_jumprelu(q, x), atol=1e-5, rtol=1e-5)
+    pre = x @ q["w_enc"] + q["b_enc"]
+    torch.testing.assert_close(sae.encode(x), pre * (pre > q["threshold"]), atol=1e-5, rtol=1e-5)
+    np.savez(gs1 / "params.npz", **{k: v.numpy() for k, v in q.items() if k != "threshold"})
+    with pytest.raises(lmscope.ArtifactError, match="no threshold"):
+        load_sae(gs1)

@@ -63,6 +63,9 @@ def ioi(args) -> int:
     if args.site and not args.sae:
         raise InputError("--site names the SAE's site; give --sae too, or leave --site out")
     sae = load_sae(args.sae) if args.sae else None
+    if sae is not None and sae.transcoder:
+        raise InputError(f"{args.sae} is a transcoder (it reads {sae.site} and writes {sae.target}); ioi-features "
+                         "patches features where they are read and written: give an SAE")
     sae_site = check_sae(sae, site=args.site) if sae is not None else None  # the folder's, or --site's
     layer = args.layer if args.layer is not None else (sae_site.layer if sae_site else None)
     if layer is None:

@@ -80,3 +80,9 @@ def test_ce_recovered_of_exact_and_zero_transcoders(lm, corpus):
     zero.target = None
     with pytest.raises(lmscope.SiteError, match="target site is not named"):
         evaluate_sae(lm, zero, Site(1, "mlp_in"), cfg)
+
+
+def test_a_transcoders_features_are_read_but_not_patched_as_directions_at_its_input():
+    sae = build_sae(SaeConfig("topk", d_in=8, width=16, k=2, transcoder=True)).eval()
+    units = sae.units(Site(1, "mlp_in"))
+    assert units.encode(torch.randn(3, 8)).shape == (3, 16) and units.directions is None  # patching refuses it

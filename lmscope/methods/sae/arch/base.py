@@ -128,11 +128,13 @@ class SparseAutoencoder(nn.Module):
     def units(self, site: Site, name: str = "sae") -> Units:
         """The features as :class:`lmscope.model.units.Units` at ``site``: what patching and autointerp take.
 
-        a = encode(x); D = the decoder rows, in the site's units (the input scale undone).
+        a = encode(x); D = the decoder rows, in the site's units (the input scale undone). A transcoder's features
+        are read at ``site`` (its input) and written elsewhere: they read (autointerp) but have no directions at
+        ``site`` (patching refuses them).
         """
         sae = self.eval()
-        return Units(name, site, self.d_sae, lambda x: sae.encode(x.float()),
-                     lambda idx: sae.W_dec[idx].detach() / sae.input_scale)
+        directions = None if sae.transcoder else (lambda idx: sae.W_dec[idx].detach() / sae.input_scale)
+        return Units(name, site, self.d_sae, lambda x: sae.encode(x.float()), directions)
 
     def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None,
                 target: torch.Tensor | None = None) -> ForwardOutput:

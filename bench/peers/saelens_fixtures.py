@@ -31,6 +31,8 @@ CASES = {
     "skip_transcoder": {"architecture": "skip_transcoder", "d_out": D_IN, "apply_b_dec_to_input": False},
     "jumprelu_skip_transcoder": {"architecture": "jumprelu_skip_transcoder", "d_out": D_IN,
                                  "apply_b_dec_to_input": False},
+    "gated": {"architecture": "gated"},
+    "gated_no_b_dec_in": {"architecture": "gated", "apply_b_dec_to_input": False},
 }
 
 

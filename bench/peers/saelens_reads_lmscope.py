@@ -21,7 +21,8 @@ def write(out: Path) -> None:
     cases = {"relu": SaeConfig("relu", d_in=16, width=64), "topk": SaeConfig("topk", d_in=16, width=64, k=4),
              "batchtopk": SaeConfig("batchtopk", d_in=16, width=64, k=4), "jumprelu": SaeConfig("jumprelu", d_in=16,
                                                                                                   width=64),
-             "tied": SaeConfig("tied", d_in=16, width=64),
+             "tied": SaeConfig("tied", d_in=16, width=64), "gated": SaeConfig("gated", d_in=16, width=64),
+             "matryoshka": SaeConfig("matryoshka", d_in=16, width=64, k=4),
              "relu_transcoder": SaeConfig("relu", d_in=16, width=64, transcoder=True, d_out=12),
              "relu_skip_transcoder": SaeConfig("relu", d_in=16, width=64, transcoder=True, skip=True),
              "jumprelu_skip_transcoder": SaeConfig("jumprelu", d_in=16, width=64, transcoder=True, skip=True)}

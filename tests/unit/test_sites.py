@@ -32,6 +32,8 @@ def test_names_round_trip():
     ("blocks.x.hook_resid_post", "expected blocks.LAYER.HOOK"), ("resid_post", "expected kind.layer"),
     ("resid_post.x", "expected kind.layer"), ("", "not a site"), ("magic.3", "unknown site kind"),
     ("embed.2", "only layer 0"),
+    ("blocks.3.ln2.hook_normalized", "without its norm's weight.*--site mlp_in.3"),  # not lmscope's mlp_in
+    ("blocks.3.hook_mlp_in", "without its norm's weight"),
 ])
 def test_bad_names_are_one_clear_error(text, message):
     with pytest.raises(SiteError, match=message):

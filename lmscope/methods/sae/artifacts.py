@@ -253,6 +253,8 @@ def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     d_sae = _int(cfg, "d_sae", folder, "SAELens' dictionary size: the folder is incomplete")
     d_out = _int(cfg, "d_out", folder, "a transcoder's output width: the folder is incomplete") if skip is not None \
         else 0
+    if arch == "gated" and "b_gate" in tensors:  # lmscope keeps the gate's bias as b_enc
+        tensors["b_enc"] = tensors.pop("b_gate")
     _check_tensors(tensors, folder)
     _check_shapes(tensors, d_in, d_sae, folder, d_out, bool(skip))
     _fold_saelens_scales(cfg, tensors, folder)
@@ -261,6 +263,8 @@ def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
         raise ArtifactError(f"{folder / 'cfg.json'}: apply_b_dec_to_input is true for a transcoder")
     if skip is None and not centers:  # x W_enc + b_enc == (x - b_dec) W_enc + (b_enc + b_dec W_enc)
         tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
+        if "r_mag" in tensors:  # a gated SAE's magnitude path: its encoder is W_enc exp(r_mag)
+            tensors["b_mag"] = tensors["b_mag"] + tensors["b_dec"] @ (tensors["W_enc"] * tensors["r_mag"].exp())
     sae_cfg = _saelens_config(arch, cfg, tensors, d_in, d_sae, folder)
     if skip is not None:
         sae_cfg = _config(folder, **{**asdict(sae_cfg), "transcoder": True, "skip": skip, "d_out": d_out})

@@ -38,7 +38,8 @@ class SaeConfig:
     """One dictionary: its architecture, size and sparsity."""
 
     architecture: str = field(default="tied", metadata={
-        "help": "tied (the paper's), relu, topk, batchtopk, jumprelu, matryoshka, or any registered architecture"})
+        "help": "tied (the paper's), relu, topk, batchtopk, jumprelu, matryoshka, gated, or any registered "
+                "architecture"})
     d_in: int = field(default=0, metadata={
         "help": "input width (0: the site's width, filled in when training; a width given must be the site's)"})
     transcoder: bool = field(default=False, metadata={

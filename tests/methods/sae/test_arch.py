@@ -96,7 +96,7 @@ def test_width_must_be_positive():
     with pytest.raises(lmscope.ConfigError, match="ratio must be a number > 0"):
         SaeConfig("relu", ratio=0)
     with pytest.raises(lmscope.ConfigError, match="architecture must be one of"):
-        SaeConfig("gated")
+        SaeConfig("crosscoder")
 
 
 def test_resampling_reinitialises_dead_latents_toward_badly_reconstructed_inputs():
@@ -331,3 +331,24 @@ def test_matryoshka_loss_adds_every_prefix_reconstructed_from_its_own_latents():
         SaeConfig("matryoshka", matryoshka_widths=(6, 3))
     with pytest.raises(lmscope.ConfigError, match="past the dictionary"):
         SaeConfig("matryoshka", d_in=6, width=12, k=3, matryoshka_widths=(3, 24)).check_k()
+
+
+def test_gated_loss_is_the_papers_with_a_frozen_decoder_in_the_auxiliary_term():
+    sae = build_sae(SaeConfig("gated", d_in=6, width=12, l1_coefficient=0.5), seed=9)
+    with torch.no_grad():
+        for p in (sae.b_enc, sae.r_mag, sae.b_mag, sae.b_dec):
+            p.normal_(0, 0.3)
+    x_c = X - sae.b_dec
+    gate, mag = x_c @ sae.W_enc + sae.b_enc, x_c @ (sae.W_enc * sae.r_mag.exp()) + sae.b_mag
+    codes = (gate > 0) * torch.relu(mag)
+    x_hat = codes @ sae.W_dec + sae.b_dec
+    frozen = torch.relu(gate) @ sae.W_dec.detach() + sae.b_dec.detach()
+    expected = (X - x_hat).pow(2).sum(-1).mean() + (X - frozen).pow(2).sum(-1).mean() + \
+        0.5 * (torch.relu(gate) * sae.W_dec.norm(dim=-1)).sum(-1).mean()
+    out = sae(X)
+    torch.testing.assert_close(out.loss, expected)
+    torch.testing.assert_close(out.codes, codes)
+    params = [sae.W_enc, sae.b_enc, sae.r_mag, sae.b_mag, sae.W_dec, sae.b_dec]
+    for a, b in zip(grads(out.loss, params), grads(expected, params)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(sae.eval().encode(X), codes)

@@ -69,7 +69,7 @@ def test_a_groupmax_coder_written_by_sparsify_is_refused():
 
 SAELENS = Path(__file__).parents[2] / "data" / "saelens"  # written by SAELens 6.54.12: bench/peers/saelens_fixtures.py
 CASES = ("standard", "topk_rescaled", "jumprelu", "jumprelu_no_b_dec_in", "transcoder", "skip_transcoder",
-         "jumprelu_skip_transcoder")
+         "jumprelu_skip_transcoder", "gated", "gated_no_b_dec_in")
 
 
 @pytest.mark.parametrize("case", CASES)

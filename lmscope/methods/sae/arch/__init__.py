@@ -3,13 +3,14 @@
 ``base`` (the interface: encode, decode, loss, the features as Units), ``l1`` (what the L1 variants share) and
 ``sparse`` (their sparse training kernels), then one module per architecture: ``tied`` (the paper's tied ReLU), ``relu``
 (untied, decoder-norm-weighted L1), ``topk`` (TopK + AuxK), ``batchtopk`` (BatchTopK), ``jumprelu`` (JumpReLU),
-``matryoshka`` (Matryoshka BatchTopK).
+``matryoshka`` (Matryoshka BatchTopK), ``gated`` (Gated SAE).
 """
 
 import torch
 
 from lmscope.methods.sae.arch.base import ForwardOutput, SparseAutoencoder, geometric_median
 from lmscope.methods.sae.arch.batchtopk import BatchTopKSAE
+from lmscope.methods.sae.arch.gated import GatedSAE
 from lmscope.methods.sae.arch.jumprelu import JumpReLUSAE
 from lmscope.methods.sae.arch.matryoshka import MatryoshkaSAE
 from lmscope.methods.sae.arch.relu import ReluSAE
@@ -19,7 +20,7 @@ from lmscope.methods.sae.config import SaeConfig
 from lmscope.methods.sae.registry import sae_class
 
 CLASSES: dict[str, type[SparseAutoencoder]] = {c.name: c for c in (TiedSAE, ReluSAE, TopKSAE, BatchTopKSAE,
-                                                                    JumpReLUSAE, MatryoshkaSAE)}
+                                                                    JumpReLUSAE, MatryoshkaSAE, GatedSAE)}
 
 
 def build_sae(cfg: SaeConfig, seed: int = 0) -> SparseAutoencoder:
@@ -29,5 +30,5 @@ def build_sae(cfg: SaeConfig, seed: int = 0) -> SparseAutoencoder:
         return sae_class(cfg.architecture)(cfg)
 
 
-__all__ = ["CLASSES", "BatchTopKSAE", "ForwardOutput", "JumpReLUSAE", "MatryoshkaSAE", "ReluSAE", "SparseAutoencoder",
-           "TiedSAE", "TopKSAE", "build_sae", "geometric_median"]
+__all__ = ["CLASSES", "BatchTopKSAE", "ForwardOutput", "GatedSAE", "JumpReLUSAE", "MatryoshkaSAE", "ReluSAE",
+           "SparseAutoencoder", "TiedSAE", "TopKSAE", "build_sae", "geometric_median"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from lmscope.methods.sae.arch.base import ForwardOutput, squared_error
+from lmscope.methods.sae.arch.base import squared_error
 from lmscope.methods.sae.arch.batchtopk import BatchTopKSAE
-from lmscope.methods.sae.arch.sparse import dense_codes, pre_activations, sparse_decode, sparse_encode
+from lmscope.methods.sae.arch.sparse import sparse_decode
 from lmscope.methods.sae.registry import register_sae_class
 
 
@@ -41,21 +41,11 @@ class MatryoshkaSAE(BatchTopKSAE):
             recon = recon + squared_error(x, x_hat - codes[:, w:] @ self.W_dec[w:])
         return recon, self.aux_loss(x, x_hat, pre, dead)
 
-    def forward(self, x: torch.Tensor, l1_scale: float = 1.0, dead: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> ForwardOutput:
-        """As BatchTopK; in training with gradients through sparse products, a prefix at a time."""
-        if not (self.training and torch.is_grad_enabled()):
-            return super().forward(x, l1_scale, dead, target)
-        (x, y), n = self.scaled(x, target), x.shape[0]
-        p = pre_activations(x, self.input_shift(), self.W_enc, self.b_enc)
-        rows, cols = self.select(torch.relu(p.pre))
-        vals = torch.relu(sparse_encode(p, rows, cols))
-        y_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec + self.skip_term(x)
-        recon = squared_error(y, y_hat)
+    def extra_reconstruction(self, y, y_hat, rows, cols, vals) -> torch.Tensor:
+        """Every smaller prefix's squared error, from the sparse codes: y_hat without the latents from w on."""
+        extra = y.new_zeros(())
         for w in self.prefix_ends():
             later = cols >= w  # rows stay ascending under a mask
-            dropped = sparse_decode(rows[later], cols[later], vals[later], self.W_dec, n)  # the latents from w on
-            recon = recon + squared_error(y, y_hat - dropped)
-        aux = self._sparse_aux(p, y, y_hat, dead)
-        codes = dense_codes(rows, cols, vals, n, self.d_sae)
-        return ForwardOutput(y_hat / self.out_scale, codes, recon + aux, recon, aux)
+            extra = extra + squared_error(y, y_hat - sparse_decode(rows[later], cols[later], vals[later], self.W_dec,
+                                                                   y.shape[0]))
+        return extra

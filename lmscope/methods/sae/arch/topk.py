@@ -82,10 +82,14 @@ class TopKSAE(SparseAutoencoder):
         rows, cols = self.select(torch.relu(p.pre))
         vals = torch.relu(sparse_encode(p, rows, cols))
         y_hat = sparse_decode(rows, cols, vals, self.W_dec, n) + self.b_dec + self.skip_term(x)
-        recon = squared_error(y, y_hat)
+        recon = squared_error(y, y_hat) + self.extra_reconstruction(y, y_hat, rows, cols, vals)
         aux = self._sparse_aux(p, y, y_hat, dead)
         codes = dense_codes(rows, cols, vals, n, self.d_sae)
         return ForwardOutput(y_hat / self.out_scale, codes, recon + aux, recon, aux)
+
+    def extra_reconstruction(self, y, y_hat, rows, cols, vals) -> torch.Tensor | float:
+        """Reconstruction terms beside the full one, from the sparse codes (none here; Matryoshka's prefixes)."""
+        return 0.0
 
     def _sparse_aux(self, p: Pre, x: torch.Tensor, x_hat: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor:
         """The AuxK term through sparse products (0 if no latent is dead); x: what is reconstructed (scaled)."""

@@ -51,18 +51,35 @@ def figure(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4), constrained_layout=True)
+    def family(label: str) -> str:  # "jumprelu tanh l0=1" -> "jumprelu tanh", "topk k=24" -> "topk"
+        return " ".join(w for w in label.split() if "=" not in w)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     for ax, key, title in zip(axes, ("mcc", "recovered", "fve"),
                               ("mean max cosine to the truth (MCC)", "true features recovered (cos > 0.9)", "FVE")):
-        for arch in dict.fromkeys(r["label"].split()[0] for r in rows):
-            mine = [r for r in rows if r["label"].split()[0] == arch]
-            ax.plot([r["l0"] for r in mine], [r[key] for r in mine], "o", label=arch, ms=7)
+        for i, name in enumerate(dict.fromkeys(family(r["label"]) for r in rows)):
+            mine = [r for r in rows if family(r["label"]) == name]
+            ax.plot([r["l0"] for r in mine], [r[key] for r in mine], "os^Dv<>"[i % 7], label=name, ms=7)
         ax.axvline(rows[0]["true_l0"], color="0.6", ls="--", lw=1)
         ax.set_xscale("log")
-        ax.set_xlabel("L0 (active latents per sample; dashed: the truth's)")
-        ax.set_title(title)
-    axes[0].legend(loc="upper left", bbox_to_anchor=(0, -0.18), ncol=5, frameon=False)
+        ax.set_xlabel("L0 (dashed: the truth's)")
+        ax.set_title(title, fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
+
+
+def read_table(path: Path) -> list[dict]:
+    """The rows of a table this script wrote (to redraw its figure without training again)."""
+    keys = ("l0", "mcc", "recovered", "precision", "recall", "fve", "dead")
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[1].replace(".", "").isdigit():
+            rows.append({"label": cells[0], **dict(zip(keys, map(float, cells[1:])))})
+    true_l0 = float(path.read_text().split("True L0 of the evaluation sample: ")[1].split(".")[0] + ".0")
+    return [{**r, "true_l0": true_l0} for r in rows]
 
 
 def main() -> None:
@@ -71,7 +88,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--width", type=int, default=4096)
+    parser.add_argument("--replot", action="store_true", help="redraw the figure from the table, train nothing")
     args = parser.parse_args()
+    if args.replot:
+        figure(read_table(ROOT / "bench" / "results" / "sae-groundtruth-cpu.md"), ROOT / "docs" / "figures" /
+               "sae-groundtruth.png")
+        return
     torch.set_num_threads(2)
     synth_cfg = SynthConfig()
     synth = SyntheticActivations(synth_cfg)

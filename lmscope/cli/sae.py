@@ -25,6 +25,7 @@ from lmscope.methods.sae import (
     feature_examples,
     harvest,
     load_sae,
+    save_sae,
     train_saes,
 )
 from lmscope.methods.sae.artifacts import check_sae
@@ -170,4 +171,21 @@ def sae_features(args) -> int:
     result.save(out / "result")
     index = write_feature_pages(result, out)
     print(f"{lm.name} {result.site}: {len(result.pages)} feature pages from {result.tokens} tokens -> {index}")
+    return 0
+
+
+@command("sae-export",
+         SAE_FOLDER, SAE_SITE,
+         arg("--format", dest="layout", choices=("saelens", "lmscope"), default="saelens",
+             help="the layout written (default: saelens, SAELens 6's)"),
+         out="out/sae-export")
+def sae_export(args) -> int:
+    """Read an SAE in any layout lmscope reads and write it in lmscope's or SAELens' (site and model kept)."""
+    sae = load_sae(args.sae)
+    site = check_sae(sae, site=Site.parse(args.site) if args.site else None)
+    target = str(sae.target) if sae.transcoder and sae.target is not None else ""
+    out = out_dir(args)
+    save_sae(sae, out, site=str(site), model=sae.model, format=args.layout, target=target)
+    print(f"{args.sae} ({sae.name}{' transcoder' if sae.transcoder else ''}, {site}"
+          f"{' -> ' + target if target else ''}) -> {out} ({args.layout})")
     return 0

@@ -56,3 +56,33 @@ def test_sae_train_transcoders_at_every_layer_and_jumprelu(tiny_llama_dir, corpu
                  "1", *small, "--out", str(tmp_path / "jr")]) == 0
     assert {p.name for p in (tmp_path / "jr").iterdir() if p.is_dir() and p.name != "checkpoint"} == {
         "resid_post.1-jumprelu-r2-l00.1", "resid_post.1-jumprelu-r2-l01"}
+
+
+def test_sae_export_writes_any_layout_as_saelens_or_lmscope(tmp_path, capsys):
+    """A sparsify skip transcoder and a SAELens gated SAE (written by the peers themselves) exported and read back."""
+    from pathlib import Path
+
+    import torch
+
+    from lmscope.io import load_tensors
+    from lmscope.methods.sae import load_sae
+
+    data = Path(__file__).parents[1] / "data"
+    x = load_tensors(data / "sparsify" / "io.safetensors")["x"]
+    tc = data / "sparsify" / "transcoder" / "layers.1.mlp"
+    assert main(["sae-export", str(tc), "--out", str(tmp_path / "tc")]) == 2  # SAELens has no TopK transcoder
+    assert "SAELens has no architecture for a 'topk' skip transcoder" in capsys.readouterr().err
+    assert main(["sae-export", str(tc), "--format", "lmscope", "--out", str(tmp_path / "tc")]) == 0
+    assert "mlp_in.1 -> mlp_out.1" in capsys.readouterr().out
+    back = load_sae(tmp_path / "tc")
+    assert back.transcoder and back.target is not None and str(back.target) == "mlp_out.1"
+    torch.testing.assert_close(back.output(x), load_sae(tc).output(x), atol=1e-5, rtol=1e-5)
+    gated = data / "saelens" / "gated"
+    assert main(["sae", "export", str(gated), "--format", "lmscope", "--out", str(tmp_path / "g")]) == 0
+    again = load_sae(tmp_path / "g")
+    assert again.name == "gated" and str(again.site) == "resid_post.1"
+    torch.testing.assert_close(again.output(x), load_sae(gated).output(x), atol=1e-5, rtol=1e-5)
+    assert main(["sae-export", str(tmp_path / "g"), "--out", str(tmp_path / "g2")]) == 0  # and back to SAELens
+    torch.testing.assert_close(load_sae(tmp_path / "g2").output(x), again.output(x), atol=1e-5, rtol=1e-5)
+    assert main(["sae-export", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -14,13 +14,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from lmscope.data.activations import TextConfig, corpus_batches, deepest_stop, run_batch
-from lmscope.errors import ArtifactError, DataError, SiteError
+from lmscope.errors import ArtifactError, ConfigError, DataError, SiteError
 from lmscope.io import load_tensors, read_json, save_tensors, write_json
 from lmscope.methods.sae.config import HarvestConfig
 from lmscope.model.lm import LM
@@ -75,6 +76,29 @@ def site_width(lm: LM, site: Site) -> int:
     return lm.d_model
 
 
+def physical_memory() -> int:
+    """The machine's memory in bytes (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_buffer_memory(lm: LM, sites: Sequence[Site], buffer_rows: int, memory: int | None = None) -> None:
+    """Refuse a buffer that would not fit in half the machine's memory (one ConfigError giving the rows that fit).
+
+    A buffer holds ``buffer_rows`` float32 rows at every site, twice while it is assembled.
+    """
+    memory = physical_memory() if memory is None else memory
+    per_row = 4 * sum(site_width(lm, s) for s in sites)  # float32 bytes of one position at every site
+    need = 2 * buffer_rows * per_row
+    if memory and need > memory // 2:
+        fits = max(1, memory // 2 // (2 * per_row))
+        raise ConfigError(f"a buffer of {buffer_rows:,} rows at {len(sites)} sites takes {need / 2**30:.1f} GiB while "
+                          f"it is assembled, more than half of this machine's {memory / 2**30:.1f} GiB; give "
+                          f"--buffer-rows {fits:,} or fewer")
+
+
 def first_rows(tokenizer, cfg: TextConfig) -> torch.Tensor:
     """The first token batch of ``cfg``'s text, or one DataError: the corpus is empty, too short or not text.
 
@@ -121,6 +145,7 @@ class ActivationStream:
             raise ArtifactError("no site to harvest")
         lm.check_length(config.seq_len)
         self.stop = deepest_stop(self.sites)
+        check_buffer_memory(lm, self.sites, config.buffer_rows)
         per_batch = config.batch_size * config.seq_len
         self.batches_per_buffer = max(1, config.buffer_rows // per_batch)
         self.n_buffers = -(-config.tokens // (per_batch * self.batches_per_buffer))

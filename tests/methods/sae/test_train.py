@@ -236,3 +236,12 @@ def test_transcoders_train_from_one_harvest_save_load_and_evaluate(lm, harvest_c
     s = result.summary()
     assert s["site"] == "mlp_out.0" and s["reads"] == "mlp_in.0" and s["architecture"] == "skip jumprelu transcoder"
     assert s["ce_zero"] != s["ce_orig"] and -1 < s["fve"] <= 1
+
+
+def test_a_buffer_larger_than_half_the_memory_is_refused_with_the_rows_that_fit(lm):
+    from lmscope.methods.sae.harvest import check_buffer_memory
+
+    sites = lm.sites("mlp_in") + lm.sites("mlp_out")  # every layer's transcoder pair
+    check_buffer_memory(lm, sites, 65_536, memory=64 * 2**30)
+    with pytest.raises(lmscope.ConfigError, match=r"give --buffer-rows 5,461 or fewer"):
+        check_buffer_memory(lm, sites, 65_536, memory=2**24)  # half of 16 MiB over 2 x 6 sites x 32 floats x 4 bytes

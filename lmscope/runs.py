@@ -76,6 +76,27 @@ def append_record(sink: IO[str], record: dict) -> None:
     os.fsync(sink.fileno())
 
 
+def first_difference(a, b, where: str = "settings") -> tuple[str, object, object]:
+    """(path, value in a, value in b) of the first place two JSON values differ (depth first, keys in order)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key, _MISSING) != b.get(key, _MISSING):
+                return first_difference(a.get(key, _MISSING), b.get(key, _MISSING), f"{where}.{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return first_difference(x, y, f"{where}[{i}]")
+    return where, a, b
+
+
+_MISSING = "(not set)"
+
+
+def _short(value, limit: int = 80) -> str:
+    text = value if value is _MISSING else repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def check_settings(out: str | Path, settings: dict) -> None:
     """Refuse to resume in ``out`` a run made with other settings; record them for a new run."""
     path = Path(out) / SETTINGS
@@ -83,7 +104,9 @@ def check_settings(out: str | Path, settings: dict) -> None:
     if path.is_file():
         saved = read_json(path)
         if saved != settings:
-            raise RunError(f"{out} holds a run of another model or configuration ({saved}); use another --out")
+            where, was, now = first_difference(saved, settings)
+            raise RunError(f"{out} holds a run of another model or configuration ({where}: {_short(was)} there, "
+                           f"{_short(now)} asked); use another --out")
     else:
         write_json(path, settings)
 

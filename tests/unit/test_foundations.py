@@ -114,8 +114,13 @@ def test_run_resumes_and_refuses_other_settings(tmp_path):
     again = Run(tmp_path / "run", {"model": "m", "n": 1}, key="id")
     assert list(again.done) == [0] and again.todo([0, 1, 2], lambda i: i) == [1, 2]
     assert read_records(tmp_path / "run" / "records.jsonl") == [{"id": 0, "v": 1.5}]
-    with pytest.raises(lmscope.RunError, match="another model or configuration"):
+    with pytest.raises(lmscope.RunError, match=r"another model or configuration \(settings.model: 'm' there, "
+                                               r"'other' asked\)"):
         check_settings(tmp_path / "run", {"model": "other", "n": 1})
+    with pytest.raises(lmscope.RunError, match=r"settings.jobs\[1\].k: 4 there, 8 asked"):  # the first difference only
+        (tmp_path / "jobs").mkdir()
+        check_settings(tmp_path / "jobs", {"jobs": [{"k": 2}, {"k": 4}]})
+        check_settings(tmp_path / "jobs", {"jobs": [{"k": 2}, {"k": 8}]})
 
 
 # ---- running statistics -----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from lmscope.io import load_tensors, read_json, save_tensors, write_json
 from lmscope.methods.sae.arch import SparseAutoencoder, build_sae
 from lmscope.methods.sae.config import K_DEFAULT, SaeConfig
 from lmscope.methods.sae.harvest import check_sites, site_width
-from lmscope.methods.sae.registry import classes
+from lmscope.methods.sae.registry import classes, sae_class
 from lmscope.model.lm import LM
 from lmscope.model.loading import REGISTRY
 from lmscope.model.sites import Site
@@ -76,7 +76,7 @@ def _folded(sae: SparseAutoencoder, weights: dict) -> dict:
     return folded
 
 
-SAELENS_VERSION = "6.54.12"  # the SAELens whose layout is written (and checked, bench/peers/saelens_formats.py)
+SAELENS_VERSION = "6.54.12"  # the SAELens whose layout is written (checked: bench/peers/saelens_reads_lmscope.py)
 
 
 def _hook(site: str) -> str:
@@ -244,6 +244,19 @@ def _scaler(folder: Path) -> float:
 SAELENS_TRANSCODERS = {name: key for key, name in TRANSCODERS.items()}  # SAELens transcoder -> (architecture, skip)
 
 
+def _move_input_shift(tensors: dict, into_encoder: bool) -> None:
+    """Move the subtraction of b_dec from the input between a folder's convention and lmscope's, exactly.
+
+    lmscope's autoencoders encode x - b_dec, its transcoders x. ``into_encoder``: a folder that encodes x, read as an
+    autoencoder (x W + b == (x - b_dec) W + (b + b_dec W)); else a folder that encodes x - b_dec, read as a
+    transcoder (b - b_dec W). Every encoder path moves: a gated SAE's magnitude path reads W exp(r_mag).
+    """
+    sign = 1.0 if into_encoder else -1.0
+    tensors["b_enc"] = tensors["b_enc"] + sign * tensors["b_dec"] @ tensors["W_enc"]
+    if "r_mag" in tensors:
+        tensors["b_mag"] = tensors["b_mag"] + sign * tensors["b_dec"] @ (tensors["W_enc"] * tensors["r_mag"].exp())
+
+
 def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     cfg = _read_cfg(folder)
     tensors = load_tensors(folder / SAELENS_WEIGHTS)
@@ -253,19 +266,16 @@ def _from_saelens(folder: Path) -> tuple[SparseAutoencoder, dict]:
     d_sae = _int(cfg, "d_sae", folder, "SAELens' dictionary size: the folder is incomplete")
     d_out = _int(cfg, "d_out", folder, "a transcoder's output width: the folder is incomplete") if skip is not None \
         else 0
-    if arch == "gated" and "b_gate" in tensors:  # lmscope keeps the gate's bias as b_enc
-        tensors["b_enc"] = tensors.pop("b_gate")
+    sae_cfg = _saelens_config(arch, cfg, tensors, d_in, d_sae, folder)
+    tensors = sae_class(sae_cfg.architecture).saelens_import(tensors)  # SAELens' names -> lmscope's
     _check_tensors(tensors, folder)
     _check_shapes(tensors, d_in, d_sae, folder, d_out, bool(skip))
     _fold_saelens_scales(cfg, tensors, folder)
     centers = cfg.get("apply_b_dec_to_input", True)
     if skip is not None and centers:  # SAELens refuses it too: a transcoder's b_dec is in the output space
         raise ArtifactError(f"{folder / 'cfg.json'}: apply_b_dec_to_input is true for a transcoder")
-    if skip is None and not centers:  # x W_enc + b_enc == (x - b_dec) W_enc + (b_enc + b_dec W_enc)
-        tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
-        if "r_mag" in tensors:  # a gated SAE's magnitude path: its encoder is W_enc exp(r_mag)
-            tensors["b_mag"] = tensors["b_mag"] + tensors["b_dec"] @ (tensors["W_enc"] * tensors["r_mag"].exp())
-    sae_cfg = _saelens_config(arch, cfg, tensors, d_in, d_sae, folder)
+    if skip is None and not centers:
+        _move_input_shift(tensors, into_encoder=True)
     if skip is not None:
         sae_cfg = _config(folder, **{**asdict(sae_cfg), "transcoder": True, "skip": skip, "d_out": d_out})
     sae = _build(sae_cfg, tensors, folder, checked=True)
@@ -347,8 +357,8 @@ def _from_sparsify(folder: Path, cfg: dict) -> tuple[SparseAutoencoder, dict]:
     tensors = {"W_enc": raw["encoder.weight"].T.contiguous(), "b_enc": raw["encoder.bias"], "W_dec": raw["W_dec"],
                "b_dec": raw["b_dec"], **({"W_skip": raw["W_skip"]} if "W_skip" in raw else {})}
     _check_shapes(tensors, d_in, d_sae, folder, d_in, skip)
-    if transcoder and shifted:  # (x - b_dec) W_enc + b_enc == x W_enc + (b_enc - b_dec W_enc)
-        tensors["b_enc"] = tensors["b_enc"] - tensors["b_dec"] @ tensors["W_enc"]
+    if transcoder and shifted:
+        _move_input_shift(tensors, into_encoder=False)
     sae_cfg = _config(folder, "topk", d_in=_int(cfg, "d_in", folder, "input width", d_in), width=d_sae,
                       k=_int(cfg, "k", folder, "active latents", K_DEFAULT), transcoder=transcoder, skip=skip)
     return _build(sae_cfg, tensors, folder, checked=True), _sparsify_sites(folder.name, transcoder)
@@ -412,7 +422,7 @@ def _from_gemma_scope(folder: Path) -> tuple[SparseAutoencoder, dict]:
         tensors["W_skip"] = raw["affine_skip_connection"].T.contiguous()
     _check_shapes(tensors, d_in, d_sae, folder, d_out, "W_skip" in tensors)
     if not transcoder:
-        tensors["b_enc"] = tensors["b_enc"] + tensors["b_dec"] @ tensors["W_enc"]
+        _move_input_shift(tensors, into_encoder=True)
     sae_cfg = _config(folder, "jumprelu", d_in=d_in, width=d_sae, transcoder=transcoder, skip="W_skip" in tensors,
                       d_out=d_out if transcoder else 0)
     return _build(sae_cfg, tensors, folder, checked=True), meta
@@ -445,7 +455,7 @@ def _gemma_scope_sites(folder: Path, cfg: dict) -> dict:
                                     ("attn_heads", ("attn_out", "-att")), ("mlp_out", ("mlp_out", "-mlp")),
                                     ("embedding", ("embedding",)))
                  if any(w in path for w in words)), "")
-    meta = {"site": _hf_site(hf_in or "") or "", "model": model}
+    meta = {"site": _hf_site(hf_in or ""), "model": model}
     if kind == "embedding":
         return {**meta, "embedding": True}
     if not meta["site"] and layer and kind:

@@ -207,6 +207,11 @@ class SparseAutoencoder(nn.Module):
         return weights, {}
 
     @classmethod
+    def saelens_import(cls, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A SAELens folder's tensors under lmscope's names (the inverse of :meth:`saelens_export`'s renaming)."""
+        return tensors
+
+    @classmethod
     def from_saelens(cls, architecture: str, cfg: dict, tensors: dict[str, torch.Tensor], d_in: int,
                      d_sae: int) -> SaeConfig | None:
         """The SaeConfig under which this class reads a SAELens folder of ``architecture`` (None: it does not)."""

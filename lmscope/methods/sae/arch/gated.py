@@ -72,3 +72,8 @@ class GatedSAE(SparseAutoencoder):
         weights = dict(weights)
         weights["b_gate"] = weights.pop("b_enc")
         return weights, {}
+
+    @classmethod
+    def saelens_import(cls, tensors):
+        """SAELens' b_gate is lmscope's b_enc."""
+        return {("b_enc" if k == "b_gate" else k): v for k, v in tensors.items()}

@@ -12,6 +12,7 @@ import typing
 from typing import Any, TypeVar
 
 from lmscope.config import limits
+from lmscope.errors import ConfigError
 
 C = TypeVar("C")
 
@@ -50,5 +51,20 @@ def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
     hints = typing.get_type_hints(cls)
     for name, value in values.items():
         if typing.get_origin(hints[name]) is tuple and isinstance(value, list):
-            values[name] = tuple(value)
+            values[name] = tuple(_items(name, value, typing.get_args(hints[name])[:1]))
     return cls(**values)
+
+
+def _items(name: str, values: list, kinds: tuple) -> list:
+    """A list option's words as its field's item type (tuple[int, ...] takes whole numbers), or one ConfigError."""
+    kind = kinds[0] if kinds and kinds[0] in (int, float) else None
+    if kind is None:
+        return values
+    items = []
+    for v in values:
+        try:
+            items.append(kind(v))
+        except ValueError:
+            what = "whole numbers" if kind is int else "numbers"
+            raise ConfigError(f"{_flag(name)} takes {what}, got {v!r}") from None
+    return items

@@ -137,7 +137,23 @@ TRAIN = ["sae-train", "--sites", "resid_post.1", "--tokens", "256", "--batch-tok
     (["--d-in", "512"], ("d-in 512", "32", "resid_post.1")),
     (["--shard-tokens", "1000"], ("shard-tokens", "--buffer-rows")),
     (["--tokens", "10"], ("tokens 10", "batch-tokens 64")),
-], ids=["k-ratio", "k-width", "sweep-k", "d-in", "shard-tokens", "tokens"])
+    (["--architecture", "jumprelu", "--jumprelu-loss", "quadratic"], ("quadratic", "--target-l0")),
+    (["--architecture", "jumprelu", "--jumprelu-loss", "magic"], ("jumprelu-loss", "'magic'")),
+    (["--architecture", "jumprelu", "--jumprelu-bandwidth", "0"], ("jumprelu-bandwidth", "> 0")),
+    (["--architecture", "jumprelu", "--l0-coefficient", "nan"], ("l0-coefficient", "nan")),
+    (["--architecture", "jumprelu", "--sweep-l0", "1", "-1"], ("l0-coefficient", "-1")),
+    (["--architecture", "matryoshka", "--matryoshka-widths", "16", "8"], ("matryoshka-widths", "increasing")),
+    (["--architecture", "matryoshka", "--ratio", "2", "--matryoshka-widths", "8", "1000"],
+     ("matryoshka-widths end at 1000", "64 latents")),
+    (["--transcoder"], ("transcoder", "tied")),  # the default architecture is the tied one
+    (["--architecture", "topk", "--skip"], ("skip", "--transcoder")),
+    (["--architecture", "topk", "--transcoder"], ("resid_post.1", "not an mlp_in site")),
+    (["--architecture", "topk", "--transcoder", "--sites", "mlp_in.1", "--d-out", "99"], ("d-out 99", "mlp_out.1")),
+    (["--buffer-rows", "1000000000"], ("buffer of 1,000,000,000 rows", "--buffer-rows")),
+    (["--architecture", "matryoshka", "--matryoshka-widths", "8", "x"], ("matryoshka-widths", "whole numbers", "'x'")),
+], ids=["k-ratio", "k-width", "sweep-k", "d-in", "shard-tokens", "tokens", "quadratic-no-target", "jumprelu-loss",
+        "bandwidth-0", "l0-nan", "sweep-l0-negative", "widths-order", "widths-past-d_sae", "tied-transcoder",
+        "skip-no-transcoder", "transcoder-site", "d-out", "buffer-memory", "widths-text"])
 def test_sae_train_relations(extra, fragments, run, tmp_path, capsys):
     one_line_error(capsys, run(*TRAIN, *extra), *fragments)
     nothing_written(tmp_path)
@@ -236,3 +252,18 @@ def test_evaluation_metrics_that_are_undefined_are_errors(tiny_llama_dir):
     totals.ce, totals.ce_tokens = torch.tensor([2.0, 3.0, 2.0], dtype=torch.float64), 1
     with pytest.raises(lmscope.InputError, match="CE recovered is undefined"):
         _result(lm, sae, site, totals, EvalConfig())
+
+
+# ---- sae export ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("make, argv, fragments", [
+    (lambda p: p / "missing", [], ("does not exist",)),
+    (lambda p: sae_folder(p / "sae", W_dec=_tensor("W_dec", _one_nan)), [], ("W_dec", "not finite")),
+    (lambda p: (p / "sae.bin").write_bytes(bytes(range(256))) and p / "sae.bin", [], ("is a file",)),
+    (lambda p: _cfg(sae_folder(p / "sae"), lambda c: [c]), [], ("a list, not an object",)),
+    (lambda p: sae_folder(p / "sae", site=""), [], ("names no site", "--site")),
+    (lambda p: sae_folder(p / "sae"), ["--site", "resid_post.-1x"], ("not a site",)),
+], ids=["missing", "nan", "binary-file", "cfg-list", "no-site", "bad-site"])
+def test_sae_export_bad_input(make, argv, fragments, tmp_path, capsys):
+    folder = make(tmp_path)
+    one_line_error(capsys, main(["sae-export", str(folder), *argv, "--out", str(tmp_path / "out")]), *fragments)
+    nothing_written(tmp_path)

@@ -101,7 +101,7 @@ class SaeConfig:
             raise ConfigError("jumprelu-loss quadratic needs --target-l0 > 0 (the L0 the term pulls toward)")
         if not 0 <= self.threshold_momentum < 1:
             raise ConfigError(f"threshold-momentum must be in [0, 1), got {self.threshold_momentum}")
-        if (self.d_in or self.width) and self.k != K_DEFAULT:  # a k given must fit in a dictionary of known size
+        if (self.d_in or self.width) and (self.k != K_DEFAULT or self.matryoshka_widths):  # must fit a known size
             self.check_k()  # (the default is checked where the SAE is trained or used: train_saes, check_sae)
 
     @property

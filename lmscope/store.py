@@ -12,6 +12,7 @@ path                                                what
 ``stats/<model>-<fingerprint>/embedding_std.json``  the embedding scale behind causal tracing's noise
 ``stats/<model>-<key fingerprint>/mom2-.../``       ROME's second-moment statistics (+ ``.partial``)
 ``stats/<model>/trace_peaks.json``                  MLP peaks of dataset traces, one entry per run
+``lenses/<model>/tuned/``                           the model's tuned lens (cfg.json + safetensors)
 =================================================== ===============================================
 
 Model-specific paths take a *model key*: the model's display name with ``/`` made safe, and, where the contents
@@ -77,3 +78,8 @@ def second_moment_dir(model: str, key_fingerprint: str, corpus: str, layer: int,
 def trace_peaks_file(model: str) -> Path:
     """The MLP-peak records of a model's dataset traces (by name: they survive edits of the weights)."""
     return stats_dir(model) / "trace_peaks.json"
+
+
+def tuned_lens_dir(model: str) -> Path:
+    """Where the tuned lens of a model is kept (by name: the lens of an edited model is still its lens)."""
+    return root() / "lenses" / safe_name(model) / "tuned"

@@ -41,8 +41,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         else:
             kinds = (str,) if str in typing.get_args(tp) else (int, float, str)  # int | str ("auto"): parse later
             kind = next((t for t in kinds if tp is t or t in typing.get_args(tp)), str)
+            choices = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
             group.add_argument(_flag(f.name), dest=f.name, type=kind, default=None if required else default,
-                               required=required, help=help_text)
+                               required=required, help=help_text, **choices)
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:

@@ -29,6 +29,7 @@ class Entry:
 
 GROUPS: dict[str, str] = {
     "model": "the bundled models: list, info",
+    "lens": "lenses: one prompt through the logit or the tuned lens; train, compare and import a tuned lens",
     "trace": "causal tracing (ROME section 2): one prompt, or averaged over known facts",
     "rome": "ROME: edit a fact, its second-moment statistics, CounterFact evaluation",
     "stages": "stages of inference: the whole analysis, or one lesion",
@@ -39,7 +40,14 @@ GROUPS: dict[str, str] = {
 }
 
 ENTRIES: tuple[Entry, ...] = (
-    Entry(("lens",), "lens", "lmscope.cli.lens", "logit lens of one prompt: lens.json, lens.png, report.html"),
+    Entry(("lens", "run"), "lens", "lmscope.cli.lens",
+          "lens of one prompt (logit or tuned lens, --readout): lens.json, lens.png, report.html", ("lens",)),
+    Entry(("lens", "train"), "lens-train", "lmscope.cli.lens",
+          "train a tuned lens of the model on a packaged corpus (resumable); it goes into the store"),
+    Entry(("lens", "eval"), "lens-eval", "lmscope.cli.lens",
+          "the logit and the tuned lens layer by layer on held-out text: KL to the final layer, top-1 agreement"),
+    Entry(("lens", "import"), "lens-import", "lmscope.cli.lens",
+          "put a tuned lens folder (tuned-lens' config.json + params.pt, or lmscope's) into the store"),
     Entry(("model", "list"), "models", "lmscope.cli.model", "list the bundled models and what is cached",
           ("models",)),
     Entry(("model", "info"), "info", "lmscope.cli.model", "family, layers, widths and site modules of a model",
@@ -95,5 +103,5 @@ BY_NAME = {e.name: e for e in ENTRIES}
 BY_PATH = {e.path: e for e in ENTRIES}
 ALIASES = {alias: e for e in ENTRIES for alias in e.aliases}
 # a group whose old name was a command: `lmscope trace PROMPT ...` still means `lmscope trace run PROMPT ...`
-DEFAULT_SUB = {"trace": "run", "stages": "run", "patch": "run", "neurons": "find"}
+DEFAULT_SUB = {"trace": "run", "stages": "run", "patch": "run", "neurons": "find", "lens": "run"}
 VALUE_OPTIONS = ("--model", "--device", "--dtype", "--seed")  # global options that take a value

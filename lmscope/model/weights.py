@@ -12,7 +12,8 @@ the stacks are kept here, keyed by the parameter, not on the model. :class:`Edit
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 import torch
@@ -131,3 +132,20 @@ class EditHandle(Generic[R]):
 
     def __exit__(self, *exc) -> None:
         self.undo()
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Switch off gradients of every parameter for the duration (restored after).
+
+    A loss through the model then computes gradients for its inputs and the trained tensors only, never (at the
+    cost of a matmul each) for the model's own weights.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)

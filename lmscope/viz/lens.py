@@ -1,6 +1,9 @@
-"""Figures and report for :class:`~lmscope.methods.lens.LogitLensResult`.
+"""Figures and reports of the lenses (they only read results).
 
-The familiar layer x position grid of top tokens coloured by probability, and KL / entropy per layer.
+The lens of one prompt (:class:`~lmscope.methods.lens.LogitLensResult`, through the logit or the tuned lens): the
+familiar layer x position grid of top tokens coloured by probability, and KL / entropy per layer. The held-out
+comparison (:class:`~lmscope.methods.lens.LensComparison`): KL to the final layer and top-1 agreement per layer
+for each readout, as the tuned lens paper's main figure. A tuned lens' training: its KL per layer over the steps.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ def show_token(token: str, width: int = 10) -> str:
     """A token made visible for a plot: spaces as '␣', newlines as '⏎', cut to ``width`` characters."""
     shown = token.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
     return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+def _title(result) -> str:
+    """"Logit lens" or "Tuned lens", from the readout the result records."""
+    label = getattr(result, "readout_label", "logit lens")
+    return label[0].upper() + label[1:]
 
 
 def _positions(result, max_positions: int) -> range:
@@ -48,7 +57,7 @@ def lens_grid_figure(result, max_positions: int = 16) -> Figure:
     ax.set_yticks(range(n_rows), result.layer_labels, fontsize=7)
     ax.set_xlabel("input token (the cell is the prediction for the token after it)")
     ax.set_ylabel("residual stream read (embed = h^0; l = output of block l)")
-    ax.set_title(f"Logit lens: {result.model}", fontsize=10)
+    ax.set_title(f"{_title(result)}: {result.model}", fontsize=10)
     fig.colorbar(im, ax=ax, label="top-1 probability", fraction=0.04, pad=0.02)
     return fig
 
@@ -66,7 +75,7 @@ def lens_curves_figure(result) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].set_yscale("symlog", linthresh=1.0)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Logit lens: {result.model} — {result.prompt!r}", fontsize=10)
+    fig.suptitle(f"{_title(result)}: {result.model} — {result.prompt!r}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -102,10 +111,14 @@ def lens_table_html(result, max_positions: int = 16, tooltip_k: int = 5) -> str:
 
 def lens_report(result) -> HtmlReport:
     """A self-contained report: summary, the interactive table, both figures and the per-layer numbers."""
-    report = HtmlReport(f"Logit lens — {result.model}", f"prompt: {result.prompt!r}; top-k = {result.config.top_k}")
+    report = HtmlReport(f"{_title(result)} — {result.model}",
+                        f"prompt: {result.prompt!r}; top-k = {result.config.top_k}; readout: {result.readout_label}")
     final = result.top_tokens[-1][-1]
+    how = ("through the final norm and the unembedding (the logit lens)" if result.readout.get("kind") != "tuned"
+           else f"through its tuned lens translator, then the final norm and the unembedding (tuned lens: "
+                f"{result.readout.get('source')}, {result.readout.get('tokens') or '?'} training tokens)")
     report.text(f"The model's next token is {final[0]!r} (p = {float(result.top_probs[-1, -1, 0]):.3f}). "
-                f"Every row reads one residual stream through the final norm and the unembedding.")
+                f"Every row reads one residual stream {how}.")
     report.heading("Top token per layer and position").raw(lens_table_html(result))
     report.figure(lens_grid_figure(result), "top-1 token per (layer, position), coloured by its probability")
     report.figure(lens_curves_figure(result), "KL to the final distribution and entropy, per layer")
@@ -113,4 +126,81 @@ def lens_report(result) -> HtmlReport:
     rows = [[label, result.top_tokens[i][-1][0], float(result.top_probs[i, -1, 0]), float(result.kl[i, -1]),
              float(result.entropy[i, -1])] for i, label in enumerate(result.layer_labels)]
     report.table(["layer", "top token", "p", "KL(final || layer)", "entropy"], rows)
+    return report
+
+
+COLOURS = {"logit lens": "tab:blue", "tuned lens": "tab:orange"}
+
+
+def comparison_figure(result) -> Figure:
+    """KL to the final layer (log scale) and top-1 agreement per residual stream, one line per readout."""
+    x = np.arange(len(result.layer_labels))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for j, label in enumerate(result.readouts):
+        style = {"color": COLOURS.get(label), "marker": "o", "ms": 3, "label": label}
+        axes[0].plot(x[:-1], result.kl[j, :-1].clamp_min(1e-4).numpy(), **style)
+        axes[1].plot(x, result.top1[j].numpy(), **style)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("KL(P_final || P_lens) [nats]")
+    axes[1].set_ylabel("top-1 agreement with the model")
+    axes[1].set_ylim(0, 1.02)
+    step = max(1, len(x) // 12)
+    for ax in axes:
+        ax.set_xticks(x[::step], [result.layer_labels[i] for i in x[::step]], fontsize=7)
+        ax.set_xlabel("residual stream (embed = h^0; l = output of block l)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(f"{result.model}: logit vs tuned lens on {result.positions:,} held-out positions", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_report(result) -> HtmlReport:
+    """The comparison figure, what it shows in words, and the per-layer table."""
+    report = HtmlReport(f"Logit vs tuned lens — {result.model}",
+                        f"{result.positions:,} held-out positions of {result.config.corpus} ({result.config.split})")
+    mean = result.summary()["mean_kl"]
+    worse = result.worse_rows() if len(result.readouts) > 1 else []
+    report.text("Mean KL over the layers: " + "; ".join(f"{k} {v:.3f} nats" for k, v in mean.items()) + ". "
+                + ("The tuned lens has the lower KL at every layer but the last (the model's output, where both are "
+                   "exact)." if not worse else f"The tuned lens does not beat the logit lens at layer(s) "
+                                               f"{', '.join(worse)}."))
+    if result.lens:
+        report.text(f"Tuned lens: {result.lens.get('source')}, trained on {result.lens.get('tokens') or '?'} tokens "
+                    f"in {result.lens.get('steps') or '?'} steps.")
+    report.figure(comparison_figure(result), "KL to the final distribution and top-1 agreement, per layer")
+    heads = [f"{what} {r}" for what in ("KL", "top-1") for r in result.readouts]
+    rows = [[label, *(float(result.kl[j, i]) for j in range(len(result.readouts))),
+             *(float(result.top1[j, i]) for j in range(len(result.readouts)))]
+            for i, label in enumerate(result.layer_labels)]
+    report.table(["layer", *heads], rows)
+    return report
+
+
+def training_figure(lens) -> Figure:
+    """Training KL of every translator over the steps (colour: depth)."""
+    history = np.array(lens.training.get("history") or [[0.0]])  # (steps, layers)
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    cmap = colormaps["viridis"]
+    for i in range(history.shape[1]):
+        ax.plot(np.arange(1, len(history) + 1), history[:, i], color=cmap(i / max(1, history.shape[1] - 1)), lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training KL [nats]")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, history.shape[1] - 1))
+    fig.colorbar(sm, ax=ax, label="residual stream (0 = embeddings)")
+    ax.set_title(f"Tuned lens of {lens.model}: {lens.training.get('tokens', 0):,} tokens, "
+                 f"{lens.training.get('seconds', 0):.0f} s", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def training_report(lens) -> HtmlReport:
+    """The training curves and the settings."""
+    t = lens.training
+    report = HtmlReport(f"Tuned lens — {lens.model}", f"{t.get('tokens', 0):,} tokens, {t.get('steps')} steps, "
+                                                      f"{t.get('seconds', 0):.0f} s")
+    report.figure(training_figure(lens), "training KL of every translator")
+    report.table(["setting", "value"], [[k, str(v)] for k, v in (t.get("config") or {}).items()])
     return report

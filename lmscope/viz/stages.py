@@ -22,10 +22,10 @@ def lesion_figure(result) -> Figure:
         for mode in ("delete", "swap"):
             values = result.lesion[f"{mode}_{metric}"].numpy()
             ax.plot(_depth(result, len(values)), values, marker="o", ms=3, label=mode)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9, pad=18)
         ax.set_xlabel("relative depth")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        _outside(ax)
     fig.suptitle(f"{result.model}: layer lesions over {result.tokens} tokens (base accuracy "
                  f"{result.base_accuracy:.3f})", fontsize=10)
     fig.tight_layout()
@@ -38,42 +38,69 @@ def curves_figure(result) -> Figure:
     x = _depth(result, result.n_layers)
     axes[0].plot(x, result.lens_kl.numpy(), label="KL to final")
     axes[0].plot(x, result.lens_entropy.numpy(), label="entropy")
-    axes[0].set_title("logit lens", fontsize=9)
-    axes[0].legend(fontsize=8)
+    axes[0].set_title(_lens_label(result), fontsize=9, pad=18)
     axes[1].plot(x, result.locality.mean(1).numpy(), label="mean over heads")
     axes[1].plot(x, result.locality.max(1).values.numpy(), label="max head", ls="--")
-    axes[1].set_title(f"attention on the previous {result.config.locality_window} tokens", fontsize=9)
-    axes[1].legend(fontsize=8)
+    axes[1].set_title(f"attention on the previous {result.config.locality_window} tokens", fontsize=9, pad=18)
     axes[2].plot(x, result.mlp_norm.numpy())
-    axes[2].set_title("MLP output norm", fontsize=9)
+    axes[2].set_title("MLP output norm", fontsize=9, pad=18)
     for kind in ("prediction", "suppression"):
         axes[3].plot(x, result.counts(kind).numpy(), label=kind)
-    axes[3].set_title(f"neurons (kurtosis > {result.config.kurtosis_threshold:g})", fontsize=9)
-    axes[3].legend(fontsize=8)
+    axes[3].set_title(f"neurons (kurtosis > {result.config.kurtosis_threshold:g})", fontsize=9, pad=18)
     for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            _outside(ax)
         ax.set_xlabel("relative depth")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
 
 
+def _lens_label(result) -> str:
+    return getattr(result, "readout", {}).get("label", "logit lens")
+
+
+def _outside(ax) -> None:
+    """The panel's legend above its plot area, not over the data."""
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False, borderaxespad=0.2)
+
+
 def summary_figure(result) -> Figure:
-    """Every per-layer curve scaled to [0, 1] on one relative-depth axis."""
-    curves = {"delete: relative accuracy": result.lesion["delete_rel_acc"],
-              "swap: relative accuracy": result.lesion["swap_rel_acc"], "lens KL to final": result.lens_kl,
-              "local attention": result.locality.mean(1), "MLP norm": result.mlp_norm,
-              "prediction neurons": result.counts("prediction").float(),
-              "suppression neurons": result.counts("suppression").float()}
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for label, values in curves.items():
-        v = values.float()
-        span = float(v.max() - v.min())
-        ax.plot(_depth(result, len(v)), ((v - v.min()) / span if span > 0 else v * 0).numpy(), label=label)
-    ax.set_xlabel("relative depth")
-    ax.set_ylabel("scaled to [0, 1]")
-    ax.set_title(f"{result.model}: stages of inference", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+    """Every measure in its own panel on one shared relative-depth axis (as Lad et al. draw them).
+
+    Panels: relative accuracy and KL after deleting / swapping each block, the lens' KL to the final layer (through
+    the readout the result names), attention locality, MLP output norm, prediction / suppression neurons.
+    """
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6), sharex=True)
+    (acc, kl, lens), (local, mlp, neurons) = axes
+    for mode, style in (("delete", "-"), ("swap", "--")):
+        values = result.lesion[f"{mode}_rel_acc"].numpy()
+        acc.plot(_depth(result, len(values)), values, style, marker="o", ms=2.5, label=mode)
+        values = result.lesion[f"{mode}_kl"].numpy()
+        kl.plot(_depth(result, len(values)), values, style, marker="o", ms=2.5, label=mode)
+    acc.set_ylabel("relative top-1 accuracy")
+    kl.set_ylabel("KL(P_orig || P_lesioned)")
+    kl.set_yscale("log")
+    x = _depth(result, result.n_layers)
+    lens.plot(x, result.lens_kl.clamp_min(1e-4).numpy(), marker="o", ms=2.5, color="tab:purple",
+              label=_lens_label(result))
+    lens.set_yscale("log")
+    lens.set_ylabel("KL(P_final || P_lens)")
+    local.plot(x, result.locality.mean(1).numpy(), label="mean over heads")
+    local.plot(x, result.locality.max(1).values.numpy(), "--", label="max head")
+    local.set_ylabel(f"attention on previous {result.config.locality_window} tokens")
+    mlp.plot(x, result.mlp_norm.numpy(), color="tab:green", label="mean |MLP output|")
+    mlp.set_ylabel("MLP output norm")
+    for kind in ("prediction", "suppression"):
+        neurons.plot(x, result.counts(kind).numpy(), label=kind)
+    neurons.set_ylabel(f"neurons (kurtosis > {result.config.kurtosis_threshold:g})")
+    for ax in axes.flat:
+        _outside(ax)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("relative depth")
+    fig.suptitle(f"{result.model}: stages of inference ({result.tokens:,} tokens; lesions from the block deleted or "
+                 f"swapped with the next; lens: {_lens_label(result)})", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -81,7 +108,12 @@ def summary_figure(result) -> Figure:
 def stages_report(result, report: HtmlReport | None = None) -> HtmlReport:
     """The stages report: summary, lesions, curves, and the top prediction / suppression neurons."""
     report = report or HtmlReport(f"Stages of inference — {result.model}")
-    report.heading("Summary").figure(summary_figure(result), "all measures on one relative-depth axis")
+    report.heading("Summary").figure(summary_figure(result), "every measure in its own panel, on one relative-depth "
+                                                             "axis")
+    report.text(f"The lens curves read each block's output through the {_lens_label(result)}"
+                + (f" ({result.readout.get('source')}, trained on {result.readout.get('tokens') or '?'} tokens)."
+                   if result.readout.get("kind") == "tuned" else
+                   " (no tuned lens of this model in the store: 'lmscope lens train' makes one)."))
     report.heading("Layer lesions").figure(lesion_figure(result), "delete block l / swap blocks l and l+1")
     mid = [v for i, v in enumerate(result.lesion["delete_rel_acc"].tolist())
            if 0.25 <= i / max(1, result.n_layers - 1) <= 0.75]

@@ -92,7 +92,7 @@ def token_counter(lm: LM) -> Callable[[str], int]:
     return lambda text: len(tokenizer(text)["input_ids"])
 
 
-BOUNDS = ("min", "max", "max_items", "max_tokens")
+BOUNDS = ("min", "max", "max_items", "max_tokens", "choices")
 
 
 def describe() -> list[dict]:

@@ -63,7 +63,10 @@ def kv(title: str, items: dict) -> dict:
 
 
 def lens_view(r) -> dict:
-    """Logit lens: layers x tokens, the top-1 token in each cell, its probability as colour, top-5 on hover."""
+    """Lens (logit or tuned): layers x tokens, the top-1 token in each cell, its probability as colour, top-5 on hover.
+
+    The title and the key say which readout it was read through.
+    """
     k = min(5, r.top_probs.shape[-1])
     order = list(range(r.n_rows))[::-1]  # the last layer on top, as in the paper's figures
     probs = r.top_probs[..., 0]
@@ -79,7 +82,9 @@ def lens_view(r) -> dict:
               table("last position, every layer", ["layer", "top-1", "p", "KL", "entropy"],
                     [[r.layer_labels[i], r.top_tokens[i][-1][0], float(r.top_probs[i, -1, 0]),
                       float(r.kl[i, -1]), float(r.entropy[i, -1])] for i in range(r.n_rows)])]
-    return {"title": f"Logit lens: {r.prompt!r}", "key": {"model": r.model, "top token": repr(r.top_token()),
+    label = r.readout_label
+    return {"title": f"{label[0].upper()}{label[1:]}: {r.prompt!r}",
+            "key": {"model": r.model, "readout": label, "top token": repr(r.top_token()),
             "p": float(r.top_probs[-1, -1, 0])}, "blocks": blocks}
 
 

@@ -54,7 +54,8 @@ def test_the_table_and_the_registry_agree():
     (["lesion", "x"], ["stages", "lesion", "x"]),
     (["models"], ["model", "list"]), (["train-projector"], ["vlm", "train-projector"]),
     (["trace", "run", "x"], ["trace", "run", "x"]), (["trace", "--help"], ["trace", "--help"]),
-    (["-q", "lens", "x"], ["-q", "lens", "x"]),
+    (["-q", "lens", "x"], ["-q", "lens", "run", "x"]), (["lens", "train"], ["lens", "train"]),
+    (["serve"], ["serve"]),
 ])
 def test_old_names_are_rewritten_to_their_group(old, new):
     assert canonical(old) == new
@@ -63,7 +64,7 @@ def test_old_names_are_rewritten_to_their_group(old, new):
 def test_every_old_name_still_runs_its_command(capsys):
     for alias, entry in ALIASES.items():
         with pytest.raises(SystemExit) as done:
-            main([alias, "--help"] if alias not in ("trace", "neurons", "stages", "patch") else [alias, "x", "--help"])
+            main([alias, "--help"] if alias not in ("trace", "neurons", "stages", "patch", "lens") else [alias, "x", "--help"])
         assert done.value.code == 0, alias
         assert f"usage: lmscope {entry.words}" in capsys.readouterr().out, alias
         assert chosen(canonical([alias])) is entry

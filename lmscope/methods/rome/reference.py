@@ -15,11 +15,12 @@ import torch.nn.functional as F
 
 from lmscope.methods.rome.config import EditRequest, RomeConfig
 from lmscope.methods.rome.key import compute_key
-from lmscope.methods.rome.value import frozen, value_batch
+from lmscope.methods.rome.value import value_batch
 from lmscope.model.hooks import apply, capture
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.tokens import subject_last_token
+from lmscope.model.weights import frozen
 
 
 def _reference_v(lm: LM, request: EditRequest, layer: int, prefixes: list[str], config: RomeConfig):

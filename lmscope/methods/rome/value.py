@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -23,6 +23,7 @@ from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.surgery import start_after
 from lmscope.model.tokens import pad, subject_last_token, target_ids
+from lmscope.model.weights import frozen
 from lmscope.progress import listening_now, tqdm
 
 log = logging.getLogger(__name__)
@@ -65,19 +66,6 @@ def value_batch(lm: LM, request: EditRequest, prefixes: list[str], kl_prompt: st
     ids, mask = pad([*rows, kl_ids], lm.device)
     return ValueBatch(ids, mask, torch.tensor([*lookup, kl_idx], device=lm.device),
                        torch.tensor(target_pos, device=lm.device), torch.tensor(tgt, device=lm.device))
-
-
-@contextmanager
-def frozen(model: torch.nn.Module):
-    """Switch off gradients of every parameter for the duration (restored after)."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _value_loss(lm: LM, resid: torch.Tensor, b: ValueBatch, delta: torch.Tensor, init: dict,

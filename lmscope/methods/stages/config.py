@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from lmscope import config as check
 from lmscope.data.activations import TextConfig, text_field
+from lmscope.model.readout import READOUTS, readout_field
 
 MODES = ("delete", "swap")
 METRICS = ("kl", "rel_acc", "d_entropy")
@@ -23,9 +24,11 @@ class StagesConfig(TextConfig):
     skew_threshold: float = field(default=0.0, metadata={"help": "|skew| a prediction / suppression neuron exceeds"})
     top_neurons: int = field(default=10, metadata={"help": "neurons listed per class, with their top tokens"})
     top_tokens: int = field(default=8, metadata={"help": "tokens shown per listed neuron"})
+    readout: str = readout_field()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check.one_of(self, "readout", READOUTS)
         check.at_least(self, 1, "locality_window", "top_tokens")
         check.at_least(self, 0, "top_neurons", "skew_threshold")
         check.finite(self, "kurtosis_threshold")

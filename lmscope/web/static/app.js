@@ -222,7 +222,8 @@ function buildForm() {
   const field = (p) => {
     const id = `p-${p.name}`;
     const numeric = /^(int|float)/.test(p.type) && !p.type.includes("|");
-    const input = p.type === "bool" ? el("input", { id, name: p.name, type: "checkbox" }) :
+    const input = p.choices ? el("select", { id, name: p.name }, ...p.choices.map((c) => el("option", { value: c, text: c }))) :
+      p.type === "bool" ? el("input", { id, name: p.name, type: "checkbox" }) :
       p.name === "prompt" ? el("textarea", { id, name: p.name, placeholder: p.help, rows: "2" }) :  // newlines too
       el("input", { id, name: p.name, placeholder: p.help, ...(numeric ? { type: "number", step: p.type.startsWith("int") ? "1" : "any" } : {}) });
     if (numeric && p.min !== undefined) input.min = p.min;

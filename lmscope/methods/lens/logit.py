@@ -1,4 +1,7 @@
-"""The logit lens (nostalgebraist 2020): read every residual stream through the final norm and W_U.
+"""The lens of one prompt: every residual stream read as a prediction, through one readout.
+
+The logit lens (nostalgebraist 2020: the final norm and W_U) or a tuned lens (a translator per layer first), as
+``LensConfig.readout`` chooses (:mod:`lmscope.model.readout`).
 
 Row ``i`` of every array is the residual stream h^i: row 0 is the embeddings (the input of block 0) and row
 ``l + 1`` is the output of block ``l`` (``Site(l, "resid_post")``), so the last row is the model's own output.
@@ -10,32 +13,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lmscope import config as check
 from lmscope.io import Result
+from lmscope.methods.lens.config import LensConfig
 from lmscope.model.lm import LM
+from lmscope.model.readout import LOGIT, Readout, resolve_readout
 from lmscope.model.sites import Site
 from lmscope.progress import listening_now, tqdm
 
-__all__ = ["LensConfig", "LogitLensResult", "logit_lens"]
-
-
-@dataclass
-class LensConfig:
-    """Options of the logit lens."""
-
-    top_k: int = field(default=10, metadata={"help": "tokens kept per (layer, position)", "min": 1, "max": 100})
-    chunk: int = field(default=256, metadata={
-        "help": "positions unembedded at a time (memory only: a long prompt never holds all layers' logits)",
-        "min": 1, "max": 8192})
-
-    def __post_init__(self) -> None:
-        check.at_least(self, 1, "top_k", "chunk")
-        check.bounds(self)
+__all__ = ["LogitLensResult", "logit_lens"]
 
 
 @dataclass
 class LogitLensResult(Result):
-    """Top-k tokens, KL(final || layer) and entropy for every layer and position of one prompt."""
+    """Top-k tokens, KL(final || layer) and entropy for every layer and position of one prompt.
+
+    Read through one readout: ``readout["label"]`` is "logit lens" or "tuned lens".
+    """
 
     model: str
     prompt: str
@@ -47,6 +40,7 @@ class LogitLensResult(Result):
     kl: torch.Tensor  # (n_layers + 1, pos) KL(P_final || P_layer), nats
     entropy: torch.Tensor  # (n_layers + 1, pos) entropy of P_layer, nats
     config: LensConfig = field(default_factory=LensConfig)
+    readout: dict = field(default_factory=LOGIT.describe)  # the readout used: kind, label (and a tuned lens' source)
 
     @property
     def n_rows(self) -> int:
@@ -64,8 +58,13 @@ class LogitLensResult(Result):
                  "kl_last": float(self.kl[i, -1]), "entropy_last": float(self.entropy[i, -1]),
                  "top1": [pos[0] for pos in self.top_tokens[i]]}
                 for i, label in enumerate(self.layer_labels)]
-        return {"model": self.model, "prompt": self.prompt, "tokens": self.tokens, "top_k": self.config.top_k,
-                "layers": rows}
+        return {"model": self.model, "prompt": self.prompt, "readout": self.readout, "tokens": self.tokens,
+                "top_k": self.config.top_k, "layers": rows}
+
+    @property
+    def readout_label(self) -> str:
+        """"logit lens" or "tuned lens"."""
+        return self.readout.get("label", "logit lens")
 
 
 def _row_stats(logits: torch.Tensor, final_logp: torch.Tensor, k: int, final_p: torch.Tensor | None = None):
@@ -81,7 +80,8 @@ def _row_stats(logits: torch.Tensor, final_logp: torch.Tensor, k: int, final_p: 
 UNEMBED_ROWS = 512  # (layer, position) rows unembedded per matmul: W_U is read once per group, not once per layer
 
 
-def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor, k: int, bar: tqdm):
+def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor, k: int, bar: tqdm,
+                 readout: Readout = LOGIT):
     """Top-k, KL and entropy of every residual stream at a few positions: (n_rows, chunk[, k]) each.
 
     Several layers are unembedded in one matmul (at most :data:`UNEMBED_ROWS` rows): for a short prompt one
@@ -92,7 +92,7 @@ def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor
     n_pos, per = streams[0].shape[0], max(1, UNEMBED_ROWS // streams[0].shape[0])
     rows = []
     for g in range(0, len(streams), per):
-        group = streams[g:g + per]
+        group = [readout.transform_hidden(h, g + j) for j, h in enumerate(streams[g:g + per])]
         logits = lm.unembed(torch.cat(group)).view(len(group), n_pos, -1)  # (layers, chunk, vocab)
         rows += [_row_stats(layer_logits, final_logp, k, final_p) for layer_logits in logits]
         bar.update(len(group) * n_pos)
@@ -100,13 +100,15 @@ def _chunk_stats(lm: LM, streams: list[torch.Tensor], final_logits: torch.Tensor
 
 
 @torch.no_grad()
-def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None) -> LogitLensResult:
-    """Apply the final norm and W_U to every residual stream h^0..h^L of ``prompt``.
+def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None,
+               readout: Readout | None = None) -> LogitLensResult:
+    """Read every residual stream h^0..h^L of ``prompt`` through ``readout`` (default: ``config.readout``).
 
     Positions are unembedded ``config.chunk`` at a time, so memory grows with the prompt by the residual streams
     only, not by a (pos, vocab) logit matrix per layer (nor one for the model's own output).
     """
     config = config or LensConfig()
+    readout = readout or resolve_readout(lm, config.readout)
     inputs = lm.tokenize(prompt)
     sites = [Site(0, "resid_pre"), *lm.sites("resid_post")]
     # the forward stops after the last block: the model's own logits are the last stream's, unembedded a chunk at a
@@ -117,7 +119,7 @@ def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None) -> LogitLe
     with tqdm(total=len(sites) * n_pos, desc="lens", unit="row", leave=False,
               disable=n_pos < 1024 and not listening_now()) as bar:
         chunks = [_chunk_stats(lm, [cache[s][0, i:i + config.chunk] for s in sites],
-                               lm.unembed(cache[sites[-1]][0, i:i + config.chunk]), k, bar)
+                               lm.unembed(cache[sites[-1]][0, i:i + config.chunk]), k, bar, readout)
                   for i in range(0, n_pos, config.chunk)]
     top_ids, top_probs, kl, entropy = (torch.cat(parts, dim=1) for parts in zip(*chunks))
     return LogitLensResult(
@@ -131,4 +133,5 @@ def logit_lens(lm: LM, prompt: str, config: LensConfig | None = None) -> LogitLe
         kl=kl.cpu(),
         entropy=entropy.cpu(),
         config=config,
+        readout=readout.describe(),
     )

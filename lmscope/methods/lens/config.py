@@ -1,0 +1,96 @@
+"""Options of the lenses: reading one prompt, training a tuned lens, comparing readouts on held-out text.
+
+The tuned lens' defaults are the paper's (Belrose et al. 2023, and AlignmentResearch/tuned-lens' train loop): one
+affine translator per residual stream but the last, initialised to the identity; the loss is KL(P_final || P_lens)
+at the same position; SGD with Nesterov momentum 0.9, learning rate 1.0 x (1 - momentum), weight decay 1e-3, the
+gradient clipped to norm 1 and the rate decayed linearly to 0 with no warm-up. The paper's 250 steps of 2^18
+tokens are a GPU budget; the CPU defaults here are fewer, smaller steps, and each translator learns from a random
+part of a batch's positions (``position_fraction``), since every translator reads every position through the
+whole (vocab x d_model) unembedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lmscope import config as check
+from lmscope.data.activations import CorpusConfig, text_field
+from lmscope.errors import ConfigError
+from lmscope.model.readout import READOUTS, readout_field
+
+
+@dataclass
+class LensConfig:
+    """Options of the lens of one prompt."""
+
+    top_k: int = field(default=10, metadata={"help": "tokens kept per (layer, position)", "min": 1, "max": 100})
+    chunk: int = field(default=256, metadata={
+        "help": "positions unembedded at a time (memory only: a long prompt never holds all layers' logits)",
+        "min": 1, "max": 8192})
+    readout: str = readout_field()
+
+    def __post_init__(self) -> None:
+        check.at_least(self, 1, "top_k", "chunk")
+        check.one_of(self, "readout", READOUTS)
+        check.bounds(self)
+
+
+@dataclass
+class TuneConfig(CorpusConfig):
+    """Training of a tuned lens (the text: :class:`CorpusConfig`; sinks and first positions left out)."""
+
+    split: str = text_field("train", "corpus split: train, test (held out) or all")
+    tokens: int = text_field(1_048_576, "tokens read by the model (whole rows)")
+    seq_len: int = text_field(256, "tokens per row")
+    batch_size: int = text_field(8, "rows per forward pass")
+    tokens_per_step: int = field(default=8192, metadata={
+        "help": "tokens per optimiser step, in whole forward passes (the paper: 2^18 on GPUs)"})
+    position_fraction: float = field(default=0.25, metadata={
+        "help": "part of a batch's positions each translator learns from (a random subset per translator; 1: "
+                "every position, as the paper; lower is faster on a CPU)"})
+    lr: float = field(default=1.0, metadata={"help": "learning rate, scaled by (1 - momentum) as tuned-lens does"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD Nesterov momentum"})
+    weight_decay: float = field(default=1e-3, metadata={"help": "weight decay (towards the identity map)"})
+    clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0: none)"})
+    bias: bool = field(default=True, metadata={"help": "translators have a bias"})
+    autocast: bool = field(default=True, metadata={
+        "help": "run the model and the unembedding in bfloat16 while training (the translators and the loss stay "
+                "float32)"})
+    checkpoint_every: int = field(default=20, metadata={"help": "steps between checkpoints (a killed run resumes)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check.at_least(self, 1, "tokens_per_step", "checkpoint_every")
+        check.positive(self, "lr", "position_fraction")
+        check.at_least(self, 0, "momentum", "weight_decay", "clip")
+        check.finite(self, "lr", "momentum", "weight_decay", "clip", "position_fraction")
+        if self.momentum >= 1:
+            raise ConfigError(f"momentum must be below 1, got {self.momentum}")
+        if self.position_fraction > 1:
+            raise ConfigError(f"position-fraction is a part of the positions (0, 1], got "
+                                    f"{self.position_fraction}")
+        check.at_least(self, self.seq_len * self.batch_size, "tokens_per_step")
+        check.at_least(self, self.tokens_per_step, "tokens")
+
+    @property
+    def batches_per_step(self) -> int:
+        """Forward passes per optimiser step."""
+        return max(1, self.tokens_per_step // (self.seq_len * self.batch_size))
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps of the whole run."""
+        return max(1, self.tokens // (self.seq_len * self.batch_size * self.batches_per_step))
+
+
+@dataclass
+class CompareConfig(CorpusConfig):
+    """Held-out comparison of the logit and the tuned lens, layer by layer."""
+
+    tokens: int = text_field(8192, "held-out tokens (test split); whole rows of seq_len")
+    seq_len: int = text_field(256, "tokens per row")
+    batch_size: int = text_field(4, "rows per forward pass")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check.at_least(self, self.seq_len, "tokens")

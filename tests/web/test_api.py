@@ -72,6 +72,8 @@ def test_health_model_and_tasks(client, lm):
     assert set(tasks) == {"lens", "trace", "lesion", "neurons", "edit", "generate", "undo"}
     samples = next(p for p in tasks["trace"]["params"] if p["name"] == "samples")
     assert samples["default"] == 10 and samples["config"]  # the paper default, from TraceConfig
+    readout = next(p for p in tasks["lens"]["params"] if p["name"] == "readout")
+    assert readout["choices"] == ["auto", "logit", "tuned"] and readout["default"] == "auto"  # the page's switch
 
 
 def test_page_and_static_files(client):
@@ -197,6 +199,18 @@ def test_a_failing_job_leaves_the_server_healthy(client):
     assert run_job(client, "lens", prompt=PROMPT)[-1]["type"] == "done"
     jobs = client.get("/api/jobs").json()
     assert [j["state"] for j in jobs] == ["failed", "done"] and jobs[0]["error"]
+
+
+def test_the_lens_view_switches_readouts(client, lm, store_dir):
+    from lmscope.model.readout import TunedLens, lens_path
+
+    evs = run_job(client, "lens", prompt=PROMPT, readout="tuned")
+    assert evs[-1]["type"] == "failed" and "no tuned lens" in evs[-1]["message"]
+    assert run_job(client, "lens", prompt=PROMPT)[2]["view"]["key"]["readout"] == "logit lens"
+    TunedLens.identity(lm).save(lens_path(lm))
+    view = run_job(client, "lens", prompt=PROMPT)[2]["view"]  # auto: the store's tuned lens now
+    assert view["key"]["readout"] == "tuned lens" and view["title"].startswith("Tuned lens")
+    assert run_job(client, "lens", prompt=PROMPT, readout="logit")[2]["view"]["key"]["readout"] == "logit lens"
 
 
 def test_cancel_a_running_and_a_queued_job(client):

@@ -3,7 +3,8 @@
 The tuned lens' defaults are the paper's (Belrose et al. 2023, and AlignmentResearch/tuned-lens' train loop): one
 affine translator per residual stream but the last, initialised to the identity; the loss is KL(P_final || P_lens)
 at the same position; SGD with Nesterov momentum 0.9, learning rate 1.0 x (1 - momentum), weight decay 1e-3, the
-gradient clipped to norm 1 and the rate decayed linearly to 0 with no warm-up. The paper's 250 steps of 2^18
+gradient clipped to norm 1 and the rate decayed linearly to 0 with no warm-up (tuned-lens' Adam is the other
+choice: AMSGrad, 1e-3, a warm-up of a fifth of the steps). The paper's 250 steps of 2^18
 tokens are a GPU budget; the CPU defaults here are fewer, smaller steps, and each translator learns from a random
 part of a batch's positions (``position_fraction``), since every translator reads every position through the
 whole (vocab x d_model) unembedding.
@@ -17,6 +18,8 @@ from lmscope import config as check
 from lmscope.data.activations import CorpusConfig, text_field
 from lmscope.errors import ConfigError
 from lmscope.model.readout import READOUTS, readout_field
+
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass
@@ -48,8 +51,14 @@ class TuneConfig(CorpusConfig):
     position_fraction: float = field(default=0.25, metadata={
         "help": "part of a batch's positions each translator learns from (a random subset per translator; 1: "
                 "every position, as the paper; lower is faster on a CPU)"})
-    lr: float = field(default=1.0, metadata={"help": "learning rate, scaled by (1 - momentum) as tuned-lens does"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD Nesterov momentum"})
+    optimizer: str = field(default="sgd", metadata={
+        "help": "sgd (Nesterov, the paper's) or adam (tuned-lens' other choice: AMSGrad, betas (momentum, 0.999))",
+        "choices": OPTIMIZERS})
+    lr_scale: float = field(default=1.0, metadata={
+        "help": "tuned-lens' default learning rate times this: SGD 1.0 x (1 - momentum), Adam 1e-3"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD Nesterov momentum, or Adam's beta1"})
+    warmup_steps: int = field(default=-1, metadata={
+        "help": "linear warm-up steps (-1: tuned-lens' default, 0 for SGD and min(1000, steps / 5) for Adam)"})
     weight_decay: float = field(default=1e-3, metadata={"help": "weight decay (towards the identity map)"})
     clip: float = field(default=1.0, metadata={"help": "gradient norm clip (0: none)"})
     bias: bool = field(default=True, metadata={"help": "translators have a bias"})
@@ -61,9 +70,11 @@ class TuneConfig(CorpusConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check.at_least(self, 1, "tokens_per_step", "checkpoint_every")
-        check.positive(self, "lr", "position_fraction")
+        check.positive(self, "lr_scale", "position_fraction")
+        check.one_of(self, "optimizer", OPTIMIZERS)
+        check.at_least(self, -1, "warmup_steps")
         check.at_least(self, 0, "momentum", "weight_decay", "clip")
-        check.finite(self, "lr", "momentum", "weight_decay", "clip", "position_fraction")
+        check.finite(self, "lr_scale", "momentum", "weight_decay", "clip", "position_fraction")
         if self.momentum >= 1:
             raise ConfigError(f"momentum must be below 1, got {self.momentum}")
         if self.position_fraction > 1:
@@ -76,6 +87,18 @@ class TuneConfig(CorpusConfig):
     def batches_per_step(self) -> int:
         """Forward passes per optimiser step."""
         return max(1, self.tokens_per_step // (self.seq_len * self.batch_size))
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps (tuned-lens' default when ``warmup_steps`` is -1)."""
+        if self.warmup_steps >= 0:
+            return self.warmup_steps
+        return min(1000, self.steps // 5) if self.optimizer == "adam" else 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate applied (tuned-lens: SGD's is scaled by 1 - momentum, which PyTorch's momentum undoes)."""
+        return self.lr_scale * (1 - self.momentum) if self.optimizer == "sgd" else self.lr_scale * 1e-3
 
     @property
     def steps(self) -> int:

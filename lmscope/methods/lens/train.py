@@ -105,28 +105,50 @@ def _autocast(lm: LM, on: bool):
 
 def batch_losses(lm: LM, tr: Translators, streams: list[torch.Tensor], config: TuneConfig,
                  gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
-    """Backpropagate every translator's mean KL on one batch (a random part of its positions); (L,) the KLs.
+    """Backpropagate every translator's mean KL on one batch; (L,) the KLs.
 
-    ``streams``: the kept positions of h^0 .. h^L, (n, d) each; the last one gives the targets.
+    ``streams``: the kept positions of h^0 .. h^L, (n, d) each; the last one gives the targets. Every translator
+    learns from the same random part of the positions (``position_fraction``), so the final distribution is
+    computed at those positions only.
     """
-    p, entropy = _targets(lm, streams[-1], config.autocast)
-    n = p.shape[0]
+    n = streams[0].shape[0]
     m = max(1, round(n * config.position_fraction))
+    idx = torch.randperm(n, generator=gen)[:m].sort().values if m < n else slice(None)
+    p, entropy = _targets(lm, streams[-1][idx], config.autocast)  # (m, vocab), (m,)
     losses = torch.zeros(len(streams) - 1)
     for row, h in enumerate(streams[:-1]):
-        idx = torch.randperm(n, generator=gen)[:m] if m < n else slice(None)
-        x = h[idx]
+        x = h[idx]  # (m, d)
         with _autocast(lm, config.autocast):
             z = lm.unembed(x + nn.functional.linear(x, tr.weight[row], tr.bias[row]))  # (m, vocab)
-        loss = kl_from_logits(z, p[idx], entropy[idx]).mean()
+        loss = kl_from_logits(z, p, entropy).mean()
         (loss * scale).backward()
         losses[row] = loss.detach()
     return losses
 
 
 def _schedule(config: TuneConfig):
-    total = config.steps
-    return lambda step: max(0.0, 1.0 - step / total)  # linear decay to 0, no warm-up (tuned-lens with SGD)
+    """A linear warm-up, then a linear decay to 0 at the last step.
+
+    (tuned-lens passes ``steps - warmup`` as the total to transformers' schedule, so with a warm-up its rate reaches
+    0 ``warmup`` steps before the end; with SGD's default of no warm-up the two are the same.)
+    """
+    warmup, total = config.warmup, config.steps
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+def _optimizer(params: list[torch.Tensor], config: TuneConfig) -> torch.optim.Optimizer:
+    """tuned-lens' optimisers: SGD with Nesterov momentum, or AMSGrad Adam."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=(config.momentum, 0.999), amsgrad=True,
+                                weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+                           weight_decay=config.weight_decay)
 
 
 def _settings(lm: LM, config: TuneConfig) -> dict:
@@ -145,8 +167,7 @@ def train_tuned_lens(lm: LM, config: TuneConfig | None = None, out: str | Path |
         check_settings(out, _settings(lm, config))
     lens = TunedLens.identity(lm)
     tr = Translators(lens, config.bias)
-    opt = torch.optim.SGD([p for p in tr.parameters() if p.requires_grad], lr=config.lr * (1 - config.momentum),
-                          momentum=config.momentum, nesterov=config.momentum > 0, weight_decay=config.weight_decay)
+    opt = _optimizer([p for p in tr.parameters() if p.requires_grad], config)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config))
     history, seconds = _resume(out, tr, opt, sched)
     start = len(history)

@@ -194,3 +194,21 @@ class Exploit:
 
     def __reduce__(self):
         return (open, (str(EXPLOIT_RAN), "w"))
+
+
+def test_optimisers_and_schedules_are_tuned_lens():
+    sgd = TuneConfig(tokens=8192 * 10)
+    assert (sgd.optimizer, sgd.lr, sgd.warmup, sgd.steps) == ("sgd", pytest.approx(0.1), 0, 10)
+    factor = train_module._schedule(sgd)
+    assert [factor(s) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    adam = TuneConfig(tokens=8192 * 10, optimizer="adam")
+    assert (adam.lr, adam.warmup) == (pytest.approx(1e-3), 2)
+    factor = train_module._schedule(adam)
+    assert [factor(s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    opt = train_module._optimizer([torch.zeros(2, requires_grad=True)], adam)
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["amsgrad"]
+
+
+def test_training_with_adam_runs(lm):
+    lens = train_tuned_lens(lm, TuneConfig(**SMALL, optimizer="adam"))
+    assert lens.training["config"]["optimizer"] == "adam" and float(lens.weight.abs().sum()) > 0

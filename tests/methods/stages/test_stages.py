@@ -139,3 +139,28 @@ def test_lesion_metrics_equal_their_definitions():
                                                                       reduction="sum"), rtol=1e-4, atol=1e-4)
     assert int(correct) == int((logits.argmax(-1) == targets).sum())
     torch.testing.assert_close(d_entropy.float(), (entropy(logp) - entropy(logp_ref)).sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_the_lens_curves_read_through_the_stores_tuned_lens(store_dir, tmp_path):
+    from dataclasses import replace
+
+    from lmscope.model.readout import TunedLens, lens_path
+    from tests.helpers import write_corpus
+
+    lm = tiny("llama")
+    cfg = replace(CFG, corpus=write_corpus(tmp_path / "c.txt", extra_words=60, lengths=(5, 40), docs=50),
+                  split="all")  # the private store holds no packaged corpus
+    logit = st.stages(lm, cfg)
+    assert logit.readout["kind"] == "logit" and logit.summary()["lens_readout"] == "logit lens"
+    lens = TunedLens.identity(lm)
+    lens.save(lens_path(lm))
+    same = st.stages(lm, cfg)  # auto: the store's lens, here the identity (= the logit lens)
+    assert same.readout["kind"] == "tuned"
+    torch.testing.assert_close(same.lens_kl, logit.lens_kl)
+    lens.bias = 0.5 * torch.randn(lens.bias.shape, generator=torch.Generator().manual_seed(0))
+    lens.save(lens_path(lm))
+    moved = st.stages(lm, cfg)
+    assert not torch.allclose(moved.lens_kl[:-1], logit.lens_kl[:-1])
+    torch.testing.assert_close(moved.lens_kl[-1], logit.lens_kl[-1])  # the output row has no translator
+    forced = st.stages(lm, replace(cfg, readout="logit"))
+    torch.testing.assert_close(forced.lens_kl, logit.lens_kl)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 READOUTS = ("auto", "logit", "tuned")
 
 
-def readout_field(default: str = "auto"):
+def readout_field(default: str):
     """The ``readout`` option of every config that reads a layer's prediction (the lens, stages)."""
     return field(default=default, metadata={
         "help": "how a layer's prediction is read: logit (final norm + unembedding), tuned (the tuned lens of this "

@@ -26,14 +26,16 @@ def corpus(tmp_path) -> list[str]:
 
 def test_train_run_eval(tiny_llama_dir, tmp_path, store_dir, corpus, capsys):
     model = ["--model", str(tiny_llama_dir)]
-    assert main([*model, "lens", PROMPT, "--out", str(tmp_path / "before")]) == 0
-    assert "read through the logit lens" in capsys.readouterr().out  # auto, and no lens in the store yet
+    assert main([*model, "lens", PROMPT, "--readout", "auto", "--out", str(tmp_path / "before")]) == 0
+    assert "read through the logit lens" in capsys.readouterr().out  # no lens in the store yet
     assert main([*model, "lens", "train", *TRAIN, *corpus, "--out", str(tmp_path / "train")]) == 0
     out = capsys.readouterr().out
     assert "in the store" in out
     for name in ("tuned_lens.json", "training.png", "report.html", "result/cfg.json", "checkpoint.safetensors"):
         assert (tmp_path / "train" / name).is_file(), name
-    assert main([*model, "lens", PROMPT, "--out", str(tmp_path / "after")]) == 0
+    assert main([*model, "lens", PROMPT, "--out", str(tmp_path / "default")]) == 0
+    assert "read through the logit lens" in capsys.readouterr().out  # a prompt's lens: logit unless asked
+    assert main([*model, "lens", PROMPT, "--readout", "auto", "--out", str(tmp_path / "after")]) == 0
     assert "read through the tuned lens" in capsys.readouterr().out
     summary = json.loads((tmp_path / "after" / "lens.json").read_text())
     assert summary["readout"]["kind"] == "tuned"

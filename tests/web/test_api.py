@@ -73,7 +73,7 @@ def test_health_model_and_tasks(client, lm):
     samples = next(p for p in tasks["trace"]["params"] if p["name"] == "samples")
     assert samples["default"] == 10 and samples["config"]  # the paper default, from TraceConfig
     readout = next(p for p in tasks["lens"]["params"] if p["name"] == "readout")
-    assert readout["choices"] == ["auto", "logit", "tuned"] and readout["default"] == "auto"  # the page's switch
+    assert readout["choices"] == ["auto", "logit", "tuned"] and readout["default"] == "logit"  # the page's switch
 
 
 def test_page_and_static_files(client):
@@ -208,7 +208,8 @@ def test_the_lens_view_switches_readouts(client, lm, store_dir):
     assert evs[-1]["type"] == "failed" and "no tuned lens" in evs[-1]["message"]
     assert run_job(client, "lens", prompt=PROMPT)[2]["view"]["key"]["readout"] == "logit lens"
     TunedLens.identity(lm).save(lens_path(lm))
-    view = run_job(client, "lens", prompt=PROMPT)[2]["view"]  # auto: the store's tuned lens now
+    assert run_job(client, "lens", prompt=PROMPT)[2]["view"]["key"]["readout"] == "logit lens"  # the default
+    view = run_job(client, "lens", prompt=PROMPT, readout="auto")[2]["view"]  # the store's tuned lens now
     assert view["key"]["readout"] == "tuned lens" and view["title"].startswith("Tuned lens")
     assert run_job(client, "lens", prompt=PROMPT, readout="logit")[2]["view"]["key"]["readout"] == "logit lens"
 

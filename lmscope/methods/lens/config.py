@@ -30,7 +30,7 @@ class LensConfig:
     chunk: int = field(default=256, metadata={
         "help": "positions unembedded at a time (memory only: a long prompt never holds all layers' logits)",
         "min": 1, "max": 8192})
-    readout: str = readout_field()
+    readout: str = readout_field("logit")  # a prompt's lens is the logit lens unless asked (stages: auto)
 
     def __post_init__(self) -> None:
         check.at_least(self, 1, "top_k", "chunk")

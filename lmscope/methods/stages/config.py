@@ -24,7 +24,7 @@ class StagesConfig(TextConfig):
     skew_threshold: float = field(default=0.0, metadata={"help": "|skew| a prediction / suppression neuron exceeds"})
     top_neurons: int = field(default=10, metadata={"help": "neurons listed per class, with their top tokens"})
     top_tokens: int = field(default=8, metadata={"help": "tokens shown per listed neuron"})
-    readout: str = readout_field()
+    readout: str = readout_field("auto")
 
     def __post_init__(self) -> None:
         super().__post_init__()

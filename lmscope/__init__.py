@@ -27,11 +27,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "AutointerpResult", "SampleConfig", "ScoreConfig", "autointerp"
     ),
     "lmscope.methods.lens": (
-        "LensConfig", "LogitLensResult", "logit_lens"
+        "CompareConfig", "LensComparison", "LensConfig", "LogitLensResult", "TuneConfig", "TunedLens",
+        "compare_lenses", "logit_lens", "train_tuned_lens"
     ),
     "lmscope.methods.neurons": (
-        "AblationConfig", "AblationResult", "NeuronConfig", "NeuronEdit", "NeuronEditConfig", "NeuronResult",
-        "SensitivityResult", "ablate_neurons", "apply_neuron_edit", "find_neurons", "neuron_edit", "sensitivity"
+        "AblationConfig", "AblationResult", "CaptionConfig", "NeuronConfig", "NeuronEdit", "NeuronEditConfig",
+        "NeuronResult", "SensitivityResult", "ablate_neurons", "apply_neuron_edit", "caption_targets",
+        "find_image_neurons", "find_neurons", "neuron_edit", "sensitivity"
     ),
     "lmscope.methods.patching": (
         "PatchConfig", "PatchingResult", "activation_patching", "attribution_patching", "logit_diff", "target_prob"

@@ -224,9 +224,17 @@ def known_kinds() -> dict[str, type[Result]]:
     return Result.kinds
 
 
+RESULT_FOLDER = "result"  # where a command's --out folder keeps its result
+
+
 def load_result(path: str | Path) -> Result:
-    """Load any saved result; its class comes from the ``kind`` recorded in ``cfg.json``."""
+    """Load any saved result; its class comes from the ``kind`` recorded in ``cfg.json``.
+
+    ``path`` is a result folder, or a command's ``--out`` folder holding one in ``result/``.
+    """
     folder = Path(path)
+    if not (folder / CFG_NAME).is_file() and (folder / RESULT_FOLDER / CFG_NAME).is_file():
+        folder = folder / RESULT_FOLDER
     cfg = read_json(folder / CFG_NAME)
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
     if kind not in Result.kinds:

@@ -67,6 +67,8 @@ def test_load_result_finds_the_class_from_cfg_json(tmp_path):
     result = lmscope.LesionResult("m", "p", "block 0 deleted", [("a", 0.5)], [("b", 0.25)], LesionConfig(layer=0))
     back = load_result(result.save(tmp_path / "r"))
     assert isinstance(back, lmscope.LesionResult) and back.summary() == result.summary()
+    result.save(tmp_path / "run" / "result")  # a command's --out folder keeps its result in result/
+    assert load_result(tmp_path / "run").summary() == result.summary()
     assert set(Result.kinds) >= {"LogitLensResult", "TraceResult", "TraceDatasetResult", "RomeEdit",
                                  "CounterFactResult", "StagesResult", "LesionResult", "SecondMoment"}
     write_json(tmp_path / "x" / "cfg.json", {"kind": "Nope"}) if (tmp_path / "x").mkdir() is None else None

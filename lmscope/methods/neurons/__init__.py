@@ -12,8 +12,9 @@ from lmscope.methods.neurons.edit import NeuronEditHandle, apply_neuron_edit, ne
 from lmscope.methods.neurons.find import find_neurons
 from lmscope.methods.neurons.result import AblationResult, NeuronEdit, NeuronResult, SensitivityResult
 from lmscope.methods.neurons.scores import score_batch, vocab_projection
+from lmscope.methods.neurons.vision import caption_targets, find_image_neurons
 
 __all__ = ["AblationConfig", "AblationResult", "CaptionConfig", "NeuronConfig", "NeuronEdit", "NeuronEditConfig",
            "NeuronEditHandle", "NeuronResult", "SensitivityResult", "ablate_neurons", "ablation_ops",
-           "apply_neuron_edit", "find_neurons", "key_stats", "neuron_edit", "score_batch", "sensitivity",
-           "vocab_projection"]
+           "apply_neuron_edit", "caption_targets", "find_image_neurons", "find_neurons", "key_stats", "neuron_edit",
+           "score_batch", "sensitivity", "vocab_projection"]

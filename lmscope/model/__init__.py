@@ -2,9 +2,10 @@
 
 Modules, lowest first: ``sites``, ``weights`` (weight patches, the edit handle), ``families``, ``patterns``,
 ``hooks``, ``lm`` (the wrapper), ``units`` (the units of a site), ``tokens``, ``generate``, ``kv`` (the model's KV
-cache), ``surgery`` (block surgery), ``readout`` (how a layer's prediction is read: the logit lens or a
-tuned lens), ``edits`` (W_out edits and their digest), ``peaks`` (the MLP peaks ROME's
-layer comes from), ``vision`` (the bundled image encoder), ``vlm`` (the LLaVA assembly), ``loading``.
+cache), ``surgery`` (block surgery), ``readout`` (how a layer's prediction is read: the logit lens or a tuned lens),
+``linearize`` (the model with attention patterns and norm denominators frozen), ``edits`` (W_out edits and their
+digest), ``peaks`` (the MLP peaks ROME's layer comes from), ``vision`` (the bundled image encoder), ``vlm`` (the
+LLaVA assembly), ``loading``.
 """
 
 from lmscope.errors import FamilySpecError, HookError, InputError, ModelNotFoundError, PatternHookError, SiteError

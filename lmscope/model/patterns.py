@@ -4,11 +4,13 @@ Hugging Face attention modules call ``ALL_ATTENTION_FUNCTIONS[config._attn_imple
 hook is active on a model using SDPA (or another fused kernel), lmscope registers a wrapper implementation that
 calls the original kernel unchanged, so outputs stay bit-identical, and for the hooked modules only also computes
 softmax(q k^T * scale + mask) from the same query, key and mask. Eager models already return their weights; those
-are read from the attention module's output instead.
+are read from the attention module's output instead. The same wrapper can also freeze a module's pattern
+(:func:`freeze_pattern`): it then attends with a given pattern, so its output is linear in its values.
 """
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable
 
@@ -23,6 +25,7 @@ PREFIX = "lmscope_patterns+"
 PatternFn = Callable[[torch.Tensor], object]
 
 _HOOKS: weakref.WeakKeyDictionary[nn.Module, list[PatternFn]] = weakref.WeakKeyDictionary()
+_FROZEN: weakref.WeakKeyDictionary[nn.Module, torch.Tensor] = weakref.WeakKeyDictionary()  # module -> its pattern
 _INSTALLED: dict[int, list] = {}  # id(config) -> [original implementation name, number of active hooks]
 
 
@@ -58,6 +61,9 @@ def attention_pattern(
 
 def _wrapper(base: Callable) -> Callable:
     def attention_with_patterns(module, query, key, value, attention_mask, *args, **kwargs):
+        frozen = _FROZEN.get(module)
+        if frozen is not None:  # a fixed pattern: the output is linear in the values
+            return frozen_attention(frozen, value), frozen
         out = base(module, query, key, value, attention_mask, *args, **kwargs)
         fns = _HOOKS.get(module)
         if fns:
@@ -70,19 +76,38 @@ def _wrapper(base: Callable) -> Callable:
     return attention_with_patterns
 
 
+def frozen_attention(pattern: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The attention output of a fixed pattern, as the kernels return it: (batch, q_pos, head, d_head).
+
+    pattern: (batch or 1, head, q_pos, k_pos); value: (batch, kv_head, k_pos, d_head) (grouped heads repeated).
+    """
+    groups = pattern.shape[1] // value.shape[1]
+    value = value.repeat_interleave(groups, dim=1) if groups > 1 else value
+    return torch.matmul(pattern.to(value.dtype), value).transpose(1, 2).contiguous()
+
+
 def _call(fn: PatternFn, pattern: torch.Tensor) -> None:
     if fn(pattern) is not None:
         raise PatternHookError("attention patterns can be captured, not replaced (edit attn_out or the keys instead)")
 
 
-def _install(config) -> None:
+def _install(config, module: nn.Module | None = None) -> None:
     key = id(config)
     if key in _INSTALLED:
         _INSTALLED[key][1] += 1
         return
     base_name = config._attn_implementation
     name = PREFIX + base_name
-    if name not in ALL_ATTENTION_FUNCTIONS.valid_keys():
+    if base_name == "eager":  # the model's own eager function (models call it directly, not from the registry)
+        base = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+        if base is None:
+            raise PatternHookError(f"{type(module).__name__} has no eager_attention_forward to wrap; load the model "
+                                   "with sdpa attention")
+        name = f"{PREFIX}eager-{type(module).__module__}"
+        if name not in ALL_ATTENTION_FUNCTIONS.valid_keys():
+            ALL_ATTENTION_FUNCTIONS.register(name, _wrapper(base))
+            ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+    elif name not in ALL_ATTENTION_FUNCTIONS.valid_keys():
         ALL_ATTENTION_FUNCTIONS.register(name, _wrapper(ALL_ATTENTION_FUNCTIONS[base_name]))
         ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base_name])
     _INSTALLED[key] = [base_name, 1]
@@ -102,12 +127,34 @@ class _Handle:
         self.remove = remove
 
 
-def register_pattern_hook(module: nn.Module, fn: PatternFn) -> _Handle:
-    """Call ``fn(pattern)`` with the (batch, head, q_pos, k_pos) pattern each time ``module`` runs."""
+def _config_of(module: nn.Module):
     config = getattr(module, "config", None)
     impl = getattr(config, "_attn_implementation", None)
     if impl is None:
         raise PatternHookError(f"{type(module).__name__} has no config._attn_implementation; cannot read patterns")
+    return config, impl
+
+
+def freeze_pattern(module: nn.Module, pattern: torch.Tensor) -> _Handle:
+    """While the handle lives, ``module`` attends with ``pattern`` (batch or 1, head, q_pos, k_pos).
+
+    Whatever its queries and keys, its output is then linear in its values (an attribution graph's frozen
+    attention).
+    """
+    config, _ = _config_of(module)
+    _install(config, module)
+    _FROZEN[module] = pattern
+
+    def remove() -> None:
+        _FROZEN.pop(module, None)
+        _uninstall(config)
+
+    return _Handle(remove)
+
+
+def register_pattern_hook(module: nn.Module, fn: PatternFn) -> _Handle:
+    """Call ``fn(pattern)`` with the (batch, head, q_pos, k_pos) pattern each time ``module`` runs."""
+    config, impl = _config_of(module)
     if impl == "eager":
         def read_weights(_m, _args, output):
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None

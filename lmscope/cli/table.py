@@ -95,6 +95,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(("vlm", "train-projector"), "train-projector", "lmscope.cli.projector",
           "train the projector of SmolLM2-135M + DINOv2-S/14 on rendered emoji and shapes (everything else frozen); "
           "resumable per epoch: projector.safetensors, result/, report", ("train-projector",)),
+    Entry(("graph",), "graph", "lmscope.cli.graphs",
+          "attribution graph of one prompt over transcoders: the features behind its next-token logits, pruned, "
+          "scored, as a figure, a report and circuit-tracer's graph JSON"),
     Entry(("serve",), "serve", "lmscope.cli.serve",
           "local web workbench: browse runs, run lens / trace / lesion / neurons / ROME edits in the browser"),
 )

@@ -2,7 +2,7 @@
 
 ``report`` (the HTML report and figure saving), ``outputs`` (the run folders the CLI and the workbench write), and one
 module per family: ``lens``, ``trace``, ``rome``, ``stages``, ``features`` (SAE feature pages), ``patching``,
-``autointerp``, ``neurons``.
+``autointerp``, ``neurons``, ``graphs`` (attribution graphs).
 """
 
 from lmscope.viz.lens import lens_report, plot_lens_curves, plot_lens_grid

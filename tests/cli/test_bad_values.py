@@ -34,14 +34,16 @@ def valid(entry, paths: dict[str, Path]) -> list[str]:
         "sae-train": ["--sites", "resid_post.1"], "sae-eval": [str(paths["sae"])], "sae-features": [str(paths["sae"])],
         "patch": ["--clean", "The capital of France is", "--corrupted", "The capital of Spain is", "--answer", "Paris"],
         "ioi-features": ["--data", str(paths["ioi"]), "--layer", "1"], "autointerp": ["--layer", "1"],
-        "info": [], "train-projector": [], "stages": [],
+        "info": [], "train-projector": [], "stages": [], "graph": [PROMPT, "--transcoders", str(paths["transcoders"])],
+        "lens-import": [str(paths["folder"])],
     }.get(entry.name, [])
 
 
 PATH_OPTIONS = {"trace-dataset": ["--data"], "eval-edits": ["--data"], "ioi-features": ["--data", "--sae"],
                 "autointerp": ["--sae", "--prompts", "--corpus"], "sae-eval": ["sae"], "sae-features": ["sae"],
                 "sae-harvest": ["--corpus"], "sae-train": ["--corpus", "--cache"], "neurons": ["--image"],
-                "stages": ["--corpus"], "stats": ["--corpus"]}
+                "stages": ["--corpus"], "stats": ["--corpus"], "graph": ["--transcoders"], "lens-train": ["--corpus"],
+                "lens-eval": ["--corpus", "--lens"], "lens-import": ["folder"]}
 SKIP = {"serve", "models"}  # serve listens (its inputs: tests/web/test_security.py); models takes no input
 ENTRY_NAMES = [e.name for e in ENTRIES if e.name not in SKIP]
 
@@ -57,11 +59,14 @@ def files(tmp_path_factory):
     ioi.write_text(json.dumps([{"prompt": "When Mary and John went to the store, John gave a drink to",
                                 "answer": " Mary"}]))
     save_sae(build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4)), root / "sae", site="resid_post.1")
+    save_sae(build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4, transcoder=True)), root / "tc" / "mlp_in.1",
+             site="mlp_in.1", target="mlp_out.1")
     (root / "empty.txt").write_text("")
     (root / "binary.bin").write_bytes(bytes(range(256)) * 64)
     (root / "a-folder").mkdir()
     return {"facts": facts, "ioi": ioi, "sae": root / "sae", "empty": root / "empty.txt",
-            "binary": root / "binary.bin", "folder": root / "a-folder", "missing": root / "missing"}
+            "binary": root / "binary.bin", "folder": root / "a-folder", "missing": root / "missing",
+            "transcoders": root / "tc"}
 
 
 def bounded_fields() -> list[tuple[str, str, str]]:

@@ -1,0 +1,85 @@
+"""The figure and report of an attribution graph (they only read an AttributionGraph)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+from lmscope.viz.report import HtmlReport
+
+KIND_COLOURS = {"feature": "tab:green", "error": "tab:gray", "token": "tab:blue", "logit": "tab:orange"}
+MAX_EDGES = 400  # the strongest kept edges drawn
+
+
+def _layout(graph, nodes: list[int]) -> dict[int, tuple[float, float]]:
+    """(x, y) per node: x the position (nodes of one cell spread across it), y the layer (tokens -1, logits L)."""
+    cells: dict[tuple[int, int], list[int]] = {}
+    for i in nodes:
+        cells.setdefault(graph.where(i), []).append(i)
+    xy = {}
+    for (layer, pos), members in cells.items():
+        for k, i in enumerate(members):
+            offset = (k - (len(members) - 1) / 2) * min(0.8 / max(1, len(members)), 0.15)
+            xy[i] = (pos + offset, layer)
+    return xy
+
+
+def graph_figure(graph) -> Figure:
+    """The pruned graph: nodes by position and layer, the strongest edges coloured by sign."""
+    kept = graph.pruned()
+    nodes = torch.nonzero(kept.nodes).view(-1).tolist()
+    xy = _layout(graph, nodes)
+    edges = torch.nonzero(kept.edges).tolist()
+    weights = torch.tensor([float(graph.adjacency[t, s]) for t, s in edges]) if edges else torch.zeros(0)
+    order = weights.abs().argsort(descending=True)[:MAX_EDGES].tolist()
+    top = float(weights.abs().max()) if len(weights) else 1.0
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * graph.n_pos + 2), 0.18 * graph.n_layers + 2.8))
+    for j in order:
+        t, s = edges[j]
+        if s in xy and t in xy:
+            w = float(weights[j])
+            ax.plot([xy[s][0], xy[t][0]], [xy[s][1], xy[t][1]], color="tab:red" if w < 0 else "tab:blue",
+                    alpha=0.15 + 0.6 * abs(w) / top, lw=0.4 + 2.0 * abs(w) / top, zorder=1)
+    for kind, colour in KIND_COLOURS.items():
+        members = [i for i in nodes if graph.kind(i) == kind]
+        if members:
+            ax.scatter([xy[i][0] for i in members], [xy[i][1] for i in members], s=22, color=colour, label=kind,
+                       zorder=2, edgecolors="white", linewidths=0.4)
+    for j, token in enumerate(graph.logit_tokens[:3]):
+        ax.annotate(f"{token!r} p={float(graph.logit_probs[j]):.2f}", (graph.n_pos - 1, graph.n_layers),
+                    xytext=(6, 8 + 11 * j), textcoords="offset points", fontsize=7)
+    ax.set_xticks(range(graph.n_pos), [t.replace("\n", "⏎") for t in graph.tokens], rotation=45, ha="right",
+                  fontsize=8)
+    ax.set_yticks([-1, *range(0, graph.n_layers, max(1, graph.n_layers // 10)), graph.n_layers],
+                  ["emb", *map(str, range(0, graph.n_layers, max(1, graph.n_layers // 10))), "logit"], fontsize=7)
+    ax.set_ylabel("layer")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    s = graph.scores
+    ax.set_title(f"{graph.model}: {graph.prompt!r} — {int(kept.nodes.sum())} nodes, {len(edges)} edges kept; "
+                 f"replacement {s.get('replacement', 0):.2f}, completeness {s.get('completeness', 0):.2f}",
+                 fontsize=9)
+    ax.grid(alpha=0.2)
+    fig.tight_layout()
+    return fig
+
+
+def graph_report(graph) -> HtmlReport:
+    """Scores, cost, the figure and the most influential kept nodes."""
+    summary = graph.summary()
+    report = HtmlReport(f"Attribution graph — {graph.model}", f"prompt: {graph.prompt!r}; transcoders: "
+                                                              f"{graph.transcoders}")
+    targets = ", ".join(f"{t['token']!r} ({t['prob']:.3f})" for t in summary["targets"])
+    cost = graph.cost
+    report.text(f"Targets: {targets}. {summary['features_explored']} of {summary['active_features']} active features "
+                f"explored; {summary['nodes']} nodes, {summary['kept_nodes']} kept after pruning (node threshold "
+                f"{graph.config.node_threshold}, edge threshold {graph.config.edge_threshold}). Replacement score "
+                f"{graph.scores.get('replacement', 0):.3f}, completeness {graph.scores.get('completeness', 0):.3f} "
+                f"(circuit-tracer's definitions). {cost.get('seconds', '?')} s, peak RSS "
+                f"{cost.get('peak_rss_gb', '?')} GB (estimated {cost.get('memory_bytes', 0) / 1e9:.2f} GB before the "
+                f"run).")
+    report.figure(graph_figure(graph), "the pruned graph: tokens at the bottom, logits on top; blue edges excite, "
+                                       "red inhibit")
+    report.table(["node", "cumulative influence (small: important)", "direct effect on the top logit"],
+                 [[t["node"], t["cumulative_influence"], t["direct_to_top_logit"]] for t in summary["top"]])
+    return report

@@ -1,10 +1,10 @@
 """Attribution graphs (Ameisen et al. 2025; circuit-tracer): which transcoder features compute a next-token logit.
 
-Modules, lowest first: ``config`` (GraphConfig, circuit-tracer's defaults), ``transcoders`` (a layer's transcoder
-in the model's units; the exact MLP as one), ``replacement`` (the local replacement model on the hook core),
-``attribute`` (targets, batched backward passes, the adjacency), ``prune`` (influence, pruning, the replacement
-and completeness scores), ``result`` (AttributionGraph, circuit-tracer's graph JSON), ``graph``
-(:func:`attribution_graph`, the public entry).
+Modules, lowest first: ``config`` (GraphConfig, circuit-tracer's defaults), ``transcoders`` (a layer's transcoder in
+the model's units; the exact MLP as one), ``replacement`` (the local replacement model on the hook core),
+``attribute`` (targets, batched backward passes, the adjacency), ``prune`` (influence, pruning, the replacement and
+completeness scores), ``result`` (AttributionGraph, circuit-tracer's graph JSON), ``validate`` (removing top features
+from the real model against the graph's prediction), ``graph`` (:func:`attribution_graph`, the public entry).
 """
 
 from lmscope.methods.graphs.config import GraphConfig
@@ -12,6 +12,7 @@ from lmscope.methods.graphs.graph import attribution_graph
 from lmscope.methods.graphs.prune import Pruned, prune, scores
 from lmscope.methods.graphs.result import AttributionGraph
 from lmscope.methods.graphs.transcoders import LayerTranscoder, exact_mlp, from_coder
+from lmscope.methods.graphs.validate import Intervention, intervene
 
-__all__ = ["AttributionGraph", "GraphConfig", "LayerTranscoder", "Pruned", "attribution_graph", "exact_mlp",
-           "from_coder", "prune", "scores"]
+__all__ = ["AttributionGraph", "GraphConfig", "Intervention", "LayerTranscoder", "Pruned", "attribution_graph",
+           "exact_mlp", "from_coder", "intervene", "prune", "scores"]

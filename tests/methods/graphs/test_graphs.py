@@ -184,3 +184,17 @@ def test_saved_transcoders_in_the_models_units():
     torch.testing.assert_close(layer.output(x), coder.output(x), atol=1e-5, rtol=1e-5)
     pre = coder.pre_acts(x * coder.input_scale)
     torch.testing.assert_close(x @ layer.encoder.T + coder.b_enc, pre, atol=1e-5, rtol=1e-5)
+
+
+def test_removing_features_in_the_linearised_model_moves_the_logit_by_the_direct_edge():
+    from lmscope.methods.graphs import intervene
+
+    lm = tiny("gpt2")
+    tcs = exact(lm)
+    graph = attribution_graph(lm, PROMPT, tcs, GraphConfig(batch_size=64, node_threshold=0.95))
+    checks = intervene(lm, graph, tcs, top=5, linearised=True)
+    assert len(checks) == 5
+    for c in checks:
+        assert c.measured == pytest.approx(c.direct, rel=1e-3, abs=1e-6), c
+    real = intervene(lm, graph, tcs, top=5)  # the real model: other numbers, same features
+    assert [c.node for c in real] == [c.node for c in checks] and any(c.measured != c.direct for c in real)

@@ -4,7 +4,7 @@
 the command modules register), ``options`` (config dataclasses as options), ``operations`` (commands made from
 the operations of :mod:`lmscope.ops`, as the workbench's tasks are), one module per method family
 (``model``, ``lens``, ``trace``, ``rome``, ``stages``, ``sae``, ``patching``, ``autointerp``, ``neurons``,
-``projector``, ``serve``), and ``app`` (the parser, and the one place user errors are reported).
+``projector``, ``graphs``, ``serve``), and ``app`` (the parser, and the one place user errors are reported).
 """
 
 

@@ -213,10 +213,44 @@ def _short(value: Any) -> Any:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+MAX_GRAPH_EDGES = 600  # the strongest kept edges sent to the page
+
+
+def graph_view(r) -> dict:
+    """Attribution graph: the pruned graph, its scores and its most influential nodes.
+
+    Nodes by position and layer, edges by sign and weight; on the page, hover a node for its name and influence,
+    click it to see its edges alone.
+    """
+    kept = r.pruned()
+    ids = [int(i) for i in kept.nodes.nonzero().view(-1)]
+    nodes = []
+    for i in ids:
+        layer, pos = r.where(i)
+        nodes.append({"id": i, "kind": r.kind(i), "label": r.label(i), "layer": layer, "pos": pos,
+                      "influence": float(kept.cumulative[i]),
+                      "activation": float(r.activations[i]) if r.kind(i) == "feature" else None})
+    pairs = [(int(t), int(s)) for t, s in kept.edges.nonzero().tolist()]
+    pairs.sort(key=lambda ts: -abs(float(r.adjacency[ts[0], ts[1]])))
+    edges = [{"s": s, "t": t, "w": float(r.adjacency[t, s])} for t, s in pairs[:MAX_GRAPH_EDGES]]
+    summary = r.summary()
+    block = {"type": "graph", "title": f"pruned graph: {len(nodes)} nodes, {len(pairs)} edges (the strongest "
+                                        f"{len(edges)} drawn)", "tokens": [visible(t) for t in r.tokens],
+             "layers": r.n_layers, "nodes": nodes, "edges": edges}
+    top = table("most influential nodes", ["node", "cumulative influence", "direct effect on the top logit"],
+                [[t["node"], t["cumulative_influence"], t["direct_to_top_logit"]] for t in summary["top"]])
+    return {"title": f"Attribution graph: {r.prompt!r}",
+            "key": {"model": r.model,
+                    "targets": ", ".join(f"{t['token']!r} {t['prob']:.3f}" for t in summary["targets"]),
+                    "replacement": r.scores.get("replacement"), "completeness": r.scores.get("completeness"),
+                    "features": f"{summary['features_explored']} of {summary['active_features']}"},
+            "blocks": [block, top]}
+
+
 VIEWS: dict[str, Callable[[Any], dict]] = {
     "LogitLensResult": lens_view, "TraceResult": trace_view, "TraceDatasetResult": trace_dataset_view,
     "PatchingResult": patching_view,
-    "NeuronResult": neurons_view, "LesionResult": lesion_view,
+    "NeuronResult": neurons_view, "LesionResult": lesion_view, "AttributionGraph": graph_view,
 }
 FOLDER_VIEWS: dict[str, Callable[[Any, Path | None], dict]] = {  # views that read their run folder too
     "RomeEdit": lambda r, folder: edit_view(r, _json_file(folder / "edit.json") if folder else None)}

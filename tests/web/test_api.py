@@ -144,6 +144,23 @@ def test_cli_runs_are_listed_with_their_command(client, results, tiny_llama_dir)
     assert client.get("/api/view", params={"run": "0/cli/lens"}).json()["kind"] == "LogitLensResult"
 
 
+def test_a_graph_run_is_drawn_as_a_graph(client, results, tiny_llama_dir, tmp_path):
+    from tests.cli.test_graph_cli import transcoders
+
+    folder = transcoders(tmp_path / "tc")
+    assert main(["--model", str(tiny_llama_dir), "graph", PROMPT, "--transcoders", str(folder),
+                 "--out", str(results / "cli" / "graph")]) == 0
+    view = client.get("/api/view", params={"run": "0/cli/graph"}).json()
+    assert view["kind"] == "AttributionGraph" and view["title"].startswith("Attribution graph")
+    graph = view["blocks"][0]
+    assert graph["type"] == "graph" and graph["tokens"] and graph["layers"] == 3
+    kinds = {n["kind"] for n in graph["nodes"]}
+    assert {"token", "logit"} <= kinds
+    ids = {n["id"] for n in graph["nodes"]}
+    assert graph["edges"] and all(e["s"] in ids and e["t"] in ids for e in graph["edges"])
+    assert 0 <= view["key"]["completeness"] <= 1
+
+
 def test_rome_edit_generate_and_undo(client, lm):
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     generated = run_job(client, "generate", prompt=PROMPT, max_new_tokens=3)[2]["payload"]["generation"]

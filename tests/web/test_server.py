@@ -184,3 +184,31 @@ def test_lmscope_serve_command_off_loopback_prints_an_address_with_the_token(tin
         _, err = proc.communicate(timeout=30)
     assert "WARNING" in err and "reachable from other machines" in err
     assert main(["serve", "--port", "70000"]) == 2 and "--port" in capsys.readouterr().err
+
+
+def test_a_graph_in_a_real_browser(served, tmp_path, tiny_llama_dir):
+    from lmscope.cli import main
+    from tests.cli.test_graph_cli import transcoders
+
+    folder = transcoders(tmp_path / "tc")
+    assert main(["--model", str(tiny_llama_dir), "graph", PROMPT, "--transcoders", str(folder),
+                 "--out", str(tmp_path / "results" / "graph")]) == 0
+    manager, chromium = browser()
+    try:
+        page, errors = open_page(chromium, served.login_url)
+        page.wait_for_selector("#model:has-text('layers')")
+        page.goto(served.url + "/#run=0/graph")
+        page.wait_for_selector("#run-view svg.graph circle")
+        lines = page.locator("#run-view svg.graph line")
+        assert lines.count() > 0 and page.locator("#run-view svg.graph circle").count() > 3
+        page.locator("#run-view svg.graph circle").last.click()  # a logit: only its edges stay
+        count = "ls => ls.filter(l => l.style.display {} 'none').length"
+        hidden = page.eval_on_selector_all("#run-view svg.graph line", count.format("==="))
+        assert 0 < hidden < lines.count() or lines.count() == 1
+        page.locator("#run-view svg.graph").click(position={"x": 5, "y": 5})  # the background: every edge again
+        shown = page.eval_on_selector_all("#run-view svg.graph line", count.format("!=="))
+        assert shown == lines.count() and not errors, errors
+        page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
+    finally:
+        chromium.close()
+        manager.stop()

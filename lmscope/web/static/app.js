@@ -148,6 +148,59 @@ function dataTable(b) {
   return el("div", { class: "block table" }, el("h3", { text: b.title }), table);
 }
 
+// an attribution graph as SVG: x the position, y the layer (tokens at the bottom, logits on top); hover a node for
+// its name, click it to keep only its edges (click the background to see all again)
+const SVG = "http://www.w3.org/2000/svg";
+const KIND_COLOURS = { feature: "#2ca02c", error: "#7f7f7f", token: "#1f77b4", logit: "#ff7f0e" };
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+function graphBlock(b) {
+  const w = Math.max(640, 90 * b.tokens.length + 120), h = Math.max(360, 16 * (b.layers + 2) + 80);
+  const x = (pos) => 70 + (pos + 0.5) * ((w - 100) / b.tokens.length);
+  const y = (layer) => h - 50 - (layer + 1) * ((h - 90) / (b.layers + 1));
+  const cells = {};
+  for (const n of b.nodes) (cells[`${n.layer},${n.pos}`] ||= []).push(n);
+  const at = {};
+  for (const members of Object.values(cells)) members.forEach((n, k) => {
+    const spread = Math.min(60 / Math.max(1, members.length), 10);
+    at[n.id] = [x(n.pos) + (k - (members.length - 1) / 2) * spread, y(n.layer)];
+  });
+  const root = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: "100%", class: "graph", role: "img" });
+  const top = Math.max(...b.edges.map((e) => Math.abs(e.w)), 1e-9);
+  const lines = b.edges.filter((e) => at[e.s] && at[e.t]).map((e) => {
+    const line = svg("line", { x1: at[e.s][0], y1: at[e.s][1], x2: at[e.t][0], y2: at[e.t][1],
+      stroke: e.w < 0 ? "#d62728" : "#1f77b4", "stroke-width": 0.4 + 2.5 * Math.abs(e.w) / top,
+      "stroke-opacity": 0.15 + 0.6 * Math.abs(e.w) / top });
+    line.dataset.s = e.s; line.dataset.t = e.t;
+    root.append(line);
+    return line;
+  });
+  b.tokens.forEach((t, i) => {
+    const label = svg("text", { x: x(i), y: h - 12, "text-anchor": "middle", "font-size": 11 });
+    label.textContent = t; root.append(label);
+  });
+  for (const n of b.nodes) {
+    const c = svg("circle", { cx: at[n.id][0], cy: at[n.id][1], r: 5, fill: KIND_COLOURS[n.kind] || "#000",
+      stroke: "#fff", "stroke-width": 1, tabindex: 0 });
+    const tip = svg("title");
+    tip.textContent = `${n.label} · ${n.kind} · cumulative influence ${fmt(n.influence)}` +
+      (n.activation !== null && n.activation !== undefined ? ` · activation ${fmt(n.activation)}` : "");
+    c.append(tip);
+    c.addEventListener("click", (ev) => {
+      ev.stopPropagation();
+      for (const l of lines) l.style.display = (+l.dataset.s === n.id || +l.dataset.t === n.id) ? "" : "none";
+    });
+    root.append(c);
+  }
+  root.addEventListener("click", () => { for (const l of lines) l.style.display = ""; });
+  const keyLine = el("p", { class: "meta", text: "green: features · grey: error nodes · blue: tokens · orange: logits; " +
+    "blue edges excite, red inhibit; hover a node for its name, click it to see its edges alone" });
+  return el("div", { class: "block graph" }, el("h3", { text: b.title }), keyLine, root);
+}
+
 function kv(b) {
   return el("div", { class: "block" }, el("h3", { text: b.title }),
     el("div", { class: "kv" }, ...Object.entries(b.items).map(([k, v]) => el("span", {}, el("b", { text: `${k}: ` }), fmt(v)))));
@@ -160,7 +213,9 @@ function renderView(v, root, run = null) {
   root.append(el("div", { class: "kv key" }, ...Object.entries(v.key || {}).map(([k, x]) =>
     el("span", {}, el("b", { text: `${k}: ` }), fmt(x)))));
   for (const n of v.notes || []) root.append(el("p", { class: "meta", text: n }));
-  for (const b of v.blocks || []) root.append(b.type === "heatmap" ? heatmap(b) : b.type === "table" ? dataTable(b) : kv(b));
+  for (const b of v.blocks || []) {
+    root.append(b.type === "heatmap" ? heatmap(b) : b.type === "table" ? dataTable(b) : b.type === "graph" ? graphBlock(b) : kv(b));
+  }
   if (run) renderFiles(run, root);
 }
 function renderFiles(run, root) {

@@ -8,7 +8,7 @@ from pathlib import Path
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
 from lmscope.errors import InputError
 from lmscope.io import write_json
-from lmscope.methods.graphs import GraphConfig, LayerTranscoder, attribution_graph, from_coder
+from lmscope.methods.graphs import GraphConfig, LayerTranscoder, attribution_graph, from_coder, head_loadings
 from lmscope.methods.sae import load_sae
 from lmscope.model.sites import Site
 from lmscope.viz.graphs import graph_figure, graph_report
@@ -55,13 +55,20 @@ def load_transcoders(folder: str | Path, lm) -> dict[int, LayerTranscoder]:
          arg("--transcoders", required=True, help="a folder of transcoders, one per layer (sae train --transcoder)"),
          arg("--target", nargs="+", default=None, help="explain these next tokens (one token each, e.g. ' Paris') "
                                                        "instead of the most likely ones"),
+         arg("--head-loadings", type=int, default=10, metavar="N",
+             help="the attention heads carrying each of the N strongest kept edges (0: none; costs n_layers x "
+                  "n_heads backward rows per target; default 10)"),
          configs=(GraphConfig,), out="out/graph")
 def graph(args) -> int:
     """Attribution graph of a prompt: result/, graph.json, graph-circuit-tracer.json, graph.png, report.html."""
     cfg = config(args, GraphConfig)
     lm = load_model(args)
     transcoders = load_transcoders(args.transcoders, lm)
+    if args.head_loadings < 0:
+        raise InputError(f"--head-loadings must be >= 0, got {args.head_loadings}")
     result = attribution_graph(lm, args.prompt, transcoders, cfg, targets=args.target, source=str(args.transcoders))
+    if args.head_loadings:
+        result.heads = [e.as_dict() for e in head_loadings(lm, result, transcoders, args.head_loadings)]
     out = out_dir(args)
     save_result(out, result, "graph.json")
     write_json(out / "graph-circuit-tracer.json", result.to_json(slug=out.name), indent=None)
@@ -75,5 +82,8 @@ def graph(args) -> int:
     for top in summary["top"][:5]:
         print(f"  {top['node']:<24} cumulative influence {top['cumulative_influence']:.3f}, direct on the top logit "
               f"{top['direct_to_top_logit']:+.3f}")
+    for edge in result.heads[:3]:
+        print(f"  {edge['source']} -> {edge['target']} ({edge['weight']:+.3f}) carried by "
+              + ", ".join(f"L{layer}.H{h} {v:+.3f}" for layer, h, v in edge["heads"]))
     print(f"wrote {out}/graph.json, graph-circuit-tracer.json, graph.png, report.html and result/")
     return 0

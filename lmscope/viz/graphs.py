@@ -82,4 +82,13 @@ def graph_report(graph) -> HtmlReport:
                                        "red inhibit")
     report.table(["node", "cumulative influence (small: important)", "direct effect on the top logit"],
                  [[t["node"], t["cumulative_influence"], t["direct_to_top_logit"]] for t in summary["top"]])
+    if graph.heads:
+        report.heading("Head loadings").text(
+            "For each of the strongest kept edges, the attention heads that carry it: the part of the edge lost "
+            "when the head is removed from the (linear) replacement model. A path through several heads counts for "
+            "each.")
+        report.table(["source", "target", "edge", "heads (layer.head: loading)"],
+                     [[e["source"], e["target"], e["weight"], ", ".join(f"L{layer}.H{h}: {v:+.3f}"
+                                                                         for layer, h, v in e["heads"])]
+                      for e in graph.heads])
     return report

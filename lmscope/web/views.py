@@ -244,7 +244,10 @@ def graph_view(r) -> dict:
                     "targets": ", ".join(f"{t['token']!r} {t['prob']:.3f}" for t in summary["targets"]),
                     "replacement": r.scores.get("replacement"), "completeness": r.scores.get("completeness"),
                     "features": f"{summary['features_explored']} of {summary['active_features']}"},
-            "blocks": [block, top]}
+            "blocks": [block, top, *([table("heads carrying the strongest edges", ["source", "target", "edge", "heads"],
+                                            [[e["source"], e["target"], e["weight"],
+                                              ", ".join(f"L{la}.H{h} {v:+.3f}" for la, h, v in e["heads"])]
+                                             for e in r.heads])] if r.heads else [])]}
 
 
 VIEWS: dict[str, Callable[[Any], dict]] = {

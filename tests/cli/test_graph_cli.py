@@ -33,6 +33,8 @@ def test_graph_end_to_end(tiny_llama_dir, tmp_path, capsys):
     assert "replacement" in printed and "completeness" in printed
     for name in ("graph.json", "graph-circuit-tracer.json", "graph.png", "report.html", "result/cfg.json"):
         assert (out / name).is_file(), name
+    assert "carried by" in printed  # head loadings of the strongest edges (10 by default)
+    assert "Head loadings" in (out / "report.html").read_text()
     summary = json.loads((out / "graph.json").read_text())
     assert summary["features_explored"] == summary["active_features"] > 0
     assert 0 <= summary["scores"]["completeness"] <= 1 and 0 <= summary["scores"]["replacement"] <= 1
@@ -54,6 +56,7 @@ def test_graph_end_to_end(tiny_llama_dir, tmp_path, capsys):
     (lambda p: transcoders(p / "ok"), ["--target", "Paris France"], "one token"),
     (lambda p: transcoders(p / "ok"), ["--max-memory-gb", "0.000001"], "max-memory-gb"),
     (lambda p: transcoders(p / "ok"), ["--node-threshold", "2"], "node-threshold"),
+    (lambda p: transcoders(p / "ok"), ["--head-loadings", "-1"], "head-loadings"),
 ])
 def test_bad_input(make, extra, fragment, tiny_llama_dir, tmp_path, capsys):
     folder = make(tmp_path)

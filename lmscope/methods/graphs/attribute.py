@@ -73,16 +73,21 @@ class Attributor:
         tc = self.state.transcoders[layer]
         return self.state.values[idx, None] * tc.decoder[self.state.features[idx, 2]]
 
-    def rows(self, targets: list[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
-        """Edge rows (len(targets), n_sources) of targets given as (layer or -1 for a logit, position, w_t)."""
+    def rows(self, targets: list[tuple[int, int, torch.Tensor]], row_ops=None) -> torch.Tensor:
+        """Edge rows (len(targets), n_sources) of targets given as (layer or -1 for a logit, position, w_t).
+
+        ``row_ops(i, target_index)``: extra hook ops for batch row i (e.g. one head removed for that row only).
+        """
         out = []
         for start in range(0, len(targets), self.batch):
-            out.append(self._batch(targets[start:start + self.batch]))
+            ops = [op for i in range(min(self.batch, len(targets) - start)) for op in row_ops(i, start + i)] \
+                if row_ops else []
+            out.append(self._batch(targets[start:start + self.batch], ops))
         return torch.cat(out) if out else torch.zeros(0, self.n_sources)
 
-    def _batch(self, targets: list[tuple[int, int, torch.Tensor]]) -> torch.Tensor:
+    def _batch(self, targets: list[tuple[int, int, torch.Tensor]], ops=()) -> torch.Tensor:
         lm, state, b = self.lm, self.state, len(targets)
-        with frozen(lm.model), torch.enable_grad(), replacement(lm, state) as taps:
+        with frozen(lm.model), torch.enable_grad(), replacement(lm, state, *ops) as taps:
             lm.model(input_ids=state.ids.expand(b, -1), use_cache=False)
             objective = 0.0
             for i, (layer, pos, w) in enumerate(targets):

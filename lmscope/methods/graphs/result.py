@@ -35,6 +35,7 @@ class AttributionGraph(Result):
     scores: dict = field(default_factory=dict)  # replacement, completeness
     cost: dict = field(default_factory=dict)  # the estimate, seconds, peak memory
     config: GraphConfig = field(default_factory=GraphConfig)
+    heads: list = field(default_factory=list)  # head loadings of the strongest kept edges (heads.EdgeHeads dicts)
 
     @property
     def n_pos(self) -> int:

@@ -198,3 +198,45 @@ def test_removing_features_in_the_linearised_model_moves_the_logit_by_the_direct
         assert c.measured == pytest.approx(c.direct, rel=1e-3, abs=1e-6), c
     real = intervene(lm, graph, tcs, top=5)  # the real model: other numbers, same features
     assert [c.node for c in real] == [c.node for c in checks] and any(c.measured != c.direct for c in real)
+
+
+def read_target(lm, state, ops, read, pos, w) -> float:
+    """w . (the target's input) in the replacement model with ``ops``."""
+    with torch.no_grad(), replacement(lm, state, *ops) as taps:
+        lm.model(input_ids=state.ids, use_cache=False)
+        return float(taps.cache[read][0, pos].float() @ w)
+
+
+def test_head_loadings_are_the_edge_lost_without_the_head():
+    from lmscope.methods.graphs.heads import _zero_head, head_loadings
+    from lmscope.model.hooks import apply
+
+    lm = tiny("llama")
+    tcs = exact(lm)
+    graph = attribution_graph(lm, PROMPT, tcs, GraphConfig(batch_size=64))
+    loads = head_loadings(lm, graph, tcs, top_edges=4)
+    assert len(loads) == 4 and all(len(e.heads) == 3 for e in loads)
+    state = setup(lm, graph.input_ids[None], tcs, graph.config.zero_first)
+    targets = logit_targets(lm, state.logits, graph.config, graph.logit_ids.tolist())
+    n, k = graph.adjacency.shape[0], len(graph.logit_ids)
+    label = {graph.label(i): i for i in range(n)}
+    for edge in loads:
+        t, s = label[edge.target], label[edge.source]
+        layer, pos = graph.where(s)
+        if graph.kind(s) == "feature":
+            site, vector = Site(layer, "mlp_out"), graph.activations[s] * tcs[layer].decoder[int(graph.features[s, 2])]
+        elif graph.kind(s) == "error":
+            site, vector = Site(layer, "mlp_out"), state.errors[layer, pos]
+        else:
+            site, vector = Site(0, "embed"), state.tokens[pos]
+        if graph.kind(t) == "logit":
+            read, t_pos, w = final_norm_site(lm), graph.n_pos - 1, targets.vectors[t - n + k]
+        else:
+            t_layer, t_pos = graph.where(t)
+            read, w = Site(t_layer, "mlp_in"), tcs[t_layer].encoder[int(graph.features[t, 2])]
+        for head_layer, head, loading in edge.heads:
+            zero = apply(Site(head_layer, "attn_heads"), _zero_head(head, lm.d_head))
+            moved = [read_target(lm, state, [zero, add(site, v, positions=[pos])], read, t_pos, w)
+                     for v in (vector, 0 * vector)]
+            without = moved[0] - moved[1]  # the edge in the model without that head
+            assert edge.weight - without == pytest.approx(loading, rel=1e-3, abs=1e-5)

@@ -1,0 +1,75 @@
+"""Time and peak memory of attribution graphs against prompt length, and the estimate's error.
+
+Each length runs in a fresh process (peak RSS is per process): the graph of a prompt of about N tokens (wiki text
+cut to N tokens) over the transcoders of ``--transcoders``; the estimate made before the run (nodes, backward
+passes, bytes) beside the measured seconds and peak RSS. Writes bench/results/graphs-MODEL.md.
+
+    python bench/bench_graphs.py --transcoders out/transcoders [--model smollm2-135m] [--lengths 10 50 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+ONE = """
+import json, resource, sys, time, torch
+torch.set_num_threads(2)
+import lmscope
+from lmscope.cli.graphs import load_transcoders
+from lmscope.data.corpus import iter_texts
+from lmscope.methods.graphs import GraphConfig, attribution_graph
+model, folder, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lm = lmscope.load(model)
+text = next(t for t in iter_texts("wiki", split="test") if len(lm.tokenizer(t)["input_ids"]) > n + 5)
+ids = lm.tokenizer(text)["input_ids"][:n]
+prompt = lm.tokenizer.decode(ids)
+tcs = load_transcoders(folder, lm)
+t0 = time.perf_counter()
+g = attribution_graph(lm, prompt, tcs, GraphConfig(max_memory_gb=64))
+print(json.dumps({"tokens": g.n_pos, "seconds": time.perf_counter() - t0, "estimate": g.cost,
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "scores": g.scores,
+                  "features": g.n_feat}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--transcoders", required=True)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[10, 50, 200])
+    args = parser.parse_args()
+    rows = []
+    for n in args.lengths:
+        out = subprocess.run([sys.executable, "-c", ONE, args.model, args.transcoders, str(n)], capture_output=True,
+                             text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    lines = [f"# Attribution graphs on {args.model}: time and memory against prompt length", "",
+             f"`python bench/bench_graphs.py --model {args.model} --transcoders {args.transcoders} --lengths "
+             f"{' '.join(map(str, args.lengths))}` (2-core CPU, float32, batch 64, every active feature explored).", "",
+             "| tokens | features | nodes | backward passes | estimated GB | peak RSS GB | seconds | replacement | "
+             "completeness |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        e = r["estimate"]
+        lines.append(f"| {r['tokens']} | {r['features']} | {e['nodes']} | {e['backward_passes']} | "
+                     f"{e['memory_bytes'] / 1e9:.2f} | {r['peak_rss_gb']:.2f} | {r['seconds']:.1f} | "
+                     f"{r['scores']['replacement']:.3f} | {r['scores']['completeness']:.3f} |")
+    lines += ["", "Peak RSS includes the model and the transcoders (loaded once per process); the estimate counts the "
+                  "graph's own tensors and the retained forward pass."]
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"graphs-{args.model}.md"
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -25,8 +25,9 @@ def neurons_figure(result, b: int = 0) -> Figure:
     y = np.arange(k)
     for offset, name, colour in ((-0.2, "contribution", "tab:blue"), (0.2, "gradxact", "tab:orange")):
         values = np.array([t[name] if t[name] is not None else np.nan for t in top], dtype=float)
-        if np.isfinite(values).any():
-            bars.barh(y + offset, values / np.nanmax(np.abs(values)), height=0.38, color=colour, label=name)
+        peak = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 0.0
+        if peak > 0:  # all zero (e.g. gradient x activation of last-layer neurons at image patches): no bar to scale
+            bars.barh(y + offset, values / peak, height=0.38, color=colour, label=name)
     bars.set_yticks(y, labels, fontsize=7)
     bars.invert_yaxis()
     bars.set_xlabel("score / largest", fontsize=8)

@@ -201,3 +201,16 @@ def test_neuron_edit_errors():
     with pytest.raises(EditError, match="other weights"):
         apply_neuron_edit(other, handle.edit)
     handle.undo()
+
+
+def test_the_figure_of_all_zero_scores_warns_nothing():
+    import warnings
+
+    from lmscope.viz.neurons import neurons_figure
+
+    res = find_neurons(tiny_lm(), PROMPTS[0], "Paris", NeuronConfig(top_k=3))
+    for row in res.top[0]:
+        row["gradxact"] = 0.0  # as last-layer neurons at image patches: no path to the word
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        neurons_figure(res)

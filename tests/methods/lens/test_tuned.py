@@ -197,11 +197,11 @@ class Exploit:
 
 
 def test_optimisers_and_schedules_are_tuned_lens():
-    sgd = TuneConfig(tokens=8192 * 10)
+    sgd = TuneConfig(tokens=8192 * 10, tokens_per_step=8192)
     assert (sgd.optimizer, sgd.lr, sgd.warmup, sgd.steps) == ("sgd", pytest.approx(0.1), 0, 10)
     factor = train_module._schedule(sgd)
     assert [factor(s) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
-    adam = TuneConfig(tokens=8192 * 10, optimizer="adam")
+    adam = TuneConfig(tokens=8192 * 10, tokens_per_step=8192, optimizer="adam")
     assert (adam.lr, adam.warmup) == (pytest.approx(1e-3), 2)
     factor = train_module._schedule(adam)
     assert [factor(s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
@@ -212,3 +212,16 @@ def test_optimisers_and_schedules_are_tuned_lens():
 def test_training_with_adam_runs(lm):
     lens = train_tuned_lens(lm, TuneConfig(**SMALL, optimizer="adam"))
     assert lens.training["config"]["optimizer"] == "adam" and float(lens.weight.abs().sum()) > 0
+
+
+def test_a_corpus_shorter_than_asked_ends_the_run_there(lm, tmp_path, caplog):
+    from tests.helpers import write_corpus
+
+    corpus = write_corpus(tmp_path / "c.txt", extra_words=20, lengths=(5, 10), docs=40)  # a few hundred tokens
+    cfg = TuneConfig(corpus=corpus, split="all", tokens=65536, seq_len=32, batch_size=4, tokens_per_step=128)
+    lens = train_tuned_lens(lm, cfg, tmp_path / "run")
+    steps = lens.training["steps"]
+    assert 0 < steps < cfg.steps and lens.training["tokens"] == steps * 128
+    assert "ran out" in caplog.text
+    again = train_tuned_lens(lm, cfg, tmp_path / "run")  # a rerun resumes at the end: the same lens
+    torch.testing.assert_close(again.weight, lens.weight)

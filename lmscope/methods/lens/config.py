@@ -44,7 +44,8 @@ class TuneConfig(CorpusConfig):
     """Training of a tuned lens (the text: :class:`CorpusConfig`; sinks and first positions left out)."""
 
     split: str = text_field("train", "corpus split: train, test (held out) or all")
-    tokens: int = text_field(1_048_576, "tokens read by the model (whole rows)")
+    tokens: int = text_field(917_504, "tokens read by the model (whole rows; the wiki train split holds about "
+                                      "954k, a run stops early, said, when its corpus runs out)")
     seq_len: int = text_field(256, "tokens per row")
     batch_size: int = text_field(8, "rows per forward pass")
     tokens_per_step: int = field(default=2048, metadata={

@@ -82,8 +82,8 @@ def summary_figure(result) -> Figure:
     kl.set_ylabel("KL(P_orig || P_lesioned)")
     kl.set_yscale("log")
     x = _depth(result, result.n_layers)
-    lens.plot(x, result.lens_kl.clamp_min(1e-4).numpy(), marker="o", ms=2.5, color="tab:purple",
-              label=_lens_label(result))
+    lens.plot(x[:-1], result.lens_kl[:-1].clamp_min(1e-4).numpy(), marker="o", ms=2.5, color="tab:purple",
+              label=_lens_label(result))  # the last block's output is the model's: KL 0, off a log axis
     lens.set_yscale("log")
     lens.set_ylabel("KL(P_final || P_lens)")
     local.plot(x, result.locality.mean(1).numpy(), label="mean over heads")

@@ -4,7 +4,7 @@ Each length runs in a fresh process (peak RSS is per process): the graph of a pr
 cut to N tokens) over the transcoders of ``--transcoders``; the estimate made before the run (nodes, backward
 passes, bytes) beside the measured seconds and peak RSS. Writes bench/results/graphs-MODEL.md.
 
-    python bench/bench_graphs.py --transcoders out/transcoders [--model smollm2-135m] [--lengths 10 50 200]
+    python bench/bench_graphs.py [--transcoders out/transcoders-smollm2] [--model smollm2-135m] [--lengths 10 50 200]
 """
 
 from __future__ import annotations
@@ -44,9 +44,14 @@ print(json.dumps({"tokens": g.n_pos, "seconds": time.perf_counter() - t0, "estim
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--transcoders", required=True)
+    parser.add_argument("--transcoders", default="out/transcoders-smollm2",
+                        help="a folder of transcoders (sae train --transcoder); default out/transcoders-smollm2")
     parser.add_argument("--lengths", type=int, nargs="+", default=[10, 50, 200])
     args = parser.parse_args()
+    if not Path(args.transcoders).is_dir():
+        print(f"bench_graphs: no transcoders at {args.transcoders}: train them first (lmscope sae train --transcoder "
+              f"--out {args.transcoders}); nothing measured")
+        return
     rows = []
     for n in args.lengths:
         out = subprocess.run([sys.executable, "-c", ONE, args.model, args.transcoders, str(n)], capture_output=True,

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -30,7 +31,9 @@ code, .tok { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     """Render a matplotlib figure to PNG bytes and close it."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    with warnings.catch_warnings():  # a token in a script the font lacks (a lens' top token) is drawn as a box
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 

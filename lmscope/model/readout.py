@@ -44,7 +44,18 @@ def readout_field(default: str):
         "choices": READOUTS})
 
 
-class LogitReadout:
+class Unembeds:
+    """What every readout shares: its logits are the model's unembedding of ``transform_hidden(h, row)``."""
+
+    def transform_hidden(self, h: torch.Tensor, row: int) -> torch.Tensor:  # noqa: D102 (each readout's own)
+        raise NotImplementedError
+
+    def logits(self, lm: LM, h: torch.Tensor, row: int) -> torch.Tensor:
+        """(..., d_model) -> (..., vocab)."""
+        return lm.unembed(self.transform_hidden(h, row))
+
+
+class LogitReadout(Unembeds):
     """The logit lens: the final norm and the unembedding applied to the residual stream as it is."""
 
     kind = "logit"
@@ -53,10 +64,6 @@ class LogitReadout:
     def transform_hidden(self, h: torch.Tensor, row: int) -> torch.Tensor:
         """The residual stream unchanged."""
         return h
-
-    def logits(self, lm: LM, h: torch.Tensor, row: int) -> torch.Tensor:
-        """(..., d_model) -> (..., vocab)."""
-        return lm.unembed(self.transform_hidden(h, row))
 
     def describe(self) -> dict:
         """What a result records of its readout."""
@@ -72,7 +79,7 @@ def unembed_hash(lm: LM) -> str:
 
 
 @dataclass
-class TunedLens(Result):
+class TunedLens(Result, Unembeds):
     """One affine translator per residual stream but the last: ``h + weight[row] h + bias[row]``."""
 
     model: str
@@ -104,10 +111,6 @@ class TunedLens(Result):
             return h
         w, b = self.weight[row].to(h.dtype), self.bias[row].to(h.dtype)
         return h + F.linear(h, w, b)
-
-    def logits(self, lm: LM, h: torch.Tensor, row: int) -> torch.Tensor:
-        """(..., d_model) -> (..., vocab)."""
-        return lm.unembed(self.transform_hidden(h, row))
 
     def describe(self) -> dict:
         """What a result records of its readout."""

@@ -92,7 +92,7 @@ def token_counter(lm: LM) -> Callable[[str], int]:
     return lambda text: len(tokenizer(text)["input_ids"])
 
 
-BOUNDS = ("min", "max", "max_items", "max_tokens", "choices")
+SHOWN = ("min", "max", "max_items", "max_tokens", "choices")  # field metadata the page gets
 
 
 def describe() -> list[dict]:
@@ -104,7 +104,7 @@ def describe() -> list[dict]:
         if t.config is not None:
             params += [{"name": f.name, "help": f.metadata.get("help", ""), "required": False,
                         "type": _type_name(f.type), "default": clean(_default(f)), "config": True,
-                        **{k: f.metadata[k] for k in BOUNDS if k in f.metadata}, "limits": limits(f.metadata)}
+                        **{k: f.metadata[k] for k in SHOWN if k in f.metadata}, "limits": limits(f.metadata)}
                        for f in dataclasses.fields(t.config)]
         out.append({"name": t.name, "help": t.help, "params": params})
     return out

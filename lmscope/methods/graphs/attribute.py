@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from lmscope.methods.graphs.config import GraphConfig
+from lmscope.methods.graphs.prune import normalize
 from lmscope.methods.graphs.replacement import EMBED, PromptState, final_norm_site, replacement
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -89,9 +90,9 @@ class Attributor:
         lm, state, b = self.lm, self.state, len(targets)
         with frozen(lm.model), torch.enable_grad(), replacement(lm, state, *ops) as taps:
             lm.model(input_ids=state.ids.expand(b, -1), use_cache=False)
-            objective = 0.0
+            objective, final = 0.0, final_norm_site(lm)
             for i, (layer, pos, w) in enumerate(targets):
-                x = taps.cache[final_norm_site(lm)] if layer < 0 else taps.cache[Site(layer, "mlp_in")]
+                x = taps.cache[final] if layer < 0 else taps.cache[Site(layer, "mlp_in")]
                 objective = objective + x[i, pos].float() @ w.to(x.device)
             leaves = [taps.store[EMBED][1], *(taps.store[Site(layer, "mlp_out")][1] for layer in range(self.n_layers))]
             grads = torch.autograd.grad(objective, leaves, allow_unused=True)
@@ -128,8 +129,7 @@ def partial_influence(rows: torch.Tensor, row_nodes: torch.Tensor, weights: torc
 
     rows: (r, n_sources) with the logit rows last; row_nodes: (r,) the source column each row is (-1 for logits).
     """
-    norm = rows.abs()
-    norm = norm / norm.sum(1, keepdim=True).clamp_min(1e-10)
+    norm = normalize(rows)
     prod = torch.zeros(rows.shape[0])
     prod[-n_logits:] = weights
     influence = torch.zeros(rows.shape[1])

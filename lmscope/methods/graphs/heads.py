@@ -56,13 +56,13 @@ def head_loadings(lm: LM, graph: AttributionGraph, transcoders: dict[int, LayerT
     edges = edges[:top_edges]
     state = setup(lm, graph.input_ids[None], transcoders, graph.config.zero_first)
     att = Attributor(lm, state, graph.config.batch_size)
-    explored = _explored_index(graph, state)
+    index = {tuple(f): i for i, f in enumerate(state.features.tolist())}  # (layer, pos, feature) -> prompt index
     targets = sorted({t for t, _ in edges})
     heads = [(layer, h) for layer in range(lm.n_layers) for h in range(lm.n_heads)]
     vectors = logit_targets(lm, state.logits, graph.config, graph.logit_ids.tolist()).vectors
     specs, rows = [], []
     for t in targets:
-        spec = _target_spec(graph, state, explored, vectors, t)
+        spec = _target_spec(graph, state, index, vectors, t)
         for layer, h in heads:
             if spec[0] < 0 or layer <= spec[0]:  # a head can carry a path only below the target's MLP
                 specs.append((t, layer, h))
@@ -74,40 +74,32 @@ def head_loadings(lm: LM, graph: AttributionGraph, transcoders: dict[int, LayerT
         return [apply(Site(layer, "attn_heads"), _zero_head(h, d_head), rows=[i])]
 
     without = att.rows(rows, row_ops)  # (len(specs), n_sources)
-    columns = _graph_columns(graph, att)
-    loss = {}
+    columns = _graph_columns(graph, att, index)
+    by_target: dict[int, list[tuple[int, int, int]]] = {}  # target -> (row of ``without``, layer, head)
     for k, (t, layer, h) in enumerate(specs):
-        loss[(t, layer, h)] = without[k]
+        by_target.setdefault(t, []).append((k, layer, h))
     out = []
     for t, s in edges:
         col = int(columns[s])
-        found = [(layer, h, float(graph.adjacency[t, s]) - float(loss[(t, layer, h)][col]))
-                 for (tt, layer, h) in loss if tt == t]
+        found = [(layer, h, float(graph.adjacency[t, s]) - float(without[k, col])) for k, layer, h in by_target[t]]
         found.sort(key=lambda x: -abs(x[2]))
         out.append(EdgeHeads(graph.label(s), graph.label(t), float(graph.adjacency[t, s]),
                              [(layer, h, round(v, 6)) for layer, h, v in found[:top_heads]]))
     return out
 
 
-def _explored_index(graph: AttributionGraph, state) -> dict[tuple[int, int, int], int]:
-    """(layer, pos, feature) -> the feature's index among the prompt's active features."""
-    return {tuple(f): i for i, f in enumerate(state.features.tolist())}
-
-
-def _target_spec(graph: AttributionGraph, state, explored: dict, vectors: torch.Tensor, t: int):
+def _target_spec(graph: AttributionGraph, state, index: dict, vectors: torch.Tensor, t: int):
     """(layer or -1, position, w_t) of graph node ``t``."""
     if graph.kind(t) == "logit":
-        return (-1, graph.n_pos - 1, vectors[t - graph.adjacency.shape[0] + len(graph.logit_ids)])
-    index = explored[tuple(graph.features[t].tolist())]
-    return feature_targets(state, torch.tensor([index]))[0]
+        return (-1, graph.n_pos - 1, vectors[graph.logit_index(t)])
+    return feature_targets(state, torch.tensor([index[tuple(graph.features[t].tolist())]]))[0]
 
 
-def _graph_columns(graph: AttributionGraph, att: Attributor) -> torch.Tensor:
+def _graph_columns(graph: AttributionGraph, att: Attributor, index: dict) -> torch.Tensor:
     """For every graph node, its column among the attributor's sources (features of the prompt, errors, tokens)."""
     cols = torch.full((graph.adjacency.shape[0],), -1, dtype=torch.long)
-    keys = {tuple(f): i for i, f in enumerate(att.state.features.tolist())}
     for i in range(graph.n_feat):
-        cols[i] = keys[tuple(graph.features[i].tolist())]
+        cols[i] = index[tuple(graph.features[i].tolist())]
     fixed = graph.n_errors + graph.n_pos
     cols[graph.n_feat:graph.n_feat + fixed] = torch.arange(att.n_feat, att.n_feat + fixed)
     return cols

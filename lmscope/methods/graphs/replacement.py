@@ -113,11 +113,7 @@ def replacement(lm: LM, state: PromptState, *extra) -> Iterator[Taps]:
 
 def final_norm_site(lm: LM) -> ModuleSite:
     """The final norm's output (the logit targets read it)."""
-    return ModuleSite(_path_of(lm, lm.layout.final_norm), "output")
-
-
-def _path_of(lm: LM, module) -> str:
-    return next(p for p, m in lm.model.named_modules() if m is module)
+    return ModuleSite(lm.layout.spec.final_norm, "output")
 
 
 def _reader(seen: dict, layer: int):

@@ -60,6 +60,10 @@ class AttributionGraph(Result):
             return "error"
         return "token" if node < self.n_feat + self.n_errors + self.n_pos else "logit"
 
+    def logit_index(self, node: int) -> int:
+        """Which target logit a logit node is (0 = the most likely)."""
+        return node - self.adjacency.shape[0] + len(self.logit_tokens)
+
     def where(self, node: int) -> tuple[int, int]:
         """(layer, position) of a node: tokens at layer -1, logits at n_layers and the last position."""
         kind = self.kind(node)
@@ -81,7 +85,7 @@ class AttributionGraph(Result):
             return f"err L{layer}@{pos}"
         if kind == "token":
             return f"tok {self.tokens[pos]!r}@{pos}"
-        return f"logit {self.logit_tokens[node - self.adjacency.shape[0] + len(self.logit_tokens)]!r}"
+        return f"logit {self.logit_tokens[self.logit_index(node)]!r}"
 
     def pruned(self, node_threshold: float | None = None, edge_threshold: float | None = None) -> Pruned:
         """The nodes and edges kept at the thresholds (default: the config's)."""
@@ -138,7 +142,7 @@ class AttributionGraph(Result):
             tok = int(self.input_ids[pos])
             return {**base, "node_id": f"E_{tok}_{pos}", "feature": pos, "layer": "E", "feature_type": "embedding",
                     "jsNodeId": f"E_{tok}-{pos}"}
-        j = i - self.adjacency.shape[0] + len(self.logit_tokens)
+        j = self.logit_index(i)
         vocab, prob = int(self.logit_ids[j]), float(self.logit_probs[j])
         return {**base, "node_id": f"{self.n_layers + 1}_{vocab}_{pos}", "feature": vocab,
                 "layer": str(self.n_layers + 1), "feature_type": "logit", "jsNodeId": f"L_{vocab}-{pos}",

@@ -52,10 +52,11 @@ class LensComparison(Result):
         return out
 
 
-def _row_sums(logits: torch.Tensor, final_logp: torch.Tensor, final_top: torch.Tensor) -> torch.Tensor:
+def _row_sums(logits: torch.Tensor, final_logp: torch.Tensor, final_p: torch.Tensor,
+              final_top: torch.Tensor) -> torch.Tensor:
     """(sum of KL(final || this), top-1 agreements) over the positions of one chunk. logits: (pos, vocab)."""
     logp = torch.log_softmax(logits.float(), -1)
-    kl = (final_logp.exp() * (final_logp - logp)).sum(-1).clamp_min(0)
+    kl = (final_p * (final_logp - logp)).sum(-1).clamp_min(0)
     return torch.stack([kl.sum().double(), (logp.argmax(-1) == final_top).sum().double()])
 
 
@@ -73,10 +74,11 @@ def compare_lenses(lm: LM, readouts: list[Readout], config: CompareConfig | None
         streams = [batch.kept(s).to(lm.dtype) for s in sites]  # (n, d) each
         for i in range(0, streams[0].shape[0], CHUNK):
             final_logp = torch.log_softmax(lm.unembed(streams[-1][i:i + CHUNK]).float(), -1)
-            final_top = final_logp.argmax(-1)
+            final_p, final_top = final_logp.exp(), final_logp.argmax(-1)  # once per chunk, for every row and readout
             for j, readout in enumerate(readouts):
                 for row, h in enumerate(streams):
-                    sums[j, row] += _row_sums(readout.logits(lm, h[i:i + CHUNK], row), final_logp, final_top).cpu()
+                    logits = readout.logits(lm, h[i:i + CHUNK], row)
+                    sums[j, row] += _row_sums(logits, final_logp, final_p, final_top).cpu()
         positions += streams[0].shape[0]
     means = (sums / max(1, positions)).float()
     tuned = next((r for r in readouts if r is not LOGIT), None)

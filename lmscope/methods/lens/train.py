@@ -24,7 +24,7 @@ from lmscope.checkpoints import load_training_state, save_training_state
 from lmscope.data.activations import corpus_batches, run_batch
 from lmscope.methods.lens.config import TuneConfig
 from lmscope.model.lm import LM
-from lmscope.model.readout import TunedLens, unembed_hash
+from lmscope.model.readout import TunedLens
 from lmscope.model.sites import Site
 from lmscope.model.weights import frozen
 from lmscope.progress import tqdm
@@ -151,8 +151,8 @@ def _optimizer(params: list[torch.Tensor], config: TuneConfig) -> torch.optim.Op
                            weight_decay=config.weight_decay)
 
 
-def _settings(lm: LM, config: TuneConfig) -> dict:
-    return {"model": lm.name, "unembed_hash": unembed_hash(lm), "config": dataclasses.asdict(config)}
+def _settings(lens: TunedLens, config: TuneConfig) -> dict:
+    return {"model": lens.model, "unembed_hash": lens.unembed_hash, "config": dataclasses.asdict(config)}
 
 
 def train_tuned_lens(lm: LM, config: TuneConfig | None = None, out: str | Path | None = None) -> TunedLens:
@@ -162,10 +162,10 @@ def train_tuned_lens(lm: LM, config: TuneConfig | None = None, out: str | Path |
     """
     config = config or TuneConfig()
     lm.check_length(config.seq_len)
+    lens = TunedLens.identity(lm)  # hashes the unembedding once: the lens and the run's settings both record it
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
-        check_settings(out, _settings(lm, config))
-    lens = TunedLens.identity(lm)
+        check_settings(out, _settings(lens, config))
     tr = Translators(lens, config.bias)
     opt = _optimizer([p for p in tr.parameters() if p.requires_grad], config)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config))

@@ -176,6 +176,7 @@ def test_saved_transcoders_in_the_models_units():
     coder = build_sae(SaeConfig("topk", d_in=16, width=32, k=4, transcoder=True, skip=True))
     with torch.no_grad():
         coder.W_skip.normal_()
+        coder.W_dec.normal_()  # a trained decoder (a new transcoder's starts at zero)
         coder.b_dec.normal_()
         coder.input_scale.fill_(2.0)
         coder.output_scale.fill_(0.5)
@@ -240,3 +241,47 @@ def test_head_loadings_are_the_edge_lost_without_the_head():
                      for v in (vector, 0 * vector)]
             without = moved[0] - moved[1]  # the edge in the model without that head
             assert edge.weight - without == pytest.approx(loading, rel=1e-3, abs=1e-5)
+
+
+def _corpus(tmp_path):
+    from tests.helpers import write_corpus
+
+    return write_corpus(tmp_path / "text.txt", extra_words=20, lengths=(30, 60), docs=40)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_exact_transcoders_replace_the_model_and_zero_ones_recover_nothing(family, tmp_path):
+    from lmscope.methods.graphs import LayerTranscoder, ReplacementEvalConfig, evaluate_replacement
+
+    lm = tiny(family)
+    cfg = ReplacementEvalConfig(corpus=_corpus(tmp_path), split="all", tokens=512, seq_len=32, batch_size=4)
+    exact_eval = evaluate_replacement(lm, exact(lm), cfg)
+    assert exact_eval.layers == list(range(lm.n_layers)) and exact_eval.tokens > 0
+    assert min(exact_eval.fve) > 1 - 1e-5 and exact_eval.ce_recovered == pytest.approx(1.0, abs=1e-4)
+    assert exact_eval.ce_replaced == pytest.approx(exact_eval.ce_orig, abs=1e-4)
+    d, n = lm.d_model, 8
+    zero = {la: LayerTranscoder(la, lambda x: torch.zeros(*x.shape[:-1], n), torch.zeros(n, d), torch.zeros(d),
+                                torch.zeros(n, d)) for la in range(lm.n_layers)}
+    zero_eval = evaluate_replacement(lm, zero, cfg)
+    assert zero_eval.ce_recovered == pytest.approx(0.0, abs=1e-6) and max(zero_eval.fve) <= 0
+    assert zero_eval.ce_orig == exact_eval.ce_orig and zero_eval.ce_zero == exact_eval.ce_zero
+    assert all(z == 0 for z in zero_eval.l0) and min(exact_eval.l0) > 0
+    path = zero_eval.save(tmp_path / "r")
+    assert load_result(path).summary() == zero_eval.summary()
+
+
+def test_the_intervention_check_holds_both_measurements_and_round_trips(tmp_path):
+    from lmscope.methods.graphs import check_graph
+
+    lm = tiny("gpt2")
+    coders = exact(lm)
+    graph = attribution_graph(lm, PROMPT, coders, GraphConfig(batch_size=64, node_threshold=0.95))
+    check = check_graph(lm, graph, coders, top=5)
+    assert len(check.rows) == 5 and check.target == graph.logit_tokens[0]
+    for row in check.rows:  # frozen everything else: the measured change is the graph's direct edge
+        assert row["measured_replacement"] == pytest.approx(row["direct"], rel=1e-3, abs=1e-6)
+    assert any(row["measured"] != row["direct"] for row in check.rows)  # the real model recomputes the rest
+    corr = check.agreement()
+    assert set(corr) == {"direct", "total"} and all(v is None or -1 - 1e-9 <= v <= 1 + 1e-9 for v in corr.values())
+    again = load_result(check.save(tmp_path / "c"))
+    assert again.rows == check.rows and again.summary() == check.summary()

@@ -165,15 +165,18 @@ class SparseAutoencoder(nn.Module):
     # ---- the unit-norm decoder (TopK variants) ------------------------------------------------------------------
     @torch.no_grad()
     def project_decoder_grad(self) -> None:
-        """Remove the part of W_dec's gradient that would change its rows' norms (before the optimiser step)."""
+        """Remove the part of W_dec's gradient that would change its rows' norms (before the optimiser step).
+
+        Not for a transcoder: its rows are free in norm (see :class:`TopKSAE`).
+        """
         w = self.W_dec
-        if self.unit_decoder and w.grad is not None:
+        if self.unit_decoder and not self.transcoder and w.grad is not None:
             w.grad -= (w.grad * w).sum(-1, keepdim=True) * w
 
     @torch.no_grad()
     def constrain(self) -> None:
-        """Put the decoder rows back on the unit sphere (after the optimiser step)."""
-        if self.unit_decoder:
+        """Put the decoder rows back on the unit sphere (after the optimiser step); a transcoder's stay free."""
+        if self.unit_decoder and not self.transcoder:
             self.W_dec /= self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
     # ---- weights in and out -------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Dead latents are revived by AuxK: e = x - x_hat is reconstructed from the k_aux largest pre-activations of the
 dead latents alone (e_hat = c_aux W_dec), adding aux_coefficient |e - e_hat|^2 to the loss. Decoder rows keep unit
-norm (gradient projected, rows renormalised after every step); the encoder starts as the decoder's transpose.
+norm (gradient projected, rows renormalised after every step); the encoder starts as the decoder's transpose. A
+transcoder's decoder starts at zero and its rows are free in norm, as sparsify trains them (its input and output are
+different activations: a decoder copying the encoder's directions would start by predicting the input).
 Training steps run sparse (:mod:`.sparse`): only the encoder's forward matmul touches every latent.
 """
 
@@ -47,6 +49,9 @@ class TopKSAE(SparseAutoencoder):
     def __init__(self, cfg: SaeConfig):
         super().__init__(cfg)
         self.init_untied()
+        if self.transcoder:  # sparsify's transcoders: the decoder starts at zero (the encoder's transpose would
+            with torch.no_grad():  # copy the input to the output) and its rows are free in norm
+                self.W_dec.zero_()
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """The k largest of ReLU(pre) per row."""

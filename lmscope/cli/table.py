@@ -37,6 +37,8 @@ GROUPS: dict[str, str] = {
     "patch": "activation patching of a prompt pair, and single units on IOI",
     "neurons": "MLP neurons that write a token, and neuron editing",
     "vlm": "the bundled vision-language model",
+    "graph": "attribution graphs over transcoders: one prompt, the transcoders as a replacement model, the "
+             "intervention check of a graph",
 }
 
 ENTRIES: tuple[Entry, ...] = (
@@ -95,9 +97,15 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(("vlm", "train-projector"), "train-projector", "lmscope.cli.projector",
           "train the projector of SmolLM2-135M + DINOv2-S/14 on rendered emoji and shapes (everything else frozen); "
           "resumable per epoch: projector.safetensors, result/, report", ("train-projector",)),
-    Entry(("graph",), "graph", "lmscope.cli.graphs",
+    Entry(("graph", "run"), "graph", "lmscope.cli.graphs",
           "attribution graph of one prompt over transcoders: the features behind its next-token logits, pruned, "
-          "scored, as a figure, a report and circuit-tracer's graph JSON"),
+          "scored, as a figure, a report and circuit-tracer's graph JSON", ("graph",)),
+    Entry(("graph", "eval"), "graph-eval", "lmscope.cli.graphs",
+          "the transcoders as a replacement model on held-out text: each layer's FVE and L0, CE recovered with all "
+          "of them in place"),
+    Entry(("graph", "check"), "graph-check", "lmscope.cli.graphs",
+          "the intervention check of a saved graph: its top features removed from the real model, the change of "
+          "the top logit predicted by the graph against the measured one"),
     Entry(("serve",), "serve", "lmscope.cli.serve",
           "local web workbench: browse runs, run lens / trace / lesion / neurons / ROME edits in the browser"),
 )
@@ -106,5 +114,5 @@ BY_NAME = {e.name: e for e in ENTRIES}
 BY_PATH = {e.path: e for e in ENTRIES}
 ALIASES = {alias: e for e in ENTRIES for alias in e.aliases}
 # a group whose old name was a command: `lmscope trace PROMPT ...` still means `lmscope trace run PROMPT ...`
-DEFAULT_SUB = {"trace": "run", "stages": "run", "patch": "run", "neurons": "find", "lens": "run"}
+DEFAULT_SUB = {"trace": "run", "stages": "run", "patch": "run", "neurons": "find", "lens": "run", "graph": "run"}
 VALUE_OPTIONS = ("--model", "--device", "--dtype", "--seed")  # global options that take a value

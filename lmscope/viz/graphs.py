@@ -92,3 +92,71 @@ def graph_report(graph) -> HtmlReport:
                                                                          for layer, h, v in e["heads"])]
                       for e in graph.heads])
     return report
+
+
+def replacement_figure(result) -> Figure:
+    """Each layer's FVE and L0 of a :class:`ReplacementEval`, CE of the replacement model in the title."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    a1.bar(result.layers, result.fve, color="tab:green")
+    a1.axhline(0, color="black", lw=0.6)
+    a1.set(xlabel="layer", ylabel="FVE of the MLP output", title="transcoder FVE per layer")
+    a2.bar(result.layers, result.l0, color="tab:blue")
+    a2.set(xlabel="layer", ylabel="active features per token", title="L0 per layer")
+    fig.suptitle(f"{result.model}: CE {result.ce_orig:.3f} -> {result.ce_replaced:.3f} with every transcoder in place "
+                 f"({result.ce_zero:.3f} with those MLPs zeroed): CE recovered {result.ce_recovered:.3f}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def replacement_report(result) -> HtmlReport:
+    """The losses, CE recovered and a table of each layer's FVE and L0."""
+    report = HtmlReport(f"Transcoders as a replacement model — {result.model}", f"transcoders: {result.source}")
+    report.text(f"On {result.tokens:,} held-out positions ({result.config.corpus} {result.config.split}): the model's "
+                f"loss {result.ce_orig:.4f}; with every covered MLP's output replaced by its transcoder's prediction "
+                f"(from that layer's input in the same run, errors compounding) {result.ce_replaced:.4f}; with those "
+                f"MLP outputs zeroed {result.ce_zero:.4f}. CE recovered {result.ce_recovered:.3f}; mean FVE "
+                f"{sum(result.fve) / len(result.fve):.3f}.")
+    report.figure(replacement_figure(result), "each layer's FVE (of the MLP output, from the clean MLP input) and L0")
+    report.table(["layer", "FVE", "L0"], [[la, round(f, 4), round(z, 2)]
+                                           for la, f, z in zip(result.layers, result.fve, result.l0)])
+    return report
+
+
+def check_figure(check) -> Figure:
+    """Predicted (direct, through the graph) against measured changes of the top logit, one point per feature."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    real = [r["measured"] for r in check.rows]
+    for key, colour, label in (("direct", "tab:blue", "direct edge"), ("total", "tab:orange", "through the graph")):
+        ax.scatter([r[key] for r in check.rows], real, s=18, color=colour, label=label)
+    ax.scatter([r["measured_replacement"] for r in check.rows], real, s=10, marker="x", color="tab:gray",
+               label="replacement model (frozen)")
+    values = [v for r in check.rows for v in (r["direct"], r["total"], r["measured"])] or [0.0]
+    low, high = min(values), max(values)
+    ax.plot([low, high], [low, high], color="black", lw=0.6)
+    ax.set(xlabel="predicted change of the top logit", ylabel="measured in the real model",
+           title=f"{check.model}: {check.prompt!r} -> {check.target!r}")
+    ax.title.set_fontsize(8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def check_report(check) -> HtmlReport:
+    """The intervention table and its figure."""
+    corr = check.agreement()
+    report = HtmlReport(f"Intervention check — {check.model}", f"prompt: {check.prompt!r}; target {check.target!r}")
+    report.text(f"Each of the graph's {len(check.rows)} most influential features removed alone (its activation times "
+                "its decoder row subtracted from the MLP output at its position). Predicted: the graph's direct edge "
+                "to the top logit, and the total through the graph's paths; measured: in the replacement model with "
+                "attention, norms and later MLP outputs frozen (must equal the direct edge), and in the real model "
+                f"(everything recomputed). Correlation with the real model: direct {_corr(corr['direct'])}, total "
+                f"{_corr(corr['total'])}.")
+    report.figure(check_figure(check), "predicted against measured; the line is y = x")
+    report.table(["feature", "direct edge", "through the graph", "replacement model", "real model"],
+                 [[r["node"], round(r["direct"], 4), round(r["total"], 4), round(r["measured_replacement"], 4),
+                   round(r["measured"], 4)] for r in check.rows])
+    return report
+
+
+def _corr(value: float | None) -> str:
+    return "undefined (fewer than 3 features, or no spread)" if value is None else f"{value:.3f}"

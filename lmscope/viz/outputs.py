@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmscope.io import write_json
+from lmscope.viz.graphs import graph_figure, graph_report
 from lmscope.viz.lens import lens_report, plot_lens_curves, plot_lens_grid
 from lmscope.viz.neurons import neurons_report, plot_neurons
-from lmscope.viz.report import HtmlReport
+from lmscope.viz.report import HtmlReport, save_figure
 from lmscope.viz.trace import plot_trace, trace_report
 
 
@@ -57,4 +58,13 @@ def write_neurons(result, out: str | Path) -> Path:
     out = save_run(out, result, "neurons.json")
     plot_neurons(result, out / "neurons.png")
     neurons_report(result).write(out / "report.html")
+    return out
+
+
+def write_graph(result, out: str | Path) -> Path:
+    """result/, graph.json, graph-circuit-tracer.json (its frontend's format), graph.png and report.html of a graph."""
+    out = save_run(out, result, "graph.json")
+    write_json(out / "graph-circuit-tracer.json", result.to_json(slug=out.name), indent=None)
+    save_figure(graph_figure(result), out / "graph.png")
+    graph_report(result).write(out / "report.html")
     return out

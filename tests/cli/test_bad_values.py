@@ -15,9 +15,13 @@ from pathlib import Path
 
 import pytest
 
+import lmscope
 from lmscope.cli import build_parser, main
+from lmscope.cli.graphs import load_transcoders
 from lmscope.cli.registry import COMMANDS
 from lmscope.cli.table import ENTRIES
+from lmscope.methods.graphs import GraphConfig, attribution_graph
+from tests.helpers import tiny_model, tiny_tokenizer
 
 PROMPT = "The Eiffel Tower is located in the city of"
 
@@ -35,7 +39,8 @@ def valid(entry, paths: dict[str, Path]) -> list[str]:
         "patch": ["--clean", "The capital of France is", "--corrupted", "The capital of Spain is", "--answer", "Paris"],
         "ioi-features": ["--data", str(paths["ioi"]), "--layer", "1"], "autointerp": ["--layer", "1"],
         "info": [], "train-projector": [], "stages": [], "graph": [PROMPT, "--transcoders", str(paths["transcoders"])],
-        "lens-import": [str(paths["folder"])],
+        "lens-import": [str(paths["folder"])], "graph-eval": ["--transcoders", str(paths["transcoders"])],
+        "graph-check": [str(paths["graph"]), "--transcoders", str(paths["transcoders"])],
     }.get(entry.name, [])
 
 
@@ -43,7 +48,8 @@ PATH_OPTIONS = {"trace-dataset": ["--data"], "eval-edits": ["--data"], "ioi-feat
                 "autointerp": ["--sae", "--prompts", "--corpus"], "sae-eval": ["sae"], "sae-features": ["sae"],
                 "sae-harvest": ["--corpus"], "sae-train": ["--corpus", "--cache"], "neurons": ["--image"],
                 "stages": ["--corpus"], "stats": ["--corpus"], "graph": ["--transcoders"], "lens-train": ["--corpus"],
-                "lens-eval": ["--corpus", "--lens"], "lens-import": ["folder"]}
+                "lens-eval": ["--corpus", "--lens"], "lens-import": ["folder"],
+                "graph-eval": ["--transcoders", "--corpus"], "graph-check": ["graph", "--transcoders"]}
 SKIP = {"serve", "models"}  # serve listens (its inputs: tests/web/test_security.py); models takes no input
 ENTRY_NAMES = [e.name for e in ENTRIES if e.name not in SKIP]
 
@@ -61,12 +67,18 @@ def files(tmp_path_factory):
     save_sae(build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4)), root / "sae", site="resid_post.1")
     save_sae(build_sae(SaeConfig("topk", d_in=32, ratio=2, k=4, transcoder=True)), root / "tc" / "mlp_in.1",
              site="mlp_in.1", target="mlp_out.1")
+    model = root / "tiny-llama"  # the graph of the same tiny model as tiny_llama_dir, under the same name
+    tiny_model("llama").save_pretrained(model)
+    tiny_tokenizer().save_pretrained(model)
+    lm = lmscope.load(str(model))
+    coders = load_transcoders(root / "tc", lm)
+    attribution_graph(lm, PROMPT, coders, GraphConfig(), source=str(root / "tc")).save(root / "graph" / "result")
     (root / "empty.txt").write_text("")
     (root / "binary.bin").write_bytes(bytes(range(256)) * 64)
     (root / "a-folder").mkdir()
     return {"facts": facts, "ioi": ioi, "sae": root / "sae", "empty": root / "empty.txt",
             "binary": root / "binary.bin", "folder": root / "a-folder", "missing": root / "missing",
-            "transcoders": root / "tc"}
+            "transcoders": root / "tc", "graph": root / "graph"}
 
 
 def bounded_fields() -> list[tuple[str, str, str]]:

@@ -194,8 +194,16 @@ def _square(att: Attributor, feat_rows: torch.Tensor, feat_nodes: torch.Tensor, 
     return adjacency
 
 
-def estimate(state: PromptState, n_logits: int, config: GraphConfig, d_model: int) -> dict:
-    """Nodes, backward passes and peak memory (bytes) of a graph before it is computed."""
+PASS_COST = 1.0  # seconds of one backward pass of batch_size rows / (batch_size x the clean run's seconds)
+
+
+def estimate(state: PromptState, n_logits: int, config: GraphConfig, d_model: int,
+             forward_seconds: float = 0.0) -> dict:
+    """Nodes, backward passes, peak memory (bytes) and time of a graph before it is computed.
+
+    The time is ``PASS_COST`` x batch_size x ``forward_seconds`` (the clean run's, with its captures) per pass;
+    bench/bench_graphs.py measures its error.
+    """
     n_feat = len(state.values) if config.max_feature_nodes == 0 else min(len(state.values), config.max_feature_nodes)
     n = n_feat + state.n_layers * state.n_pos + state.n_pos + n_logits
     passes = math.ceil(n_logits / config.batch_size) + math.ceil(n_feat / config.batch_size)
@@ -203,4 +211,6 @@ def estimate(state: PromptState, n_logits: int, config: GraphConfig, d_model: in
     # the rows computed before it is assembled
     activations = config.batch_size * state.n_layers * state.n_pos * d_model * 4 * 24
     memory = 2 * n * n * 4 + (n_feat + n_logits) * (len(state.values) + n - n_feat) * 4 + activations
-    return {"nodes": n, "features": n_feat, "backward_passes": passes, "memory_bytes": int(memory)}
+    seconds = passes * PASS_COST * config.batch_size * forward_seconds
+    return {"nodes": n, "features": n_feat, "backward_passes": passes, "memory_bytes": int(memory),
+            "seconds_estimate": round(seconds, 2)}

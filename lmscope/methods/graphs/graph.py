@@ -41,10 +41,10 @@ def attribution_graph(lm: LM, prompt: str, transcoders: dict[int, LayerTranscode
     ids = lm.tokenize(prompt)["input_ids"]
     state = setup(lm, ids, transcoders, config.zero_first)
     chosen = logit_targets(lm, state.logits, config, target_ids(lm, targets) if targets else None)
-    cost = estimate(state, len(chosen.ids), config, lm.d_model)
+    cost = estimate(state, len(chosen.ids), config, lm.d_model, forward_seconds=time.perf_counter() - t0)
     gb = cost["memory_bytes"] / 1e9
-    log.info("graph of %r: %d active features, %d nodes, %d backward passes, about %.2f GB", prompt,
-             len(state.values), cost["nodes"], cost["backward_passes"], gb)
+    log.info("graph of %r: %d active features, %d nodes, %d backward passes, about %.2f GB and %.0f s", prompt,
+             len(state.values), cost["nodes"], cost["backward_passes"], gb, cost["seconds_estimate"])
     if config.max_memory_gb and gb > config.max_memory_gb:
         raise InputError(f"this graph needs about {gb:.1f} GB (> --max-memory-gb {config.max_memory_gb:g}): "
                          f"{len(state.values)} active features; lower --max-feature-nodes or --batch-size")

@@ -8,6 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
+from lmscope.cli.graphs import load_transcoders
 from lmscope.cli.registry import arg, command, load_model
 from lmscope.errors import InputError
 from lmscope.runs import prepare_out
@@ -40,7 +41,10 @@ def _check_port(host: str, port: int) -> None:
          arg("--no-token", action="store_true", help="no token (loopback only; any program of this machine's users "
                                                      "can then drive the workbench)"),
          arg("--allow-host", nargs="+", default=[], metavar="NAME",
-             help="more host names the browser may use (localhost, 127.0.0.1, [::1] and --host always are)"))
+             help="more host names the browser may use (localhost, 127.0.0.1, [::1] and --host always are)"),
+         arg("--transcoders", type=Path, default=None, metavar="FOLDER",
+             help="transcoders (one per layer, as for lmscope graph): the page can then build attribution graphs and "
+                  "clamp their features"))
 def serve(args) -> int:
     """Serve the workbench until Ctrl-C: one model in memory, one job at a time, runs saved as normal run folders."""
     from lmscope.web import create_app
@@ -55,7 +59,9 @@ def serve(args) -> int:
     _check_port(args.host, args.port)
     out = prepare_out(args.runs_out)
     lm = load_model(args)
-    app = create_app(Workbench(lm, out), args.results, security)
+    transcoders = load_transcoders(args.transcoders, lm) if args.transcoders is not None else {}
+    app = create_app(Workbench(lm, out, transcoders=transcoders, transcoder_source=str(args.transcoders or "")),
+                     args.results, security)
     if not is_loopback(args.host):
         print(f"WARNING: the workbench listens on {args.host}, reachable from other machines: anyone with the token "
               "can run prompts on your model and read your result folders; the connection is not encrypted",

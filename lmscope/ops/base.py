@@ -31,8 +31,8 @@ Count = Callable[[str], int]  # text -> its number of tokens
 class Param:
     """An argument of an operation that is not a config field, with its bounds.
 
-    ``page_max_tokens`` bounds a text on the workbench only (a served model answers everyone; the command line
-    takes what the model's context holds).
+    ``min`` / ``max`` bound a number (``max``: a list's length); ``page_max_tokens`` bounds a text on the workbench
+    only (a served model answers everyone; the command line takes what the model's context holds).
     """
 
     name: str
@@ -121,16 +121,24 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     return tuple(value) if base is tuple else float(value) if base is float else value
 
 
+CHECKS[list] = (lambda v: isinstance(v, list), "a list")
+
+
 def _check_param(op: Operation, p: Param, value: Any, count: Count | None) -> None:
     if value in (None, "") and p.required:
         raise InputError(f"{op.name} needs {p.name!r}")
-    if value is not None and not isinstance(value, p.kind) or isinstance(value, bool) and p.kind is int:
-        raise InputError(f"{p.name} must be {'text' if p.kind is str else 'an integer'}")
+    ok, what = CHECKS[p.kind]
+    if value is not None and not ok(value):
+        raise InputError(f"{p.name} must be {what}")
     if isinstance(value, str) and len(value) > MAX_TEXT and count is not None:
         raise InputError(f"{p.name} is longer than {MAX_TEXT} characters")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"{p.name} must be a finite number, got {value}")
     low, high = p.min if p.min is not None else -math.inf, p.max if p.max is not None else math.inf
-    if isinstance(value, int) and not low <= value <= high:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
         raise InputError(f"{p.name} must be in {limits(p.bounds())}, got {value}")
+    if isinstance(value, list) and p.max is not None and len(value) > p.max:
+        raise InputError(f"{p.name} holds at most {p.max} items, got {len(value)}")
     if count is not None and p.page_max_tokens is not None and isinstance(value, str):
         n = count(value)
         if n > p.page_max_tokens:

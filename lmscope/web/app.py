@@ -30,8 +30,8 @@ from lmscope.web.jobs import TERMINAL, JobQueue
 from lmscope.web.runs import BadName, NotFound, RunIndex, entry
 from lmscope.web.security import FILE_CSP, Guard, Security
 from lmscope.web.server import BODY_TIMEOUT_S, Threaded, free_port
-from lmscope.web.tasks import TASKS, Workbench, check_params, describe, execute, token_counter
-from lmscope.web.views import view
+from lmscope.web.tasks import NEEDS_TRANSCODERS, TASKS, Workbench, check_params, describe, execute, token_counter
+from lmscope.web.views import add_feature_notes, view
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +67,21 @@ class Api:
         raise NotFound(f"{folder} is outside the result directories")
 
     def view(self, run_id: str) -> dict:
-        """The view of a run, cached by (id, modification time of its result)."""
+        """The view of a run, cached by (id, modification time of its result); a graph's feature notes read anew."""
         ref = self.index.ref(run_id)
         key = (run_id, (ref.result / CFG_NAME).stat().st_mtime_ns)
         with self.cache_lock:
-            if key in self.cache:
+            page = self.cache.get(key)
+            if page is not None:
                 self.cache.move_to_end(key)
-                return self.cache[key]
+        if page is not None:
+            return add_feature_notes(page, self.features.notes)  # feature pages may have been added since
         page = {"run": run_id, **view(load_result(ref.result), ref.folder)}
         with self.cache_lock:
             self.cache[key] = page
             while len(self.cache) > 64:
                 self.cache.popitem(last=False)
-        return page
+        return add_feature_notes(page, self.features.notes)
 
 
 def _api(request: Request) -> Api:
@@ -120,7 +122,7 @@ async def model(request: Request) -> Response:
 
 
 async def tasks(request: Request) -> Response:
-    return JSONResponse(describe())
+    return JSONResponse(describe(bool(_api(request).bench.transcoders)))
 
 
 def runs(request: Request) -> Response:
@@ -174,6 +176,8 @@ async def submit(request: Request) -> Response:
     task = TASKS.get(body["task"])
     if task is None:
         raise HTTPException(404, f"no task {body['task']!r} (tasks: {', '.join(TASKS)})")
+    if task.name in NEEDS_TRANSCODERS:
+        api.bench.need_transcoders()
     params = check_params(task, body.get("params") or {}, api.count)
     if sum(j["state"] == "queued" for j in api.jobs.listing()) >= MAX_QUEUED:
         raise HTTPException(429, f"{MAX_QUEUED} jobs are already waiting; try again when one has finished")

@@ -68,6 +68,25 @@ class FeatureIndex:
                                  "raises": raised[:5], **{k: note.get(k) for k in ("explanation", "score")}})
         return hits[:max(1, min(limit, 500))]
 
+    def notes(self, model: str, wanted: list[tuple[str, int]], contexts: int = 3) -> dict[tuple[str, int], dict]:
+        """(site, feature) -> explanation and the top ``contexts`` contexts (text, the activating token marked).
+
+        From any feature-pages run of ``model`` at that site (the newest first); a run of another dictionary at the
+        same site would be read too, so each note names its run.
+        """
+        wanted_set, out = set(wanted), {}
+        explained = self.explanations()
+        for run_id, cfg in self._runs(PAGE_KIND):
+            if cfg.get("model") != model:
+                continue
+            for page in cfg.get("pages", []):
+                key = (cfg.get("site", ""), page["feature"])
+                if key in wanted_set and key not in out:
+                    note = explained.get((model, *key), {})
+                    out[key] = {"run": run_id, "explanation": note.get("explanation"),
+                                "contexts": [_marked(ex) for ex in page.get("top", [])[:contexts]]}
+        return out
+
     def page(self, run_id: str, feature: int) -> dict:
         """One feature's page data (contexts, histogram, logit effects) with its explanation when there is one."""
         ref = self.index.ref(run_id)
@@ -81,3 +100,10 @@ class FeatureIndex:
         return {"run": run_id, "model": cfg.get("model"), "site": cfg.get("site"), "tokens": cfg.get("tokens"),
                 **page, "explanation": note.get("explanation"), "score": note.get("score"),
                 "detection": note.get("detection")}
+
+
+def _marked(example: dict, left: int = 8) -> str:
+    """A context as text, at most ``left`` tokens before the activating one, which is put in [[ ]]."""
+    i = example.get("max_index", 0)
+    tokens = example.get("tokens", [])
+    return "".join(tokens[max(0, i - left):i]) + f"[[{tokens[i] if i < len(tokens) else ''}]]" + "".join(tokens[i + 1:])

@@ -219,24 +219,27 @@ MAX_GRAPH_EDGES = 600  # the strongest kept edges sent to the page
 def graph_view(r) -> dict:
     """Attribution graph: the pruned graph, its scores and its most influential nodes.
 
-    Nodes by position and layer, edges by sign and weight; on the page, hover a node for its name and influence,
-    click it to see its edges alone.
+    Nodes by position and layer, edges by sign and weight; on the page, hover a node for its name and influence
+    (and a feature's explanation and top contexts, where a feature-pages run of its transcoder is listed: see
+    :func:`add_feature_notes`), click it to see its edges alone and to clamp it (a workbench serving transcoders).
     """
     kept = r.pruned()
     ids = [int(i) for i in kept.nodes.nonzero().view(-1)]
     nodes = []
     for i in ids:
         layer, pos = r.where(i)
+        feature = r.kind(i) == "feature"
         nodes.append({"id": i, "kind": r.kind(i), "label": r.label(i), "layer": layer, "pos": pos,
-                      "influence": float(kept.cumulative[i]),
-                      "activation": float(r.activations[i]) if r.kind(i) == "feature" else None})
+                      "influence": float(kept.cumulative[i]), "feature": int(r.features[i, 2]) if feature else None,
+                      "activation": float(r.activations[i]) if feature else None})
     pairs = [(int(t), int(s)) for t, s in kept.edges.nonzero().tolist()]
     pairs.sort(key=lambda ts: -abs(float(r.adjacency[ts[0], ts[1]])))
     edges = [{"s": s, "t": t, "w": float(r.adjacency[t, s])} for t, s in pairs[:MAX_GRAPH_EDGES]]
     summary = r.summary()
     block = {"type": "graph", "title": f"pruned graph: {len(nodes)} nodes, {len(pairs)} edges (the strongest "
                                         f"{len(edges)} drawn)", "tokens": [visible(t) for t in r.tokens],
-             "layers": r.n_layers, "nodes": nodes, "edges": edges}
+             "layers": r.n_layers, "nodes": nodes, "edges": edges, "prompt": r.prompt, "model": r.model,
+             "transcoders": r.transcoders}
     top = table("most influential nodes", ["node", "cumulative influence", "direct effect on the top logit"],
                 [[t["node"], t["cumulative_influence"], t["direct_to_top_logit"]] for t in summary["top"]])
     return {"title": f"Attribution graph: {r.prompt!r}",
@@ -248,6 +251,22 @@ def graph_view(r) -> dict:
                                             [[e["source"], e["target"], e["weight"],
                                               ", ".join(f"L{la}.H{h} {v:+.3f}" for la, h, v in e["heads"])]
                                              for e in r.heads])] if r.heads else [])]}
+
+
+def add_feature_notes(page: dict, notes: Callable[[str, list[tuple[str, int]]], dict]) -> dict:
+    """A graph view with each feature node's explanation and top contexts (``note``), where known (a new dict).
+
+    ``notes(model, [(site, feature), ...])`` -> {(site, feature): note}; a transcoder of layer L reads ``mlp_in.L``.
+    """
+    blocks = []
+    for block in page.get("blocks", []):
+        if block.get("type") == "graph":
+            key = {n["id"]: (f"mlp_in.{n['layer']}", n["feature"]) for n in block["nodes"] if n["kind"] == "feature"}
+            found = notes(block.get("model", ""), list(key.values()))
+            block = {**block, "nodes": [{**n, "note": found[key[n["id"]]]} if key.get(n["id"]) in found else n
+                                        for n in block["nodes"]]}
+        blocks.append(block)
+    return {**page, "blocks": blocks}
 
 
 VIEWS: dict[str, Callable[[Any], dict]] = {

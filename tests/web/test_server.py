@@ -186,13 +186,18 @@ def test_lmscope_serve_command_off_loopback_prints_an_address_with_the_token(tin
     assert main(["serve", "--port", "70000"]) == 2 and "--port" in capsys.readouterr().err
 
 
-def test_a_graph_in_a_real_browser(served, tmp_path, tiny_llama_dir):
+def test_a_graph_in_a_real_browser(lm, tmp_path, tiny_llama_dir):
     from lmscope.cli import main
+    from lmscope.cli.graphs import load_transcoders
+    from lmscope.web import Background
+    from lmscope.web.tasks import Workbench
     from tests.cli.test_graph_cli import transcoders
 
     folder = transcoders(tmp_path / "tc")
     assert main(["--model", str(tiny_llama_dir), "graph", PROMPT, "--transcoders", str(folder),
                  "--out", str(tmp_path / "results" / "graph")]) == 0
+    served = Background(Workbench(lm, tmp_path / "results" / "serve", transcoders=load_transcoders(folder, lm),
+                                  transcoder_source=str(folder)), [tmp_path / "results"])
     manager, chromium = browser()
     try:
         page, errors = open_page(chromium, served.login_url)
@@ -208,7 +213,13 @@ def test_a_graph_in_a_real_browser(served, tmp_path, tiny_llama_dir):
         page.locator("#run-view svg.graph").click(position={"x": 5, "y": 5})  # the background: every edge again
         shown = page.eval_on_selector_all("#run-view svg.graph line", count.format("!=="))
         assert shown == lines.count() and not errors, errors
+        page.locator("#run-view svg.graph circle[fill='#2ca02c']").first.click()  # a feature: clamp it to 0
+        page.click("#run-view .node-panel button")
+        page.wait_for_selector("#run-view .clamp-result table", timeout=60_000)
+        assert "→ 0" in page.inner_text("#run-view .clamp-result") and not errors, errors
+        assert page.locator("#run-view .clamp-result table").first.locator("tbody tr").count() >= 10
         page.screenshot(path=str(tmp_path / "graph.png"), full_page=True)
     finally:
         chromium.close()
         manager.stop()
+        served.stop()

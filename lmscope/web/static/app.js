@@ -186,19 +186,69 @@ function graphBlock(b) {
     const c = svg("circle", { cx: at[n.id][0], cy: at[n.id][1], r: 5, fill: KIND_COLOURS[n.kind] || "#000",
       stroke: "#fff", "stroke-width": 1, tabindex: 0 });
     const tip = svg("title");
-    tip.textContent = `${n.label} · ${n.kind} · cumulative influence ${fmt(n.influence)}` +
-      (n.activation !== null && n.activation !== undefined ? ` · activation ${fmt(n.activation)}` : "");
+    tip.textContent = nodeText(n);
     c.append(tip);
     c.addEventListener("click", (ev) => {
       ev.stopPropagation();
       for (const l of lines) l.style.display = (+l.dataset.s === n.id || +l.dataset.t === n.id) ? "" : "none";
+      showNode(b, n, panel);
     });
     root.append(c);
   }
-  root.addEventListener("click", () => { for (const l of lines) l.style.display = ""; });
+  const panel = el("div", { class: "node-panel" });
+  root.addEventListener("click", () => { for (const l of lines) l.style.display = ""; panel.replaceChildren(); });
   const keyLine = el("p", { class: "meta", text: "green: features · grey: error nodes · blue: tokens · orange: logits; " +
-    "blue edges excite, red inhibit; hover a node for its name, click it to see its edges alone" });
-  return el("div", { class: "block graph" }, el("h3", { text: b.title }), keyLine, root);
+    "blue edges excite, red inhibit; hover a node for its name (a feature: its explanation and top contexts where " +
+    "known), click it to see its edges alone and to clamp it" });
+  return el("div", { class: "block graph" }, el("h3", { text: b.title }), keyLine, root, panel);
+}
+function nodeText(n) {
+  const act = n.activation !== null && n.activation !== undefined ? ` · activation ${fmt(n.activation)}` : "";
+  const note = n.note ? `\n${n.note.explanation ? `explanation: ${n.note.explanation}\n` : ""}` +
+    n.note.contexts.map((c) => `… ${c}`).join("\n") : "";
+  return `${n.label} · ${n.kind} · cumulative influence ${fmt(n.influence)}${act}${note}`;
+}
+
+// a clicked node: its details; a feature can be clamped (scale x its activation) and the prompt rerun on the model
+function showNode(b, n, panel) {
+  panel.replaceChildren(el("h4", { text: n.label }), el("pre", { class: "gen", text: nodeText(n) }));
+  if (n.kind !== "feature") return;
+  if (!tasks.some((t) => t.name === "clamp")) {
+    panel.append(el("p", { class: "meta", text: "to clamp features, serve transcoders: lmscope serve --transcoders FOLDER" }));
+    return;
+  }
+  const scale = el("input", { type: "number", step: "any", value: "0", min: "-100", max: "100", class: "scale" });
+  const out = el("div", { class: "clamp-result" });
+  const button = el("button", { type: "button", text: "clamp and rerun" });
+  button.addEventListener("click", async () => {
+    button.disabled = true; out.replaceChildren(el("p", { class: "meta", text: "running…" }));
+    try {
+      const params = { prompt: b.prompt, features: [[n.layer, n.pos, n.feature]], scale: parseFloat(scale.value || "0"),
+        graph_transcoders: b.transcoders || undefined };
+      const job = await api("/api/jobs", { method: "POST", body: JSON.stringify({ task: "clamp", params }) });
+      out.replaceChildren(clampTable(await jobPayload(job.id)));
+    } catch (e) { out.replaceChildren(el("p", { class: "error", text: e.message })); }
+    button.disabled = false;
+  });
+  panel.append(el("label", {}, "new activation = scale × old ", scale), " ", button, out);
+}
+async function jobPayload(id) {
+  for (;;) {
+    const job = await api(`/api/jobs/${encodeURIComponent(id)}`);
+    const result = job.events.find((e) => e.type === "result");
+    if (result) return result.payload;
+    const end = job.events.find((e) => ["failed", "cancelled"].includes(e.type));
+    if (end) throw new Error(`${end.type}: ${end.message}`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+function clampTable(p) {
+  const f = p.features.map((x) => `${x.node}: ${fmt(x.activation)} → ${fmt(x.set_to)}`).join("; ");
+  return el("div", {}, el("p", { class: "meta", text: f }), ...(p.note ? [el("p", { class: "meta", text: p.note })] : []),
+    dataTable({ title: "next token: logit (demeaned) before and after", columns: ["token", "before", "after", "change"],
+      rows: p.logits.map((r) => [JSON.stringify(r.token), r.before, r.after, r.change]) }),
+    dataTable({ title: "top next tokens", columns: ["before", "p", "after", "p "],
+      rows: p.before.map((x, i) => [JSON.stringify(x[0]), x[1], JSON.stringify(p.after[i][0]), p.after[i][1]]) }));
 }
 
 function kv(b) {

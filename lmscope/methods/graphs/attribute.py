@@ -194,14 +194,20 @@ def _square(att: Attributor, feat_rows: torch.Tensor, feat_nodes: torch.Tensor, 
     return adjacency
 
 
-PASS_COST = 1.0  # seconds of one backward pass of batch_size rows / (batch_size x the clean run's seconds)
+def probe_seconds(lm: LM, state: PromptState, batch_size: int) -> float:
+    """Seconds of one backward pass of a full batch (the first features as targets): the unit of the estimate."""
+    att = Attributor(lm, state, batch_size)
+    idx = torch.arange(min(batch_size, att.n_feat))
+    t0 = time.perf_counter()
+    att.rows(feature_targets(state, idx) if len(idx) else [(-1, state.n_pos - 1, torch.zeros(lm.d_model))])
+    return time.perf_counter() - t0
 
 
 def estimate(state: PromptState, n_logits: int, config: GraphConfig, d_model: int,
-             forward_seconds: float = 0.0) -> dict:
+             pass_seconds: float = 0.0) -> dict:
     """Nodes, backward passes, peak memory (bytes) and time of a graph before it is computed.
 
-    The time is ``PASS_COST`` x batch_size x ``forward_seconds`` (the clean run's, with its captures) per pass;
+    The time is the backward passes x ``pass_seconds`` (:func:`probe_seconds`, one pass timed on this prompt);
     bench/bench_graphs.py measures its error.
     """
     n_feat = len(state.values) if config.max_feature_nodes == 0 else min(len(state.values), config.max_feature_nodes)
@@ -211,6 +217,6 @@ def estimate(state: PromptState, n_logits: int, config: GraphConfig, d_model: in
     # the rows computed before it is assembled
     activations = config.batch_size * state.n_layers * state.n_pos * d_model * 4 * 24
     memory = 2 * n * n * 4 + (n_feat + n_logits) * (len(state.values) + n - n_feat) * 4 + activations
-    seconds = passes * PASS_COST * config.batch_size * forward_seconds
+    seconds = passes * pass_seconds
     return {"nodes": n, "features": n_feat, "backward_passes": passes, "memory_bytes": int(memory),
             "seconds_estimate": round(seconds, 2)}

@@ -7,7 +7,7 @@ import resource
 import time
 
 from lmscope.errors import InputError
-from lmscope.methods.graphs.attribute import attribute, estimate, logit_targets
+from lmscope.methods.graphs.attribute import attribute, estimate, logit_targets, probe_seconds
 from lmscope.methods.graphs.config import GraphConfig
 from lmscope.methods.graphs.prune import scores
 from lmscope.methods.graphs.replacement import setup
@@ -34,20 +34,21 @@ def attribution_graph(lm: LM, prompt: str, transcoders: dict[int, LayerTranscode
     """The attribution graph of ``prompt``'s next-token logits (the top ones, or ``targets``) over ``transcoders``.
 
     Layers without a transcoder keep their whole MLP output as error nodes. The estimated peak memory is checked
-    against ``config.max_memory_gb`` before any backward pass.
+    against ``config.max_memory_gb`` before any backward pass; the time is estimated from one timed pass (logged).
     """
     config = config or GraphConfig()
     t0 = time.perf_counter()
     ids = lm.tokenize(prompt)["input_ids"]
     state = setup(lm, ids, transcoders, config.zero_first)
     chosen = logit_targets(lm, state.logits, config, target_ids(lm, targets) if targets else None)
-    cost = estimate(state, len(chosen.ids), config, lm.d_model, forward_seconds=time.perf_counter() - t0)
+    cost = estimate(state, len(chosen.ids), config, lm.d_model)
     gb = cost["memory_bytes"] / 1e9
-    log.info("graph of %r: %d active features, %d nodes, %d backward passes, about %.2f GB and %.0f s", prompt,
-             len(state.values), cost["nodes"], cost["backward_passes"], gb, cost["seconds_estimate"])
     if config.max_memory_gb and gb > config.max_memory_gb:
         raise InputError(f"this graph needs about {gb:.1f} GB (> --max-memory-gb {config.max_memory_gb:g}): "
                          f"{len(state.values)} active features; lower --max-feature-nodes or --batch-size")
+    cost = estimate(state, len(chosen.ids), config, lm.d_model, probe_seconds(lm, state, config.batch_size))
+    log.info("graph of %r: %d active features, %d nodes, %d backward passes, about %.2f GB and %.0f s", prompt,
+             len(state.values), cost["nodes"], cost["backward_passes"], gb, cost["seconds_estimate"])
     adjacency, explored = attribute(lm, state, chosen, config)
     n_feat = len(explored)
     cost.update(seconds=round(time.perf_counter() - t0, 2),

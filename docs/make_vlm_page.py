@@ -167,6 +167,9 @@ def page(training, studies: list[dict]) -> str:
                   f"Zero-ablating the top neurons: the word stays in the caption {c['generated_after']:.2f} (random "
                   f"sets: {c['random_generated']:.2f}), P drops {c['prob_drop']:.3f} (random "
                   f"{c['random_prob_drop']:.3f}).", ""]
+    lines += ["Other Hugging Face VLM families (LLaVA-NeXT, Idefics3 / SmolVLM, Qwen2-VL / Qwen2.5-VL, Gemma 3, "
+              "PaliGemma): what loads, what is checked, and how image tokens map back to pixels: "
+              "[docs/vlm-families.md](vlm-families.md).", ""]
     return "\n".join(lines)
 
 

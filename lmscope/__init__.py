@@ -2,7 +2,7 @@
 
 The main entry points are here (``lmscope.load``, ``lmscope.Site``, ``lmscope.causal_trace``, ...); each method
 family's whole API is under its namespace: ``lmscope.sae``, ``lmscope.rome``, ``lmscope.trace``, ``lmscope.neurons``,
-``lmscope.patching``, ``lmscope.autointerp``, ``lmscope.lens``, ``lmscope.projector`` (and
+``lmscope.patching``, ``lmscope.autointerp``, ``lmscope.lens``, ``lmscope.projector``, ``lmscope.graphs`` (and
 ``lmscope.methods.stages``), where names are unique: ``lmscope.sae.EvalConfig`` and ``lmscope.rome.EvalConfig``.
 Everything is imported on first use (PEP 562), so ``import lmscope`` and ``lmscope --help`` are quick.
 """
@@ -25,6 +25,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "lmscope.methods.autointerp": (
         "AutointerpResult", "SampleConfig", "ScoreConfig", "autointerp"
+    ),
+    "lmscope.methods.graphs": (
+        "AttributionGraph", "GraphConfig", "attribution_graph"
     ),
     "lmscope.methods.lens": (
         "CompareConfig", "LensComparison", "LensConfig", "LogitLensResult", "TuneConfig", "TunedLens",
@@ -62,9 +65,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ActivationCache", "Cache", "DEFAULT_MODEL", "FAMILIES", "FamilySpec", "KINDS", "LM", "ModuleSite", "Op",
         "REGISTRY", "Site", "add", "apply", "capture", "hooks", "infer_spec", "list_models", "load", "replace", "zero"
     ),
+    "lmscope.model.vlm_layouts": (
+        "image_token_boxes", "image_token_layout"
+    ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-NAMESPACES = ("autointerp", "lens", "neurons", "patching", "projector", "rome", "sae", "trace")
+NAMESPACES = ("autointerp", "graphs", "lens", "neurons", "patching", "projector", "rome", "sae", "trace")
 # flat names that two families define: they stay for a release, with a warning saying which one they are
 AMBIGUOUS = {"EvalConfig": "lmscope.rome.EvalConfig (the SAE's is lmscope.sae.EvalConfig)",
              "Job": "lmscope.sae.Job (an SAE training job)"}

@@ -5,7 +5,7 @@ Modules, lowest first: ``sites``, ``weights`` (weight patches, the edit handle),
 cache), ``surgery`` (block surgery), ``readout`` (how a layer's prediction is read: the logit lens or a tuned lens),
 ``linearize`` (the model with attention patterns and norm denominators frozen), ``edits`` (W_out edits and their
 digest), ``peaks`` (the MLP peaks ROME's layer comes from), ``vision`` (the bundled image encoder), ``vlm`` (the
-LLaVA assembly), ``loading``.
+LLaVA assembly), ``vlm_layouts`` (which pixels each image token of a VLM family covers), ``loading``.
 """
 
 from lmscope.errors import FamilySpecError, HookError, InputError, ModelNotFoundError, PatternHookError, SiteError

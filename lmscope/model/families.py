@@ -94,17 +94,29 @@ FAMILIES: dict[str, FamilySpec] = {
 }
 
 
-def language_model_spec(model: nn.Module) -> FamilySpec | None:
-    """The spec of a vision-language model's decoder (LLaVA and kin: ``model.language_model`` + ``lm_head``).
+#: A vision-language model's text ``model_type`` that is no text family of its own -> the family its decoder is.
+VLM_TEXT_FAMILIES: dict[str, str] = {
+    "qwen2_vl_text": "qwen2",  # Qwen2-VL: a Qwen2 decoder with M-RoPE (the rotary embedding is no module we read)
+    "qwen2_5_vl_text": "qwen2",
+}
+#: Where vision-language models keep their decoder (LLaVA, LLaVA-NeXT, Qwen2-VL, Gemma 3, PaliGemma; Idefics3,
+#: SmolVLM; older LLaVA checkpoints).
+DECODER_PATHS = ("model.language_model", "model.text_model", "language_model.model", "language_model")
 
-    The text family's root paths are moved under the language model (``model.embed_tokens`` ->
-    ``model.language_model.embed_tokens``); block paths are unchanged. None when ``model`` is not such a model.
+
+def language_model_spec(model: nn.Module) -> FamilySpec | None:
+    """The spec of a vision-language model's decoder (``model.language_model`` or ``model.text_model`` + ``lm_head``).
+
+    The text family (by the text config's ``model_type``, through :data:`VLM_TEXT_FAMILIES` where it has its own
+    name) has its root paths moved under the decoder (``model.embed_tokens`` -> ``model.language_model.embed_tokens``);
+    block paths are unchanged. None when ``model`` is not such a model.
     """
     config = getattr(model, "config", None)
     if config is None or getattr(config, "text_config", None) is None:
         return None
-    text = FAMILIES.get(getattr(config.get_text_config(), "model_type", None))
-    inner = next((p for p in ("model.language_model", "language_model.model", "language_model")
+    text_type = getattr(config.get_text_config(), "model_type", None)
+    text = FAMILIES.get(VLM_TEXT_FAMILIES.get(text_type, text_type))
+    inner = next((p for p in DECODER_PATHS
                   if _has(model, p) and not isinstance(model.get_submodule(p), nn.Linear)), None)
     if text is None or inner is None:
         return None

@@ -18,7 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "lmscope"
-FACADE = {"__init__", "__main__", "autointerp", "lens", "neurons", "patching", "projector", "rome", "sae", "trace"}
+FACADE = {"__init__", "__main__", "autointerp", "graphs", "lens", "neurons", "patching", "projector", "rome", "sae",
+          "trace"}
 
 
 def module_name(path: Path) -> str:

@@ -21,19 +21,22 @@ from lmscope.methods.neurons.result import NeuronResult
 from lmscope.methods.neurons.scores import OWN
 from lmscope.model.lm import LM
 from lmscope.model.tokens import pad
+from lmscope.model.vlm_layouts import image_token_id as config_image_token_id
+from lmscope.model.vlm_layouts import token_grid
 
 log = logging.getLogger(__name__)
 
 def image_token_id(lm: LM) -> int:
-    """The id of the image placeholder token; :class:`InputError` for a model with no vision tower."""
-    config = lm.model.config
-    token = getattr(config, "image_token_id", None)
-    if token is None:
-        token = getattr(config, "image_token_index", None)
+    """The id of the image placeholder token; :class:`InputError` for a model with no vision tower.
+
+    Read from the config's ``image_token_id`` or ``image_token_index`` (LLaVA, LLaVA-NeXT, Idefics3, SmolVLM,
+    Qwen2-VL, Qwen2.5-VL, Gemma 3, PaliGemma).
+    """
+    token = config_image_token_id(lm.model.config)
     if token is None:
         raise InputError(f"{lm.name} has no vision tower: an image needs a vision-language model (e.g. "
                          "--model smollm2-dino)")
-    return int(token)
+    return token
 
 
 def image_mask(lm: LM, input_ids: torch.Tensor) -> torch.Tensor:
@@ -48,7 +51,10 @@ def image_mask(lm: LM, input_ids: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def _grid(n: int, grid: tuple[int, int] | None) -> list[int]:
+def _grid(n: int, grid: tuple[int, int] | None, known: tuple[int, int] | None = None) -> list[int]:
+    """[rows, cols] of the patch maps: ``grid``, else the family's token grid (``known``), else square, else 1 x n."""
+    if grid is None and known is not None and known[0] * known[1] == n:
+        return list(known)
     if grid is not None:
         if grid[0] * grid[1] != n:
             raise ConfigError(f"a {grid[0]} x {grid[1]} patch grid does not fit {n} image tokens")
@@ -65,7 +71,9 @@ def find_image_neurons(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.T
     ``inputs``: a processor's output (input_ids, attention_mask, pixel_values), one row per image + text,
     right-padded; the last real token of each row predicts its target. Gradient x activation sums over the image
     tokens; ``result.patch_map(b, j)`` is the j-th top neuron's activation over the patches (``grid``: rows x
-    cols, default square).
+    cols; default: the family's token grid where its image tokens form one (LLaVA, PaliGemma, Gemma 3, Qwen2-VL),
+    else square, else 1 x n). For tiled families (LLaVA-NeXT, Idefics3, SmolVLM) map the activations back to the
+    image with :func:`lmscope.model.vlm_layouts.paint`.
     """
     config = config or NeuronConfig()
     layers = scored_layers(lm, config)
@@ -80,7 +88,7 @@ def find_image_neurons(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.T
     texts = texts or [lm.tokenizer.decode(row[~m], skip_special_tokens=False)
                       for row, m in zip(inputs["input_ids"].cpu(), mask.cpu())]
     result = assemble(lm, texts, layers, config, parts, [])
-    result.grid = _grid(int(mask[0].sum()), grid)
+    result.grid = _grid(int(mask[0].sum()), grid, token_grid(lm, inputs) if grid is None else None)
     return result
 
 

@@ -3,15 +3,17 @@
     python docs/make_vlm_page.py --projector out/projector [--concepts 6] [--random-sets 10]
 
 For held-out renderings of concepts the model captions correctly: the caption, the top neurons behind its head
-noun (gradient x activation over the image tokens, forward contribution at the predicting position), their patch
-maps; sensitivity in the paper's three senses (other renderings, the word as text, the image's patches shuffled),
-specificity (other concepts' images), and the causal effect on the caption (the noun's top neurons zero-ablated
+noun by gradient x activation of the word's logit summed over the image tokens (the patch maps' neurons, checked by
+occlusion against random patches and a blank image) and, listed apart, by forward contribution at the predicting
+position; sensitivity in the paper's three senses (other renderings, the word as text, the image's patches
+shuffled), specificity (other concepts' images), and the causal effect on the caption (each set zero-ablated
 against random sets). Writes docs/neurons-vlm.md and docs/figures/vlm-*.png; results under out/vlm-doc/.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 from pathlib import Path
 
@@ -20,7 +22,14 @@ import torch
 from lmscope import load_result
 from lmscope.data.images import emoji_concepts, emoji_font, render, shape_concepts
 from lmscope.io import load_tensors
-from lmscope.methods.neurons import AblationConfig, NeuronConfig, ablate_neurons, sensitivity
+from lmscope.methods.neurons import (
+    AblationConfig,
+    NeuronConfig,
+    OcclusionConfig,
+    ablate_neurons,
+    occlusion_check,
+    sensitivity,
+)
 from lmscope.methods.neurons.vision import caption_targets, find_image_neurons
 from lmscope.model.lm import LM
 from lmscope.model.loading import REGISTRY, ensure_converted
@@ -82,9 +91,12 @@ def study(lm: LM, concept, others: list, font, k: int, random_sets: int, index: 
     res = find_image_neurons(lm, batch, targets, NeuronConfig(top_k=k), texts=[f"{PROMPT} -> {w}" for w in words])
     b = len(words) - 1  # the last content word: the head noun of "a red apple"
     res.save(out / f"concept-{index}")
-    save_figure(patch_figure(res, image, b), DOCS / "figures" / f"vlm-{index}.png")
+    occlusion = occlusion_check(lm, batch, res, b, OcclusionConfig(maps=4, draws=random_sets))
+    occlusion.save(out / f"occlusion-{index}")
+    save_figure(patch_figure(res, image, b, caption=caption, occlusion=occlusion),
+                DOCS / "figures" / f"vlm-{index}.png")
     prefix = caption[: caption.lower().rfind(words[b].lower())].strip()
-    neurons = [[t["layer"], t["neuron"]] for t in res.top[b]]
+    neurons = [[t["layer"], t["neuron"]] for t in res.top_image[b]]  # the patch maps' neurons
     same = [row(lm, render(concept, 112, SEED + s, font), prefix) for s in range(1, 6)]
     text = [dict(lm.tokenizer(f"A picture of {prefix}".rstrip(), return_tensors="pt"))]
     regions = [row(lm, shuffled(image, seed=s), prefix) for s in range(3)]
@@ -94,9 +106,11 @@ def study(lm: LM, concept, others: list, font, k: int, random_sets: int, index: 
     lengths = batch["attention_mask"].sum(1).tolist()
     rows = [{"input_ids": batch["input_ids"][i:i + 1, :n], "attention_mask": batch["attention_mask"][i:i + 1, :n],
              "pixel_values": batch["pixel_values"][i:i + 1]} for i, n in enumerate(lengths)]
-    causal = ablate_neurons(lm, res, AblationConfig(random_sets=random_sets, new_tokens=8), inputs=rows)
+    ablation = AblationConfig(random_sets=random_sets, new_tokens=8)
+    causal = {name: ablate_neurons(lm, found, ablation, inputs=rows).summary()
+              for name, found in (("image", dataclasses.replace(res, top=res.top_image)), ("contribution", res))}
     return {"concept": concept.caption, "caption": caption, "word": words[b], "result": res, "b": b,
-            "checks": checks, "causal": causal.summary(), "image": f"figures/vlm-{index}.png"}
+            "checks": checks, "causal": causal, "occlusion": occlusion, "image": f"figures/vlm-{index}.png"}
 
 
 def collapse(training) -> str:
@@ -122,12 +136,15 @@ PYTHON_API = ["## From Python", "",
               "prompt = lm.processor.image_token + \" A picture of\"",
               "caption, inputs, targets, words = lmscope.caption_targets(lm, image, prompt)",
               "result = lmscope.find_image_neurons(lm, inputs, targets, lmscope.NeuronConfig(top_k=10), texts=words)",
-              "result.summary()          # per word: the top neurons by gradient x activation over the image patches",
-              "result.patch_map(0, 0)    # the first word's top neuron: its activation over the patch grid",
+              "result.top_image[0]       # word 0's neurons by gradient x activation over the image tokens",
+              "result.top[0]             # listed apart: by forward contribution at the predicting position",
+              "result.image_map(0, 0)    # word 0's first image neuron: its activation over the patch grid",
+              "lmscope.neurons.occlusion_check(lm, inputs, result, 0).summary()  # its brightest patches covered",
               "lmscope.load_result(\"out/vlm-neurons\")   # a command's --out folder loads too",
               "```", "",
-              "Scores are gradients of the target token's logit (not its log-probability) times activations, summed "
-              "over the image positions (found through `config.image_token_id`).", ""]
+              "Gradient x activation differentiates the target token's logit (not its log-probability): the MLP key "
+              "times d logit / d key, summed over the image positions (found through `config.image_token_id`). The "
+              "forward contribution is the key at the predicting position times (W_U W_out)[word, neuron].", ""]
 
 
 def page(training, studies: list[dict]) -> str:
@@ -147,30 +164,77 @@ def page(training, studies: list[dict]) -> str:
     for r in best + [r for r in training.heldout if r["seen"] and r not in best][:6]:
         lines.append(f"| {r['caption']} | {'yes' if r['seen'] else 'no'} | {r['generated']} | {r['recall']:.2f} |")
     lines += ["", "## Neurons behind the nouns", "",
-              "For each studied image: its caption, then the last content word's top neurons ranked by forward "
-              "contribution at the predicting position (Pan et al.), with gradient x activation summed over the 64 "
-              "image tokens (Schwettmann et al.'s attribution to the image). A neuron of the last layers cannot "
-              "reach the predicting position from an image token, so its gradient x activation there is exactly 0: "
-              "the two scores look at different places. Patch maps: each top neuron's activation over the patches, "
-              "the top 5% outlined.", ""]
+              "For each studied image: its caption, then the last content word's top neurons by gradient x "
+              "activation summed over the 64 image tokens (Schwettmann et al.'s g; the gradient of the word's logit, "
+              "not its log-probability): only these have a path from a patch to the word, so only these get patch "
+              "maps. A neuron of the last layer at an image token cannot reach the predicting position at all (its "
+              "g is exactly 0). Listed apart: the top neurons by forward contribution at the predicting position "
+              "(Pan et al.), which say what is written into the word's logit there, not where in the image it comes "
+              "from. Patch maps: each image neuron's activation over the patches, one colour scale per figure, the "
+              "top 5% outlined; each is checked by occlusion (its brightest 5% of patches filled with the image's "
+              "mean colour in the model's input, against as many random patches, and P(word) on a blank image as "
+              "the control).", "", occlusion_tally(studies), ""]
     for st in studies:
-        res, b = st["result"], st["b"]
-        c = st["causal"]
-        lines += [f"### {st['concept']} -> \"{st['caption']}\"", "", f"![patch maps]({st['image']})", "",
-                  "| neuron | contribution | grad x act | W_U w_out: top tokens |", "|---|---|---|---|"]
-        lines += [f"| L{t['layer']}.{t['neuron']} | {t['contribution']:.3f} | {t['gradxact']:.3f} | "
-                  f"{' '.join(repr(v) for v in t['vocab'][:5])} |" for t in res.top[b][:5]]
-        vis, txt, reg = st["checks"]["visual"], st["checks"]["textual"], st["checks"]["regions"]
-        lines += ["", f"Sensitivity (fires = top 1% of its layer at the predicting position): other renderings "
-                  f"{vis.sensitivity:.2f}, the caption as text without the image {txt.sensitivity:.2f}, patches "
-                  f"shuffled {reg.sensitivity:.2f}; specificity on other concepts' images {vis.specificity:.2f}. "
-                  f"Zero-ablating the top neurons: the word stays in the caption {c['generated_after']:.2f} (random "
-                  f"sets: {c['random_generated']:.2f}), P drops {c['prob_drop']:.3f} (random "
-                  f"{c['random_prob_drop']:.3f}).", ""]
+        lines += study_lines(st)
     lines += ["Other Hugging Face VLM families (LLaVA-NeXT, Idefics3 / SmolVLM, Qwen2-VL / Qwen2.5-VL, Gemma 3, "
               "PaliGemma): what loads, what is checked, and how image tokens map back to pixels: "
               "[docs/vlm-families.md](vlm-families.md).", ""]
     return "\n".join(lines)
+
+
+def neuron_rows(tops: list[dict]) -> list[str]:
+    """A markdown table of neurons: both scores, their ranks and what W_U w_out writes toward."""
+    rows = ["| neuron | grad x act (image) | rank | contribution | rank | W_U w_out: top tokens |",
+            "|---|---|---|---|---|---|"]
+    return rows + [f"| L{t['layer']}.{t['neuron']} | {t['gradxact']:.3g} | {t['rank_gradxact']} | "
+                   f"{t['contribution']:.3g} | {t['rank_contribution']} | "
+                   f"{' '.join(repr(v) for v in t['vocab'][:5])} |" for t in tops]
+
+
+def occlusion_lines(occ) -> list[str]:
+    """The occlusion check of one figure's maps: each map's drop against the random sets', and the blank image."""
+    s = occ.summary()
+    lines = [f"Occlusion (P({occ.word!r}) = {occ.prob:.3f}; patches covered: {occ.patches}; blank image "
+             f"{occ.prob_blank:.3f}; {len(occ.prob_random)} random sets of {occ.patches} patches: mean drop "
+             f"{s['random_drop']:.3f}):", "", "| map | P drop, its brightest patches covered | beats random |",
+             "|---|---|---|"]
+    return lines + [f"| L{m['layer']}.{m['neuron']} | {m['drop']:.3f} | {'yes' if m['beats_random'] else 'no'} |"
+                    for m in s["maps"]]
+
+
+def causal_text(name: str, c: dict) -> str:
+    """One sentence: zero-ablating a neuron set against random sets of the same size."""
+    return (f"Zero-ablating the {name} neurons: the word stays in the caption {c['generated_after']:.2f} (random "
+            f"sets: {c['random_generated']:.2f}), P drops {c['prob_drop']:.3f} (random {c['random_prob_drop']:.3f}).")
+
+
+def study_lines(st: dict) -> list[str]:
+    """The page's section of one studied image."""
+    res, b = st["result"], st["b"]
+    prefix = res.prefixes[b] if res.prefixes else res.prompts[b]
+    lines = [f"### {st['concept']} -> \"{st['caption']}\"", "",
+             f"Scored word {st['word']!r} after the image and {prefix!r}.", "", f"![patch maps]({st['image']})", "",
+             "Neurons of the patch maps (by gradient x activation over the image tokens):", "",
+             *neuron_rows(res.top_image[b][:5]), "", *occlusion_lines(st["occlusion"]), "",
+             "Listed apart, by forward contribution at the predicting position:", "", *neuron_rows(res.top[b][:5])]
+    vis, txt, reg = st["checks"]["visual"], st["checks"]["textual"], st["checks"]["regions"]
+    return lines + ["", f"Sensitivity of the image neurons (fires = top 1% of its layer at the predicting position): "
+                    f"other renderings {vis.sensitivity:.2f}, the caption as text without the image "
+                    f"{txt.sensitivity:.2f}, patches shuffled {reg.sensitivity:.2f}; specificity on other concepts' "
+                    f"images {vis.specificity:.2f}. {causal_text('image', st['causal']['image'])} "
+                    f"{causal_text('contribution', st['causal']['contribution'])}", ""]
+
+
+def occlusion_tally(studies: list[dict]) -> str:
+    """How many maps pass the occlusion check, and how often one neuron recurs among the words' top 5."""
+    from collections import Counter
+
+    maps = [m for st in studies for m in st["occlusion"].summary()["maps"]]
+    tops = Counter((t["layer"], t["neuron"]) for st in studies for t in st["result"].top_image[st["b"]][:5])
+    (layer, neuron), most = tops.most_common(1)[0] if tops else ((0, 0), 0)
+    return (f"{sum(m['beats_random'] for m in maps)} of {len(maps)} patch maps lower P(word) more when their "
+            f"brightest patches are covered than as many random patches do. The most frequent image neuron, "
+            f"L{layer}.{neuron}, is in the top 5 of {most} of the {len(studies)} words.")
 
 
 def main() -> None:

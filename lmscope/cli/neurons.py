@@ -22,7 +22,7 @@ from lmscope.methods.neurons import (
     neuron_edit,
     sensitivity,
 )
-from lmscope.methods.neurons.vision import caption_targets, find_image_neurons
+from lmscope.methods.neurons.vision import caption_targets, find_image_neurons, occlusion_check
 from lmscope.model.generate import greedy
 from lmscope.model.tokens import target_ids
 from lmscope.ops import NEURONS
@@ -104,17 +104,27 @@ def _image(args, cfg: NeuronConfig, ccfg: CaptionConfig, image) -> int:
     out = out_dir(args)
     save_result(out, result, "neurons.json")
     report = neurons_report(result)
+    checks = [occlusion_check(lm, inputs, result, b) for b in range(len(words))] if result.top_image else []
     for b, word in enumerate(words):
         name = f"patches-{b}.png"
-        save_figure(patch_figure(result, image, b), out / name)
-        report.heading(f"Patches: {word!r}").figure(out / name)
+        if result.top_image:
+            save_figure(patch_figure(result, image, b, caption=caption, occlusion=checks[b]), out / name)
+            checks[b].save(out / f"occlusion-{b}")
+            report.heading(f"Patches: {word!r}").figure(out / name)
     report.write(out / "report.html")
     print(f"{lm.name}: caption {caption!r}")
     for b, word in enumerate(words):
         top = result.top[b][0]
-        print(f"  {word!r}: top neuron L{top['layer']}.{top['neuron']} (writes {top['vocab'][:3]}); P = "
-              f"{result.target_prob[b]:.3f}")
-    print(f"wrote {out}/neurons.json, patches-*.png, report.html and result/")
+        line = (f"  {word!r}: P = {result.target_prob[b]:.3f}; top contribution at the predicting position "
+                f"L{top['layer']}.{top['neuron']} (writes {top['vocab'][:3]})")
+        if result.top_image:
+            img, occ = result.top_image[b][0], checks[b]
+            line += (f"; top over the patches L{img['layer']}.{img['neuron']}, its brightest patches covered: "
+                     f"P drops {occ.drops()[0]:.3f} (random patches {occ.random_drop():.3f}; blank image P "
+                     f"{occ.prob_blank:.3f})")
+        print(line)
+    print(f"wrote {out}/neurons.json, {'patches-*.png, occlusion-*/, ' if result.top_image else ''}report.html and "
+          "result/")
     return 0
 
 

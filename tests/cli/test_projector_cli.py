@@ -43,7 +43,11 @@ def test_neurons_of_an_image_end_to_end(folders, tmp_path, capsys, monkeypatch):
     res = lmscope.load_result(out / "result")
     assert [t for t in res.targets] == ["capital", "Paris"] and res.grid == [2, 2]
     assert res.patch_acts.shape == (2, 3, 4) and (out / "patches-1.png").is_file()
-    assert "caption" in capsys.readouterr().out
+    assert res.image_acts.shape == (2, 3, 4) and res.top_image[0] != res.top[0]  # the maps: ranked over the patches
+    occ = lmscope.load_result(out / "occlusion-1")
+    assert len(occ.drops()) > 0 and 0 <= occ.prob_blank <= 1  # each map checked by occlusion, a blank image beside
+    said = capsys.readouterr().out
+    assert "caption" in said and "brightest patches covered" in said and "blank image P" in said
 
 
 def test_bad_images_are_one_clear_error(tiny_llama_dir, tmp_path, capsys):

@@ -53,7 +53,7 @@ def test_image_neurons_on_a_tiny_llava():
     lm = lmscope.load((tiny_llava(), tiny_tokenizer()))
     x = inputs(1)
     res = find_image_neurons(lm, x, config=NeuronConfig(top_k=3))
-    assert res.grid == [4, 4] and res.patch_acts.shape == (1, 3, 16)
+    assert res.grid == [4, 4] and res.patch_acts.shape == (1, 3, 16) and res.image_acts.shape == (1, 3, 16)
     _, cache = lm.run_with_cache(x, [Site(t["layer"], "mlp_key") for t in res.top[0]])
     first = res.top[0][0]
     key = cache[Site(first["layer"], "mlp_key")][0, 1:17, first["neuron"]]  # the 16 image tokens

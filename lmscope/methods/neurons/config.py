@@ -5,8 +5,9 @@ Scores (Pan et al. 2024; Schwettmann et al. 2023):
 - forward contribution: s_i^l = O_i^l (W_U W_out^l)[t, i], O^l the MLP key (the input of W_out) at the scored
   position and t the target token; the paper's direct path, with no norm between W_out and W_U applied;
 - gradient x activation: Z_i^l(p) dy_t / dZ_i^l(p) summed over the scored positions p, with y_t the target's
-  logit and Z the MLP key (the true input of W_out; ``grad_site="mlp_pre"`` scores Schwettmann's pre-activation,
-  the output of W_in / the gate projection).
+  logit (the logit, not its log-probability: the other tokens' logits play no part) and Z the MLP key (the true
+  input of W_out; ``grad_site="mlp_pre"`` scores Schwettmann's pre-activation, the output of W_in / the gate
+  projection).
 """
 
 from __future__ import annotations
@@ -87,6 +88,36 @@ class CaptionConfig:
     def __post_init__(self) -> None:
         check.bounds(self)
         check.at_least(self, 1, "caption_tokens")  # a non-number (bounds skips those)
+
+
+FILLS = ("mean", "zero")
+
+
+@dataclass
+class OcclusionConfig:
+    """The occlusion check of patch maps: cover a map's brightest patches, and as many random ones (the control).
+
+    Covering a patch replaces the pixels of its box in ``pixel_values`` (the model's input image) with ``fill``:
+    "mean", the image's own mean colour, or "zero", 0 in the processor's normalised space (its mean colour). The
+    blank-image control fills every pixel so.
+    """
+
+    maps: int = field(default=4, metadata={"help": "patch maps checked: the first ones of top_image", "min": 1,
+                                           "max": 1000})
+    patches: int = field(default=-1, metadata={"help": "patches covered per map (-1: the top 5%, at least one)",
+                                                "min": -1, "max": 100_000})
+    draws: int = field(default=10, metadata={"help": "random sets of as many patches (control)", "min": 1,
+                                             "max": 1000})
+    fill: str = field(default="mean", metadata={"help": "what covers a patch: mean (the image's mean colour) or "
+                                                        "zero (the processor's normalisation mean)"})
+    seed: int = field(default=0, metadata={"help": "seed of the random patches", "min": 0, "max": 2**32 - 1})
+
+    def __post_init__(self) -> None:
+        check.one_of(self, "fill", FILLS)
+        check.at_least(self, 1, "maps", "draws")
+        check.at_least(self, -1, "patches")
+        check.at_least(self, 0, "seed")
+        check.bounds(self)
 
 
 @dataclass

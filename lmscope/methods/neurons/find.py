@@ -63,9 +63,10 @@ def _rank(scores: torch.Tensor) -> torch.Tensor:
     return ranks.view(scores.shape)
 
 
-def _top(lm: LM, layers: list[int], s: Scored, b: int, config: NeuronConfig) -> tuple[list[dict], list[int]]:
-    """The top-k neurons of prompt ``b`` by the first method, with both scores, ranks and vocabulary."""
-    primary = s.contribution if s.contribution is not None else s.gradxact
+def _top(lm: LM, layers: list[int], s: Scored, b: int, config: NeuronConfig,
+         by: str | None = None) -> tuple[list[dict], list[int]]:
+    """The top-k neurons of prompt ``b`` by ``by`` (default the first method), with both scores, ranks, vocabulary."""
+    primary = getattr(s, by) if by else s.contribution if s.contribution is not None else s.gradxact
     d_mlp = primary.shape[-1]
     flat = primary[b].flatten().topk(config.top_k).indices.tolist()
     ranks = {name: _rank(v[b]) for name, v in (("contribution", s.contribution), ("gradxact", s.gradxact))
@@ -108,8 +109,6 @@ def find_neurons(lm: LM, prompts: str | Sequence[str], targets: str | Sequence[s
         raise ConfigError(f"top-k {config.top_k} is larger than the {len(layers) * lm.d_mlp} neurons scored")
     notes: list[str] = []
     tids = resolve_targets(lm, prompts, targets, notes)
-    parts: dict[str, list] = {k: [] for k in ("contribution", "gradxact", "top", "acts", "prob", "agree", "overlap",
-                                              "tokens")}
     parts = new_parts()
     for start in tqdm(range(0, len(prompts), batch_size), desc="neurons", unit="batch",
                       disable=len(prompts) <= batch_size and not listening_now()):
@@ -121,7 +120,7 @@ def find_neurons(lm: LM, prompts: str | Sequence[str], targets: str | Sequence[s
 def new_parts() -> dict[str, list]:
     """Empty per-chunk accumulators for :func:`score_chunk`."""
     return {k: [] for k in ("contribution", "gradxact", "top", "acts", "prob", "agree", "overlap", "tokens",
-                            "patch", "targets")}
+                            "patch", "targets", "image_top", "image_acts")}
 
 
 def _padded(rows: list[torch.Tensor]) -> torch.Tensor:
@@ -135,9 +134,9 @@ def assemble(lm: LM, prompts: list[str], layers: list[int], config: NeuronConfig
     """The :class:`NeuronResult` of every scored chunk (the top neurons' vocabularies in one pass over W_U)."""
     empty = torch.empty(0)
     tids = torch.cat(parts["targets"])
-    vocab = vocab_projections(lm, [(t["layer"], t["neuron"]) for tops in parts["top"] for t in tops],
-                              config.vocab_top)
-    for tops in parts["top"]:
+    every = parts["top"] + parts["image_top"]
+    vocab = vocab_projections(lm, [(t["layer"], t["neuron"]) for tops in every for t in tops], config.vocab_top)
+    for tops in every:
         for t in tops:
             t["vocab"], t["vocab_bottom"] = vocab[(t["layer"], t["neuron"])]
     return NeuronResult(
@@ -147,7 +146,8 @@ def assemble(lm: LM, prompts: list[str], layers: list[int], config: NeuronConfig
         gradxact=torch.cat(parts["gradxact"]) if parts["gradxact"] else empty, top=parts["top"],
         top_acts=_padded(parts["acts"]), target_prob=parts["prob"], agreement=parts["agree"],
         overlap=parts["overlap"], notes=notes, config=config,
-        patch_acts=_padded(parts["patch"]) if parts["patch"] else empty)
+        patch_acts=_padded(parts["patch"]) if parts["patch"] else empty, top_image=parts["image_top"],
+        image_acts=_padded(parts["image_acts"]) if parts["image_acts"] else empty)
 
 
 def score_chunk(lm: LM, inputs: dict, tids: torch.Tensor, layers: list[int], config: NeuronConfig,
@@ -156,7 +156,9 @@ def score_chunk(lm: LM, inputs: dict, tids: torch.Tensor, layers: list[int], con
     """Score one batch of inputs and append its pieces to ``parts``.
 
     ``positions``: where gradient x activation sums ("last", "all" or a (batch, pos) mask). ``image``: a (batch,
-    pos) mask of image tokens; the top neurons' activations there go to ``parts["patch"]``.
+    pos) mask of image tokens; the top neurons' activations there go to ``parts["patch"]``, and the top neurons by
+    gradient x activation (summed over ``positions``: pass the image mask) and theirs to ``parts["image_top"]`` and
+    ``parts["image_acts"]``.
     """
     s = score_batch(lm, inputs, tids, layers, config.method, config.grad_site, positions)
     parts["targets"].append(s.targets)
@@ -166,11 +168,14 @@ def score_chunk(lm: LM, inputs: dict, tids: torch.Tensor, layers: list[int], con
     for b in range(len(last)):
         n = int(last[b]) + 1
         top, flat = _top(lm, layers, s, b, config)
-        li = torch.tensor([i // lm.d_mlp for i in flat])
-        ni = torch.tensor([i % lm.d_mlp for i in flat])
+        li, ni = _split(flat, lm.d_mlp)
         parts["acts"].append(s.keys[b, li, :n, ni].cpu())  # (top_k, n)
         if image is not None:
-            parts["patch"].append(s.keys[b, li, :, ni][:, image[b].to(s.keys.device)].cpu())  # (top_k, patches)
+            parts["patch"].append(_at(s.keys[b], flat, lm.d_mlp, image[b]))  # (top_k, patches)
+        if image is not None and s.gradxact is not None:
+            image_top, image_flat = _top(lm, layers, s, b, config, by="gradxact")
+            parts["image_top"].append(image_top)
+            parts["image_acts"].append(_at(s.keys[b], image_flat, lm.d_mlp, image[b]))  # (top_k, patches)
         parts["top"].append(top)
         parts["tokens"].append(lm.to_str_tokens(inputs["input_ids"][b, :n]))
         parts["prob"].append(float(probs[b]))
@@ -181,3 +186,17 @@ def score_chunk(lm: LM, inputs: dict, tids: torch.Tensor, layers: list[int], con
         parts["contribution"].append(s.contribution.cpu())
     if s.gradxact is not None:
         parts["gradxact"].append(s.gradxact.cpu())
+
+
+def _split(flat: list[int], d_mlp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(layer indices, neuron indices), each (k,), of flat indices into (n_layers, d_mlp)."""
+    return torch.tensor([i // d_mlp for i in flat]), torch.tensor([i % d_mlp for i in flat])
+
+
+def _at(keys: torch.Tensor, flat: list[int], d_mlp: int, where: torch.Tensor) -> torch.Tensor:
+    """(k, n) activations of the neurons ``flat`` at the positions ``where`` (pos,) bool.
+
+    ``keys``: (n_layers, pos, d_mlp).
+    """
+    li, ni = _split(flat, d_mlp)
+    return keys[li, :, ni][:, where.to(keys.device)].cpu()

@@ -6,11 +6,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from lmscope.io import Result
-from lmscope.methods.neurons.config import AblationConfig, NeuronConfig, NeuronEditConfig
+from lmscope.methods.neurons.config import AblationConfig, NeuronConfig, NeuronEditConfig, OcclusionConfig
+
+GRADIENT = "the target's logit (not its log-probability)"  # what gradient x activation differentiates
 
 
 @dataclass
@@ -20,8 +23,15 @@ class NeuronResult(Result):
     ``top[b]``: dicts with layer, neuron, contribution, gradxact, rank_contribution / rank_gradxact (1 = best over all
     scored neurons; None for a method not run), vocab (top tokens of W_U w_out) and vocab_bottom.
     ``top_acts[b, j, p]``: the MLP key of the j-th top neuron at token p of prompt b (NaN past the prompt's end).
+    Gradient x activation differentiates the target's logit (not its log-probability).
+
+    With an image (:func:`~lmscope.methods.neurons.vision.find_image_neurons`), two rankings, listed apart:
+    ``top`` by the first method (forward contribution at the predicting position, with method "both") and
+    ``top_image`` by gradient x activation summed over the image tokens (Schwettmann et al.'s g: only neurons with
+    a path from a patch to the word score there). Patch maps are drawn for ``top_image`` (:meth:`image_map`).
     """
 
+    gradient: ClassVar[str] = GRADIENT
     model: str
     prompts: list[str]
     targets: list[str]  # the scored target token of each prompt, decoded
@@ -39,12 +49,25 @@ class NeuronResult(Result):
     config: NeuronConfig = field(default_factory=NeuronConfig)
     patch_acts: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (batch, top_k, image tokens)
     grid: list[int] = field(default_factory=list)  # [rows, cols] of the image patches, when there is an image
+    top_image: list[list[dict]] = field(default_factory=list)  # per prompt: top neurons by g over the image tokens
+    image_acts: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (batch, top_k, image tokens)
+    prefixes: list[str] = field(default_factory=list)  # per prompt: the text fed with the image, image tokens left out
 
     def patch_map(self, b: int, j: int) -> torch.Tensor:
-        """(rows, cols) activation of prompt ``b``'s j-th top neuron over the image patches."""
+        """(rows, cols) activation over the image patches of prompt ``b``'s j-th neuron of ``top``.
+
+        ``top`` ranks by forward contribution at the predicting position: the patch maps of the paper are those of
+        :meth:`image_map`.
+        """
         if not self.grid:
             raise KeyError("this result has no image")
         return self.patch_acts[b, j, : self.grid[0] * self.grid[1]].reshape(self.grid)
+
+    def image_map(self, b: int, j: int) -> torch.Tensor:
+        """(rows, cols) activation over the image patches of prompt ``b``'s j-th neuron of ``top_image``."""
+        if not self.grid or self.image_acts.numel() == 0:
+            raise KeyError("this result has no image-ranked neurons (an image and method gradxact or both)")
+        return self.image_acts[b, j, : self.grid[0] * self.grid[1]].reshape(self.grid)
 
     def scores(self, method: str) -> torch.Tensor:
         """(batch, n_layers, d_mlp) scores of "contribution" or "gradxact"."""
@@ -56,12 +79,27 @@ class NeuronResult(Result):
     def summary(self) -> dict:
         """Per prompt: the target, its probability, the agreement of the scores and the top neurons."""
         rows = []
+        brief = (lambda tops: [{k: v for k, v in n.items() if k != "vocab_bottom"} for n in tops])  # noqa: E731
         for b, prompt in enumerate(self.prompts):
             rows.append({"prompt": prompt, "target": self.targets[b], "target_prob": self.target_prob[b],
                          "spearman": _or_none(self.agreement[b]), "top_k_overlap": _or_none(self.overlap[b]),
-                         "top": [{k: v for k, v in n.items() if k != "vocab_bottom"} for n in self.top[b]]})
-        return {"model": self.model, "method": self.config.method, "layers": len(self.layers), "prompts": rows,
-                "notes": self.notes}
+                         "top": brief(self.top[b])})
+            if self.top_image:
+                rows[-1]["top_image"] = brief(self.top_image[b])
+        return {"model": self.model, "method": self.config.method, "layers": len(self.layers),
+                "gradient": self.gradient, "ranking": self.rankings(), "prompts": rows, "notes": self.notes}
+
+    def rankings(self) -> dict[str, str]:
+        """What ``top`` (and, with an image, ``top_image``) are ranked by, in words."""
+        first = "contribution" if self.config.method != "gradxact" else "gradxact"
+        where = ("the image tokens" if self.grid else "the predicting position" if self.config.positions == "last"
+                 else "every prompt token")
+        words = {"contribution": "forward contribution at the predicting position",
+                 "gradxact": f"gradient x activation summed over {where}"}
+        out = {"top": words[first]}
+        if self.top_image:
+            out["top_image"] = words["gradxact"] + " (what the patch maps draw)"
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Save as every result; the agreement of a one-method run (NaN: not computed) is written as null."""
@@ -116,6 +154,45 @@ class AblationResult(Result):
                 "generated_before": sum(self.generated_before) / n, "generated_after": sum(self.generated_after) / n,
                 "random_generated": float(self.random_generated.mean()) if self.random_generated.numel() else None,
                 "top1_before": sum(self.top1_before) / n, "top1_after": sum(self.top1_after) / n}
+
+
+@dataclass
+class OcclusionResult(Result):
+    """A patch map checked by occlusion: P(word) with the map's brightest patches covered, against random ones.
+
+    Maps must lower P(word) more than as many random patches do; P(word) on a blank image is the control of whether
+    the word depends on the image at all.
+    """
+
+    model: str
+    word: str  # the target token, decoded
+    target_id: int
+    neurons: list[list[int]]  # [layer, neuron] of each map checked
+    patches: int  # patches covered per map (and per random set)
+    covered: list[list[int]]  # per map: the image tokens covered (its brightest)
+    prob: float  # P(word), nothing covered
+    prob_top: list[float]  # per map: P(word) with its brightest patches covered
+    prob_random: list[float]  # per random set: P(word) with that many random patches covered
+    prob_blank: float  # P(word) with every pixel covered (a blank image)
+    config: OcclusionConfig = field(default_factory=OcclusionConfig)
+
+    def drops(self) -> list[float]:
+        """Per map: P(word) drop when its brightest patches are covered."""
+        return [self.prob - p for p in self.prob_top]
+
+    def random_drop(self) -> float:
+        """Mean P(word) drop over the random sets."""
+        return self.prob - sum(self.prob_random) / len(self.prob_random)
+
+    def summary(self) -> dict:
+        """Per map: the drop, and whether it beats the random sets' mean drop; the blank-image control."""
+        rnd = torch.tensor(self.prob_random, dtype=torch.float64)
+        return {"model": self.model, "word": self.word, "patches": self.patches, "fill": self.config.fill,
+                "prob": self.prob, "prob_blank": self.prob_blank,
+                "random_drop": self.random_drop(),
+                "random_drop_std": float(rnd.std()) if rnd.numel() > 1 else None,
+                "maps": [{"layer": n[0], "neuron": n[1], "drop": d, "beats_random": d > self.random_drop()}
+                         for n, d in zip(self.neurons, self.drops())]}
 
 
 @dataclass

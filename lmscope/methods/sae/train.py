@@ -268,8 +268,14 @@ def _log(trainees: list[_Trainee], rows: list[dict], step: int, every: int, bar,
         if step % every == 0 or step == 1:
             t.log.append(row)
     rate = (bar.format_dict.get("rate") or 0) * batch_tokens
-    bar.set_postfix(tok_s=f"{rate:.0f}", loss=f"{rows[0]['loss']:.4g}", l0=f"{rows[0]['l0']:.1f}",
-                    fve=f"{rows[0]['fve']:.3f}", dead=f"{100 * rows[0]['dead']:.1f}%")
+    if len(rows) == 1:
+        bar.set_postfix(tok_s=f"{rate:.0f}", loss=f"{rows[0]['loss']:.4g}", l0=f"{rows[0]['l0']:.1f}",
+                        fve=f"{rows[0]['fve']:.3f}", dead=f"{100 * rows[0]['dead']:.1f}%")
+    else:  # a sweep: every dictionary's, not the first one's
+        fve = [r["fve"] for r in rows]
+        bar.set_postfix(tok_s=f"{rate:.0f}", fve=f"mean {sum(fve) / len(fve):.3f} min {min(fve):.3f}",
+                        l0=f"mean {sum(r['l0'] for r in rows) / len(rows):.1f}",
+                        dead=f"max {100 * max(r['dead'] for r in rows):.1f}%")
     bar.update()
 
 

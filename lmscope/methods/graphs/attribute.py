@@ -160,8 +160,8 @@ def attribute(lm: LM, state: PromptState, targets: Targets, config: GraphConfig)
     visited = torch.zeros(att.n_feat, dtype=torch.bool)
     bar = tqdm(total=budget, desc="graph features", unit="feature", leave=False)
     while int(visited.sum()) < budget:
-        if budget == att.n_feat:
-            pending = torch.nonzero(~visited).view(-1)
+        if budget == att.n_feat:  # every feature, in order, a few batches at a time (the bar moves)
+            pending = torch.nonzero(~visited).view(-1)[:config.update_interval * config.batch_size]
         else:
             stacked = torch.cat(rows[1:] + rows[:1])  # logit rows last
             order_nodes = torch.cat(nodes[1:] + nodes[:1])

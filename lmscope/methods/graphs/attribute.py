@@ -176,21 +176,30 @@ def attribute(lm: LM, state: PromptState, targets: Targets, config: GraphConfig)
         bar.update(len(pending))
     bar.close()
     explored = torch.nonzero(visited).view(-1)
-    return _square(att, torch.cat(rows[1:]) if len(rows) > 1 else torch.zeros(0, att.n_sources),
-                   torch.cat(nodes[1:]) if len(nodes) > 1 else torch.zeros(0, dtype=torch.long), logit_rows,
-                   explored), explored
+    feat_rows, feat_nodes = rows[1:], nodes[1:]
+    del rows, nodes  # _square frees each chunk once copied
+    return _square(att, feat_rows, feat_nodes, logit_rows, explored), explored
 
 
-def _square(att: Attributor, feat_rows: torch.Tensor, feat_nodes: torch.Tensor, logit_rows: torch.Tensor,
+def _square(att: Attributor, feat_rows: list[torch.Tensor], feat_nodes: list[torch.Tensor], logit_rows: torch.Tensor,
             explored: torch.Tensor) -> torch.Tensor:
-    """The (N, N) adjacency over [explored features | errors | tokens | logits]."""
+    """The (N, N) adjacency over [explored features | errors | tokens | logits], filled one chunk of rows at a time.
+
+    feat_rows: chunks (r, n_sources) of edge rows, feat_nodes: the feature each row is; both lists are emptied as
+    they are copied (the rows are never held twice).
+    """
     n_sel, n_fixed, n_logits = len(explored), att.n_layers * att.n_pos + att.n_pos, logit_rows.shape[0]
     n = n_sel + n_fixed + n_logits
-    keep_cols = torch.cat([explored, torch.arange(att.n_feat, att.n_sources)])
+    every = n_sel == att.n_feat  # every feature explored: no column to drop
+    keep_cols = None if every else torch.cat([explored, torch.arange(att.n_feat, att.n_sources)])
+    where = torch.full((att.n_feat,), -1, dtype=torch.long)
+    where[explored] = torch.arange(n_sel)  # a feature's row in the adjacency
     adjacency = torch.zeros(n, n)
-    order = feat_nodes.argsort()  # rows of features by their index (= explored's order)
-    adjacency[:n_sel, :n_sel + n_fixed] = feat_rows[order][:, keep_cols]
-    adjacency[n_sel + n_fixed:, :n_sel + n_fixed] = logit_rows[:, keep_cols]
+    while feat_rows:
+        chunk, chunk_nodes = feat_rows.pop(0), feat_nodes.pop(0)
+        adjacency[where[chunk_nodes], :n_sel + n_fixed] = chunk if every else chunk[:, keep_cols]
+        del chunk
+    adjacency[n_sel + n_fixed:, :n_sel + n_fixed] = logit_rows if every else logit_rows[:, keep_cols]
     return adjacency
 
 

@@ -47,16 +47,38 @@ class LayerTranscoder:
 
 
 def from_coder(coder, layer: int) -> LayerTranscoder:
-    """A saved transcoder (lmscope's SparseAutoencoder with ``transcoder`` set) in the model's units."""
-    s_in, s_out = coder.input_scale.detach().float(), coder.out_scale.detach().float()
-    skip = coder.W_skip.detach().float() * s_in / s_out if coder.cfg.skip else None
+    """A saved transcoder (lmscope's SparseAutoencoder with ``transcoder`` set) in the model's units.
+
+    Its input and output scales are folded into its weights in place (what it computes is unchanged), so the
+    layer's decoder and encoder are the coder's own tensors, not copies: 30 of smollm2's take ~640 MB, not twice that.
+    """
+    fold_scales(coder)
+    skip = coder.W_skip.detach() if coder.cfg.skip else None
 
     def encode(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return coder.encode(x.float()).to(x.dtype)
 
-    return LayerTranscoder(layer, encode, coder.W_dec.detach().float() / s_out, coder.b_dec.detach().float() / s_out,
-                           coder.W_enc.detach().float().T * s_in, skip, getattr(coder, "name", ""))
+    return LayerTranscoder(layer, encode, coder.W_dec.detach().float(), coder.b_dec.detach().float(),
+                           coder.W_enc.detach().float().T, skip, getattr(coder, "name", ""))
+
+
+@torch.no_grad()
+def fold_scales(coder) -> None:
+    """Fold a transcoder's input scale into W_enc (and W_skip) and its output scale into W_dec, b_dec (and W_skip).
+
+    Pre-activations and outputs are unchanged (thresholds too); both scales become 1.
+    """
+    s_in, s_out = float(coder.input_scale), float(coder.out_scale)
+    if s_in == 1.0 and s_out == 1.0:
+        return
+    coder.W_enc.mul_(s_in)
+    coder.W_dec.div_(s_out)
+    coder.b_dec.div_(s_out)
+    if coder.cfg.skip:
+        coder.W_skip.mul_(s_in / s_out)
+    coder.input_scale.fill_(1.0)
+    coder.out_scale.fill_(1.0)
 
 
 def exact_mlp(lm: LM, layer: int) -> LayerTranscoder:

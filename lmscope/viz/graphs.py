@@ -10,6 +10,7 @@ from lmscope.viz.report import HtmlReport
 
 KIND_COLOURS = {"feature": "tab:green", "error": "tab:gray", "token": "tab:blue", "logit": "tab:orange"}
 MAX_EDGES = 400  # the strongest kept edges drawn
+MAX_NODES = 60  # the most influential kept features and error nodes drawn
 
 
 def _layout(graph, nodes: list[int]) -> dict[int, tuple[float, float]]:
@@ -25,12 +26,24 @@ def _layout(graph, nodes: list[int]) -> dict[int, tuple[float, float]]:
     return xy
 
 
-def graph_figure(graph) -> Figure:
-    """The pruned graph: nodes by position and layer, the strongest edges coloured by sign."""
-    kept = graph.pruned()
+def _drawn(graph, kept, most: int) -> list[int]:
+    """Tokens, logits and the ``most`` most influential kept features and error nodes."""
     nodes = torch.nonzero(kept.nodes).view(-1).tolist()
+    inner = sorted((i for i in nodes if graph.kind(i) in ("feature", "error")), key=lambda i: float(kept.cumulative[i]))
+    return [i for i in nodes if graph.kind(i) in ("token", "logit")] + inner[:most]
+
+
+def graph_figure(graph, most: int = MAX_NODES, labels: int = 12) -> Figure:
+    """The pruned graph's ``most`` most influential feature and error nodes, with the tokens and logits.
+
+    Nodes by position and layer, the strongest edges among them coloured by sign, the first ``labels`` named.
+    """
+    kept = graph.pruned()
+    nodes = _drawn(graph, kept, most)
     xy = _layout(graph, nodes)
-    edges = torch.nonzero(kept.edges).tolist()
+    drawn = torch.zeros_like(kept.nodes)
+    drawn[nodes] = True
+    edges = torch.nonzero(kept.edges & drawn[:, None] & drawn[None, :]).tolist()
     weights = torch.tensor([float(graph.adjacency[t, s]) for t, s in edges]) if edges else torch.zeros(0)
     order = weights.abs().argsort(descending=True)[:MAX_EDGES].tolist()
     top = float(weights.abs().max()) if len(weights) else 1.0
@@ -46,6 +59,10 @@ def graph_figure(graph) -> Figure:
         if members:
             ax.scatter([xy[i][0] for i in members], [xy[i][1] for i in members], s=22, color=colour, label=kind,
                        zorder=2, edgecolors="white", linewidths=0.4)
+    named = [i for i in nodes if graph.kind(i) in ("feature", "error")][:labels]
+    for i in named:
+        ax.annotate(graph.label(i).split("@")[0], xy[i], xytext=(3, 3), textcoords="offset points", fontsize=6,
+                    color="dimgray")
     for j, token in enumerate(graph.logit_tokens[:3]):
         ax.annotate(f"{token!r} p={float(graph.logit_probs[j]):.2f}", (graph.n_pos - 1, graph.n_layers),
                     xytext=(6, 8 + 11 * j), textcoords="offset points", fontsize=7)
@@ -56,9 +73,10 @@ def graph_figure(graph) -> Figure:
     ax.set_ylabel("layer")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     s = graph.scores
-    ax.set_title(f"{graph.model}: {graph.prompt!r} — {int(kept.nodes.sum())} nodes, {len(edges)} edges kept; "
-                 f"replacement {s.get('replacement', 0):.2f}, completeness {s.get('completeness', 0):.2f}",
-                 fontsize=9)
+    inner = sum(graph.kind(i) in ("feature", "error") for i in nodes)
+    ax.set_title(f"{graph.model}: {graph.prompt!r} — {int(kept.nodes.sum())} nodes and {int(kept.edges.sum())} "
+                 f"edges kept (the {inner} most influential features and errors drawn); replacement "
+                 f"{s.get('replacement', 0):.2f}, completeness {s.get('completeness', 0):.2f}", fontsize=9)
     ax.grid(alpha=0.2)
     fig.tight_layout()
     return fig

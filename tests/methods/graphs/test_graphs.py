@@ -181,8 +181,12 @@ def test_saved_transcoders_in_the_models_units():
         coder.input_scale.fill_(2.0)
         coder.output_scale.fill_(0.5)
     x = torch.randn(5, 16)
+    before = coder.output(x)
     layer = from_coder(coder, 3)
-    torch.testing.assert_close(layer.output(x), coder.output(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(layer.output(x), before, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(coder.output(x), before, atol=1e-5, rtol=1e-5)  # its scales folded in, same outputs
+    assert float(coder.input_scale) == float(coder.output_scale) == 1.0
+    assert layer.decoder.data_ptr() == coder.W_dec.data_ptr()  # shared, not copied
     pre = coder.pre_acts(x * coder.input_scale)
     torch.testing.assert_close(x @ layer.encoder.T + coder.b_enc, pre, atol=1e-5, rtol=1e-5)
 

@@ -6,30 +6,82 @@
 
 Positional arguments come in pairs: a graph's run folder (``lmscope graph PROMPT --out``), then its intervention
 check (``lmscope graph check``). ``--eval``: the transcoders' evaluation (``lmscope graph eval``); ``--train``: the
-folder ``sae train --transcoder`` wrote (its command and time). The bench table (bench/results/graphs-MODEL.md) is
-included when present. Figures are copied to docs/figures/.
+folder ``sae train --transcoder`` wrote (its command and time); ``--pages``: ``sae features`` runs of the graphs'
+top features (their top contexts and the tokens they raise are listed). The bench table
+(bench/results/graphs-MODEL.md) is included when present. Figures are drawn into docs/figures/.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import shlex
 from pathlib import Path
 
 from lmscope import load_result
+from lmscope.viz.graphs import check_figure, graph_figure, replacement_figure
+from lmscope.viz.report import save_figure
 
 DOCS = Path(__file__).resolve().parent
 BENCH = DOCS.parent / "bench" / "results"
 
 NOTES: dict[str, str] = {  # what was seen in each graph (keyed by the graph folder's name); rewrite with new runs
+    "graph-eiffel": (
+        "Influence reaches ' Paris' by three routes. The subject's tokens (' E', 'iffel', ' Tower') are read by "
+        "layer-0 features that detect single tokens (L0.F2507 fires on a capital ' E' after a name, L0.F1345 on "
+        "' e') and by layer 0's error nodes: layer 0 is where SmolLM2 assembles a word split into tokens, and its "
+        "error at 'iffel' and ' Tower' is among the most influential nodes. A column of error nodes at 'iffel' and "
+        "' Tower' through layers 1-9 carries the subject onward: the middle layers' transcoders (FVE 0.53-0.63) "
+        "miss most of what those positions compute, so the graph sees the subject's enrichment only as errors. At "
+        "' of', features of layers 24-29 write the answer: L29.F2398 (raises ' Paris' and ' Boston': a city name "
+        "comes next) is the one whose removal costs the most. The check: the direct edge predicts the late "
+        "features' effect (L29.F2398 -1.27 predicted, -1.07 measured; L29.F234 -0.85 and -0.92) but not the "
+        "early ones', which act through attention and later layers (L0.F905, the ' city' detector: direct -0.11, "
+        "measured -0.89); the total through the graph overshoots them (-7.4), because it lets every downstream "
+        "feature pass a change on one to one, which TopK's selection and the real model's recomputed attention "
+        "and norms do not."
+    ),
+    "graph-ioi": (
+        "The names are read at layer 0 (L0.F3870 fires on ' Marie' / ' Mary', L0.F2406 on 'John', L0.F1976 on first "
+        "names) and the answer is written at the last position by L29.F177, which raises female first names "
+        "(' Sarah', ' Mary', ' Eli', ' Sara'): removing it lowers ' Mary' by 2.35 (the graph's edge: 2.15). The "
+        "strongest edge into a middle layer runs from layer 1's error at ' the' (' to the store') to L2.F4607 at "
+        "the same position (a feature of ' the' after a preposition), carried by heads L2.H2 and L2.H0. The graph "
+        "does not show the name-mover mechanism of the IOI papers as a handful of features: the path from ' Mary' "
+        "at position 1 to the output is spread over many features and errors. The direct edges track the real "
+        "model best here (correlation 0.84)."
+    ),
+    "graph-capital": (
+        "The smallest graph (5 tokens, 40 s). ' capital' is read by L0.F1465 (fires on ' capital' in 'the nation's "
+        "capital', 'the capital city'), the most influential feature: removing it lowers ' Paris' by 4.5 in the real "
+        "model, which the path total through the graph predicts (5.4) and its direct edge (0.17) does not; "
+        "' France' by L0.F4518 (country names) and L0.F1644. The two ' Paris' writers of the Eiffel graph, "
+        "L29.F2398 and L29.F748, are here too (direct -1.27 and -0.99; measured -1.28 and -0.24). On this prompt "
+        "the path totals track the real model better than the direct edges (0.66 against -0.06)."
+    ),
 }
-SUMMARY = ""  # what the graphs show, all together (written after reading them)
+SUMMARY = (
+    "With the 30 transcoders below (CE recovered 0.936 with all in place), features and tokens account for 89-91% "
+    "of what reaches the target's logit in each graph (completeness) and 54-59% of the influence flows without "
+    "passing through an error node (replacement score). The three graphs share a shape: layer-0 features that "
+    "detect single tokens (' city', ' located', ' capital', 'John', ' Mary', country names) read the prompt, the "
+    "middle layers appear mostly as error nodes (their transcoders explain 53-63% of the MLP output's variance), "
+    "and a few dense last-layer features write the answer, the same ones for the same answer (L29.F2398 and "
+    "L29.F748 in both ' Paris' graphs, L29.F177 for ' Mary'). Pruned at circuit-tracer's thresholds the graphs "
+    "keep 850-2,200 nodes: influence on this 135M model is spread thin, and the figures draw the 60 most "
+    "influential. The intervention check says which predictions to trust: a late feature's direct edge matches "
+    "the real model's change closely; an early feature's effect is not its direct edge, and the linear path "
+    "total over- or under-shoots it."
+)
 
 
 def _command(folder: Path) -> str:
+    """The command line that made a run folder, as typed (from its command.json)."""
     info = folder / "command.json"
-    return json.loads(info.read_text()).get("command", "") if info.is_file() else ""
+    if not info.is_file():
+        return ""
+    argv = [a for a in json.loads(info.read_text()).get("argv", []) if a != "-q"]
+    return shlex.join(["lmscope", *argv])
 
 
 def _minutes(folder: Path) -> str:
@@ -45,7 +97,7 @@ def _minutes(folder: Path) -> str:
 
 def transcoder_section(train: Path | None, evaluation: Path) -> list[str]:
     r = load_result(evaluation / "result")
-    shutil.copy(evaluation / "replacement.png", DOCS / "figures" / f"graph-transcoders-{r.model}.png")
+    save_figure(replacement_figure(r), DOCS / "figures" / f"graph-transcoders-{r.model}.png")
     lines = ["## The transcoders", ""]
     if train is not None:
         lines += [f"Trained with `{_command(train)}` ({_minutes(train)} min on this CPU, every layer's from one "
@@ -65,8 +117,8 @@ def transcoder_section(train: Path | None, evaluation: Path) -> list[str]:
 def graph_section(graph_dir: Path, check_dir: Path) -> list[str]:
     g, c = load_result(graph_dir / "result"), load_result(check_dir / "result")
     slug = graph_dir.name
-    for src, dst in ((graph_dir / "graph.png", f"{slug}.png"), (check_dir / "check.png", f"{slug}-check.png")):
-        shutil.copy(src, DOCS / "figures" / dst)
+    save_figure(graph_figure(g), DOCS / "figures" / f"{slug}.png")  # drawn anew: the figure code may be newer
+    save_figure(check_figure(c), DOCS / "figures" / f"{slug}-check.png")
     s = g.summary()
     targets = ", ".join(f"`{t['token']!r}` ({t['prob']:.3f})" for t in s["targets"])
     corr = c.agreement()
@@ -86,11 +138,13 @@ def graph_section(graph_dir: Path, check_dir: Path) -> list[str]:
             f"{e['source']} -> {e['target']} ({e['weight']:+.2f}): " + ", ".join(
                 f"L{la}.H{h} {v:+.2f}" for la, h, v in e["heads"][:3]) for e in g.heads[:3]) + "."]
     lines += ["", f"**Intervention check** (`{_command(check_dir)}`): each of the top {len(c.rows)} features "
-                  "removed alone (activation x decoder row subtracted at its position). Correlation of the "
+                  "removed alone (activation x decoder row subtracted at its position); the numbers are changes of the "
+                  "target's logit (demeaned), so a feature that supports the target has a negative one. Correlation "
+                  "of the "
                   f"predicted with the real change of the target's logit: direct edge {fmt(corr['direct'])}, "
                   f"through the graph {fmt(corr['total'])}.", "",
-              "| feature | direct edge | through the graph | replacement model (frozen) | real model |",
-              "|---|---|---|---|---|"]
+              "| feature removed | predicted: direct edge | predicted: through the graph | measured: replacement model "
+              "(frozen) | measured: real model |", "|---|---|---|---|---|"]
     lines += [f"| {r['node']} | {r['direct']:+.3f} | {r['total']:+.3f} | {r['measured_replacement']:+.3f} | "
               f"{r['measured']:+.3f} |" for r in c.rows]
     lines += ["", f"![predicted against measured](figures/{slug}-check.png)", ""]
@@ -99,11 +153,30 @@ def graph_section(graph_dir: Path, check_dir: Path) -> list[str]:
     return lines
 
 
+def pages_section(folders: list[Path]) -> list[str]:
+    """The graphs' top features: their top contexts and the tokens their decoder raises."""
+    lines = ["## The features these graphs lean on", "",
+             "`lmscope sae features TRANSCODER --features ...` on 63,900 held-out tokens (each feature's activating "
+             "token in brackets; 'raises': the tokens its decoder row, read through the unembedding, raises most). "
+             "The workbench shows the same on hover over a graph's node.", "",
+             "| feature | fires on (top contexts) | raises | density |", "|---|---|---|---|"]
+    for folder in folders:
+        r = load_result(folder / "result")
+        layer = r.site.split(".")[-1]
+        for p in r.pages:
+            ctx = "; ".join("…" + "".join(t["tokens"][max(0, t["max_index"] - 4):t["max_index"]])
+                            + f"[{t['tokens'][t['max_index']]}]" for t in p["top"][:2]).replace("|", "\\|")
+            raised = " ".join(repr(tok) for tok, _ in p["logits"]["positive"][:4]).replace("|", "\\|")
+            lines.append(f"| L{layer}.F{p['feature']} | {ctx} | {raised} | {p['density']:.4f} |")
+    return lines + [""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="graph folder, check folder, ... (pairs)")
     parser.add_argument("--eval", type=Path, required=True, help="the lmscope graph eval folder")
     parser.add_argument("--train", type=Path, default=None, help="the sae train --transcoder folder")
+    parser.add_argument("--pages", type=Path, nargs="*", default=[], help="sae features runs of the top features")
     args = parser.parse_args()
     if len(args.runs) % 2:
         parser.error("give the runs in pairs: a graph folder, then its check folder")
@@ -128,6 +201,8 @@ def main() -> None:
     lines += ["## Graphs", ""]
     for graph_dir, check_dir in zip(args.runs[::2], args.runs[1::2]):
         lines += graph_section(graph_dir, check_dir)
+    if args.pages:
+        lines += pages_section(args.pages)
     bench = BENCH / f"graphs-{model}.md"
     if bench.is_file():
         text = bench.read_text().splitlines()

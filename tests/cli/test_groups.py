@@ -64,7 +64,7 @@ def test_old_names_are_rewritten_to_their_group(old, new):
 def test_every_old_name_still_runs_its_command(capsys):
     for alias, entry in ALIASES.items():
         with pytest.raises(SystemExit) as done:
-            grouped = alias in ("trace", "neurons", "stages", "patch", "lens", "graph")  # the group's default subcommand
+            grouped = alias in ("trace", "neurons", "stages", "patch", "lens", "graph")  # groups: the default
             main([alias, "x", "--help"] if grouped else [alias, "--help"])
         assert done.value.code == 0, alias
         assert f"usage: lmscope {entry.words}" in capsys.readouterr().out, alias

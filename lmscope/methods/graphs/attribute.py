@@ -222,10 +222,13 @@ def estimate(state: PromptState, n_logits: int, config: GraphConfig, d_model: in
     n_feat = len(state.values) if config.max_feature_nodes == 0 else min(len(state.values), config.max_feature_nodes)
     n = n_feat + state.n_layers * state.n_pos + state.n_pos + n_logits
     passes = math.ceil(n_logits / config.batch_size) + math.ceil(n_feat / config.batch_size)
-    # the retained forward of batch_size copies: ~24 (pos, d) float32 tensors per layer, the (N, N) adjacency and
-    # the rows computed before it is assembled
+    # the retained forward of batch_size copies: ~24 (pos, d) float32 tensors per layer; the (N, N) adjacency and
+    # the rows computed before it is assembled (three copies while a capped exploration re-ranks: the rows, their
+    # concatenation, its normalisation); every active feature's decoded output a_s D_s
     activations = config.batch_size * state.n_layers * state.n_pos * d_model * 4 * 24
-    memory = 2 * n * n * 4 + (n_feat + n_logits) * (len(state.values) + n - n_feat) * 4 + activations
+    n_active = len(state.values)
+    rows = (n_feat + n_logits) * (n_active + n - n_feat) * 4 * (3 if n_feat < n_active else 1)
+    memory = 2 * n * n * 4 + rows + n_active * d_model * 4 + activations
     seconds = passes * pass_seconds
     return {"nodes": n, "features": n_feat, "backward_passes": passes, "memory_bytes": int(memory),
             "seconds_estimate": round(seconds, 2)}

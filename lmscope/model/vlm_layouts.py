@@ -95,7 +95,10 @@ def _llava(model, inputs: dict, tiles, tokenizer) -> list[TokenLayout]:
     if getattr(model.config, "vision_feature_select_strategy", "default") != "default":
         raise FamilySpecError("image token layouts: a vision_feature_select_strategy other than 'default' keeps the "
                               "CLS token among the image tokens, which covers no one patch")
-    return _square_grid(model, inputs, vision.image_size // vision.patch_size, vision.patch_size)
+    pixels = inputs["pixel_values"]  # (images, channels, height, width): the tower reads the size it is given
+    _images_per_row(pixels.shape[0], inputs["input_ids"].shape[0], "images")
+    rows, cols = pixels.shape[-2] // vision.patch_size, pixels.shape[-1] // vision.patch_size
+    return [_one_grid(rows, cols, vision.patch_size, tuple(pixels.shape[-2:])) for _ in range(pixels.shape[0])]
 
 
 def _paligemma(model, inputs: dict, tiles, tokenizer) -> list[TokenLayout]:

@@ -89,3 +89,20 @@ def test_causal_checks_take_image_inputs():
     other = {"input_ids": x["input_ids"], "pixel_values": torch.zeros_like(x["pixel_values"])}
     sens = sensitivity(lm, [[t["layer"], t["neuron"]] for t in res.top[0]], [x], [other, "The capital of"])
     assert sens.same.shape == (1, 3) and sens.other.shape == (2, 3) and sens.other_prompts[1] == "The capital of"
+
+
+def test_image_token_boxes_follow_the_pixels_a_dinov2_tower_is_given():
+    """DINOv2 interpolates its position embeddings: the grid is the pixels' (as the bundled 112 x 112 smollm2-dino
+    reads with a tower configured for 518), not the config's image_size."""
+    from lmscope.model.vlm_layouts import image_token_boxes
+
+    vision = T.Dinov2Config(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            image_size=56, patch_size=7)
+    cfg = T.LlavaConfig(vision_config=vision, text_config=TINY_CONFIGS["llama"](), image_token_id=IMAGE_TOKEN)
+    torch.manual_seed(0)
+    model = T.LlavaForConditionalGeneration(cfg).eval()
+    lm = lmscope.load((model, tiny_tokenizer()))
+    x = inputs(1)  # 28 x 28 pixels: 16 patches, where the config's 56 would make 64
+    assert torch.equal(lm(x), model(**x).logits)
+    (boxes,) = image_token_boxes(lm, x)
+    assert boxes.shape == (16, 4) and float(boxes[:, 2].max()) == 28 and float(boxes[:, 3].max()) == 28

@@ -112,7 +112,7 @@ def _minutes(folder: Path) -> str:
 def transcoder_section(train: Path | None, evaluation: Path) -> list[str]:
     r = load_result(evaluation / "result")
     save_figure(replacement_figure(r), DOCS / "figures" / f"graph-transcoders-{r.model}.png")
-    lines = ["## The transcoders", ""]
+    lines = [f"## The transcoders of {r.model}", ""]
     if train is not None:
         lines += [f"Trained with `{_command(train)}` ({_minutes(train)} min on this CPU, every layer's from one "
                   "harvest).", ""]
@@ -188,13 +188,15 @@ def pages_section(folders: list[Path]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="graph folder, check folder, ... (pairs)")
-    parser.add_argument("--eval", type=Path, required=True, help="the lmscope graph eval folder")
-    parser.add_argument("--train", type=Path, default=None, help="the sae train --transcoder folder")
+    parser.add_argument("--eval", type=Path, action="append", required=True,
+                        help="an lmscope graph eval folder (once per model)")
+    parser.add_argument("--train", type=Path, action="append", default=[],
+                        help="the sae train --transcoder folder of each --eval, in the same order")
     parser.add_argument("--pages", type=Path, nargs="*", default=[], help="sae features runs of the top features")
     args = parser.parse_args()
     if len(args.runs) % 2:
         parser.error("give the runs in pairs: a graph folder, then its check folder")
-    model = load_result(args.eval / "result").model
+    model = load_result(args.eval[0] / "result").model
     lines = ["# Attribution graphs", "",
              "Which transcoder features compute a next-token logit, and through which others (Ameisen et al. 2025; "
              "circuit-tracer's algorithm and defaults: `lmscope.methods.graphs`). The replacement model of one "
@@ -211,7 +213,8 @@ def main() -> None:
              "0.", ""]
     if SUMMARY:
         lines += ["## What the graphs show", "", SUMMARY, ""]
-    lines += transcoder_section(args.train, args.eval)
+    for i, evaluation in enumerate(args.eval):
+        lines += transcoder_section(args.train[i] if i < len(args.train) else None, evaluation)
     lines += ["## Graphs", ""]
     for graph_dir, check_dir in zip(args.runs[::2], args.runs[1::2]):
         lines += graph_section(graph_dir, check_dir)

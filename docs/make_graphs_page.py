@@ -60,6 +60,14 @@ NOTES: dict[str, str] = {  # what was seen in each graph (keyed by the graph fol
         "L29.F2398 and L29.F748, are here too (direct -1.27 and -0.99; measured -1.28 and -0.24). On this prompt "
         "the path totals track the real model better than the direct edges (0.66 against -0.06)."
     ),
+    "graph-gemma3-capital": (
+        "gemma3-270m over its 18 transcoders (trained and graphed at the end of the session that built the page: "
+        "read briefly). Gemma 3 puts ' Paris' at only 0.084 here. The graph is less dominated by layer 0: features "
+        "of layers 3, 11-13 and 17 at 'France' and ' is' carry most of the influence, one of them (L17.F382) "
+        "against ' Paris' (removing it raises the logit by 1.40; predicted 1.50). The path totals through the graph "
+        "track the real model well (correlation 0.86, the direct edges 0.45): early features at 'France' (L1.F3706, "
+        "L3.F2595) have almost no direct edge but their removal lowers ' Paris' by 1.3-2.1, which the paths predict."
+    ),
 }
 BENCH_NOTE = (  # what the bench table shows (measured there; rewrite with a new bench)
     "The issue's target holds: a 10-token prompt with all 30 transcoders and every active feature explored takes "

@@ -267,6 +267,12 @@ class LM:
             logits = self.forward(inputs)
         return logits, cache
 
+    def next_token_loss(self, ids: torch.Tensor, *ops: Op) -> torch.Tensor:
+        """Summed next-token NLL (float32 scalar) of a batch of token ids (batch, pos) under ``ops``."""
+        with self.hooks(*ops):
+            logits = self.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+
     def unembed(self, resid: torch.Tensor) -> torch.Tensor:
         """Final norm + W_U (+ the model's logit soft-cap): (..., d_model) -> (..., vocab)."""
         logits = self.layout.unembed(self.layout.final_norm(resid))

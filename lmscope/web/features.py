@@ -75,16 +75,16 @@ class FeatureIndex:
         same site would be read too, so each note names its run.
         """
         wanted_set, out = set(wanted), {}
-        explained = self.explanations()
         for run_id, cfg in self._runs(PAGE_KIND):
             if cfg.get("model") != model:
                 continue
             for page in cfg.get("pages", []):
                 key = (cfg.get("site", ""), page["feature"])
                 if key in wanted_set and key not in out:
-                    note = explained.get((model, *key), {})
-                    out[key] = {"run": run_id, "explanation": note.get("explanation"),
-                                "contexts": [_marked(ex) for ex in page.get("top", [])[:contexts]]}
+                    out[key] = {"run": run_id, "contexts": [_marked(ex) for ex in page.get("top", [])[:contexts]]}
+        explained = self.explanations() if out else {}  # the autointerp runs are read only when a page matched
+        for key, note in out.items():
+            note["explanation"] = explained.get((model, *key), {}).get("explanation")
         return out
 
     def page(self, run_id: str, feature: int) -> dict:

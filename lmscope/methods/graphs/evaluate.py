@@ -89,12 +89,6 @@ def _replaced(transcoders: dict[int, LayerTranscoder], keep: torch.Tensor) -> li
     return ops
 
 
-def _loss(lm: LM, ids: torch.Tensor, ops: list[Op]) -> float:
-    with lm.hooks(*ops):
-        logits = lm.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-    return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum"))
-
-
 class _Sums:
     """Running float64 sums per layer: squared error, squared norm, the sum of y, active features; and the losses."""
 
@@ -106,11 +100,12 @@ class _Sums:
 
     def add(self, i: int, tc: LayerTranscoder, x: torch.Tensor, y: torch.Tensor) -> None:
         """Layer i's kept positions: x the MLP input, y its output (n, d)."""
-        y = y.double()
-        self.err[i] += float((y - tc.output(x.float()).double()).pow(2).sum())
+        x, y = x.float(), y.double()
+        codes = tc.encode(x)  # (n, features), once for both the prediction and L0
+        self.err[i] += float((y - tc.decode(codes, x).double()).pow(2).sum())
         self.sq[i] += float(y.pow(2).sum())
         self.y[i] += y.sum(0).cpu()
-        self.active[i] += float((tc.encode(x.float()) > 0).sum())
+        self.active[i] += float((codes > 0).sum())
 
     def fve(self) -> torch.Tensor:
         """(n_layers,) 1 - error / variance around each layer's mean."""
@@ -135,8 +130,8 @@ def evaluate_replacement(lm: LM, transcoders: dict[int, LayerTranscoder], config
         keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
         zeroed = [apply(Site(la, "mlp_out"), lambda y, keep=keep: torch.where(keep[..., None], 0.0, y))
                   for la in layers]
-        sums.ce += torch.tensor([_loss(lm, batch.ids, ops) for ops in ([], _replaced(transcoders, keep), zeroed)],
-                                dtype=torch.float64)
+        sums.ce += torch.tensor([float(lm.next_token_loss(batch.ids, *ops))
+                                 for ops in ([], _replaced(transcoders, keep), zeroed)], dtype=torch.float64)
         sums.ce_tokens += batch.ids[:, 1:].numel()
     if sums.count == 0:
         raise DataError(f"no evaluation tokens: every position of corpus {config.corpus} was left out (special "

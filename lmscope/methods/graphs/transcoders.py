@@ -41,9 +41,13 @@ class LayerTranscoder:
         """X W_skip^T (..., d_out), or 0."""
         return x @ self.skip.T.to(x.dtype) if self.skip is not None else 0.0
 
+    def decode(self, codes: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The predicted MLP output (..., d_out) from feature activations ``codes`` of inputs ``x``."""
+        return codes @ self.decoder.to(x.dtype) + self.bias.to(x.dtype) + self.skip_term(x)
+
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """The predicted MLP output (..., d_out)."""
-        return self.encode(x) @ self.decoder.to(x.dtype) + self.bias.to(x.dtype) + self.skip_term(x)
+        return self.decode(self.encode(x), x)
 
 
 def from_coder(coder, layer: int) -> LayerTranscoder:

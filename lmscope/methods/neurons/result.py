@@ -79,13 +79,12 @@ class NeuronResult(Result):
     def summary(self) -> dict:
         """Per prompt: the target, its probability, the agreement of the scores and the top neurons."""
         rows = []
-        brief = (lambda tops: [{k: v for k, v in n.items() if k != "vocab_bottom"} for n in tops])  # noqa: E731
         for b, prompt in enumerate(self.prompts):
             rows.append({"prompt": prompt, "target": self.targets[b], "target_prob": self.target_prob[b],
                          "spearman": _or_none(self.agreement[b]), "top_k_overlap": _or_none(self.overlap[b]),
-                         "top": brief(self.top[b])})
+                         "top": _brief(self.top[b])})
             if self.top_image:
-                rows[-1]["top_image"] = brief(self.top_image[b])
+                rows[-1]["top_image"] = _brief(self.top_image[b])
         return {"model": self.model, "method": self.config.method, "layers": len(self.layers),
                 "gradient": self.gradient, "ranking": self.rankings(), "prompts": rows, "notes": self.notes}
 
@@ -113,6 +112,11 @@ class NeuronResult(Result):
         result.agreement = [math.nan if v is None else v for v in result.agreement]
         result.overlap = [math.nan if v is None else v for v in result.overlap]
         return result
+
+
+def _brief(tops: list[dict]) -> list[dict]:
+    """Top neurons as the summary lists them (without the bottom vocabulary)."""
+    return [{k: v for k, v in n.items() if k != "vocab_bottom"} for n in tops]
 
 
 def _or_none(value: float | None) -> float | None:

@@ -83,13 +83,6 @@ class SaeEvalResult(Result):
                 "delta_lm_loss": self.delta_lm_loss}
 
 
-def _next_token_loss(lm: LM, ids: torch.Tensor, ops) -> torch.Tensor:
-    """Summed next-token NLL of a batch (batch, pos) under ``ops``."""
-    with lm.hooks(*ops):
-        logits = lm.model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
-
-
 class _Totals:
     """Running sums of the reconstruction metrics (float64) and of the three losses."""
 
@@ -124,7 +117,7 @@ def _losses(lm: LM, sae: SparseAutoencoder, site: Site, ids: torch.Tensor, keep:
         read, write = splice_transcoder(sae, site, target)
         spliced = [read, _where(target, keep, write.fn)]
     zeroed = _where(target or site, keep, torch.zeros_like)
-    return torch.stack([_next_token_loss(lm, ids, ops).double().cpu() for ops in ([], spliced, [zeroed])])
+    return torch.stack([lm.next_token_loss(ids, *ops).double().cpu() for ops in ([], spliced, [zeroed])])
 
 
 def _finite(lm: LM, sae: SparseAutoencoder, site: Site, x: torch.Tensor, x_hat: torch.Tensor,

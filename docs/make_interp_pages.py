@@ -25,9 +25,20 @@ def _fmt(v, digits=3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def merged(folders: list[str]):
-    """One AutointerpResult holding the records of every run (same model and layer)."""
-    results = [load_result(Path(f) / "result") for f in folders]
+def _relabelled(spec: str):
+    """The result of ``FOLDER`` or ``FOLDER=LABEL`` (its SAE features' kind renamed LABEL: two SAEs side by side)."""
+    folder, _, label = spec.partition("=")
+    result = load_result(Path(folder) / "result")
+    if not label:
+        return result
+    records = [{**r, "kind": label} if r["kind"] == "sae" else r for r in result.records]
+    sites = {(label if k == "sae" else k): v for k, v in result.sites.items()}
+    return dataclasses.replace(result, records=records, sites=sites)
+
+
+def merged(specs: list[str]):
+    """One AutointerpResult holding the records of every run (same model and layer); see :func:`_relabelled`."""
+    results = [_relabelled(s) for s in specs]
     first = results[0]
     return dataclasses.replace(first, records=[r for res in results for r in res.records],
                                sites={k: v for res in results for k, v in res.sites.items()})
@@ -113,7 +124,8 @@ def ioi_page(result, patch, commands: str, notes: str) -> None:
 def main() -> None:
     """Write the pages whose results are given."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--autointerp", nargs="*", default=[], help="autointerp output folders (merged)")
+    parser.add_argument("--autointerp", nargs="*", default=[],
+                        help="autointerp output folders (merged); FOLDER=LABEL names that run's SAE features LABEL")
     parser.add_argument("--autointerp-commands", type=Path)
     parser.add_argument("--autointerp-notes", type=Path)
     parser.add_argument("--ioi", help="an ioi-features output folder")

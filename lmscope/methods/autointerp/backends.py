@@ -55,6 +55,8 @@ from lmscope.model.lm import LM
 
 log = logging.getLogger(__name__)
 PROMPTS = Path(__file__).resolve().parent / "prompts"
+WORD = re.compile(r"\w+|[^\w\s]")  # a quotable word of a text: a run of letters / digits, or one symbol
+MARKED = re.compile(r"<<(.*?)>>", re.S)  # the marked spans of a fuzzing text
 
 
 #: Each prompt file: the placeholders it is given, and those it cannot do without (at least one of each group).
@@ -239,6 +241,12 @@ class LocalBackend(Backend):
         self.newline = tok("\n", add_special_tokens=False)["input_ids"]
         answers = ("Yes", "No", "None") if self.chat else (" Yes", " No", " None")  # a chat answer: its own message
         *self.yes_no, self.none = [tok(w, add_special_tokens=False)["input_ids"][0] for w in answers]
+        self._first: dict[str, set[int]] = {}  # word -> first tokens of the answers quoting it
+
+    @property
+    def judge_name(self) -> str:
+        """The judge as a run records it (a run scored another way is not resumed with this one)."""
+        return "quote (a word of the text)" if self.judge == "quote" else self.judge
 
     def as_chat(self, prompt: str) -> str:
         """``prompt`` as the model's chat (unchanged without chat).
@@ -282,11 +290,27 @@ class LocalBackend(Backend):
             out.append((probs @ values).tolist())
         return out
 
+    def quotable(self, words: list[str]) -> list[int]:
+        """First tokens of the answers that quote one of ``words``.
+
+        Each word as written, in lower / capitalised / upper case, with or without a leading space; never None's.
+        """
+        ids = set()
+        for word in words:
+            if word not in self._first:
+                forms = {f for w in {word, word.lower(), word.capitalize(), word.upper()} for f in (w, " " + w)}
+                self._first[word] = {p[0] for p in (self._tokens(f) for f in forms) if p}
+            ids |= self._first[word]
+        return sorted(ids - {self.none})
+
     @torch.no_grad()
-    def _judge_many(self, name: str, explanation: str, texts: list[str]) -> list[float | None]:
+    def _judge_many(self, name: str, explanation: str, texts: list[str], marked: bool = False) -> list[float | None]:
         """P(fits) after prompt ``name`` (``_quote`` added for the quote judge) for each text.
 
-        The instructions before the text run once. Quote: 1 - P(None); yes-no: P(Yes) / (P(Yes) + P(No)).
+        The instructions before the text run once. Yes-no: P(Yes) / (P(Yes) + P(No)). Quote: the answer's first token
+        quotes a word of the text (``marked``: a marked word) rather than saying None, P(quote) / (P(quote) + P(None));
+        a word the judge names that the text does not hold counts for nothing (a small judge copies the explanation's
+        own words: asked for "the word 'the'" in a text without one, Qwen-1.5B answers "the" with P 0.6).
         """
         mark = "\x00TEXT\x00"
         name = name.replace(".txt", "_quote.txt") if self.judge == "quote" else name
@@ -295,10 +319,13 @@ class LocalBackend(Backend):
         prefix = list(self.lm.tokenizer(head)["input_ids"])
         rows = [self._tokens(text + tail) for text in texts]
         out = []
-        for row in continuation_logits(self.lm, prefix, rows, [[len(r) - 1] for r in rows]):
+        for text, row in zip(texts, continuation_logits(self.lm, prefix, rows, [[len(r) - 1] for r in rows])):
             logits = row[0].float()
             if self.judge == "quote":
-                out.append(1.0 - float(torch.softmax(logits, -1)[self.none]))
+                probs = torch.softmax(logits, -1)
+                words = WORD.findall(" ".join(MARKED.findall(text)) if marked else text)
+                quote, none = float(probs[self.quotable(words)].sum()), float(probs[self.none])
+                out.append(quote / (quote + none) if quote + none > 0 else 0.0)
             else:
                 out.append(float(torch.softmax(logits[self.yes_no], -1)[0]))
         return out
@@ -309,7 +336,7 @@ class LocalBackend(Backend):
 
     def fuzz_many(self, explanation: str, texts: list[str]) -> list[float | None]:
         """P that the marked tokens of each text are what the explanation describes."""
-        return self._judge_many("fuzzer.txt", explanation, texts)
+        return self._judge_many("fuzzer.txt", explanation, texts, marked=True)
 
 
 RETRIED = (408, 429)  # and every 5xx: the request may pass later; any other 4xx will not

@@ -122,8 +122,9 @@ class ScoreConfig:
                                                 "max": 1.0})
     judge: str = field(default="quote", metadata={
         "help": "local detection and fuzzing: quote (the scorer is asked which word fits the explanation, or None; "
-                "P(fits) = 1 - P(None)) or yes-no (P(Yes) against P(No)); small instruct models answer Yes to "
-                "nearly anything, and quoting separates far better"})
+                "P(fits) = P(it quotes a word of the text, in fuzzing a marked one) against P(None): a word it "
+                "copies from the explanation counts for nothing) or yes-no (P(Yes) against P(No)); small instruct "
+                "models answer Yes to nearly anything, and quoting separates far better"})
     chat: str = field(default="auto", metadata={
         "help": "local: ask the explainer and the detector through the model's chat template (auto: when its "
                 "tokenizer has one; on; off: plain completion prompts)"})

@@ -196,7 +196,7 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
         sae = sae.to(lm.device).units(site)
     settings = {"model": lm.name, "site": str(site), "sample": asdict(cfg), "explainer": names[0],
                 "simulator": names[1], "scorers": scorers(score_cfg), "mark": score_cfg.mark,
-                "chat": getattr(explainer, "chat", False), "judge": getattr(simulator, "judge", None)}
+                "chat": getattr(explainer, "chat", False), "judge": getattr(simulator, "judge_name", None)}
     run = Run(out, settings, key="key")
     sets = unit_sets(lm, sae, site, cfg)
     data = collect(lm, sets, cfg)

@@ -91,11 +91,23 @@ def test_local_simulator_reads_expected_values_after_one_shared_prefix(lm, monke
             ids += backend.unknown + backend.newline
         probs = torch.softmax(lm(torch.tensor([ids]))[0, where][:, backend.value_ids].float(), -1)
         assert values == pytest.approx((probs @ torch.arange(11.0)).tolist(), abs=1e-5)
-    p = backend.detect("the word Paris", "The Paris")  # quote: 1 - P(None) as the answer's first token
+    p = backend.detect("the word Paris", "The Paris")  # quote: P(a word of the text) against P(None), first token
     whole = lm(backend.as_chat(load_prompt("detector_quote.txt").format(explanation="the word Paris",
                                                                         text="The Paris")))
-    assert p == pytest.approx(1 - float(torch.softmax(whole[0, -1].detach().float(), -1)[backend.none]), abs=1e-5)
+    probs = torch.softmax(whole[0, -1].detach().float(), -1)
+    first = {lm.tokenizer(f, add_special_tokens=False)["input_ids"][0]
+             for w in ("The", "Paris") for v in (w, w.lower(), w.upper()) for f in (v, " " + v)} - {backend.none}
+    assert backend.quotable(["The", "Paris"]) == sorted(first)
+    quote = float(probs[sorted(first)].sum())
+    assert p == pytest.approx(quote / (quote + float(probs[backend.none])), abs=1e-5)
     assert backend.detect_many("the word Paris", ["The Paris", "a city"])[0] == pytest.approx(p, abs=1e-6)
+    fuzz = backend.fuzz("the word Paris", "The <<Paris>> is")  # fuzzing: only the marked words count
+    whole = lm(backend.as_chat(load_prompt("fuzzer_quote.txt").format(explanation="the word Paris",
+                                                                      text="The <<Paris>> is")))
+    probs = torch.softmax(whole[0, -1].detach().float(), -1)
+    quote = float(probs[backend.quotable(["Paris"])].sum())
+    assert fuzz == pytest.approx(quote / (quote + float(probs[backend.none])), abs=1e-5)
+    assert backend.quotable(["None"]) == [] or backend.none not in backend.quotable(["None"])
     yes_no = LocalBackend(lm, judge="yes-no")
     whole = lm(backend.as_chat(load_prompt("detector.txt").format(explanation="the word Paris", text="The Paris")))
     assert yes_no.detect("the word Paris", "The Paris") == pytest.approx(

@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", help="sae-eval output folders (each holds result/)")
     parser.add_argument("--commands", type=Path, help="a text file with the commands that produced the runs")
     parser.add_argument("--notes", type=Path, help="a markdown file appended as the notes section")
+    parser.add_argument("--keep", type=Path, action="append", default=[],
+                        help="a markdown section kept as written, after the generated ones (a table whose sae-eval "
+                             "folders are not on this machine; its text must say so)")
     args = parser.parse_args()
     groups = defaultdict(list)
     for folder in args.folders:
@@ -75,6 +78,8 @@ def main() -> None:
         lines += ["Commands:", "", "```sh", args.commands.read_text().strip(), "```", ""]
     for key, rows in groups.items():
         lines += section(key, rows)
+    for kept in args.keep:
+        lines += [kept.read_text().strip(), ""]
     if args.notes:
         lines += ["## Notes", "", args.notes.read_text().strip(), ""]
     (DOCS / "sae.md").write_text("\n".join(lines))

@@ -61,9 +61,11 @@ def autointerp_page(result, commands: str, notes: str = "") -> None:
              "excerpts, whose peak is below a quarter of the unit's top, when the unit has enough: delphi's "
              f"non-activating contexts), each cut to a {ex['window']}-token window around its peak. Simulation: "
              "correlation of simulated and true activations over every scored token (Bills et al.'s all-at-once "
-             "simulator). Detection: AUROC of P(fits) for activating against random excerpts, where P(fits) is "
-             "1 - P(the scorer answers \"None\" when asked which word of the text is what the explanation "
-             "describes). Fuzzing: the same question about the tokens marked << >>, for the activating excerpts "
+             "simulator). Detection: AUROC of P(fits) for activating against random excerpts, asked which word of "
+             "the text is what the explanation describes: P(fits) = P(the answer quotes a word of the text) / "
+             "(that + P(\"None\")), on the answer's first token; a word the scorer names that is not in the text "
+             "(copied from the explanation) counts for nothing. Fuzzing: the same question about the tokens "
+             "marked << >> (a marked word must be quoted), for the activating excerpts "
              "with their own tokens marked against the same excerpts with as many other tokens "
              "marked. acc: balanced accuracy at P = 0.5. Mean [bootstrap 95% CI].", "",
              f"| kind | site | units | {' | '.join(names)} | distinct explanations | most common |",

@@ -11,6 +11,7 @@ caught and rebuilt too.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -151,6 +152,8 @@ REGISTRY: dict[str, BundledModel] = {
     ),
 }
 ASSETS = Path(__file__).resolve().parent / "assets"
+TEXT_WEIGHTS = "text_weights"  # manifest key: the registry LM whose conversion holds an assembled VLM's decoder
+TEXT_KEYS = ("model.language_model.", "lm_head.")  # an assembled VLM's keys that are the decoder's
 
 
 @dataclass(frozen=True)
@@ -283,14 +286,20 @@ def read_gguf(gguf: Path) -> tuple[nn.Module, object]:
     return plain, tokenizer
 
 
-def write_conversion(model: nn.Module, tokenizer, out_dir: Path, source: str) -> Path:
-    """Save model + tokenizer + manifest into ``out_dir`` atomically (a killed conversion leaves nothing behind)."""
+def write_conversion(model: nn.Module, tokenizer, out_dir: Path, source: str, text: str = "") -> Path:
+    """Save model + tokenizer + manifest into ``out_dir`` atomically (a killed conversion leaves nothing behind).
+
+    ``text``: a registry LM whose conversion holds this VLM's decoder weights: they are left out here (no second copy)
+    and filled in from it on every load (:func:`fill_text_weights`).
+    """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    model.save_pretrained(str(tmp))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(TEXT_KEYS)} if text else None
+    model.save_pretrained(str(tmp), state_dict=state)
     tokenizer.save_pretrained(str(tmp))
     files = {p.name: _file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-    write_json(tmp / MANIFEST, {"format": CONVERSION_FORMAT, "source": source, "files": files})
+    write_json(tmp / MANIFEST, {"format": CONVERSION_FORMAT, "source": source, "files": files,
+                                **({TEXT_WEIGHTS: text} if text else {})})
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
@@ -325,12 +334,16 @@ def ensure_converted(gguf_source: Path | BundledModel, out_dir: Path | None = No
 
 
 def _projector(entry: BundledVLM) -> tuple[Path, str]:
-    """(the projector file of a bundled VLM, the source its assembled folder's manifest names)."""
+    """(the projector file of a bundled VLM, the source its assembled folder's manifest names).
+
+    The source names the layout too: an assembled folder of the earlier layout (a second copy of the decoder's
+    weights) is rebuilt once.
+    """
     projector = ASSETS / entry.projector_file
     if not projector.is_file():
         raise AssetError(f"{entry.name}'s projector is not in this copy of lmscope ({projector}); train one with "
                          "`lmscope train-projector --out DIR` and copy DIR/projector.safetensors there")
-    return projector, f"assembled:{entry.name}:{sha256_file(projector)}"
+    return projector, f"assembled:{entry.name}:{sha256_file(projector)}:decoder-from:{entry.text}"
 
 
 def ensure_assembled(entry: BundledVLM, verify: bool = False) -> Path:
@@ -350,7 +363,32 @@ def ensure_assembled(entry: BundledVLM, verify: bool = False) -> Path:
     text_dir = ensure_converted(text, verify=True) if verify else ensure_converted(text)
     model, processor = build_llava(text_dir, dinov2_folder(), entry.projector, entry.image_size, entry.image_token)
     model.model.multi_modal_projector.load_state_dict(load_tensors(projector))
-    return write_conversion(model, processor, folder, source)
+    return write_conversion(model, processor, folder, source, text=entry.text)
+
+
+def text_weights_of(folder: str | Path) -> str:
+    """The registry LM whose conversion holds the decoder weights of the assembled VLM in ``folder`` ('' if none)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return ""
+    try:
+        name = read_json(path).get(TEXT_WEIGHTS, "")
+    except (ArtifactError, AttributeError):
+        return ""
+    if name and name not in REGISTRY:
+        raise ArtifactError(f"{folder}: its decoder's weights are those of {name!r}, which this lmscope does not know")
+    return name
+
+
+@torch.no_grad()
+def fill_text_weights(model: nn.Module, text: str, verify: bool = False) -> None:
+    """Copy the registry LM ``text``'s weights into an assembled VLM's decoder (saved without them)."""
+    weights = load_tensors(ensure_converted(REGISTRY[text], verify=verify) / "model.safetensors")
+    decoder = model.model.language_model
+    decoder.load_state_dict({k.removeprefix("model."): v for k, v in weights.items() if k.startswith("model.")})
+    head = weights.get("lm_head.weight", weights["model.embed_tokens.weight"])  # a tied LM saves no head
+    if model.lm_head.weight.data_ptr() != decoder.embed_tokens.weight.data_ptr():
+        model.lm_head.weight.copy_(head)
 
 
 # ---- load ------------------------------------------------------------------------------------------------
@@ -433,6 +471,23 @@ def _verify_folder(path: Path) -> None:
                             "its .gguf file to rebuild the conversion")
 
 
+@contextlib.contextmanager
+def _quiet_missing(text: str):
+    """Transformers' warnings of weights missing from the checkpoint, dropped for an assembled VLM.
+
+    Its decoder's weights come from the registry LM ``text`` and are filled in next (a filter, not the logger's level:
+    a level set there turns on transformers' tensor-parallel plan check and its own warning).
+    """
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop = logging.Filter(name="lmscope.never")  # passes no record: this logger's warnings, for this load only
+    if text:
+        logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
 def _resolve_source(name: str, allow_pickle: bool = False, verify: bool = False) -> tuple[str, str, bool | None]:
     """(folder or hub id to pass to from_pretrained, display name, ``use_safetensors`` for it).
 
@@ -490,7 +545,11 @@ def load(
         verify = os.environ.get(VERIFY_ENV, "").strip().lower() in ("1", "true", "yes")
     source, display, use_safetensors = _resolve_source(str(model), allow_pickle, verify)
     try:
-        hf_model, tokenizer, processor = _from_pretrained(source, device, dtype, use_safetensors=use_safetensors)
+        text = text_weights_of(source) if Path(source).is_dir() else ""
+        with _quiet_missing(text):
+            hf_model, tokenizer, processor = _from_pretrained(source, device, dtype, use_safetensors=use_safetensors)
+        if text:
+            fill_text_weights(hf_model, text, verify=verify)
     except OSError as err:
         hint = " (lmscope loads safetensors only; allow_pickle=True lifts that)" if "safetensors" in str(err) else ""
         raise ModelNotFoundError(f"could not load {model!r}: {_one_line(err)}{hint}") from err

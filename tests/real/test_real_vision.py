@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
 import lmscope
 from lmscope.cli import main
 from lmscope.data.images import EMOJI_FONTS, emoji_concepts, emoji_font, render
+from lmscope.model.loading import VLM_REGISTRY, text_weights_of
 from lmscope.model.vision import DINO_ONNX, dinov2_folder
 
 pytestmark = pytest.mark.slow
@@ -38,6 +40,10 @@ def test_bundled_vlm_loads_captions_and_keeps_the_text_model_bit_identical(tmp_p
     ids = text.tokenize("The Eiffel Tower is located in the city of")["input_ids"]
     with torch.no_grad():
         assert torch.equal(vlm(ids), text(ids))  # no image: the decoder is the unmodified SmolLM2
+    folder = VLM_REGISTRY["smollm2-dino"].assembled_dir()  # no second copy of SmolLM2's weights: read from its own
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert f.keys() and not [k for k in f.keys() if k.startswith(("model.language_model.", "lm_head."))]
+    assert text_weights_of(folder) == "smollm2-135m" and not list(folder.glob("*.onnx"))
     image = tmp_path / "car.png"
     font = emoji_font()
     render(next(c for c in emoji_concepts(font) if c.caption == "a racing car"), 112, 20_000, font).save(image)

@@ -8,6 +8,7 @@ import transformers as T
 import lmscope
 from lmscope.data.images import EMOJI_FONTS, emoji_concepts, emoji_font, render, shape_concepts
 from lmscope.errors import AssetError, ConfigError
+from lmscope.io import load_tensors
 from lmscope.methods.projector import ProjectorConfig, train_projector
 from lmscope.model.vlm import build_llava
 
@@ -91,7 +92,7 @@ def test_a_bundled_vlm_is_assembled_once_from_its_parts(folders, tmp_path, monke
     text, vision = folders
     monkeypatch.setenv("LMSCOPE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(loading, "ASSETS", tmp_path / "assets")
-    monkeypatch.setattr(loading, "ensure_converted", lambda entry: text)
+    monkeypatch.setattr(loading, "ensure_converted", lambda entry, verify=False: text)
     monkeypatch.setattr("lmscope.model.vision.dinov2_folder", lambda: vision)
     entry = BundledVLM("tiny-vlm", "a tiny test VLM", "smollm2-135m", "tiny-projector.safetensors", image_size=28,
                        image_token="w50")
@@ -107,3 +108,11 @@ def test_a_bundled_vlm_is_assembled_once_from_its_parts(folders, tmp_path, monke
     ours, want = lm.model.model.multi_modal_projector, trained.model.multi_modal_projector
     assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), want.parameters()))
     assert lmscope.load("tiny-vlm").layout.spec.name == "llava:llama"  # the cached folder, no rebuild
+    saved = load_tensors(entry.assembled_dir() / "model.safetensors")  # no second copy of the decoder's weights
+    assert saved and not [k for k in saved if k.startswith(("model.language_model.", "lm_head."))]
+    decoder = T.AutoModelForCausalLM.from_pretrained(text)
+    ids = torch.tensor([[1, 5, 9, 3]])
+    with torch.no_grad():  # the decoder filled in from the text model's own folder, also when loaded by path
+        assert torch.equal(lm.model(input_ids=ids).logits, decoder(ids).logits)
+        by_path = lmscope.load(str(entry.assembled_dir()))
+        assert torch.equal(by_path.model(input_ids=ids).logits, decoder(ids).logits)

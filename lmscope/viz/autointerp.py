@@ -69,18 +69,33 @@ def scorer_cell(row: dict) -> str:
 
 
 def controls_text(controls: dict) -> str:
+    """The two controls' verdicts in words, each mean with its 95% interval (a narrow verdict said so)."""
     def verdict(ok, good: str, bad: str) -> str:
         return "not run" if ok is None else (good if ok else bad)
 
+    def value(mean, ci) -> str:
+        if mean is None:
+            return "–"
+        return f"{mean:.3f}" + ("" if not ci or ci[0] is None else " [{:.2f}, {:.2f}]".format(*ci))
+
+    def narrow(ci, inside) -> str:
+        return "" if not ci or ci[0] is None or all(inside(v) for v in ci) else \
+            " Narrowly: its 95% interval crosses the bar."
+
     planted, random = controls["planted"]["detection"], controls["random"]["detection"]
+    p_ci, r_ci = controls.get("planted_ci"), controls.get("random_ci")
+    bar, band = controls.get("planted_min", 0.85), controls.get("random_band", 0.1)
     return ("Positive control, planted units (indicators of a known token set): mean detection AUROC "
-            f"{'–' if planted is None else f'{planted:.3f}'} — "
+            f"{value(planted, p_ci)} — "
             + verdict(controls["planted_ok"], "at least 0.85: the pipeline can read a meaning that is there.",
                       "below 0.85: the pipeline, not the units, fails; the other kinds' scores mean little.")
+            + ("" if controls["planted_ok"] is None else narrow(p_ci, lambda v: (v >= bar) == controls["planted_ok"]))
             + " Negative control, random directions: mean detection AUROC "
-            f"{'–' if random is None else f'{random:.3f}'} — "
+            f"{value(random, r_ci)} — "
             + verdict(controls["random_ok"], "within 0.5 ± 0.1, as noise should be.",
-                      "outside 0.5 ± 0.1: the scorer rewards something other than the explanation."))
+                      "outside 0.5 ± 0.1: the scorer rewards something other than the explanation.")
+            + ("" if controls["random_ok"] is None else
+               narrow(r_ci, lambda v: (abs(v - 0.5) <= band) == controls["random_ok"])))
 
 
 def example_units(result, kind: str, n: int) -> list[dict]:

@@ -103,14 +103,19 @@ def controls(kinds: dict) -> dict:
     """Whether the pipeline can tell meaning from noise.
 
     Planted units must be detected (mean AUROC >= 0.85) and random directions must not (mean within 0.5 +- 0.1); each
-    check is None when its kind or detection did not run.
+    check is None when its kind or detection did not run. Each mean's bootstrap 95% interval is given beside it (a
+    verdict whose interval crosses its bar is a narrow one).
     """
     def mean(kind: str, scorer: str):
         return kinds.get(kind, {}).get("scorers", {}).get(scorer, {}).get("mean")
 
+    def interval(kind: str):  # the detection mean's bootstrap 95% interval
+        return kinds.get(kind, {}).get("scorers", {}).get("detection", {}).get("ci95", [None, None])
+
     planted = {s: mean("planted", s) for s in SCORERS}
     random = {s: mean("random", s) for s in SCORERS}
     return {"planted": planted, "random": random, "planted_min": PLANTED_MIN, "random_band": RANDOM_BAND,
+            "planted_ci": interval("planted"), "random_ci": interval("random"),
             "planted_ok": None if planted["detection"] is None else planted["detection"] >= PLANTED_MIN,
             "random_ok": None if random["detection"] is None else abs(random["detection"] - 0.5) <= RANDOM_BAND}
 

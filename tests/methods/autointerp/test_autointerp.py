@@ -467,7 +467,7 @@ def _result(planted_detection, random_detection, explanations):
 
 
 def test_the_summary_and_report_judge_the_controls_and_show_a_degenerate_explainer():
-    from lmscope.viz.autointerp import autointerp_report, scores_figure
+    from lmscope.viz.autointerp import autointerp_report, controls_text, scores_figure
 
     good = _result([0.95, 0.9, 0.88], [0.45, 0.55, 0.5], ["cities", "digits", "months"])
     controls = good.summary()["controls"]
@@ -475,6 +475,9 @@ def test_the_summary_and_report_judge_the_controls_and_show_a_degenerate_explain
     assert controls["planted"]["detection"] == pytest.approx(0.91)
     page = autointerp_report(good).render()
     assert "at least 0.85" in page and "within 0.5 ± 0.1" in page and "Degenerate" not in page
+    assert controls["planted_ci"][0] >= 0.85 and "Narrowly" not in page  # every bootstrap mean clears the bar
+    near = _result([0.99, 0.95, 0.62], [0.45, 0.55, 0.5], ["cities"]).summary()["controls"]  # mean 0.853
+    assert near["planted_ok"] and near["planted_ci"][0] < 0.85 and "Narrowly" in controls_text(near)
     assert "0 (set 0)" in page and good.summary()["kinds"]["sae"]["distinct"] == 3
     assert len(scores_figure(good).axes) == 3  # simulation, detection, fuzzing
 

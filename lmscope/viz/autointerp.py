@@ -78,9 +78,10 @@ def controls_text(controls: dict) -> str:
             return "–"
         return f"{mean:.3f}" + ("" if not ci or ci[0] is None else " [{:.2f}, {:.2f}]".format(*ci))
 
-    def narrow(ci, inside) -> str:
-        return "" if not ci or ci[0] is None or all(inside(v) for v in ci) else \
-            " Narrowly: its 95% interval crosses the bar."
+    def narrow(ok, ci, passes) -> str:  # an end of the interval disagrees with the verdict
+        ends = [v for v in ci or () if v is not None]
+        return " Narrowly: its 95% interval crosses the bar." if ok is not None and any(
+            passes(v) != ok for v in ends) else ""
 
     planted, random = controls["planted"]["detection"], controls["random"]["detection"]
     p_ci, r_ci = controls.get("planted_ci"), controls.get("random_ci")
@@ -89,13 +90,12 @@ def controls_text(controls: dict) -> str:
             f"{value(planted, p_ci)} — "
             + verdict(controls["planted_ok"], "at least 0.85: the pipeline can read a meaning that is there.",
                       "below 0.85: the pipeline, not the units, fails; the other kinds' scores mean little.")
-            + ("" if controls["planted_ok"] is None else narrow(p_ci, lambda v: (v >= bar) == controls["planted_ok"]))
+            + narrow(controls["planted_ok"], p_ci, lambda v: v >= bar)
             + " Negative control, random directions: mean detection AUROC "
             f"{value(random, r_ci)} — "
             + verdict(controls["random_ok"], "within 0.5 ± 0.1, as noise should be.",
                       "outside 0.5 ± 0.1: the scorer rewards something other than the explanation.")
-            + ("" if controls["random_ok"] is None else
-               narrow(r_ci, lambda v: (abs(v - 0.5) <= band) == controls["random_ok"])))
+            + narrow(controls["random_ok"], r_ci, lambda v: abs(v - 0.5) <= band))
 
 
 def example_units(result, kind: str, n: int) -> list[dict]:

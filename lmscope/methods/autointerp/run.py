@@ -106,16 +106,14 @@ def controls(kinds: dict) -> dict:
     check is None when its kind or detection did not run. Each mean's bootstrap 95% interval is given beside it (a
     verdict whose interval crosses its bar is a narrow one).
     """
-    def mean(kind: str, scorer: str):
-        return kinds.get(kind, {}).get("scorers", {}).get(scorer, {}).get("mean")
+    def stat(kind: str, scorer: str, key: str = "mean"):
+        return kinds.get(kind, {}).get("scorers", {}).get(scorer, {}).get(key)
 
-    def interval(kind: str):  # the detection mean's bootstrap 95% interval
-        return kinds.get(kind, {}).get("scorers", {}).get("detection", {}).get("ci95", [None, None])
-
-    planted = {s: mean("planted", s) for s in SCORERS}
-    random = {s: mean("random", s) for s in SCORERS}
+    planted = {s: stat("planted", s) for s in SCORERS}
+    random = {s: stat("random", s) for s in SCORERS}
     return {"planted": planted, "random": random, "planted_min": PLANTED_MIN, "random_band": RANDOM_BAND,
-            "planted_ci": interval("planted"), "random_ci": interval("random"),
+            "planted_ci": stat("planted", "detection", "ci95") or [None, None],
+            "random_ci": stat("random", "detection", "ci95") or [None, None],
             "planted_ok": None if planted["detection"] is None else planted["detection"] >= PLANTED_MIN,
             "random_ok": None if random["detection"] is None else abs(random["detection"] - 0.5) <= RANDOM_BAND}
 

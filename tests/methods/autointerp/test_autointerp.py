@@ -107,7 +107,7 @@ def test_local_simulator_reads_expected_values_after_one_shared_prefix(lm, monke
     probs = torch.softmax(whole[0, -1].detach().float(), -1)
     quote = float(probs[backend.quotable(["Paris"])].sum())
     assert fuzz == pytest.approx(quote / (quote + float(probs[backend.none])), abs=1e-5)
-    assert backend.quotable(["None"]) == [] or backend.none not in backend.quotable(["None"])
+    assert backend.none not in backend.quotable(["None"])  # "None" is never a quote
     yes_no = LocalBackend(lm, judge="yes-no")
     whole = lm(backend.as_chat(load_prompt("detector.txt").format(explanation="the word Paris", text="The Paris")))
     assert yes_no.detect("the word Paris", "The Paris") == pytest.approx(

@@ -9,6 +9,7 @@ from lmscope.errors import InputError
 from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp, check_prompts
 from lmscope.methods.sae import check_sae, load_sae
 from lmscope.model.loading import list_models, load
+from lmscope.model.precision import speed_dtype
 from lmscope.model.sites import Site
 from lmscope.viz.autointerp import autointerp_report, scores_figure
 from lmscope.viz.report import save_figure
@@ -37,8 +38,9 @@ def _backends(args, cfg: ScoreConfig, lm, out):
         return http, http, (cfg.api_model, cfg.api_model)
     explainer_name = cfg.explainer or default_explainer()
     models = {"": lm}
+    dtype = speed_dtype(args.device) if cfg.explainer_dtype == "auto" else cfg.explainer_dtype
     for name in {explainer_name, cfg.simulator or explainer_name} - {""}:
-        models[name] = lm if name == lm.name else load(name, device=args.device, dtype=cfg.explainer_dtype)
+        models[name] = lm if name == lm.name else load(name, device=args.device, dtype=dtype)
     explainer = LocalBackend(models[explainer_name], cfg.prompts, cfg.explanation_tokens, cfg.chat, cfg.judge)
     simulator_lm = models[cfg.simulator or explainer_name]
     simulator = explainer if simulator_lm is explainer.lm else LocalBackend(simulator_lm, cfg.prompts, chat=cfg.chat,

@@ -1,11 +1,12 @@
 """The model layer: loading, family specs, typed sites, the hook core, and the helpers every method shares.
 
-Modules, lowest first: ``sites``, ``weights`` (weight patches, the edit handle), ``families``, ``patterns``,
-``hooks``, ``lm`` (the wrapper), ``units`` (the units of a site), ``tokens``, ``generate``, ``kv`` (the model's KV
-cache), ``surgery`` (block surgery), ``readout`` (how a layer's prediction is read: the logit lens or a tuned lens),
-``linearize`` (the model with attention patterns and norm denominators frozen), ``edits`` (W_out edits and their
-digest), ``peaks`` (the MLP peaks ROME's layer comes from), ``vision`` (the bundled image encoder), ``vlm`` (the
-LLaVA assembly), ``vlm_layouts`` (which pixels each image token of a VLM family covers), ``loading``.
+Modules, lowest first: ``precision`` (whether bfloat16 is fast here), ``sites``, ``weights`` (weight patches, the
+edit handle), ``families``, ``patterns``, ``hooks``, ``lm`` (the wrapper), ``units`` (the units of a site),
+``tokens``, ``generate``, ``kv`` (the model's KV cache), ``surgery`` (block surgery), ``readout`` (how a layer's
+prediction is read: the logit lens or a tuned lens), ``linearize`` (the model with attention patterns and norm
+denominators frozen), ``edits`` (W_out edits and their digest), ``peaks`` (the MLP peaks ROME's layer comes from),
+``vision`` (the bundled image encoder), ``vlm`` (the LLaVA assembly), ``vlm_layouts`` (which pixels each image token
+of a VLM family covers), ``loading``.
 """
 
 from lmscope.errors import FamilySpecError, HookError, InputError, ModelNotFoundError, PatternHookError, SiteError

@@ -34,6 +34,7 @@ from lmscope.errors import ArtifactError, AssetError, ConfigError, ModelNotFound
 from lmscope.io import load_tensors, read_json, write_json
 from lmscope.model.families import FamilySpec
 from lmscope.model.lm import LM
+from lmscope.model.precision import warn_if_slow
 
 log = logging.getLogger(__name__)
 
@@ -541,6 +542,7 @@ def load(
         if dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
+    warn_if_slow(dtype, device)
     if verify is None:
         verify = os.environ.get(VERIFY_ENV, "").strip().lower() in ("1", "true", "yes")
     source, display, use_safetensors = _resolve_source(str(model), allow_pickle, verify)

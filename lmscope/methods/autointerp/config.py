@@ -95,9 +95,11 @@ class ScoreConfig:
         "help": "local (a model lmscope loads) or http (an OpenAI-compatible endpoint)"})
     explainer: str = field(default="", metadata={"help": "local model for explanations (default: the studied model)"})
     simulator: str = field(default="", metadata={"help": "local model for simulation (default: the explainer)"})
-    explainer_dtype: str = field(default="bfloat16", metadata={
-        "help": "weights of a local explainer / simulator other than the studied model (bfloat16: half the memory "
-                "of float32 and, on this project's CPU, the same answers: P(Yes) within 0.03 on the checks made)"})
+    explainer_dtype: str = field(default="auto", metadata={
+        "help": "weights of a local explainer / simulator other than the studied model (auto: bfloat16 where its "
+                "matmuls are fast, a GPU or a CPU with native bfloat16, float32 elsewhere, where bfloat16 is emulated "
+                "and ~20-40x slower; bfloat16 gave the same answers as float32, P(Yes) within 0.03, on the checks "
+                "made)"})
     base_url: str = field(default="", metadata={"help": "http: the endpoint, e.g. http://localhost:8000/v1"})
     api_model: str = field(default="", metadata={"help": "http: the model name sent to the endpoint"})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "http: environment variable of the key"})
@@ -133,7 +135,7 @@ class ScoreConfig:
         check.one_of(self, "backend", ("local", "http"))
         check.one_of(self, "chat", ("auto", "on", "off"))
         check.one_of(self, "judge", ("quote", "yes-no"))
-        check.one_of(self, "explainer_dtype", ("float32", "bfloat16", "float16"))
+        check.one_of(self, "explainer_dtype", ("auto", "float32", "bfloat16", "float16"))
         if self.backend == "http" and not (self.base_url and self.api_model):
             raise ConfigError("the http backend needs --base-url and --api-model")
         check.at_least(self, 0, "retries")

@@ -67,7 +67,8 @@ class TuneConfig(CorpusConfig):
     bias: bool = field(default=True, metadata={"help": "translators have a bias"})
     autocast: bool = field(default=True, metadata={
         "help": "run the model and the unembedding in bfloat16 while training (the translators and the loss stay "
-                "float32)"})
+                "float32); left off, with a warning, where bfloat16 is slower than float32 (a CPU without native "
+                "bfloat16)"})
     checkpoint_every: int = field(default=20, metadata={"help": "steps between checkpoints (a killed run resumes)"})
 
     def __post_init__(self) -> None:

@@ -24,6 +24,7 @@ from lmscope.checkpoints import load_training_state, save_training_state
 from lmscope.data.activations import corpus_batches, run_batch
 from lmscope.methods.lens.config import TuneConfig
 from lmscope.model.lm import LM
+from lmscope.model.precision import fast_autocast
 from lmscope.model.readout import TunedLens
 from lmscope.model.sites import Site
 from lmscope.model.weights import frozen
@@ -161,6 +162,7 @@ def train_tuned_lens(lm: LM, config: TuneConfig | None = None, out: str | Path |
     Returns the lens with its training record (tokens, steps, seconds, the per-layer KL of the last steps).
     """
     config = config or TuneConfig()
+    config = dataclasses.replace(config, autocast=fast_autocast(config.autocast, lm.device, "tuned lens"))
     lm.check_length(config.seq_len)
     lens = TunedLens.identity(lm)  # hashes the unembedding once: the lens and the run's settings both record it
     if out is not None:

@@ -188,7 +188,8 @@ class TrainConfig:
     resample_every: int = field(default=0, metadata={
         "help": "L1 variants: resample dead latents toward badly reconstructed inputs every N steps (0: never)"})
     autocast: bool = field(default=False, metadata={
-        "help": "run the SAEs' matmuls in bfloat16 (weights and Adam stay float32), as SAELens' autocast"})
+        "help": "run the SAEs' matmuls in bfloat16 (weights and Adam stay float32), as SAELens' autocast; left off, "
+                "with a warning, where bfloat16 is slower than float32 (a CPU without native bfloat16)"})
     checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints (resume point)"})
     init_seed: int = field(default=0, metadata={"help": "seed of the initialisation (and of resampling)"})
 

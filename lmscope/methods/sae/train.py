@@ -32,6 +32,7 @@ from lmscope.methods.sae.dead import Firing, resample
 from lmscope.methods.sae.harvest import ActivationStream, ShardedStream, check_sites, site_key, site_width
 from lmscope.methods.sae.registry import sae_class
 from lmscope.model.lm import LM
+from lmscope.model.precision import fast_autocast
 from lmscope.model.sites import Site
 from lmscope.progress import tqdm
 from lmscope.runs import check_settings, prepare_out
@@ -327,6 +328,7 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     of a run on that many ranks.
     """
     harvest_cfg, cfg = harvest_cfg or HarvestConfig(), cfg or TrainConfig()
+    cfg = replace(cfg, autocast=fast_autocast(cfg.autocast, lm.device, "sae train"))
     total = training_steps(harvest_cfg, cfg)
     check_jobs(lm, jobs)
     keep_freed_memory()  # a step's (n, d_sae) tensors reuse the last step's memory (lmscope.memory)
@@ -362,6 +364,7 @@ def fit_saes(configs: list[SaeConfig], batches, cfg: TrainConfig | None = None, 
     with its input scale folded in (a tied one: as its input scale), in eval mode.
     """
     cfg = cfg or TrainConfig()
+    cfg = replace(cfg, autocast=fast_autocast(cfg.autocast, device, "sae fit"))
     batches = list(batches) if steps is None else batches
     total = steps if steps is not None else len(batches)
     world, trainees, site = World(), [], Site(0, "resid_post")  # the site only names the jobs

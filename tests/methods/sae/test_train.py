@@ -188,9 +188,12 @@ def test_attention_sink_positions_are_left_out():
     assert torch.equal(below_sinks(x, keep, 0.0), keep)
 
 
-def test_autocast_trains_float32_saes_close_to_the_float32_run(lm, harvest_cfg, train_cfg, tmp_path):
+def test_autocast_trains_float32_saes_close_to_the_float32_run(lm, harvest_cfg, train_cfg, tmp_path, monkeypatch):
     from dataclasses import replace
 
+    from lmscope.model import precision
+
+    monkeypatch.setattr(precision, "bfloat16_slowdown", lambda device_type="cpu": 1.0)  # run it even where it is slow
     exact = train_saes(lm, jobs(), harvest_cfg, train_cfg, tmp_path / "fp32")
     mixed = train_saes(lm, jobs(), harvest_cfg, replace(train_cfg, autocast=True), tmp_path / "bf16")
     for a, b, path in zip(weights(exact), weights(mixed), mixed):

@@ -24,7 +24,8 @@ def projector(args) -> int:
     save_tensors(out / "projector.safetensors", dict(model.model.multi_modal_projector.state_dict()))
     save_result(out, result, "projector.json")
     s = result.summary()
-    print(f"projector: {s['steps']} steps, final loss {s['final_loss']:.3f}; seen concepts, new renderings: exact "
-          f"{s['seen']['exact']:.2f}, word recall {s['seen']['word_recall']:.2f}; unseen concepts: exact "
-          f"{s['unseen']['exact']:.2f}, word recall {s['unseen']['word_recall']:.2f} -> {out}")
+    print(f"projector: {s['steps']} steps, final loss {s['final_loss']:.3f}; seen concepts, new renderings: named "
+          f"{s['seen']['named']:.2f}, exact {s['seen']['exact']:.2f}, word recall {s['seen']['word_recall']:.2f}; "
+          f"unseen concepts: named {s['unseen']['named']:.2f}, exact {s['unseen']['exact']:.2f}; first word's "
+          f"total variation between images {s['first_word_tv']:.2f} -> {out}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from lmscope.checkpoints import load_training_state, save_training_state
-from lmscope.data.images import Concept, render
+from lmscope.data.images import COLOURS, Concept, render
 from lmscope.errors import ConfigError
 from lmscope.io import Result
 from lmscope.methods.projector.config import ProjectorConfig
@@ -25,6 +25,7 @@ from lmscope.progress import tqdm
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"  # checkpoint.safetensors + checkpoint.json (lmscope.checkpoints)
+TV_IMAGES = 40  # images of distinct seen concepts whose first-word distributions are compared pairwise
 
 
 @dataclass
@@ -33,18 +34,24 @@ class ProjectorResult(Result):
 
     losses: list[float]
     train_concepts: int
-    heldout: list[dict]  # {caption, generated, seen, exact, recall}
+    heldout: list[dict]  # {caption, generated, seen, exact, recall, named}
     config: ProjectorConfig = field(default_factory=ProjectorConfig)
+    first_word_tv: float | None = None  # mean total variation of P(first caption token) between pairs of images
 
     def summary(self) -> dict:
-        """Exact-match rate and word recall of the captions, seen and unseen concepts apart."""
+        """Exact-match rate, word recall and how often the caption names the concept, seen and unseen apart.
+
+        Also the mean total variation of the first word's distribution between images (near 0: the image is not
+        read).
+        """
         out = {"steps": len(self.losses), "final_loss": self.losses[-1] if self.losses else None,
-               "train_concepts": self.train_concepts}
+               "train_concepts": self.train_concepts, "first_word_tv": self.first_word_tv}
         for seen in (True, False):
             rows = [r for r in self.heldout if r["seen"] == seen]
             key = "seen" if seen else "unseen"
             out[key] = {"images": len(rows), "exact": sum(r["exact"] for r in rows) / max(1, len(rows)),
-                        "word_recall": sum(r["recall"] for r in rows) / max(1, len(rows))}
+                        "word_recall": sum(r["recall"] for r in rows) / max(1, len(rows)),
+                        "named": sum(r.get("named", False) for r in rows) / max(1, len(rows))}
         return out
 
 
@@ -93,6 +100,19 @@ def embed_with_images(model, input_ids: torch.Tensor, features: torch.Tensor) ->
     image = model.model.multi_modal_projector(features.to(embeds.dtype))  # (batch, patches, d_model)
     mask = (input_ids == model.config.image_token_id)[..., None].expand_as(embeds)
     return embeds.masked_scatter(mask, image)
+
+
+def caption_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean next-token cross-entropy of the caption's tokens, the unembedding applied at those positions only.
+
+    The same loss as the model's own ``labels=`` (tested), without the (batch, pos, vocab) logits of the image
+    and prompt positions, which are most of the sequence.
+    """
+    hidden = model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state  # (batch, pos, d_model)
+    target = labels[:, 1:]  # (batch, pos - 1)
+    keep = target != -100
+    logits = model.lm_head(hidden[:, :-1][keep])  # (captions' tokens, vocab)
+    return torch.nn.functional.cross_entropy(logits.float(), target[keep])
 
 
 @torch.no_grad()
@@ -155,8 +175,8 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
             idx = order[s * config.batch_size:(s + 1) * config.batch_size]
             batch = caption_batch(model, processor, [train[i].caption for i in idx], config, feats.shape[1])
             embeds = embed_with_images(model, batch["input_ids"].to(model.device), feats[idx].to(model.device))
-            loss = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(model.device),
-                         labels=batch["labels"].to(model.device)).loss
+            loss = caption_loss(model, embeds, batch["attention_mask"].to(model.device),
+                                batch["labels"].to(model.device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -169,7 +189,9 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     for p in params:
         p.requires_grad_(False)
     rows = evaluate_captions(model, processor, train, heldout, config, font)
-    return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config)
+    tv = first_word_tv(model, processor, _renders(train[:TV_IMAGES], config.image_size, 20_000 + config.data_seed,
+                                                   font), config)
+    return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config, first_word_tv=tv)
 
 
 def _checkpoint(out, model, opt, sched, losses: list[float], epochs: int) -> None:
@@ -211,6 +233,34 @@ def _words(text: str) -> set[str]:
     return {w for w in text.lower().replace(",", " ").split() if w not in ("a", "an", "the", "of", "with")}
 
 
+GENERIC = frozenset(("face", "sign", "symbol", "button", "mark", "with", "and", "over", "on", "in", "at"))
+
+
+def names_concept(concept: Concept, generated: str) -> bool:
+    """Whether a caption names the concept: it holds a word of the concept's name other than articles and colours.
+
+    Generic words (:data:`GENERIC`) do not count either: "a dog face" is named by "dog", "a red circle" by "circle",
+    not by "red" alone.
+    """
+    nouns = _words(concept.caption) - GENERIC - set(COLOURS)
+    return bool(nouns & _words(generated.replace(".", " ")))
+
+
+@torch.no_grad()
+def first_word_tv(model, processor, images: list, config: ProjectorConfig, batch: int = 16) -> float:
+    """Mean total variation between the first caption token's distributions of every pair of ``images``."""
+    probs = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch]
+        x = processor(images=chunk, text=[config.prompt] * len(chunk), return_tensors="pt").to(model.device)
+        probs.append(model(**x).logits[:, -1].float().softmax(-1).cpu())  # (images, vocab)
+    p = torch.cat(probs)
+    if len(p) < 2:
+        return 0.0
+    tv = 0.5 * torch.cdist(p, p, p=1)  # (images, images)
+    return float(tv.sum() / (len(p) * (len(p) - 1)))
+
+
 def evaluate_captions(model, processor, train: list[Concept], heldout: list[Concept], config: ProjectorConfig,
                       font=None) -> list[dict]:
     """Captions of new renderings of seen concepts and of unseen ones: exact match and word recall."""
@@ -225,5 +275,6 @@ def evaluate_captions(model, processor, train: list[Concept], heldout: list[Conc
                 truth = _words(want)
                 rows.append({"caption": want, "generated": generated, "seen": seen,
                              "exact": generated.lower() == want.lower(),
-                             "recall": len(truth & _words(generated)) / max(1, len(truth))})
+                             "recall": len(truth & _words(generated)) / max(1, len(truth)),
+                             "named": names_concept(concept, generated)})
     return rows

@@ -6,10 +6,11 @@ import torch
 import transformers as T
 
 import lmscope
-from lmscope.data.images import EMOJI_FONTS, emoji_concepts, emoji_font, render, shape_concepts
+from lmscope.data.images import EMOJI_FONTS, Concept, emoji_concepts, emoji_font, render, shape_concepts
 from lmscope.errors import AssetError, ConfigError
 from lmscope.io import load_tensors
 from lmscope.methods.projector import ProjectorConfig, train_projector
+from lmscope.methods.projector.train import caption_batch, caption_loss, embed_with_images, first_word_tv, names_concept
 from lmscope.model.vlm import build_llava
 
 
@@ -64,11 +65,48 @@ def test_projector_training_lowers_the_loss_and_resumes(folders, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, model.model.language_model.parameters()))  # LM frozen
     s = res.summary()
     assert s["seen"]["images"] == 6 and s["unseen"]["images"] == 2
+    assert 0 <= s["seen"]["named"] <= 1 and s["first_word_tv"] is not None
     again, processor = build_llava(text, vision, image_size=28, image_token="w50")
     resumed = train_projector(again, processor, concepts, cfg, out=tmp_path / "ck")
     assert resumed.losses == res.losses
     for a, b in zip(model.model.multi_modal_projector.parameters(), again.model.multi_modal_projector.parameters()):
         assert torch.equal(a, b)
+
+
+def test_the_caption_loss_is_the_models_own_at_the_caption_positions(folders):
+    text, vision = folders
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50", projector="mlp")
+    cfg = ProjectorConfig(image_size=28, prompt="w50 a", image_token="w50")
+    batch = caption_batch(model, processor, ["a red circle", "a star"], cfg, 4)  # rows of two lengths: padded
+    feats = torch.randn(2, 4, model.config.vision_config.hidden_size)
+    embeds = embed_with_images(model, batch["input_ids"], feats)
+    mine = caption_loss(model, embeds, batch["attention_mask"], batch["labels"])
+    theirs = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert mine.item() == pytest.approx(theirs.item(), rel=1e-5)
+    grads = torch.autograd.grad(mine, model.model.multi_modal_projector.linear_1.weight)[0]
+    assert grads.abs().sum() > 0  # it reaches the projector
+
+
+def test_a_caption_names_its_concept_by_a_noun():
+    apple, dog, circle = (Concept("emoji", "x", "a red apple"), Concept("emoji", "y", "a dog face"),
+                          Concept("shape", "red circle", "a red circle"))
+    assert names_concept(apple, "an apple on a table") and names_concept(dog, "a dog.")
+    assert not names_concept(apple, "a red hat")  # the colour alone does not name it
+    assert not names_concept(dog, "a face with a smile")  # nor a generic word
+    assert names_concept(circle, "a blue circle") and not names_concept(circle, "a red square")
+
+
+def test_first_word_tv_is_zero_for_the_same_image_and_positive_for_different_ones(folders):
+    text, vision = folders
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50", projector="mlp")
+    cfg = ProjectorConfig(image_size=28, prompt="w50 a", image_token="w50")
+    same = [render(shape_concepts()[0], 28, 1)] * 3
+    assert first_word_tv(model, processor, same, cfg) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        model.model.multi_modal_projector.linear_2.weight.mul_(50)  # the image moves the next token
+    other = [render(c, 28, 1) for c in shape_concepts()[:3]]
+    tv = first_word_tv(model, processor, other, cfg, batch=2)  # two chunks
+    assert 0 < tv <= 1
 
 
 def test_a_saved_llava_folder_loads_with_its_processor(folders, tmp_path):

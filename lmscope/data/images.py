@@ -102,23 +102,42 @@ def _draw_shape(draw, shape: str, colour: tuple, box: tuple[int, int, int, int])
         draw.polygon(pts, fill=colour)
 
 
-def render(concept: Concept, size: int, seed: int, font=None):
-    """The concept drawn on a ``size`` x ``size`` RGB canvas; background, scale and position come from ``seed``."""
+def render(concept: Concept, size: int, seed: int, font=None, rotation: float = 0.0):
+    """The concept drawn on a ``size`` x ``size`` RGB canvas; background, scale, position and angle come from ``seed``.
+
+    The angle is drawn within ``rotation`` degrees either way; with ``rotation=0`` none is drawn, so a seed gives the
+    image it gave before rotations existed.
+    """
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
     image = Image.new("RGB", (size, size), _background(rng))
     side = int(size * rng.uniform(0.55, 0.9))
     x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
-    if concept.kind == "shape":
+    angle = rng.uniform(-rotation, rotation) if rotation else 0.0
+    if concept.kind == "shape" and not angle:
         colour, shape = concept.key.split(" ")
         _draw_shape(ImageDraw.Draw(image), shape, COLOURS[colour], (x0, y0, x0 + side, y0 + side))
         return image
+    layer = _object(concept, side, font)
+    if angle:  # turned about its centre, the canvas grown to hold it, then brought back to side x side
+        layer = layer.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True).resize((side, side))
+    image.paste(layer, (x0, y0), layer)
+    return image
+
+
+def _object(concept: Concept, side: int, font=None):
+    """The concept alone on a transparent ``side`` x ``side`` RGBA layer."""
+    from PIL import Image, ImageDraw
+
+    if concept.kind == "shape":
+        colour, shape = concept.key.split(" ")
+        layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        _draw_shape(ImageDraw.Draw(layer), shape, COLOURS[colour] + (255,), (0, 0, side, side))
+        return layer
     glyph = Image.new("RGBA", (EMOJI_SIZE + 27, EMOJI_SIZE + 19), (0, 0, 0, 0))
     ImageDraw.Draw(glyph).text((0, 0), concept.key, font=font or emoji_font(), embedded_color=True)
-    glyph = glyph.crop(glyph.getbbox()).resize((side, side))
-    image.paste(glyph, (x0, y0), glyph)
-    return image
+    return glyph.crop(glyph.getbbox()).resize((side, side))
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft_side: int = DRAFT_SIDE):

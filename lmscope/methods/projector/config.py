@@ -36,6 +36,9 @@ class ProjectorConfig:
                                                     "max": 1_000_000})
     heldout_fraction: float = field(default=0.1, metadata={"help": "concepts never seen in training"})
     shapes: bool = field(default=True, metadata={"help": "add coloured shapes to the emoji"})
+    rotation: float = field(default=20.0, metadata={
+        "help": "each rendering turned by up to this many degrees either way (training and evaluation; 0: upright, as "
+                "the bundled projector was trained)", "min": 0, "max": 180})
     eval_renders: int = field(default=1, metadata={"help": "held-out renderings per concept in the evaluation",
                                                    "min": 1, "max": 100})
     eval_seen: int = field(default=200, metadata={"help": "seen concepts captioned in the evaluation (0: all)",

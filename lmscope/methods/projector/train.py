@@ -140,8 +140,8 @@ def standardized_init(model, feats: torch.Tensor, seed: int = 0) -> None:
     proj.linear_2.bias.zero_()
 
 
-def _renders(concepts: list[Concept], size: int, seed: int, font) -> list:
-    return [render(c, size, seed * 1_000_003 + i, font) for i, c in enumerate(concepts)]
+def _renders(concepts: list[Concept], size: int, seed: int, font, rotation: float = 0.0) -> list:
+    return [render(c, size, seed * 1_000_003 + i, font, rotation) for i, c in enumerate(concepts)]
 
 
 def train_projector(model, processor, concepts: list[Concept], config: ProjectorConfig | None = None,
@@ -167,7 +167,7 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     losses, start = _resume(out, model, opt, sched)
     bar = tqdm(total=total, initial=len(losses), desc="projector", unit="step")
     for epoch in range(start, config.epochs):
-        feats = patch_features(model, processor, _renders(train, config.image_size, 1 + epoch, font))
+        feats = patch_features(model, processor, _renders(train, config.image_size, 1 + epoch, font, config.rotation))
         if config.standardize and not losses:  # a fresh start (a resumed run has its projector already)
             standardized_init(model, feats, config.data_seed)
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.data_seed + epoch))
@@ -190,7 +190,7 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
         p.requires_grad_(False)
     rows = evaluate_captions(model, processor, train, heldout, config, font)
     tv = first_word_tv(model, processor, _renders(train[:TV_IMAGES], config.image_size, 20_000 + config.data_seed,
-                                                   font), config)
+                                                   font, config.rotation), config)
     return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config, first_word_tv=tv)
 
 
@@ -269,7 +269,7 @@ def evaluate_captions(model, processor, train: list[Concept], heldout: list[Conc
     seen_group = train[:config.eval_seen] if config.eval_seen else train
     for seen, group in ((True, seen_group), (False, heldout)):
         for r in range(config.eval_renders):
-            images = _renders(group, config.image_size, seed + r, font)
+            images = _renders(group, config.image_size, seed + r, font, config.rotation)
             for concept, generated in zip(group, caption(model, processor, images, config)):
                 want = concept.caption
                 truth = _words(want)

@@ -20,6 +20,17 @@ def test_shapes_render_from_a_seed():
     a, b = render(concepts[5], 56, seed=3), render(concepts[5], 56, seed=3)
     assert a.size == (56, 56) and a.tobytes() == b.tobytes()
     assert render(concepts[5], 56, seed=4).tobytes() != a.tobytes()
+    assert render(concepts[5], 56, seed=3, rotation=0).tobytes() == a.tobytes()  # no angle drawn: as before
+
+
+def test_rotated_renderings_turn_the_object_and_keep_the_background():
+    square = next(c for c in shape_concepts() if c.key == "blue square")
+    flat, turned = render(square, 56, seed=2), render(square, 56, seed=2, rotation=45)
+    assert turned.size == flat.size and turned.getpixel((0, 0)) == flat.getpixel((0, 0))  # same background draw
+    assert turned.tobytes() != flat.tobytes()
+    blue = [sum(1 for p in im.getdata() if p[2] > 150 and p[0] < 100) for im in (flat, turned)]
+    assert 0 < blue[1] < blue[0]  # a turned square fits its box smaller, corners in
+    assert render(square, 56, seed=2, rotation=45).tobytes() == turned.tobytes()  # seeded
 
 
 @pytest.mark.skipif(not any(p.is_file() for p in EMOJI_FONTS),

@@ -27,5 +27,5 @@ def projector(args) -> int:
     print(f"projector: {s['steps']} steps, final loss {s['final_loss']:.3f}; seen concepts, new renderings: named "
           f"{s['seen']['named']:.2f}, exact {s['seen']['exact']:.2f}, word recall {s['seen']['word_recall']:.2f}; "
           f"unseen concepts: named {s['unseen']['named']:.2f}, exact {s['unseen']['exact']:.2f}; first word's "
-          f"total variation between images {s['first_word_tv']:.2f} -> {out}")
+          f"total variation between images {s['first_word_tv']:.2f} (after ' a': {s['noun_tv']:.2f}) -> {out}")
     return 0

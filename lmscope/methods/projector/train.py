@@ -37,6 +37,7 @@ class ProjectorResult(Result):
     heldout: list[dict]  # {caption, generated, seen, exact, recall, named}
     config: ProjectorConfig = field(default_factory=ProjectorConfig)
     first_word_tv: float | None = None  # mean total variation of P(first caption token) between pairs of images
+    noun_tv: float | None = None  # the same for the token after the prompt and " a" (the article is read as given)
 
     def summary(self) -> dict:
         """Exact-match rate, word recall and how often the caption names the concept, seen and unseen apart.
@@ -45,7 +46,7 @@ class ProjectorResult(Result):
         read).
         """
         out = {"steps": len(self.losses), "final_loss": self.losses[-1] if self.losses else None,
-               "train_concepts": self.train_concepts, "first_word_tv": self.first_word_tv}
+               "train_concepts": self.train_concepts, "first_word_tv": self.first_word_tv, "noun_tv": self.noun_tv}
         for seen in (True, False):
             rows = [r for r in self.heldout if r["seen"] == seen]
             key = "seen" if seen else "unseen"
@@ -189,9 +190,10 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     for p in params:
         p.requires_grad_(False)
     rows = evaluate_captions(model, processor, train, heldout, config, font)
-    tv = first_word_tv(model, processor, _renders(train[:TV_IMAGES], config.image_size, 20_000 + config.data_seed,
-                                                   font, config.rotation), config)
-    return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config, first_word_tv=tv)
+    images = _renders(train[:TV_IMAGES], config.image_size, 20_000 + config.data_seed, font, config.rotation)
+    tv, noun_tv = (first_word_tv(model, processor, images, config, suffix=s) for s in ("", " a"))
+    return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config, first_word_tv=tv,
+                           noun_tv=noun_tv)
 
 
 def _checkpoint(out, model, opt, sched, losses: list[float], epochs: int) -> None:
@@ -247,12 +249,16 @@ def names_concept(concept: Concept, generated: str) -> bool:
 
 
 @torch.no_grad()
-def first_word_tv(model, processor, images: list, config: ProjectorConfig, batch: int = 16) -> float:
-    """Mean total variation between the first caption token's distributions of every pair of ``images``."""
+def first_word_tv(model, processor, images: list, config: ProjectorConfig, batch: int = 16,
+                  suffix: str = "") -> float:
+    """Mean total variation between the next token's distributions after the prompt of every pair of ``images``.
+
+    ``suffix``: text fed after the prompt first (" a": the word after the article, where captions differ most).
+    """
     probs = []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
-        x = processor(images=chunk, text=[config.prompt] * len(chunk), return_tensors="pt").to(model.device)
+        x = processor(images=chunk, text=[config.prompt + suffix] * len(chunk), return_tensors="pt").to(model.device)
         probs.append(model(**x).logits[:, -1].float().softmax(-1).cpu())  # (images, vocab)
     p = torch.cat(probs)
     if len(p) < 2:

@@ -76,7 +76,7 @@ def test_projector_training_lowers_the_loss_and_resumes(folders, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, model.model.language_model.parameters()))  # LM frozen
     s = res.summary()
     assert s["seen"]["images"] == 6 and s["unseen"]["images"] == 2
-    assert 0 <= s["seen"]["named"] <= 1 and s["first_word_tv"] is not None
+    assert 0 <= s["seen"]["named"] <= 1 and s["first_word_tv"] is not None and s["noun_tv"] is not None
     again, processor = build_llava(text, vision, image_size=28, image_token="w50")
     resumed = train_projector(again, processor, concepts, cfg, out=tmp_path / "ck")
     assert resumed.losses == res.losses
@@ -118,6 +118,8 @@ def test_first_word_tv_is_zero_for_the_same_image_and_positive_for_different_one
     other = [render(c, 28, 1) for c in shape_concepts()[:3]]
     tv = first_word_tv(model, processor, other, cfg, batch=2)  # two chunks
     assert 0 < tv <= 1
+    after = first_word_tv(model, processor, other, cfg, suffix=" w1")  # another position: another distribution
+    assert 0 < after <= 1 and after != pytest.approx(tv)
 
 
 def test_a_saved_llava_folder_loads_with_its_processor(folders, tmp_path):

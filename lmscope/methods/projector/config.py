@@ -35,6 +35,9 @@ class ProjectorConfig:
     warmup_steps: int = field(default=20, metadata={"help": "linear learning-rate warm-up", "min": 0,
                                                     "max": 1_000_000})
     heldout_fraction: float = field(default=0.1, metadata={"help": "concepts never seen in training"})
+    max_concepts: int = field(default=0, metadata={
+        "help": "train on the first this many concepts of the training split only (0: all): a quick check of a "
+                "recipe; the evaluation's seen concepts are these", "min": 0, "max": 1_000_000})
     shapes: bool = field(default=True, metadata={"help": "add coloured shapes to the emoji"})
     rotation: float = field(default=20.0, metadata={
         "help": "each rendering turned by up to this many degrees either way (training and evaluation; 0: upright, as "

@@ -156,6 +156,7 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
         raise ConfigError(f"the config's image token {config.image_token!r} is not the processor's "
                           f"{processor.image_token!r}: the prompt would hold no image")
     train, heldout = split_concepts(concepts, config.heldout_fraction, config.data_seed)
+    train = train[:config.max_concepts] if config.max_concepts else train
     for p in model.parameters():
         p.requires_grad_(False)
     params = list(model.model.multi_modal_projector.parameters())

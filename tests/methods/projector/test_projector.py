@@ -84,6 +84,17 @@ def test_projector_training_lowers_the_loss_and_resumes(folders, tmp_path):
         assert torch.equal(a, b)
 
 
+def test_a_projector_trained_on_a_few_concepts_is_evaluated_on_those(folders):
+    text, vision = folders
+    cfg = ProjectorConfig(image_size=28, prompt="w50 a", image_token="w50", epochs=1, batch_size=4, warmup_steps=0,
+                          heldout_fraction=0.25, max_new_tokens=2, eval_seen=0, max_concepts=3)
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    res = train_projector(model, processor, shape_concepts()[:8], cfg)
+    s = res.summary()
+    assert res.train_concepts == 3 and s["seen"]["images"] == 3 and s["unseen"]["images"] == 2
+    assert len(res.losses) == 1  # one step of 3 captions
+
+
 def test_the_caption_loss_is_the_models_own_at_the_caption_positions(folders):
     text, vision = folders
     model, processor = build_llava(text, vision, image_size=28, image_token="w50", projector="mlp")

@@ -2,9 +2,10 @@
 
 bfloat16 halves a model's memory and, on a GPU or a CPU with native bfloat16 (AVX512-BF16, AMX, ARM's BF16), speeds
 its matmuls up. A CPU without it (AVX2 only: most AMD Zen 1-3 and pre-2020 Intel parts) emulates them: on this
-project's 2-core AMD EPYC (AVX2) a 256 x 256 bfloat16 matmul took 38x as long as in float32 and Gemma 3's forward
-7x. The options that use bfloat16 for speed (autocast, an explainer's weights) ask :func:`bfloat16_is_fast` first;
-an explicit ``--dtype bfloat16`` is kept (it may be there for the memory) with one warning.
+project's 2-core AMD EPYC (AVX2) a 1024 x 1024 bfloat16 matmul took 69x as long as in float32 and the bundled models'
+forward passes ~5x (bench/results/precision-cpu.md). The options that use bfloat16 for speed (autocast, an
+explainer's weights) ask :func:`bfloat16_is_fast` first; an explicit ``--dtype bfloat16`` is kept (it may be there for
+the memory) with one warning.
 """
 
 from __future__ import annotations

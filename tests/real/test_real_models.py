@@ -72,7 +72,9 @@ def test_causal_trace_eiffel_smollm2():
     assert result.clean_prob == pytest.approx(0.7015, abs=2e-3)
     assert result.corrupted_prob == pytest.approx(0.0149, abs=1e-3)
     hidden = result.scores["hidden"]
-    assert float(hidden[-1, -1]) == pytest.approx(result.clean_prob, abs=1e-5)
+    # restoring the last layer's last position gives the clean run back, up to the rounding of a batched forward
+    # against a single one (1.05e-5 on an AVX2-only CPU; a restore that missed would read ~0.015)
+    assert float(hidden[-1, -1]) == pytest.approx(result.clean_prob, abs=1e-4)
     assert divmod(int(hidden.argmax()), lm.n_layers) == (9, 23)
     assert float(hidden[2, 0]) > 0.2 > float(hidden[3, 0])  # 'iffel' carries the subject, ' Tower' does not
 

@@ -236,7 +236,7 @@ def _words(text: str) -> set[str]:
     return {w for w in text.lower().replace(",", " ").split() if w not in ("a", "an", "the", "of", "with")}
 
 
-GENERIC = frozenset(("face", "sign", "symbol", "button", "mark", "with", "and", "over", "on", "in", "at"))
+GENERIC = frozenset(("face", "sign", "symbol", "button", "mark", "and", "over", "on", "in", "at"))  # + _words' own
 
 
 def names_concept(concept: Concept, generated: str) -> bool:
@@ -270,7 +270,7 @@ def first_word_tv(model, processor, images: list, config: ProjectorConfig, batch
 
 def evaluate_captions(model, processor, train: list[Concept], heldout: list[Concept], config: ProjectorConfig,
                       font=None) -> list[dict]:
-    """Captions of new renderings of seen concepts and of unseen ones: exact match and word recall."""
+    """Captions of new renderings of seen concepts and of unseen ones: exact match, word recall, the concept named."""
     rows = []
     seed = 10_000 + config.data_seed
     seen_group = train[:config.eval_seen] if config.eval_seen else train

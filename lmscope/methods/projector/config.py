@@ -34,10 +34,14 @@ class ProjectorConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay", "min": 0, "max": 10})
     warmup_steps: int = field(default=20, metadata={"help": "linear learning-rate warm-up", "min": 0,
                                                     "max": 1_000_000})
+    schedule: str = field(default="cosine", metadata={
+        "help": "learning rate after the warm-up: cosine (to 0 at the last step, LLaVA-1.5's pretraining) or "
+                "constant"})
     heldout_fraction: float = field(default=0.1, metadata={"help": "concepts never seen in training"})
     max_concepts: int = field(default=0, metadata={
-        "help": "train on the first this many concepts of the training split only (0: all): a quick check of a "
-                "recipe; the evaluation's seen concepts are these", "min": 0, "max": 1_000_000})
+        "help": "train on this many concepts of the training split only, drawn at random with the data seed (0: "
+                "all): a smaller vocabulary learned in fewer steps; the evaluation's seen concepts are these",
+        "min": 0, "max": 1_000_000})
     shapes: bool = field(default=True, metadata={"help": "add coloured shapes to the emoji"})
     rotation: float = field(default=20.0, metadata={
         "help": "each rendering turned by up to this many degrees either way (training and evaluation; 0: upright, as "
@@ -57,6 +61,7 @@ class ProjectorConfig:
 
     def __post_init__(self) -> None:
         check.one_of(self, "projector", ("linear", "mlp"))
+        check.one_of(self, "schedule", ("cosine", "constant"))
         check.at_least(self, 1, "epochs", "batch_size", "eval_renders", "max_new_tokens")
         check.at_least(self, 14, "image_size")
         check.at_least(self, 0, "warmup_steps", "weight_decay", "eval_seen")

@@ -9,7 +9,9 @@ renders each training concept anew (another background, size, position); an epoc
 from __future__ import annotations
 
 import logging
+import math
 import random
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ class ProjectorResult(Result):
     config: ProjectorConfig = field(default_factory=ProjectorConfig)
     first_word_tv: float | None = None  # mean total variation of P(first caption token) between pairs of images
     noun_tv: float | None = None  # the same for the token after the prompt and " a" (the article is read as given)
+    seconds: float | None = None  # wall time of the training steps (a resumed run's earlier sessions included)
 
     def summary(self) -> dict:
         """Exact-match rate, word recall and how often the caption names the concept, seen and unseen apart.
@@ -46,7 +49,8 @@ class ProjectorResult(Result):
         read).
         """
         out = {"steps": len(self.losses), "final_loss": self.losses[-1] if self.losses else None,
-               "train_concepts": self.train_concepts, "first_word_tv": self.first_word_tv, "noun_tv": self.noun_tv}
+               "train_concepts": self.train_concepts, "first_word_tv": self.first_word_tv, "noun_tv": self.noun_tv,
+               "seconds": self.seconds}
         for seen in (True, False):
             rows = [r for r in self.heldout if r["seen"] == seen]
             key = "seen" if seen else "unseen"
@@ -63,6 +67,28 @@ def split_concepts(concepts: list[Concept], fraction: float, seed: int) -> tuple
     n = round(len(concepts) * fraction)
     held = set(order[:n])
     return [c for i, c in enumerate(concepts) if i not in held], [c for i, c in enumerate(concepts) if i in held]
+
+
+def subset(train: list[Concept], n: int, seed: int) -> list[Concept]:
+    """``n`` of the training concepts drawn at random (seeded), in their original order (all: ``n`` 0 or too many).
+
+    The concepts come in code-point order, grouped by theme (weather, plants, food, ...): the first ``n`` would be
+    one theme's.
+    """
+    if not n or n >= len(train):
+        return train
+    keep = sorted(random.Random(seed + 1).sample(range(len(train)), n))
+    return [train[i] for i in keep]
+
+
+def lr_factor(step: int, total: int, config: ProjectorConfig) -> float:
+    """The learning rate's factor at ``step`` (0-based) of ``total``: linear warm-up, then cosine to 0 or constant."""
+    warm = config.warmup_steps
+    if step < warm:
+        return (step + 1) / warm
+    if config.schedule == "constant" or total <= warm:
+        return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / (total - warm))))
 
 
 @torch.no_grad()
@@ -134,7 +160,7 @@ def standardized_init(model, feats: torch.Tensor, seed: int = 0) -> None:
     w1 = torch.randn(d_hidden, d_in, generator=gen) / d_in ** 0.5 / sigma  # unit variance per hidden unit
     proj.linear_1.weight.copy_(w1)
     proj.linear_1.bias.copy_(-(w1 @ mu))
-    target = model.get_input_embeddings().weight.float().norm(dim=-1).mean()  # a token embedding's norm
+    target = float(model.get_input_embeddings().weight.float().norm(dim=-1).mean())  # a token embedding's norm
     d_out = proj.linear_2.out_features
     w2 = torch.randn(d_out, d_hidden, generator=gen) * (target / d_out ** 0.5) / d_hidden ** 0.5
     proj.linear_2.weight.copy_(w2)
@@ -156,7 +182,7 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
         raise ConfigError(f"the config's image token {config.image_token!r} is not the processor's "
                           f"{processor.image_token!r}: the prompt would hold no image")
     train, heldout = split_concepts(concepts, config.heldout_fraction, config.data_seed)
-    train = train[:config.max_concepts] if config.max_concepts else train
+    train = subset(train, config.max_concepts, config.data_seed)
     for p in model.parameters():
         p.requires_grad_(False)
     params = list(model.model.multi_modal_projector.parameters())
@@ -165,8 +191,9 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(train) // config.batch_size)
     total = steps_per_epoch * config.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, config.warmup_steps)))
-    losses, start = _resume(out, model, opt, sched)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, config))
+    losses, start, seconds = _resume(out, model, opt, sched)
+    began = time.perf_counter() - seconds
     bar = tqdm(total=total, initial=len(losses), desc="projector", unit="step")
     for epoch in range(start, config.epochs):
         feats = patch_features(model, processor, _renders(train, config.image_size, 1 + epoch, font, config.rotation))
@@ -186,37 +213,38 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", epoch=epoch)
-        _checkpoint(out, model, opt, sched, losses, epoch + 1)
+        _checkpoint(out, model, opt, sched, losses, epoch + 1, time.perf_counter() - began)
     bar.close()
+    seconds = time.perf_counter() - began
     for p in params:
         p.requires_grad_(False)
     rows = evaluate_captions(model, processor, train, heldout, config, font)
     images = _renders(train[:TV_IMAGES], config.image_size, 20_000 + config.data_seed, font, config.rotation)
     tv, noun_tv = (first_word_tv(model, processor, images, config, suffix=s) for s in ("", " a"))
     return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config, first_word_tv=tv,
-                           noun_tv=noun_tv)
+                           noun_tv=noun_tv, seconds=seconds)
 
 
-def _checkpoint(out, model, opt, sched, losses: list[float], epochs: int) -> None:
+def _checkpoint(out, model, opt, sched, losses: list[float], epochs: int, seconds: float = 0.0) -> None:
     if out is None:
         return
     Path(out).mkdir(parents=True, exist_ok=True)
     save_training_state(Path(out) / CHECKPOINT, model.model.multi_modal_projector, opt, "projector",
                         {"losses": torch.tensor(losses), "epochs": torch.tensor(epochs),
-                         "sched": torch.tensor(sched.last_epoch)})
+                         "sched": torch.tensor(sched.last_epoch), "seconds": torch.tensor(seconds)})
 
 
-def _resume(out, model, opt, sched) -> tuple[list[float], int]:
+def _resume(out, model, opt, sched) -> tuple[list[float], int, float]:
     stem = Path(out) / CHECKPOINT if out is not None else None
     if stem is None or not stem.with_name(CHECKPOINT + ".safetensors").is_file():
-        return [], 0
+        return [], 0, 0.0
     t, _ = load_training_state(stem, model.model.multi_modal_projector, opt, "projector")
     sched.last_epoch = int(t["sched"]) - 1
     with warnings.catch_warnings():  # a resumed schedule steps once before the optimiser does: on purpose
         warnings.simplefilter("ignore", UserWarning)
         sched.step()  # the learning rate of the step the run resumes at, not the schedule's first
     log.info("resuming the projector from %s (epoch %d)", stem, int(t["epochs"]))
-    return t["losses"].tolist(), int(t["epochs"])
+    return t["losses"].tolist(), int(t["epochs"]), float(t["seconds"]) if "seconds" in t else 0.0
 
 
 @torch.no_grad()

@@ -10,7 +10,16 @@ from lmscope.data.images import EMOJI_FONTS, Concept, emoji_concepts, emoji_font
 from lmscope.errors import AssetError, ConfigError
 from lmscope.io import load_tensors
 from lmscope.methods.projector import ProjectorConfig, train_projector
-from lmscope.methods.projector.train import caption_batch, caption_loss, embed_with_images, first_word_tv, names_concept
+from lmscope.methods.projector import train as projector_train
+from lmscope.methods.projector.train import (
+    caption_batch,
+    caption_loss,
+    embed_with_images,
+    first_word_tv,
+    lr_factor,
+    names_concept,
+    subset,
+)
 from lmscope.model.vlm import build_llava
 
 
@@ -93,6 +102,53 @@ def test_a_projector_trained_on_a_few_concepts_is_evaluated_on_those(folders):
     s = res.summary()
     assert res.train_concepts == 3 and s["seen"]["images"] == 3 and s["unseen"]["images"] == 2
     assert len(res.losses) == 1  # one step of 3 captions
+
+
+def test_a_concept_subset_is_drawn_across_the_list_not_its_first_theme():
+    concepts = [Concept("shape", str(i), f"a thing {i}") for i in range(100)]
+    picked = subset(concepts, 10, seed=0)
+    assert len(picked) == 10 and picked == subset(concepts, 10, seed=0)
+    assert picked != concepts[:10] and picked != subset(concepts, 10, seed=1)
+    assert [concepts.index(c) for c in picked] == sorted(concepts.index(c) for c in picked)  # their order kept
+    assert subset(concepts, 0, 0) == concepts and subset(concepts, 500, 0) == concepts
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine_to_zero_or_stays():
+    cfg = ProjectorConfig(warmup_steps=10)
+    assert lr_factor(0, 110, cfg) == pytest.approx(0.1) and lr_factor(9, 110, cfg) == 1.0
+    assert lr_factor(10, 110, cfg) == 1.0 and lr_factor(60, 110, cfg) == pytest.approx(0.5)
+    assert lr_factor(109, 110, cfg) < 1e-3
+    flat = ProjectorConfig(warmup_steps=10, schedule="constant")
+    assert lr_factor(0, 110, flat) == pytest.approx(0.1) and lr_factor(109, 110, flat) == 1.0
+    with pytest.raises(ConfigError, match="schedule"):
+        ProjectorConfig(schedule="linear")
+
+
+def test_a_run_stopped_after_an_epoch_resumes_where_it_stopped(folders, tmp_path, monkeypatch):
+    """The cosine schedule, the optimiser and the renderings continue exactly: the same losses and weights."""
+    text, vision = folders
+    cfg = ProjectorConfig(image_size=28, prompt="w50 a", image_token="w50", epochs=3, batch_size=4, lr=1e-2,
+                          warmup_steps=2, heldout_fraction=0.25, max_new_tokens=2, eval_seen=1)
+    concepts = shape_concepts()[:8]
+    whole, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    ref = train_projector(whole, processor, concepts, cfg, out=tmp_path / "whole")
+    real = projector_train._checkpoint
+
+    def stop_after_first(*args):
+        real(*args)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(projector_train, "_checkpoint", stop_after_first)
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    with pytest.raises(KeyboardInterrupt):
+        train_projector(model, processor, concepts, cfg, out=tmp_path / "cut")
+    monkeypatch.setattr(projector_train, "_checkpoint", real)
+    model, processor = build_llava(text, vision, image_size=28, image_token="w50")
+    resumed = train_projector(model, processor, concepts, cfg, out=tmp_path / "cut")
+    assert resumed.losses == pytest.approx(ref.losses, abs=1e-6) and len(ref.losses) == 6
+    assert resumed.seconds > 0 and resumed.summary()["seconds"] == resumed.seconds
+    for a, b in zip(whole.model.multi_modal_projector.parameters(), model.model.multi_modal_projector.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_the_caption_loss_is_the_models_own_at_the_caption_positions(folders):

@@ -231,7 +231,8 @@ def _checkpoint(out, model, opt, sched, losses: list[float], epochs: int, second
     Path(out).mkdir(parents=True, exist_ok=True)
     save_training_state(Path(out) / CHECKPOINT, model.model.multi_modal_projector, opt, "projector",
                         {"losses": torch.tensor(losses), "epochs": torch.tensor(epochs),
-                         "sched": torch.tensor(sched.last_epoch), "seconds": torch.tensor(seconds)})
+                         "sched": torch.tensor(sched.last_epoch),
+                         "seconds": torch.tensor(seconds, dtype=torch.float64)})
 
 
 def _resume(out, model, opt, sched) -> tuple[list[float], int, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from lmscope import load_result
-from lmscope.data.images import EMOJI_SIZE, emoji_concepts, emoji_font, render, shape_concepts
+from lmscope.data.images import emoji_concepts, emoji_font, emoji_glyph, render, shape_concepts
 from lmscope.io import load_tensors
 from lmscope.methods.neurons import (
     AblationConfig,
@@ -150,12 +150,10 @@ def collapse(training) -> str:
 
 def plain_style(concept, font):
     """An emoji in a style training never drew: upright, full size (109 px), centred on a white 136 x 128 canvas."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     canvas = Image.new("RGBA", (136, 128), (255, 255, 255, 255))
-    glyph = Image.new("RGBA", (EMOJI_SIZE + 27, EMOJI_SIZE + 19), (0, 0, 0, 0))
-    ImageDraw.Draw(glyph).text((0, 0), concept.key, font=font, embedded_color=True)
-    glyph = glyph.crop(glyph.getbbox())
+    glyph = emoji_glyph(concept.key, font)
     canvas.alpha_composite(glyph, ((136 - glyph.width) // 2, (128 - glyph.height) // 2))
     return canvas.convert("RGB")
 

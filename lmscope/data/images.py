@@ -61,8 +61,6 @@ def _caption(name: str) -> str:
 
 def emoji_concepts(font=None) -> list[Concept]:
     """Every emoji of :data:`EMOJI_RANGES` that has a Unicode name and a glyph in the font, in code point order."""
-    from PIL import Image, ImageDraw
-
     font = font or emoji_font()
     out = []
     for start, end in EMOJI_RANGES:
@@ -70,9 +68,7 @@ def emoji_concepts(font=None) -> list[Concept]:
             name = unicodedata.name(chr(cp), "")
             if not name or any(s in name for s in _SKIP):
                 continue
-            canvas = Image.new("RGBA", (EMOJI_SIZE + 27, EMOJI_SIZE + 19), (0, 0, 0, 0))
-            ImageDraw.Draw(canvas).text((0, 0), chr(cp), font=font, embedded_color=True)
-            if canvas.getbbox():
+            if emoji_glyph(chr(cp), font) is not None:
                 out.append(Concept("emoji", chr(cp), _caption(name)))
     return out
 
@@ -135,9 +131,17 @@ def _object(concept: Concept, side: int, font=None):
         layer = Image.new("RGBA", (side, side), (0, 0, 0, 0))
         _draw_shape(ImageDraw.Draw(layer), shape, COLOURS[colour] + (255,), (0, 0, side, side))
         return layer
+    return emoji_glyph(concept.key, font).resize((side, side))
+
+
+def emoji_glyph(char: str, font=None):
+    """The emoji at the font's one size (109 px) on a transparent layer cropped to its ink; None without a glyph."""
+    from PIL import Image, ImageDraw
+
     glyph = Image.new("RGBA", (EMOJI_SIZE + 27, EMOJI_SIZE + 19), (0, 0, 0, 0))
-    ImageDraw.Draw(glyph).text((0, 0), concept.key, font=font or emoji_font(), embedded_color=True)
-    return glyph.crop(glyph.getbbox()).resize((side, side))
+    ImageDraw.Draw(glyph).text((0, 0), char, font=font or emoji_font(), embedded_color=True)
+    box = glyph.getbbox()
+    return glyph.crop(box) if box else None
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS, draft_side: int = DRAFT_SIDE):

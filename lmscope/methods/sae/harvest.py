@@ -245,7 +245,11 @@ class ActivationStream:
                 "drop_first": cfg.drop_first, "sink_factor": cfg.sink_factor}
 
     def _check_cache(self) -> None:
-        """Refuse a cache of another model, site or setting; start a new one in an empty folder."""
+        """Refuse a cache of another model, site or setting; start a new one in an empty folder.
+
+        The token count is not part of a harvest's identity: buffer i holds the same token batches whatever the
+        length asked, so a cache serves a shorter run from its first buffers and a longer one harvests the rest.
+        """
         path = self.cache / MANIFEST
         if not path.is_file():
             self.cache.mkdir(parents=True, exist_ok=True)
@@ -253,12 +257,14 @@ class ActivationStream:
             return
         saved = read_json(path)
         mine = self._identity()
-        wrong = [k for k in mine if saved.get(k, OLD_DEFAULTS.get(k)) != mine[k]]
+        wrong = [k for k in mine if k != "tokens" and saved.get(k, OLD_DEFAULTS.get(k)) != mine[k]]
         if wrong:
             key = wrong[0]
             raise ArtifactError(f"the activation cache in {self.cache} belongs to another harvest ({key}: "
                                 f"{saved.get(key, OLD_DEFAULTS.get(key))!r}, asked for {mine[key]!r}); use another "
                                 f"folder")
+        if mine["tokens"] > saved.get("tokens", 0):  # buffer i never depends on the length: a longer run extends it
+            write_json(path, {**saved, "tokens": mine["tokens"]})
 
     def _shard(self, index: int) -> Path:
         return self.cache / f"shard-{index:05d}.safetensors"

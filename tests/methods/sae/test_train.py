@@ -87,6 +87,24 @@ def test_cache_of_another_site_or_model_is_refused(lm, harvest_cfg, tmp_path):
         ActivationStream(other, [SITE], harvest_cfg, tmp_path / "cache")
 
 
+def test_a_cache_serves_a_shorter_run_and_a_longer_one_harvests_only_the_rest(lm, harvest_cfg, tmp_path,
+                                                                               monkeypatch):
+    short, long = (dataclasses.replace(harvest_cfg, tokens=t) for t in (harvest_cfg.tokens // 2, harvest_cfg.tokens))
+    alone = [b[SITE] for _, b in ActivationStream(lm, [SITE], long).buffers()]  # 4 buffers, no cache
+    harvest(lm, [SITE], long, tmp_path / "cache")
+    calls = count_forwards(monkeypatch, lm)
+    first = [b[SITE] for _, b in ActivationStream(lm, [SITE], short, tmp_path / "cache").buffers()]
+    assert not calls and len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, alone))
+    assert read_json(tmp_path / "cache" / "manifest.json")["tokens"] == long.tokens  # the longest length kept
+    harvest(lm, [SITE], short, tmp_path / "grows")
+    calls.clear()
+    grown = [b[SITE] for _, b in ActivationStream(lm, [SITE], long, tmp_path / "grows").buffers()]
+    assert len(calls) == 2 * long.buffer_rows // (long.batch_size * long.seq_len)  # the last two buffers only
+    assert all(torch.equal(a, b) for a, b in zip(grown, alone))
+    manifest = read_json(tmp_path / "grows" / "manifest.json")
+    assert manifest["tokens"] == long.tokens and sorted(manifest["shards"]) == ["0", "1", "2", "3"]
+
+
 def test_special_and_first_positions_are_left_out(lm, harvest_cfg, tmp_path):
     from dataclasses import replace
 

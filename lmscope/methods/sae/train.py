@@ -214,6 +214,22 @@ def _load_checkpoint(out: Path, jobs: list[Job], cfg: TrainConfig, device) -> tu
     return trainees, state
 
 
+def warn_late_resampling(jobs: list[Job], cfg: TrainConfig, total: int) -> None:
+    """Warn when the last resampling falls in the final learning-rate decay: the latents it revives barely train.
+
+    (A tied dictionary on gemma3-270m resampled at step 1,000 of 1,183 ended at FVE -1.2 on held-out text.)
+    """
+    if not cfg.resample_every or not any(sae_class(j.config.architecture).resamples for j in jobs):
+        return
+    last = total // cfg.resample_every * cfg.resample_every  # resampling follows steps every, 2 every, ...
+    decay = total * (1 - cfg.decay_fraction)
+    if last and last > decay:
+        log.warning("the last resampling of dead latents comes after step %d of %d, in the final learning-rate "
+                    "decay (from step %d): the latents it revives train for %d steps at a falling rate; a "
+                    "--resample-every whose last multiple is before step %d avoids it", last, total, math.ceil(decay),
+                    total - last, math.ceil(decay))
+
+
 def check_jobs(lm: LM, jobs: list[Job]) -> None:
     """Every job's site can be harvested from ``lm``, and its config holds at the site's width (k <= d_sae).
 
@@ -331,6 +347,7 @@ def train_saes(lm: LM, jobs: list[Job], harvest_cfg: HarvestConfig | None = None
     cfg = replace(cfg, autocast=fast_autocast(cfg.autocast, lm.device, "sae train"))
     total = training_steps(harvest_cfg, cfg)
     check_jobs(lm, jobs)
+    warn_late_resampling(jobs, cfg, total)
     keep_freed_memory()  # a step's (n, d_sae) tensors reuse the last step's memory (lmscope.memory)
     world = world or World.from_env(lm.device)
     batches = _stream(lm, jobs, harvest_cfg, cfg, cache, world, shards)  # refuses an empty corpus: nothing written

@@ -266,3 +266,19 @@ def test_a_buffer_larger_than_half_the_memory_is_refused_with_the_rows_that_fit(
     check_buffer_memory(lm, sites, 65_536, memory=64 * 2**30)
     with pytest.raises(lmscope.ConfigError, match=r"give --buffer-rows 5,461 or fewer"):
         check_buffer_memory(lm, sites, 65_536, memory=2**24)  # half of 16 MiB over 2 x 6 sites x 32 floats x 4 bytes
+
+
+def test_a_resampling_in_the_final_decay_is_warned_of(caplog):
+    from lmscope.methods.sae.config import TrainConfig
+    from lmscope.methods.sae.train import warn_late_resampling
+
+    def warned(every, total, which=slice(None)):
+        caplog.clear()
+        warn_late_resampling(jobs()[which], TrainConfig(resample_every=every), total)
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    assert "after step 1000 of 1183" in warned(500, 1183)[0]  # the gemma tied run that ended at FVE -1.2
+    assert "before step 947" in warned(500, 1183)[0]
+    assert not warned(400, 640) and not warned(0, 1183)  # one resampling at 400 of 640; none at all
+    assert not warned(500, 1183, slice(1, 2))  # TopK never resamples (AuxK keeps its latents alive)
+    assert warned(320, 640)  # the last step itself: its revived latents would never train

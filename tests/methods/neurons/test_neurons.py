@@ -181,7 +181,7 @@ def test_neuron_edit_moves_the_contribution_and_undoes_bit_for_bit(family, tmp_p
     assert all(torch.equal(v, before[k]) for k, v in lm.model.state_dict().items())
     assert torch.equal(lm(PROMPTS[0]), logits)
     edit = NeuronEdit.load(tmp_path / "edit")
-    with apply_neuron_edit(lm, edit):
+    with apply_neuron_edit(lm, edit), torch.no_grad():
         w = linear_weight(lm.layout.part(2, "mlp_out_proj"))[:, 7]
         o = edit.activation
         assert float(o * w @ lm.W_U[edit.v1_id]) > float(o * w @ lm.W_U[edit.v0_id])

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from lmscope import load_result
 from lmscope.viz.report import save_figure
@@ -28,7 +28,9 @@ def _figure(rows: list, title: str):
         for ax, key in zip(axes, ("fve", "ce_recovered")):
             ax.plot([r.l0 for r in mine], [getattr(r, key) for r in mine], "o-", label=arch)
     for ax, label in zip(axes, ("fraction of variance explained", "CE loss recovered")):
-        ax.set_xscale("log")
+        ax.set_xscale("log", base=2)  # L0 spans less than a decade: ticks at powers of 2, written as numbers
+        ax.xaxis.set_major_locator(LogLocator(base=2))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_ylim(-0.05, 1.02)  # diverged runs (far below 0) stay in the table, off the chart
         ax.set_xlabel("L0 (active latents per token)")

@@ -121,7 +121,7 @@ def test_resampling_reinitialises_dead_latents_toward_badly_reconstructed_inputs
     expected = torch.tensor([0.0, 0.6, 0.0, 0.0, 0.8, 0.0])
     for i in (7, 8, 9):
         torch.testing.assert_close(sae.W_dec[i].detach(), expected)
-        assert float(sae.b_enc[i]) == 0.0 and float(opt.state[sae.W_dec]["exp_avg"][i].abs().sum()) == 0.0
+        assert float(sae.b_enc[i].detach()) == 0.0 and float(opt.state[sae.W_dec]["exp_avg"][i].abs().sum()) == 0.0
     torch.testing.assert_close(sae.W_enc[:, 7].norm(), 0.2 * alive_enc.norm(dim=0).mean())
     assert torch.equal(sae.W_enc[:, :7], alive_enc)  # alive latents are untouched
 
@@ -195,7 +195,7 @@ def test_under_autocast_an_l1_step_runs_its_matmuls_in_bfloat16_and_keeps_float3
         results.append((out, grads(out.loss, list(sae.parameters()))))
     (exact, exact_grads), (mixed, mixed_grads) = results
     assert mixed.loss.dtype == torch.float32 and all(g.dtype == torch.float32 for g in mixed_grads)
-    assert float(mixed.loss) != float(exact.loss)
+    assert float(mixed.loss.detach()) != float(exact.loss.detach())
     torch.testing.assert_close(mixed.loss, exact.loss, rtol=2e-2, atol=0)
     for a, b in zip(mixed_grads, exact_grads):
         assert float((a - b).norm() / b.norm()) < 0.1
@@ -230,9 +230,8 @@ def test_a_resampled_tied_latent_fires_only_near_its_input_despite_a_large_mean(
     assert resample(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 2
     pre = sae.pre_acts(x).detach()  # (400, 10)
     for i in (2, 5):
-        assert float(sae.bias[i]) < -10  # without it the new latent would fire on all 400 rows
-        assert int((pre[:, i] > 0).sum()) <= TIED_FIRING * 400 + 1
-        assert 0.99 < float(sae.M[i].norm()) < 1.01
+        assert 1 <= int((pre[:, i] > 0).sum()) <= TIED_FIRING * 400 + 1  # alive, and not on all 400 rows
+        assert 0.99 < float(sae.M[i].detach().norm()) < 1.01
     assert torch.equal(sae.M[~dead], alive_before)
 
 
@@ -248,6 +247,31 @@ def test_dead_latents_are_resampled_toward_distinct_inputs_even_when_one_outlier
     assert resample(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 6
     directions = sae.M[:6].detach()
     assert int(((directions @ directions.T).abs() > 0.999).sum()) == 6  # six different directions, not six copies
+
+
+def test_resampled_tied_latents_take_centred_errors_not_inputs_near_the_mean():
+    """Inputs along a large shared mean: resampled tied directions are drawn rows' errors less the median error.
+
+    (Before, each was a drawn input, normalised: all at cosine ~0.99 to the mean and to each other.)
+    """
+    from lmscope.methods.sae.dead import resample
+
+    sae = build_sae(SaeConfig("tied", d_in=16, width=24), seed=6)
+    opt = torch.optim.Adam(sae.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(3)
+    mean = 30 * torch.nn.functional.normalize(torch.ones(16), dim=0)
+    x = mean + torch.randn(300, 16, generator=gen)  # (300, 16)
+    dead = torch.zeros(24, dtype=torch.bool)
+    dead[:8] = True
+    with torch.no_grad():
+        errors = x - sae(x).x_hat
+    candidates = torch.nn.functional.normalize(errors - errors.median(0).values, dim=-1)  # (300, 16), by hand
+    assert resample(sae, opt, x, dead, torch.Generator().manual_seed(0)) == 8
+    directions = sae.W_dec[:8].detach()  # (8, 16)
+    assert bool(((directions @ candidates.T).max(1).values > 0.9999).all())  # each is one row's centred error
+    assert float((directions @ torch.nn.functional.normalize(mean, dim=0)).abs().max()) < 0.6
+    twins = (directions @ directions.T).fill_diagonal_(0).max(1).values
+    assert float(twins.max()) < 0.9
 
 
 def _jumprelu(**kw):
@@ -310,7 +334,7 @@ def test_jumprelu_thresholds_stay_non_negative_and_inference_thresholds():
     with torch.no_grad():
         sae.threshold[0] = -0.2
     sae.constrain()
-    assert float(sae.threshold.min()) == 0.0
+    assert float(sae.threshold.detach().min()) == 0.0
     sae.eval()
     pre = sae.pre_acts(X)
     torch.testing.assert_close(sae.encode(X), torch.relu(pre) * (pre > sae.threshold))

@@ -221,6 +221,14 @@ class SparseAutoencoder(nn.Module):
         return None
 
     @torch.no_grad()
+    def resample_directions(self, x: torch.Tensor, errors: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """(len(rows), d_in) unit directions for resampled latents, from the drawn ``rows`` of the scaled batch.
+
+        ``x`` (n, d_in) the scaled batch, ``errors`` (n, d_in) its reconstruction errors. Default: the drawn inputs
+        less the decoder bias, normalised (Anthropic's resampling).
+        """
+        return torch.nn.functional.normalize(x[rows] - self.b_dec, dim=-1)
+
     def resample_latents(self, index: torch.Tensor, directions: torch.Tensor, x: torch.Tensor,
                          enc_norm: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """Point the latents ``index`` at ``directions`` (n_dead, d_in); x is the scaled batch.

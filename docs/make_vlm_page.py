@@ -42,7 +42,6 @@ from lmscope.viz.neurons import patch_figure
 from lmscope.viz.report import save_figure
 
 DOCS = Path(__file__).resolve().parent
-PROMPT = "<empty_output> A picture of"
 DATA = (
     "Data, all drawn offline: the 1,154 emoji of Debian's fonts-noto-color-emoji in the Unicode blocks 1F300-1F5FF, "
     "1F680-1F6FF, 1F900-1F9FF, 1FA70-1FAFF and 2600-26FF, rendered with Pillow on a random light background colour, "
@@ -62,9 +61,9 @@ def load_vlm(projector: Path, config: ProjectorConfig) -> LM:
     return LM(model, processor.tokenizer, name="smollm2-dino", processor=processor)
 
 
-def row(lm: LM, image, prefix: str) -> dict:
+def row(lm: LM, image, prompt: str, prefix: str) -> dict:
     """Image + prompt + the caption's words before the scored one (one input row)."""
-    return dict(lm.processor(images=image, text=f"{PROMPT} {prefix}".rstrip(), return_tensors="pt"))
+    return dict(lm.processor(images=image, text=f"{prompt} {prefix}".rstrip(), return_tensors="pt"))
 
 
 def shuffled(image, patch: int = 14, seed: int = 0):
@@ -81,11 +80,12 @@ def shuffled(image, patch: int = 14, seed: int = 0):
     return out
 
 
-def study(lm: LM, concept, others: list, font, k: int, random_sets: int, index: int, out: Path) -> dict:
-    """Caption one held-out rendering of ``concept``; its head noun's neurons, sensitivity, specificity, causality."""
+def study(lm: LM, prompt: str, concept, others: list, font, k: int, random_sets: int, index: int, out: Path) -> dict:
+    """Caption one held-out rendering of ``concept`` after the projector's own ``prompt``; its head noun's neurons,
+    sensitivity, specificity, causality."""
     image = render(concept, 112, SEED, font)
-    caption, batch, targets, words = caption_targets(lm, image, PROMPT)
-    res = find_image_neurons(lm, batch, targets, NeuronConfig(top_k=k), texts=[f"{PROMPT} -> {w}" for w in words])
+    caption, batch, targets, words = caption_targets(lm, image, prompt)
+    res = find_image_neurons(lm, batch, targets, NeuronConfig(top_k=k), texts=[f"{prompt} -> {w}" for w in words])
     b = len(words) - 1  # the last content word: the head noun of "a red apple"
     res.save(out / f"concept-{index}")
     occlusion = occlusion_check(lm, batch, res, b, OcclusionConfig(maps=4, draws=random_sets))
@@ -94,10 +94,11 @@ def study(lm: LM, concept, others: list, font, k: int, random_sets: int, index: 
                 DOCS / "figures" / f"vlm-{index}.png")
     prefix = caption[: caption.lower().rfind(words[b].lower())].strip()
     neurons = [[t["layer"], t["neuron"]] for t in res.top_image[b]]  # the patch maps' neurons
-    same = [row(lm, render(concept, 112, SEED + s, font), prefix) for s in range(1, 6)]
-    text = [dict(lm.tokenizer(f"A picture of {prefix}".rstrip(), return_tensors="pt"))]
-    regions = [row(lm, shuffled(image, seed=s), prefix) for s in range(3)]
-    other = [row(lm, render(c, 112, SEED, font), prefix) for c in others]
+    same = [row(lm, render(concept, 112, SEED + s, font), prompt, prefix) for s in range(1, 6)]
+    text_only = prompt.replace(lm.processor.image_token, "").strip()  # the same prompt without its image
+    text = [dict(lm.tokenizer(f"{text_only} {prefix}".rstrip(), return_tensors="pt"))]
+    regions = [row(lm, shuffled(image, seed=s), prompt, prefix) for s in range(3)]
+    other = [row(lm, render(c, 112, SEED, font), prompt, prefix) for c in others]
     checks = {name: sensitivity(lm, neurons, group, other if name == "visual" else [])
               for name, group in (("visual", same), ("textual", text), ("regions", regions))}
     lengths = batch["attention_mask"].sum(1).tolist()
@@ -180,11 +181,12 @@ def other_style(lm: LM, training, font, n: int) -> list[str]:
 PYTHON_API = ["## From Python", "",
               "```python",
               "import lmscope",
+              "from lmscope.model.loading import VLM_REGISTRY",
               "from PIL import Image",
               "",
               "lm = lmscope.load(\"smollm2-dino\")",
               "image = Image.open(\"apple.png\")",
-              "prompt = lm.processor.image_token + \" A picture of\"",
+              "prompt = VLM_REGISTRY[\"smollm2-dino\"].prompt  # the caption prompt its projector was trained with",
               "caption, inputs, targets, words = lmscope.caption_targets(lm, image, prompt)",
               "result = lmscope.find_image_neurons(lm, inputs, targets, lmscope.NeuronConfig(top_k=10), texts=words)",
               "result.top_image[0]       # word 0's neurons by gradient x activation over the image tokens",
@@ -315,7 +317,7 @@ def main() -> None:
     best = sorted((r for r in training.heldout if r["recall"] > 0), key=lambda r: (-r["exact"], -r["recall"]))
     exact = list(dict.fromkeys(r["caption"] for r in best))[: args.concepts] or seen[: args.concepts]
     others = [by_caption[r["caption"]] for r in training.heldout if r["seen"] and r["caption"] not in exact][:5]
-    studies = [study(lm, by_caption[c], others, font, args.top_k, args.random_sets, i, args.out)
+    studies = [study(lm, training.config.prompt, by_caption[c], others, font, args.top_k, args.random_sets, i, args.out)
                for i, c in enumerate(exact)]
     minutes = training.seconds / 60 if training.seconds else args.train_minutes
     styled = other_style(lm, training, font, args.styled)

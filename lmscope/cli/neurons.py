@@ -24,6 +24,7 @@ from lmscope.methods.neurons import (
 )
 from lmscope.methods.neurons.vision import caption_targets, find_image_neurons, occlusion_check
 from lmscope.model.generate import greedy
+from lmscope.model.loading import VLM_REGISTRY
 from lmscope.model.tokens import target_ids
 from lmscope.ops import NEURONS
 from lmscope.ops.neurons import DEFAULT_PROMPT
@@ -91,7 +92,9 @@ def _image(args, cfg: NeuronConfig, ccfg: CaptionConfig, image) -> int:
     """``neurons --image``: caption, then the neurons behind each content word, with patch maps."""
     lm = load_model(args)
     token = lm.processor.image_token if lm.processor is not None else ""
-    prompt = args.prompt if args.prompt != DEFAULT_PROMPT else f"{token} A picture of"
+    bundled = VLM_REGISTRY.get(args.model)  # its projector's own caption prompt; others get a plain one
+    plain = bundled.prompt if bundled is not None else f"{token} A picture of"
+    prompt = args.prompt if args.prompt != DEFAULT_PROMPT else plain
     if token and token not in prompt:
         prompt = f"{token} {prompt}"
     if token and prompt.count(token) > 1:

@@ -172,6 +172,7 @@ class BundledVLM:
     projector: str = "linear"
     image_size: int = 112
     image_token: str = "<empty_output>"  # SmolLM2's unused special token (lmscope.model.vlm.IMAGE_TOKEN)
+    prompt: str = "<empty_output> A picture of"  # the caption prompt its projector was trained with
 
     def assembled_dir(self) -> Path:
         """Where the assembled Hugging Face folder (model + processor) lives."""

@@ -247,11 +247,11 @@ def test_transcoders_train_from_one_harvest_save_load_and_evaluate(lm, harvest_c
         fve = [row["fve"] for row in read_json(path / "training_log.json")]
         assert sum(fve[-3:]) / 3 > sum(fve[:3]) / 3 + 0.1, fve  # it learns to predict the MLP's output
     sae = load_sae(paths[-1])
-    assert sae.cfg.skip and float(sae.W_skip.abs().sum()) > 0
+    assert sae.cfg.skip and float(sae.W_skip.detach().abs().sum()) > 0
     _, cache = lm.run_with_cache(torch.randint(0, 50, (2, 8)), [Site(0, "mlp_in"), Site(0, "mlp_out")])
     x, y = cache[Site(0, "mlp_in")], cache[Site(0, "mlp_out")]
     naive = (y - y.mean((0, 1))).pow(2).sum()
-    assert float((sae.output(x) - y).pow(2).sum()) < float(naive)  # better than the mean: it predicts
+    assert float((sae.output(x) - y).detach().pow(2).sum()) < float(naive)  # better than the mean: it predicts
     result = lmscope.sae.evaluate_sae(lm, sae, sae.site, lmscope.sae.EvalConfig(corpus=harvest_cfg.corpus,
                                                                                tokens=512, seq_len=16))
     s = result.summary()

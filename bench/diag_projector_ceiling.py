@@ -23,24 +23,21 @@ from pathlib import Path
 
 import torch
 
-from lmscope.data.images import emoji_concepts, emoji_font, render, shape_concepts
-from lmscope.methods.projector.train import names_concept, patch_features, split_concepts
+from lmscope.data.images import emoji_concepts, emoji_font, shape_concepts
+from lmscope.methods.projector.config import ProjectorConfig
+from lmscope.methods.projector.train import names_concept, patch_features, renderings, split_concepts
 from lmscope.model.loading import REGISTRY, ensure_converted
 from lmscope.model.vision import dinov2_folder
 from lmscope.model.vlm import build_llava
 
 OUT = Path(__file__).parent / "results" / "projector-ceiling-cpu.md"
+ROTATION = ProjectorConfig().rotation  # as projector training draws its renderings
 PROMPTS = {  # (text before the image, text after it); the caption follows
     "bundled: `<image> A picture of`": ("", " A picture of"),
     "chat: `<|im_start|>user\\nImage: <image>\\nName the object in the image.<|im_end|>\\n"
     "<|im_start|>assistant\\nIt is`": ("<|im_start|>user\nImage: ",
                                        "\nName the object in the image.<|im_end|>\n<|im_start|>assistant\nIt is"),
 }
-
-
-def draw(concepts, size: int, seed: int, font) -> list:
-    """One rendering of each concept, as projector training draws them (seeded, turned up to 20 degrees)."""
-    return [render(c, size, seed * 1_000_003 + i, font, 20.0) for i, c in enumerate(concepts)]
 
 
 def probe(feats: list[torch.Tensor], test: torch.Tensor, steps: int = 300) -> float:
@@ -67,8 +64,9 @@ def encoder_rows(train, font, sizes: list[int], renders: int) -> list[str]:
     rows = []
     for size in sizes:
         model, processor = build_llava(ensure_converted(REGISTRY["smollm2-135m"]), dinov2_folder(), "mlp", size)
-        feats = [patch_features(model, processor, draw(train, size, s, font)) for s in range(1, renders + 1)]
-        test = patch_features(model, processor, draw(train, size, 10_000, font))
+        feats = [patch_features(model, processor, renderings(train, size, s, font, ROTATION))
+                 for s in range(1, renders + 1)]
+        test = patch_features(model, processor, renderings(train, size, 10_000, font, ROTATION))
         for k in sorted({min(4, renders), renders}):
             rows.append(f"| {size} px ({(size // 14) ** 2} patches) | {k} | {probe(feats[:k], test):.3f} |")
     return rows

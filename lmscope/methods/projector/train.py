@@ -167,7 +167,8 @@ def standardized_init(model, feats: torch.Tensor, seed: int = 0) -> None:
     proj.linear_2.bias.zero_()
 
 
-def _renders(concepts: list[Concept], size: int, seed: int, font, rotation: float = 0.0) -> list:
+def renderings(concepts: list[Concept], size: int, seed: int, font, rotation: float = 0.0) -> list:
+    """One rendering of each concept, drawn from ``seed`` (each concept its own seed within it)."""
     return [render(c, size, seed * 1_000_003 + i, font, rotation) for i, c in enumerate(concepts)]
 
 
@@ -196,7 +197,7 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     began = time.perf_counter() - seconds
     bar = tqdm(total=total, initial=len(losses), desc="projector", unit="step")
     for epoch in range(start, config.epochs):
-        feats = patch_features(model, processor, _renders(train, config.image_size, 1 + epoch, font, config.rotation))
+        feats = patch_features(model, processor, renderings(train, config.image_size, 1 + epoch, font, config.rotation))
         if config.standardize and not losses:  # a fresh start (a resumed run has its projector already)
             standardized_init(model, feats, config.data_seed)
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.data_seed + epoch))
@@ -219,7 +220,7 @@ def train_projector(model, processor, concepts: list[Concept], config: Projector
     for p in params:
         p.requires_grad_(False)
     rows = evaluate_captions(model, processor, train, heldout, config, font)
-    images = _renders(train[:TV_IMAGES], config.image_size, 20_000 + config.data_seed, font, config.rotation)
+    images = renderings(train[:TV_IMAGES], config.image_size, 20_000 + config.data_seed, font, config.rotation)
     tv, noun_tv = (first_word_tv(model, processor, images, config, suffix=s) for s in ("", " a"))
     return ProjectorResult(losses=losses, train_concepts=len(train), heldout=rows, config=config, first_word_tv=tv,
                            noun_tv=noun_tv, seconds=seconds)
@@ -305,7 +306,7 @@ def evaluate_captions(model, processor, train: list[Concept], heldout: list[Conc
     seen_group = train[:config.eval_seen] if config.eval_seen else train
     for seen, group in ((True, seen_group), (False, heldout)):
         for r in range(config.eval_renders):
-            images = _renders(group, config.image_size, seed + r, font, config.rotation)
+            images = renderings(group, config.image_size, seed + r, font, config.rotation)
             for concept, generated in zip(group, caption(model, processor, images, config)):
                 want = concept.caption
                 truth = _words(want)

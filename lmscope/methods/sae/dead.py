@@ -58,9 +58,10 @@ def resample(sae: SparseAutoencoder, opt: torch.optim.Optimizer, x: torch.Tensor
     weights = loss.pow(2).cpu() if bool((loss > 0).any()) else torch.ones(x.shape[0])
     distinct = int((weights > 0).sum()) >= index.numel()  # one input per dead latent where there are enough
     rows = torch.multinomial(weights, index.numel(), replacement=not distinct, generator=generator)
-    directions = sae.resample_directions(x * sae.input_scale, (x - x_hat) * sae.input_scale, rows.to(x.device))
+    scaled = x * sae.input_scale  # (n, d_in): what the SAE's weights see
+    directions = sae.resample_directions(scaled, (x - x_hat) * sae.input_scale, rows.to(x.device))
     alive = ~dead.to(x.device)
     enc_norm = sae.W_enc[:, alive].norm(dim=0).mean() if bool(alive.any()) else x.new_tensor(1.0)
-    for param, dim in sae.resample_latents(index, directions, x * sae.input_scale, enc_norm):
+    for param, dim in sae.resample_latents(index, directions, scaled, enc_norm):
         _zero_adam(opt, param, index, dim)
     return index.numel()

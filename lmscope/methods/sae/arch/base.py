@@ -229,6 +229,7 @@ class SparseAutoencoder(nn.Module):
         """
         return torch.nn.functional.normalize(x[rows] - self.b_dec, dim=-1)
 
+    @torch.no_grad()
     def resample_latents(self, index: torch.Tensor, directions: torch.Tensor, x: torch.Tensor,
                          enc_norm: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """Point the latents ``index`` at ``directions`` (n_dead, d_in); x is the scaled batch.

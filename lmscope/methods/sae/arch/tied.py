@@ -76,6 +76,7 @@ class TiedSAE(L1SAE):
     def init_b_dec(self, value: torch.Tensor) -> None:
         """The tied model has no decoder bias."""
 
+    @torch.no_grad()
     def resample_directions(self, x, errors, rows):
         """The drawn rows' reconstruction errors less the batch's median error (per coordinate), normalised.
 

@@ -2,8 +2,11 @@
 
     python docs/make_lens_page.py out/lens-train-smollm2 out/lens-eval-smollm2 out/lens-train-gemma3 \
         out/lens-eval-gemma3
+    python docs/make_lens_page.py --keep smollm2-135m out/lens-train-gemma3 out/lens-eval-gemma3
 
-Arguments come in pairs (a training folder, then the comparison folder of the same model). Per model the page gives
+Arguments come in pairs (a training folder, then the comparison folder of the same model); ``--keep MODEL`` copies
+that model's section (and its figures, already in docs/figures/) from the current page instead, for a model whose
+run folders are not on this machine. Per model the page gives
 the training command, its tokens, steps and time, the held-out KL to the final layer and the top-1 agreement of
 the logit and the tuned lens at every layer (the tuned lens paper's main comparison), and the layers where the
 tuned lens does not win, if any; the comparison and training figures are copied to docs/figures/.
@@ -11,6 +14,7 @@ tuned lens does not win, if any; the comparison and training figures are copied 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -23,34 +27,38 @@ DOCS = Path(__file__).resolve().parent
 
 NOTES = {  # what was seen in the runs behind the page (measured there; rewrite them with new runs)
     "smollm2-135m": (
-        "The 30.2 minutes are wall-clock on a machine that ran this project's tests beside the training for most "
-        'of its steps (3.4-3.7 s a step alone, up to 5 s under that load: about 27 minutes alone). SmolLM2 ties '
-        'its embeddings, so the logit lens reads the embeddings as the current token itself (107 nats from the '
-        "next-token distribution); the tuned lens' translator undoes most of that (6.5 nats). Its lead is largest "
-        'in the middle layers (about 20 nats down to 3-4), and its top-1 agreement with the model is two to four '
-        "times the logit lens' until the last few blocks. A longer read for the issue's 'few million tokens': "
-        "`lmscope --model smollm2-135m lens train --corpus wiki+bbc+sotu+kjv --tokens 2097152 --position-fraction "
-        "0.025` read 2,097,152 tokens in 40.8 minutes alone on this machine (857 tokens/s, 2.4 s a step; "
+        "The 30.2 minutes are wall-clock on a machine that ran this project's tests beside the training for most of "
+        "its steps (3.4-3.7 s a step alone, up to 5 s under that load: about 27 minutes alone). SmolLM2 ties its "
+        "embeddings, so the logit lens reads the embeddings as the current token itself (107 nats from the next-token"
+        " distribution); the tuned lens' translator undoes most of that (6.5 nats). Its lead is largest in the middle"
+        " layers (about 20 nats down to 3-4), and its top-1 agreement with the model is two to four times the logit "
+        "lens' until the last few blocks. A longer read for the issue's 'few million tokens': `lmscope --model "
+        "smollm2-135m lens train --corpus wiki+bbc+sotu+kjv --tokens 2097152 --position-fraction 0.025 --optimizer "
+        "sgd` read 2,097,152 tokens in 40.8 minutes alone on this machine (857 tokens/s, 2.4 s a step; "
         "out/lens-train-smollm2-fast), and its held-out mean KL is 3.43 nats (8,080 wiki positions; `lens eval`: "
-        "out/lens-eval-smollm2-fast), a little worse than the 3.18 of the run above: it trained 52k positions to "
-        "this run's 95k, three quarters of them outside Wikipedia. A step of 2,048 tokens took 2.4 s at a fortieth "
-        "of the positions against 3.5 s at a tenth: the unembedding of the trained positions (49,152 x 576 per "
-        "position and layer, forward and backward) costs about 1.5 s at a tenth, and what is left, about 2 s, is the "
-        "model's forward pass with its 31 streams captured. Reading faster on this CPU would need a faster forward, "
-        "and a tuned lens learns from positions trained, not tokens read. The store keeps the run above."
+        "out/lens-eval-smollm2-fast), a little worse than the 3.18 of the run above: it trained 52k positions to this"
+        " run's 95k, three quarters of them outside Wikipedia. A step of 2,048 tokens took 2.4 s at a fortieth of the"
+        " positions against 3.5 s at a tenth: the unembedding of the trained positions (49,152 x 576 per position and"
+        " layer, forward and backward) costs about 1.5 s at a tenth, and what is left, about 2 s, is the model's "
+        "forward pass with its 31 streams captured. Reading faster on this CPU would need a faster forward, and a "
+        "tuned lens learns from positions trained, not tokens read. The store keeps the run above."
     ),
     "gemma3-270m": (
-        "The miss is the output of block 16, the last block's input, where the logit lens is already close (0.59 "
-        "nats). Its translator started at the identity's KL on the training batches (0.55 nats), was thrown to 53 "
-        "nats at step 35 (the training figure's yellow curve), and came back only to 0.90 by the end of 262,144 "
-        'tokens. The translators of blocks 7-10 also rose far above where they started (to 70-110 nats between '
-        'steps 4 and 25) before settling below it: training is unstable on this model. SGD gives every translator '
-        "one learning rate and one clipped gradient norm, which the early layers' much larger KLs (hundreds of "
-        "nats at the embeddings) dominate; a longer run, tuned-lens' Adam (--optimizer adam) or keeping the "
-        'identity where training does not beat it are the next things to try: none was run here. Everywhere else '
-        'the tuned lens wins, by 2-4x in the first ten blocks. Gemma 3 scales and ties its embeddings too: the '
-        "embeddings read through the logit lens are 521 nats from the model's distribution, 131 through the tuned "
-        'lens.'
+        "This run is float32 on a 2-core AMD EPYC with AVX2 only (no native bfloat16): 41 s a step. The run it "
+        "replaces (`--optimizer sgd`, then the default) took 12 s a step in bfloat16 autocast on a CPU with native "
+        "bfloat16, and its held-out mean KL was 13.41 nats; it did not beat the logit lens at block 16's output (0.94"
+        " against 0.59 nats): that translator was thrown from 0.55 to 53 nats at step 35 and came back only to 0.90, "
+        "and blocks 7-10's rose to 70-110 nats before settling. With Adam no translator's training KL jumped like "
+        "that (the training figure; block 16's noisy curve stays between 0.5 and 1.3 on its batches), and held out it"
+        " beat the logit lens at every layer as trained: mean 6.53 nats, half SGD's, 0.492 at block 16. The held-out "
+        "shrinking (764 positions of the training split after the 262,144 tokens trained on, 9.7 minutes, not counted"
+        " above) kept 0.75 of block 16's translator and all of every other one; on the test split that took block 16 "
+        "from 0.492 to 0.443 nats (top-1 0.694 to 0.708) and left the rest as they were (eval of the unshrunk lens: "
+        "out/lens-eval-gemma3-adam-unshrunk). Gemma 3 scales and ties its embeddings too: the embeddings read through"
+        " the logit lens are 521 nats from the model's distribution, 41 through the tuned lens. A few million tokens "
+        "in under an hour is out of reach for this model on this CPU: every trained position is read through 18 "
+        "unembeddings of 262,144 x 640, forward and backward, and 262,144 tokens (26,000 trained positions) took 88 "
+        "minutes; on a CPU with native bfloat16 the same run takes about 26."
     ),
 }
 
@@ -60,7 +68,9 @@ def _flags(config: dict) -> str:
     from lmscope.methods.lens import TuneConfig
 
     default = TuneConfig().__dict__
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config.items() if default.get(k) != v)
+    machine = ("autocast",)  # turned off by the run itself where the CPU has no native bfloat16, not typed
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in config.items() if default.get(k) != v
+                    and k not in machine)
 
 
 def section(train: Path, evaluation: Path, note: str = "") -> list[str]:
@@ -94,11 +104,28 @@ def section(train: Path, evaluation: Path, note: str = "") -> list[str]:
             f"![training of the tuned lens, {lens.model}](figures/lens-training-{name}.png)", ""]
 
 
+def kept_section(page: str, model: str) -> list[str]:
+    """The lines of ``model``'s section ("## model" up to the next "## ") in an earlier page."""
+    lines = page.split("\n")
+    if f"## {model}" not in lines:
+        raise SystemExit(f"--keep {model}: docs/lenses.md has no section '## {model}'")
+    start = lines.index(f"## {model}")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start:end]
+
+
 def main(argv: list[str]) -> None:
     """Write the page (each model's section ends with its note from :data:`NOTES`)."""
-    folders = argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--keep", action="append", default=[], metavar="MODEL",
+                        help="keep this model's section of the current page (its run folders are not here)")
+    parser.add_argument("folders", nargs="*", help="(training folder, comparison folder) pairs")
+    args = parser.parse_args(argv)
+    folders = args.folders
     if len(folders) % 2:
         raise SystemExit("give (training folder, comparison folder) pairs")
+    old = (DOCS / "lenses.md").read_text() if args.keep else ""
+    kept = [line for model in args.keep for line in kept_section(old, model)]
     pairs = list(zip(folders[::2], folders[1::2]))
     lines = ["# Lenses: the logit lens and the tuned lens", "",
              "Every residual stream read as a next-token prediction. The logit lens (nostalgebraist 2020) applies the "
@@ -109,18 +136,26 @@ def main(argv: list[str]) -> None:
              "through one seam (`lmscope.model.readout`), so the lens command, the stages analysis and the "
              "workbench read a layer the same way (`--readout auto|logit|tuned`; auto takes the model's tuned lens "
              "when the store has one, and every result says which it used).", "",
-             "Generated by `python docs/make_lens_page.py " + " ".join(folders) + "`.", "",
+             "Generated by `python docs/make_lens_page.py " + " ".join(argv) + "`.", "",
              "## Training on a CPU", "",
              "The paper trains 250 SGD steps of 2^18 tokens on GPUs. Here every translator reads its positions "
              "through the whole unembedding (49,152 x 576 for SmolLM2, 262,144 x 640 for Gemma 3), forward and "
              "backward, so the cost is in the vocabulary: the KL's gradient is computed in one cache-sized pass "
-             "(`KLFromLogits`, about 3x faster than autograd), the model runs in bfloat16 autocast, and each step "
-             "trains every translator on the same random tenth of its positions. Measured on smollm2-135m while "
-             "choosing these defaults (262,144 training tokens each, held-out KL averaged over the layers; the "
-             "logit lens: 18.56 nats): 32 steps of 8,192 tokens, 6.37 nats; 128 steps of 2,048 tokens, 4.10 nats "
-             "(465 s); the same with tuned-lens' Adam instead of SGD, 3.83 nats (560 s). Smaller, more numerous "
-             "steps matter more than the optimiser; SGD with Nesterov momentum (the paper's) stays the default, "
-             "`--optimizer adam` is there.", ""]
+             "(`KLFromLogits`, about 3x faster than autograd), the model runs in bfloat16 autocast where the CPU "
+             "has native bfloat16 (float32 where it does not, as on an AVX2-only CPU, where bfloat16 matmuls are "
+             "~20x slower), and each step trains every translator on the same random tenth of its positions. "
+             "Measured on smollm2-135m while choosing these defaults (262,144 training tokens each, held-out KL "
+             "averaged over the layers; the logit lens: 18.56 nats): 32 steps of 8,192 tokens, 6.37 nats; 128 "
+             "steps of 2,048 tokens, 4.10 nats (465 s); the same with tuned-lens' Adam instead of SGD, 3.83 nats "
+             "(560 s). Smaller, more numerous steps matter more than the optimiser on this model, but not on Gemma 3 "
+             "(below): there SGD's held-out mean KL was twice Adam's, and worse than the logit lens at one layer. "
+             "Adam is the default; the paper's SGD with Nesterov momentum is `--optimizer sgd`.", "",
+             "Such steps are 128 times smaller than the paper's, and a translator whose stream is already close to "
+             "the output can end further from it than the identity it started at. So after training, each "
+             "translator is shrunk towards the identity on held-out text of the training split (the 8,192 tokens "
+             "after those trained on, at the same tenth of the positions): h + a (W h + b) with the a of 0, 0.25, "
+             "0.5, 0.75 or 1 that reads those positions best (`--select-tokens`, 0: off; a = 0 is the logit lens). "
+             "The comparisons below are on the test split, which neither step reads.", "", *kept]
     for train, evaluation in pairs:
         model = load_result(Path(train) / "result").model
         lines += section(Path(train), Path(evaluation), NOTES.get(model, ""))

@@ -55,6 +55,12 @@ def lens_train(args) -> int:
     t = trained.training
     print(f"{lm.name}: tuned lens trained on {t['tokens']:,} tokens in {t['steps']} steps, {t['seconds']:.0f} s; "
           f"mean KL of the last step {sum(t['history'][-1]) / len(t['history'][-1]):.3f} nats")
+    shrink = t.get("shrink") or {}
+    if shrink:
+        changed = [f"{n} (a = {a:g})" for n, a in zip(shrink["layers"], shrink["alpha"]) if a < 1]
+        print(f"checked on {shrink['positions']:,} held-out positions of the {cfg.split} split: "
+              + (f"translator(s) shrunk towards the identity at layer(s) {', '.join(changed)}" if changed else
+                 "every translator kept as trained"))
     print(f"in the store: {folder} (lens --readout auto and stages now read through it)")
     print(f"wrote {out}/tuned_lens.json, training.png, report.html and result/")
     return 0

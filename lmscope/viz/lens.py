@@ -202,5 +202,12 @@ def training_report(lens) -> HtmlReport:
     report = HtmlReport(f"Tuned lens — {lens.model}", f"{t.get('tokens', 0):,} tokens, {t.get('steps')} steps, "
                                                       f"{t.get('seconds', 0):.0f} s")
     report.figure(training_figure(lens), "training KL of every translator")
+    shrink = t.get("shrink") or {}
+    if shrink:
+        report.text(f"After training, each translator was shrunk towards the identity, h + a (W h + b), with the a "
+                    f"of the lowest KL on {shrink['positions']:,} held-out positions of the training split.")
+        report.table(["layer", "part kept (a)", "held-out KL, identity (a = 0)", "held-out KL, trained (a = 1)"],
+                     [[n, f"{a:g}", f"{kl[0]:.3f}", f"{kl[-1]:.3f}"]
+                      for n, a, kl in zip(shrink["layers"], shrink["alpha"], shrink["kl"])])
     report.table(["setting", "value"], [[k, str(v)] for k, v in (t.get("config") or {}).items()])
     return report

@@ -30,7 +30,8 @@ def test_train_run_eval(tiny_llama_dir, tmp_path, store_dir, corpus, capsys):
     assert "read through the logit lens" in capsys.readouterr().out  # no lens in the store yet
     assert main([*model, "lens", "train", *TRAIN, *corpus, "--out", str(tmp_path / "train")]) == 0
     out = capsys.readouterr().out
-    assert "in the store" in out
+    assert "in the store" in out and "held-out positions of the all split" in out
+    assert "part kept (a)" in (tmp_path / "train" / "report.html").read_text()
     for name in ("tuned_lens.json", "training.png", "report.html", "result/cfg.json", "checkpoint.safetensors"):
         assert (tmp_path / "train" / name).is_file(), name
     assert main([*model, "lens", PROMPT, "--out", str(tmp_path / "default")]) == 0

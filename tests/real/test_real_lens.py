@@ -12,7 +12,9 @@ pytestmark = pytest.mark.slow
 def test_a_short_tuned_lens_beats_the_logit_lens_held_out():
     lm = lmscope.load("smollm2-135m")
     before = lens_path(lm).exists()
-    lens = train_tuned_lens(lm, TuneConfig(tokens=16 * 2048, tokens_per_step=2048, position_fraction=0.1))
+    lens = train_tuned_lens(lm, TuneConfig(tokens=16 * 2048, tokens_per_step=2048, position_fraction=0.1,
+                                           select_tokens=2048))
+    assert len(lens.training["shrink"]["alpha"]) == lm.n_layers  # checked on the split's next 2,048 tokens
     result = compare_lenses(lm, [LOGIT, lens], CompareConfig(tokens=1024, batch_size=4))
     assert result.worse_rows() == [], result.summary()
     assert float(result.kl[1, :-1].mean()) < 0.7 * float(result.kl[0, :-1].mean())

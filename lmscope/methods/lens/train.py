@@ -6,6 +6,11 @@ at every kept position; each translator learns KL(P_final || softmax(unembed(h +
 computed in one pass over the vocabulary (:class:`KLFromLogits`). Checkpoints (translators, SGD's momentum, the
 step, the loss history) are written every ``checkpoint_every`` steps: a killed run resumes at its last one, on the
 same batches.
+
+Training steps are small on a CPU (thousands of tokens, where the paper's are 2^18), so a translator whose stream is
+already close to the output (the last blocks') can end further from it than the identity it started at. After
+training, each translator is shrunk towards the identity on held-out batches of the training split
+(:func:`shrink_translators`): h + a (W h + b) with the ``a`` of :data:`SHRINK` that reads them best.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from lmscope.runs import check_settings
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
+SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # the translator's part kept: 0 is the identity (the logit lens), 1 as trained
 
 
 class KLFromLogits(torch.autograd.Function):
@@ -153,7 +159,10 @@ def _optimizer(params: list[torch.Tensor], config: TuneConfig) -> torch.optim.Op
 
 
 def _settings(lens: TunedLens, config: TuneConfig) -> dict:
-    return {"model": lens.model, "unembed_hash": lens.unembed_hash, "config": dataclasses.asdict(config)}
+    """What a resumed run must share (the selection after training is not part of it: a finished run reselects)."""
+    cfg = dataclasses.asdict(config)
+    cfg.pop("select_tokens")
+    return {"model": lens.model, "unembed_hash": lens.unembed_hash, "config": cfg}
 
 
 def train_tuned_lens(lm: LM, config: TuneConfig | None = None, out: str | Path | None = None) -> TunedLens:
@@ -197,11 +206,12 @@ def train_tuned_lens(lm: LM, config: TuneConfig | None = None, out: str | Path |
     seconds = time.perf_counter() - t0
     if out is not None:
         _checkpoint(out, tr, opt, sched, history, seconds)
-    lens.weight, lens.bias = tr.stacked()
     steps = len(history)
+    shrink = shrink_translators(lm, tr, config, first_batch=steps * per) if config.select_tokens else {}
+    lens.weight, lens.bias = tr.stacked()
     tokens = steps * per * config.seq_len * config.batch_size
     lens.training = {"tokens": tokens, "steps": steps, "seconds": round(seconds, 1),
-                     "config": dataclasses.asdict(config), "history": history}
+                     "config": dataclasses.asdict(config), "history": history, "shrink": shrink}
     log.info("tuned lens of %s: %d tokens, %d steps in %.0f s; mean train KL %.3f at the end", lm.name, tokens,
              steps, seconds, sum(history[-1]) / max(1, len(history[-1])) if history else float("nan"))
     return lens
@@ -222,6 +232,62 @@ def _step(lm: LM, tr: Translators, opt, rows: list[torch.Tensor], sites: list[Si
     opt.step()
     opt.zero_grad(set_to_none=True)
     return kl
+
+
+@torch.no_grad()
+def shrink_translators(lm: LM, tr: Translators, config: TuneConfig, first_batch: int) -> dict:
+    """Scale each translator's (W, b) by the ``a`` of :data:`SHRINK` with the lowest held-out KL, in place.
+
+    The held-out text is the training split's next ``select_tokens`` tokens after the ``first_batch`` batches
+    trained on (never the test split, which :func:`compare_lenses` reads), at ``position_fraction`` of their
+    positions. Returns ``{"layers": [the residual stream each translator reads: "embed", "0", ..], "alpha": [a
+    per translator], "kl": [[KL per a] per translator], "positions": n, "tokens": n}``; ``{}`` with a warning where
+    the split has no text left.
+    """
+    n_batches = -(-config.select_tokens // (config.seq_len * config.batch_size))
+    read = (first_batch + n_batches) * config.seq_len * config.batch_size  # the trained tokens, then these
+    batches = itertools.islice(corpus_batches(lm.tokenizer, config, tokens=read), first_batch, None)
+    sums, positions, tokens = _shrink_sums(lm, tr, config, tqdm(batches, total=n_batches, unit="batch",
+                                                                desc=f"tuned lens {lm.name}: shrink"))
+    if not positions:
+        log.warning("%s (%s split) has no text left after training: the translators are kept as trained, not "
+                    "checked on held-out text", config.corpus, config.split)
+        return {}
+    kl = sums / positions  # (translators, len(SHRINK))
+    alpha = [SHRINK[int(i)] for i in kl.argmin(-1)]
+    for row, a in enumerate(alpha):
+        tr.weight[row].mul_(a)
+        tr.bias[row].mul_(a)
+    layers = ["embed", *(str(i) for i in range(len(alpha) - 1))]  # translator i reads stream i: embed, block 0 ..
+    log.info("tuned lens of %s: translators shrunk towards the identity on %d held-out positions: %s", lm.name,
+             positions, ", ".join(f"{n}: {a:g}" for n, a in zip(layers, alpha) if a < 1) or "none")
+    return {"layers": layers, "alpha": alpha, "kl": kl.tolist(), "positions": positions, "tokens": tokens}
+
+
+def _shrink_sums(lm: LM, tr: Translators, config: TuneConfig, batches) -> tuple[torch.Tensor, int, int]:
+    """Summed KLs of h + a (W h + b), (translators, len(SHRINK)), over a part of the batches' positions.
+
+    Also the positions and tokens read.
+    """
+    sites = [Site(0, "resid_pre"), *lm.sites("resid_post")]
+    sums = torch.zeros(len(sites) - 1, len(SHRINK), dtype=torch.float64)
+    gen, positions, tokens = torch.Generator().manual_seed(2**31 - 1), 0, 0
+    for ids in batches:
+        with _autocast(lm, config.autocast):
+            batch = run_batch(lm, ids, sites, config)
+        streams = [batch.kept(s) for s in sites]  # (n, d) float32 each
+        n = streams[0].shape[0]
+        idx = torch.randperm(n, generator=gen)[:max(1, round(n * config.position_fraction))]
+        p, entropy = _targets(lm, streams[-1][idx], config.autocast)  # (m, vocab), (m,)
+        for row, h in enumerate(streams[:-1]):
+            x = h[idx]  # (m, d)
+            delta = nn.functional.linear(x, tr.weight[row], tr.bias[row])  # (m, d) the translator's part
+            for k, a in enumerate(SHRINK):
+                with _autocast(lm, config.autocast):
+                    z = lm.unembed(x + a * delta)  # (m, vocab)
+                sums[row, k] += float(kl_from_logits(z, p, entropy).sum())
+        positions, tokens = positions + len(idx), tokens + ids.numel()
+    return sums, positions, tokens
 
 
 def _checkpoint(out, tr: Translators, opt, sched, history: list[list[float]], seconds: float) -> None:

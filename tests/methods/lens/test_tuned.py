@@ -27,7 +27,7 @@ from lmscope.methods.lens import (
     train_tuned_lens,
 )
 from lmscope.methods.lens import train as train_module
-from lmscope.methods.lens.train import ROWS, kl_from_logits
+from lmscope.methods.lens.train import ROWS, SHRINK, Translators, kl_from_logits, shrink_translators
 from lmscope.model.readout import lens_path
 from tests.helpers import tiny_model, tiny_tokenizer
 
@@ -196,12 +196,52 @@ class Exploit:
         return (open, (str(EXPLOIT_RAN), "w"))
 
 
+def test_shrinking_keeps_the_identity_where_a_translator_hurts(lm):
+    cfg = TuneConfig(**SMALL, select_tokens=256)
+    lens = random_lens(lm, scale=0.0)
+    lens.weight[1] = 3 * torch.randn(lens.weight.shape[1:], generator=torch.Generator().manual_seed(0))  # harmful
+    tr = Translators(lens)
+    record = shrink_translators(lm, tr, cfg, first_batch=0)
+    kl = torch.tensor(record["kl"])  # (translators, len(SHRINK))
+    assert kl.shape == (lm.n_layers, len(SHRINK)) and record["positions"] > 0 and record["tokens"] == 256
+    assert record["layers"] == ["embed", *(str(i) for i in range(lm.n_layers - 1))]
+    assert record["alpha"] == [SHRINK[int(i)] for i in kl.argmin(-1)]
+    assert record["alpha"][1] < 1 and float(kl[1, -1]) > 2 * float(kl[1, 0])  # the random map reads far worse
+    for row in (0, 2):  # identity translators: every a reads the same, and the identity (first) is kept
+        torch.testing.assert_close(kl[row], kl[row, :1].expand(len(SHRINK)))
+    weight, _ = tr.stacked()
+    torch.testing.assert_close(weight[1], record["alpha"][1] * lens.weight[1])
+    assert float(weight[0].abs().sum()) == 0
+
+
+def test_the_identity_s_held_out_kl_is_the_logit_lens_comparison_s(lm):
+    """Every position (position_fraction 1) of the same rows: a = 0 reads as compare_lenses' logit lens."""
+    tr = Translators(random_lens(lm))
+    record = shrink_translators(lm, tr, TuneConfig(**{**SMALL, "position_fraction": 1.0}, select_tokens=256), 0)
+    cmp = compare_lenses(lm, [LOGIT], CompareConfig(split="train", tokens=256, seq_len=32, batch_size=4))
+    assert record["positions"] == cmp.positions
+    torch.testing.assert_close(torch.tensor(record["kl"])[:, 0].float(), cmp.kl[0, :-1], rtol=1e-4, atol=1e-5)
+
+
+def test_a_trained_lens_is_checked_after_training_and_a_finished_run_reselects(lm, tmp_path):
+    cfg = TuneConfig(**SMALL, select_tokens=512)
+    trained = train_tuned_lens(lm, cfg, tmp_path / "run")
+    record = trained.training["shrink"]
+    assert record["positions"] > 0 and len(record["alpha"]) == lm.n_layers
+    again = train_tuned_lens(lm, TuneConfig(**SMALL, select_tokens=1024), tmp_path / "run")  # no new steps
+    assert again.training["history"] == trained.training["history"]
+    assert again.training["shrink"]["tokens"] == 1024
+    unchecked = train_tuned_lens(lm, TuneConfig(**SMALL, select_tokens=0), tmp_path / "run")
+    assert unchecked.training["shrink"] == {}
+
+
 def test_optimisers_and_schedules_are_tuned_lens():
-    sgd = TuneConfig(tokens=8192 * 10, tokens_per_step=8192)
+    assert TuneConfig().optimizer == "adam"  # the CPU default (measured on both bundled models)
+    sgd = TuneConfig(tokens=8192 * 10, tokens_per_step=8192, optimizer="sgd")
     assert (sgd.optimizer, sgd.lr, sgd.warmup, sgd.steps) == ("sgd", pytest.approx(0.1), 0, 10)
     factor = train_module._schedule(sgd)
     assert [factor(s) for s in (0, 5, 10)] == [1.0, 0.5, 0.0]
-    adam = TuneConfig(tokens=8192 * 10, tokens_per_step=8192, optimizer="adam")
+    adam = TuneConfig(tokens=8192 * 10, tokens_per_step=8192)
     assert (adam.lr, adam.warmup) == (pytest.approx(1e-3), 2)
     factor = train_module._schedule(adam)
     assert [factor(s) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
@@ -209,9 +249,9 @@ def test_optimisers_and_schedules_are_tuned_lens():
     assert isinstance(opt, torch.optim.Adam) and opt.defaults["amsgrad"]
 
 
-def test_training_with_adam_runs(lm):
-    lens = train_tuned_lens(lm, TuneConfig(**SMALL, optimizer="adam"))
-    assert lens.training["config"]["optimizer"] == "adam" and float(lens.weight.abs().sum()) > 0
+def test_training_with_sgd_runs(lm):
+    lens = train_tuned_lens(lm, TuneConfig(**SMALL, optimizer="sgd", select_tokens=0))
+    assert lens.training["config"]["optimizer"] == "sgd" and float(lens.weight.abs().sum()) > 0
 
 
 def test_a_corpus_shorter_than_asked_ends_the_run_there(lm, tmp_path, caplog):
@@ -223,5 +263,6 @@ def test_a_corpus_shorter_than_asked_ends_the_run_there(lm, tmp_path, caplog):
     steps = lens.training["steps"]
     assert 0 < steps < cfg.steps and lens.training["tokens"] == steps * 128
     assert "ran out" in caplog.text
+    assert lens.training["shrink"] == {} and "no text left" in caplog.text
     again = train_tuned_lens(lm, cfg, tmp_path / "run")  # a rerun resumes at the end: the same lens
     torch.testing.assert_close(again.weight, lens.weight)

@@ -59,7 +59,8 @@ NOTES = {  # what was seen in the runs behind the page (measured there; rewrite 
         " the logit lens are 521 nats from the model's distribution, 41 through the tuned lens. A few million tokens "
         "in under an hour is out of reach for this model on this CPU: every trained position is read through 18 "
         "unembeddings of 262,144 x 640, forward and backward, and 262,144 tokens (26,000 trained positions) took 88 "
-        "minutes; on a CPU with native bfloat16 the same run takes about 26."
+        "minutes; on the CPU with native bfloat16 the SGD run took 25.5 (an Adam step costs the same work; not "
+        "measured there)."
     ),
 }
 

@@ -48,14 +48,15 @@ class KLFromLogits(torch.autograd.Function):
     ``entropy`` (rows,) is H(p), so the value is the KL itself: lse(z) - p . z - H(p). The gradient with respect
     to ``z``, ``softmax(z) - p``, is computed in the forward pass, :data:`ROWS` rows at a time so that the
     vocabulary-sized temporaries stay in cache, and kept in ``z``'s dtype; the backward pass only scales it.
-    On a CPU this is about 3x faster than autograd through log_softmax.
+    On a CPU this is about 3x faster than autograd through log_softmax. Logits that need no gradient (a held-out
+    KL) get the value alone.
     """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, p: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:  # noqa: D102
         work = torch.promote_types(z.dtype, torch.float32)  # bfloat16 logits are summed in float32
         kl = torch.empty(z.shape[0], dtype=work, device=z.device)
-        grad = torch.empty_like(z)
+        grad = torch.empty_like(z) if ctx.needs_input_grad[0] else None
         for i in range(0, z.shape[0], ROWS):
             zf, pc = z[i:i + ROWS].to(work), p[i:i + ROWS].to(work)  # (rows, vocab)
             top = zf.amax(-1, keepdim=True)  # (rows, 1)
@@ -63,8 +64,10 @@ class KLFromLogits(torch.autograd.Function):
             e = zf.sub_(top).exp_()  # exp(z - max), in place
             total = e.sum(-1, keepdim=True)
             kl[i:i + ROWS] = (top + total.log()).view(-1) - dot - entropy[i:i + ROWS]
-            grad[i:i + ROWS] = e.div_(total).sub_(pc)
-        ctx.save_for_backward(grad)
+            if grad is not None:
+                grad[i:i + ROWS] = e.div_(total).sub_(pc)
+        if grad is not None:
+            ctx.save_for_backward(grad)
         return kl
 
     @staticmethod
@@ -110,6 +113,14 @@ def _autocast(lm: LM, on: bool):
     return torch.autocast(lm.device.type, dtype=torch.bfloat16) if on else nullcontext()
 
 
+def _positions(lm: LM, streams: list[torch.Tensor], config: TuneConfig, gen: torch.Generator):
+    """A random ``position_fraction`` of the kept positions (index), P_final there (m, vocab) and its entropy (m,)."""
+    n = streams[0].shape[0]
+    m = max(1, round(n * config.position_fraction))
+    idx = torch.randperm(n, generator=gen)[:m].sort().values if m < n else slice(None)
+    return idx, *_targets(lm, streams[-1][idx], config.autocast)
+
+
 def batch_losses(lm: LM, tr: Translators, streams: list[torch.Tensor], config: TuneConfig,
                  gen: torch.Generator, scale: float = 1.0) -> torch.Tensor:
     """Backpropagate every translator's mean KL on one batch; (L,) the KLs.
@@ -118,10 +129,7 @@ def batch_losses(lm: LM, tr: Translators, streams: list[torch.Tensor], config: T
     learns from the same random part of the positions (``position_fraction``), so the final distribution is
     computed at those positions only.
     """
-    n = streams[0].shape[0]
-    m = max(1, round(n * config.position_fraction))
-    idx = torch.randperm(n, generator=gen)[:m].sort().values if m < n else slice(None)
-    p, entropy = _targets(lm, streams[-1][idx], config.autocast)  # (m, vocab), (m,)
+    idx, p, entropy = _positions(lm, streams, config, gen)
     losses = torch.zeros(len(streams) - 1)
     for row, h in enumerate(streams[:-1]):
         x = h[idx]  # (m, d)
@@ -276,9 +284,7 @@ def _shrink_sums(lm: LM, tr: Translators, config: TuneConfig, batches) -> tuple[
         with _autocast(lm, config.autocast):
             batch = run_batch(lm, ids, sites, config)
         streams = [batch.kept(s) for s in sites]  # (n, d) float32 each
-        n = streams[0].shape[0]
-        idx = torch.randperm(n, generator=gen)[:max(1, round(n * config.position_fraction))]
-        p, entropy = _targets(lm, streams[-1][idx], config.autocast)  # (m, vocab), (m,)
+        idx, p, entropy = _positions(lm, streams, config, gen)  # (m, vocab), (m,)
         for row, h in enumerate(streams[:-1]):
             x = h[idx]  # (m, d)
             delta = nn.functional.linear(x, tr.weight[row], tr.bias[row])  # (m, d) the translator's part
@@ -286,7 +292,7 @@ def _shrink_sums(lm: LM, tr: Translators, config: TuneConfig, batches) -> tuple[
                 with _autocast(lm, config.autocast):
                     z = lm.unembed(x + a * delta)  # (m, vocab)
                 sums[row, k] += float(kl_from_logits(z, p, entropy).sum())
-        positions, tokens = positions + len(idx), tokens + ids.numel()
+        positions, tokens = positions + len(p), tokens + ids.numel()
     return sums, positions, tokens
 
 

@@ -12,10 +12,11 @@ pytestmark = pytest.mark.slow
 def test_a_short_tuned_lens_beats_the_logit_lens_held_out():
     lm = lmscope.load("smollm2-135m")
     before = lens_path(lm).exists()
-    lens = train_tuned_lens(lm, TuneConfig(tokens=16 * 2048, tokens_per_step=2048, position_fraction=0.1,
-                                           select_tokens=2048))
-    assert len(lens.training["shrink"]["alpha"]) == lm.n_layers  # checked on the split's next 2,048 tokens
-    result = compare_lenses(lm, [LOGIT, lens], CompareConfig(tokens=1024, batch_size=4))
+    # 8 steps of 2,048 tokens: held out, 0.57x the logit lens' mean KL here (16 steps took twice the time for ~0.5x)
+    lens = train_tuned_lens(lm, TuneConfig(tokens=8 * 2048, tokens_per_step=2048, position_fraction=0.1,
+                                           select_tokens=1024))
+    assert len(lens.training["shrink"]["alpha"]) == lm.n_layers  # checked on the split's next 1,024 tokens
+    result = compare_lenses(lm, [LOGIT, lens], CompareConfig(tokens=512, batch_size=4))
     assert result.worse_rows() == [], result.summary()
     assert float(result.kl[1, :-1].mean()) < 0.7 * float(result.kl[0, :-1].mean())
     assert float(result.kl[0, 0]) > 50  # SmolLM2's embeddings read through the logit lens: the current token

@@ -8,6 +8,7 @@ import lmscope
 from lmscope.methods.autointerp import LocalBackend
 from lmscope.methods.autointerp.backends import load_prompt
 from lmscope.model.generate import greedy
+from lmscope.model.precision import speed_dtype
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,7 @@ ROWS = ["The capital of France is Paris, a city", "She moved from Berlin to Madr
 @pytest.fixture(scope="module")
 def qwen():
     torch.set_num_threads(2)
-    return lmscope.load("qwen2.5-coder-1.5b", dtype="bfloat16")
+    return lmscope.load("qwen2.5-coder-1.5b", dtype=speed_dtype("cpu"))  # as autointerp loads it by default
 
 
 def test_it_loads_as_any_model_and_knows_a_fact(qwen):

@@ -7,7 +7,11 @@ controls' scores (issue 27's targets: >= 60 units/hour for explain + detection +
 AUROC >= 0.85, random 0.5 +- 0.1).
 
     python bench/bench_autointerp.py [--model smollm2-135m] [--layer 15] [--explainer qwen2.5-coder-1.5b]
-        [--kinds planted random] [--n-units 8] [--dtype bfloat16] [--out out/bench-autointerp]
+        [--kinds planted random] [--n-units 8] [--dtype auto] [--out out/bench-autointerp]
+
+--dtype auto is what ``lmscope autointerp`` loads the explainer in: bfloat16 on a CPU with native bfloat16, float32
+where bfloat16 is emulated (AVX2 only). The table's file name says the dtype, and the page whether the CPU has
+native bfloat16.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch  # noqa: E402
 
 import lmscope  # noqa: E402
 from lmscope.methods.autointerp import LocalBackend, SampleConfig, ScoreConfig, autointerp  # noqa: E402
+from lmscope.model.precision import bfloat16_is_fast, bfloat16_slowdown, speed_dtype  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGES = {"explain": "explain", "simulate_many": "simulation", "detect_many": "detection", "fuzz_many": "fuzzing"}
@@ -79,10 +84,12 @@ def main() -> None:
     p.add_argument("--kinds", nargs="+", default=["planted", "random"])
     p.add_argument("--n-units", type=int, default=8)
     p.add_argument("--tokens", type=int, default=131072)
-    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     p.add_argument("--out", default="out/bench-autointerp")
     args = p.parse_args()
     torch.set_num_threads(2)
+    if args.dtype == "auto":
+        args.dtype = speed_dtype("cpu")
     lm = lmscope.load(args.model)
     explainer_lm = lmscope.load(args.explainer, dtype=args.dtype)
     timed = Timed(LocalBackend(explainer_lm))
@@ -96,7 +103,9 @@ def main() -> None:
     s = result.summary()
     lines = [f"# Autointerp throughput: explainer {args.explainer} ({args.dtype}), subject {args.model} "
              f"resid_post.{args.layer}", "",
-             f"{platform.machine()}, {torch.get_num_threads()} threads, {units} units ({', '.join(args.kinds)}); "
+             f"{platform.machine()}, {torch.get_num_threads()} threads, "
+             f"{'native' if bfloat16_is_fast('cpu') else 'no native'} bfloat16 (a bfloat16 matmul takes "
+             f"{bfloat16_slowdown('cpu'):.1f}x float32's), {units} units ({', '.join(args.kinds)}); "
              f"each unit: {cfg.explain_examples} excerpts explained, {cfg.score_top} top + {cfg.score_quantiles} "
              f"quantile + {cfg.score_random} random excerpts of a {cfg.window}-token window scored. "
              f"`python bench/bench_autointerp.py {command(args)}`.",
@@ -117,7 +126,7 @@ def main() -> None:
               for r in result.records]
     lines += ["", f"Measured {time.strftime('%Y-%m-%d')} on this CPU."]
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"autointerp-{args.explainer}-cpu.md"
+    path = RESULTS / f"autointerp-{args.explainer}-{args.dtype}-cpu.md"
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

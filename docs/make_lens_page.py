@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from pagekit import kept_section
+
 from lmscope import load_result
 from lmscope.viz.lens import comparison_figure, training_figure
 from lmscope.viz.report import save_figure
@@ -106,16 +108,6 @@ def section(train: Path, evaluation: Path, note: str = "") -> list[str]:
             f"![training of the tuned lens, {lens.model}](figures/lens-training-{name}.png)", ""]
 
 
-def kept_section(page: str, model: str) -> list[str]:
-    """The lines of ``model``'s section ("## model" up to the next "## ") in an earlier page."""
-    lines = page.split("\n")
-    if f"## {model}" not in lines:
-        raise SystemExit(f"--keep {model}: docs/lenses.md has no section '## {model}'")
-    start = lines.index(f"## {model}")
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    return lines[start:end]
-
-
 def main(argv: list[str]) -> None:
     """Write the page (each model's section ends with its note from :data:`NOTES`)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -127,7 +119,7 @@ def main(argv: list[str]) -> None:
     if len(folders) % 2:
         raise SystemExit("give (training folder, comparison folder) pairs")
     old = (DOCS / "lenses.md").read_text() if args.keep else ""
-    kept = [line for model in args.keep for line in kept_section(old, model)]
+    kept = [line for model in args.keep for line in kept_section(old, model, "docs/lenses.md")]
     pairs = list(zip(folders[::2], folders[1::2]))
     lines = ["# Lenses: the logit lens and the tuned lens", "",
              "Every residual stream read as a next-token prediction. The logit lens (nostalgebraist 2020) applies the "

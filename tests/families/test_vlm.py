@@ -91,6 +91,32 @@ def test_causal_checks_take_image_inputs():
     assert sens.same.shape == (1, 3) and sens.other.shape == (2, 3) and sens.other_prompts[1] == "The capital of"
 
 
+def test_sensitivity_at_the_image_tokens_reads_each_neurons_peak_over_the_patches(tmp_path):
+    """site='image': the key's maximum over the image positions, against brute force; text alone is one error."""
+    from lmscope.errors import InputError
+    from lmscope.methods.neurons import sensitivity
+
+    lm = lmscope.load((tiny_llava(), tiny_tokenizer()))
+    x, blank = inputs(1), inputs(1)
+    blank["pixel_values"] = torch.zeros_like(blank["pixel_values"])
+    neurons = [[0, 3], [1, 5], [1, 0]]
+    sens = sensitivity(lm, neurons, [x], [blank], quantile=0.5, site="image")
+    mask = x["input_ids"][0] == lm.model.config.image_token_id
+    for i, (layer, n) in enumerate(neurons):
+        for acts, row in ((sens.same, x), (sens.other, blank)):
+            _, cache = lm.run_with_cache(row, [Site(layer, "mlp_key")])
+            keys = cache[Site(layer, "mlp_key")][0, mask]  # (image tokens, d_mlp)
+            assert float(acts[0, i]) == pytest.approx(float(keys[:, n].max()), abs=1e-6)
+    last = sensitivity(lm, neurons, [x], [blank], quantile=0.5)
+    assert not torch.allclose(last.same, sens.same) and sens.summary()["site"] == "image"
+    sens.save(tmp_path / "s")
+    assert lmscope.load_result(tmp_path / "s").site == "image"
+    with pytest.raises(InputError, match="image inputs"):
+        sensitivity(lm, neurons, [x], ["The capital of"], site="image")
+    with pytest.raises(InputError, match="site"):
+        sensitivity(lm, neurons, [x], [], site="patch")
+
+
 def test_image_token_boxes_follow_the_pixels_a_dinov2_tower_is_given():
     """DINOv2 interpolates its position embeddings: the grid is the pixels' (as the bundled 112 x 112 smollm2-dino
     reads with a tower configured for 518), not the config's image_size."""

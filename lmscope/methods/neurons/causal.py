@@ -19,6 +19,7 @@ from lmscope.model.generate import pad_token
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
+from lmscope.model.vlm_layouts import image_token_id as config_image_token_id
 from lmscope.progress import tqdm
 from lmscope.running import Mean
 
@@ -147,15 +148,39 @@ def last_keys(lm: LM, prompts: Sequence[str | Mapping], layers: Sequence[int], b
     return torch.cat(out)
 
 
-def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str | Mapping], other: Sequence[str | Mapping],
-                quantile: float = 0.99) -> SensitivityResult:
-    """Activations of ``neurons`` at the last token of same-concept and other-concept prompts.
+def image_keys(lm: LM, prompts: Sequence[str | Mapping], layers: Sequence[int]) -> torch.Tensor:
+    """(n_prompts, n_layers, d_mlp) each neuron's peak MLP key over a model input's image tokens."""
+    token = config_image_token_id(lm.model.config)
+    sites = [Site(layer, "mlp_key") for layer in layers]
+    out = []
+    for prompt in prompts:
+        if token is None or not isinstance(prompt, Mapping):
+            raise InputError("sensitivity at the image tokens needs image inputs of a vision-language model (built "
+                             f"with its processor), got {_label(prompt, len(out))!r}")
+        inputs = dict(prompt)
+        inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
+        mask = inputs["input_ids"][0] == token  # (pos,)
+        if not bool(mask.any()):
+            raise InputError("an input holds no image tokens: build it with the model's processor")
+        _, cache = lm.run_with_cache(inputs, sites, stop_after=max(sites, key=lambda s: s.layer))
+        out.append(torch.stack([cache[s][0, mask].float().amax(0).cpu() for s in sites]))
+    return torch.stack(out)
 
-    A prompt is text or a model input (e.g. an image and its text from a processor). A neuron fires on a prompt
-    where it is in its layer's top ``1 - quantile`` there.
+
+def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str | Mapping], other: Sequence[str | Mapping],
+                quantile: float = 0.99, site: str = "last") -> SensitivityResult:
+    """Activations of ``neurons`` on same-concept and other-concept prompts.
+
+    A prompt is text or a model input (e.g. an image and its text from a processor). ``site``: ``last``, the last
+    token (Pan et al.'s neurons, found there); ``image``, each neuron's peak over the image tokens (one image input
+    per prompt: the neurons of patch maps act there). A neuron fires on a prompt where it is in its layer's top
+    ``1 - quantile`` at that site.
     """
     if not neurons:
         raise InputError("no neurons to check")
+    if site not in ("last", "image"):
+        raise InputError(f"site must be 'last' or 'image', got {site!r}")
+    read_keys = last_keys if site == "last" else image_keys
     layers = sorted({int(layer) for layer, _ in neurons})
     li = torch.tensor([layers.index(int(layer)) for layer, _ in neurons])
     ni = torch.tensor([int(n) for _, n in neurons])
@@ -163,7 +188,7 @@ def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str | Mapping], other: 
     def read(prompts: Sequence[str | Mapping]) -> tuple[torch.Tensor, torch.Tensor]:
         if not prompts:
             return torch.empty(0, len(neurons)), torch.empty(0, len(neurons))
-        keys = last_keys(lm, prompts, layers)  # (n, n_layers, d_mlp)
+        keys = read_keys(lm, prompts, layers)  # (n, n_layers, d_mlp)
         threshold = keys.quantile(quantile, dim=-1)  # (n, n_layers)
         acts = keys[:, li, ni]  # (n, n_neurons)
         return acts, (acts >= threshold[:, li]).float()
@@ -173,7 +198,8 @@ def sensitivity(lm: LM, neurons: Neurons, same: Sequence[str | Mapping], other: 
     return SensitivityResult(model=lm.name, neurons=[[int(a), int(b)] for a, b in neurons],
                              same_prompts=[_label(p, i) for i, p in enumerate(same)],
                              other_prompts=[_label(p, i) for i, p in enumerate(other)], same=same_acts,
-                             other=other_acts, same_fires=same_fires, other_fires=other_fires, quantile=quantile)
+                             other=other_acts, same_fires=same_fires, other_fires=other_fires, quantile=quantile,
+                             site=site)
 
 
 def _label(prompt: str | Mapping, i: int) -> str:

@@ -203,8 +203,9 @@ class OcclusionResult(Result):
 class SensitivityResult(Result):
     """Whether neurons found on some inputs fire on other inputs of the same concept and stay quiet on others.
 
-    A neuron fires on an input when its activation at the scored position is in the top ``quantile`` of its layer's
-    neurons there. ``same`` / ``other``: (n_inputs, n_neurons) activations on same- and other-concept inputs.
+    A neuron fires on an input when its activation at the scored site (``site``: ``last``, the last token; ``image``,
+    its peak over the image tokens) is in the top ``quantile`` of its layer's neurons there. ``same`` / ``other``:
+    (n_inputs, n_neurons) activations on same- and other-concept inputs.
     """
 
     model: str
@@ -216,6 +217,7 @@ class SensitivityResult(Result):
     same_fires: torch.Tensor  # (n_same, n_neurons) 0/1
     other_fires: torch.Tensor  # (n_other, n_neurons) 0/1
     quantile: float = 0.99
+    site: str = "last"
 
     @property
     def sensitivity(self) -> float:
@@ -233,7 +235,8 @@ class SensitivityResult(Result):
         return {"model": self.model, "neurons": len(self.neurons), "same_inputs": len(self.same_prompts),
                 "other_inputs": len(self.other_prompts), "sensitivity": _or_none(self.sensitivity),
                 "specificity": _or_none(self.specificity), "mean_activation_same": mean(self.same),
-                "mean_activation_other": mean(self.other), "quantile": self.quantile}
+                "mean_activation_other": mean(self.other), "quantile": self.quantile,
+                "site": self.site}
 
 
 @dataclass

@@ -99,8 +99,9 @@ def study(lm: LM, prompt: str, concept, others: list, font, k: int, random_sets:
     text = [dict(lm.tokenizer(f"{text_only} {prefix}".rstrip(), return_tensors="pt"))]
     regions = [row(lm, shuffled(image, seed=s), prompt, prefix) for s in range(3)]
     other = [row(lm, render(c, 112, SEED, font), prompt, prefix) for c in others]
-    checks = {name: sensitivity(lm, neurons, group, other if name == "visual" else [])
-              for name, group in (("visual", same), ("textual", text), ("regions", regions))}
+    checks = {name: sensitivity(lm, neurons, group, other if name == "visual" else [], site=site)
+              for name, group, site in (("visual", same, "image"), ("textual", text, "last"),
+                                        ("regions", regions, "image"))}
     lengths = batch["attention_mask"].sum(1).tolist()
     rows = [{"input_ids": batch["input_ids"][i:i + 1, :n], "attention_mask": batch["attention_mask"][i:i + 1, :n],
              "pixel_values": batch["pixel_values"][i:i + 1]} for i, n in enumerate(lengths)]
@@ -277,10 +278,11 @@ def study_lines(st: dict) -> list[str]:
              *neuron_rows(res.top_image[b][:5]), "", *occlusion_lines(st["occlusion"]), "",
              "Listed apart, by forward contribution at the predicting position:", "", *neuron_rows(res.top[b][:5])]
     vis, txt, reg = st["checks"]["visual"], st["checks"]["textual"], st["checks"]["regions"]
-    return lines + ["", f"Sensitivity of the image neurons (fires = top 1% of its layer at the predicting position): "
-                    f"other renderings {vis.sensitivity:.2f}, the caption as text without the image "
-                    f"{txt.sensitivity:.2f}, patches shuffled {reg.sensitivity:.2f}; specificity on other concepts' "
-                    f"images {vis.specificity:.2f}. {causal_text('image', st['causal']['image'])} "
+    return lines + ["", f"Sensitivity of the image neurons (fires = its peak over the image's patches is in the top "
+                    f"1% of its layer's): other renderings {vis.sensitivity:.2f}, patches shuffled "
+                    f"{reg.sensitivity:.2f}; specificity on other concepts' images {vis.specificity:.2f}; at the "
+                    f"predicting position of the caption as text without the image {txt.sensitivity:.2f}. "
+                    f"{causal_text('image', st['causal']['image'])} "
                     f"{causal_text('contribution', st['causal']['contribution'])}", ""]
 
 

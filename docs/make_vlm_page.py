@@ -195,6 +195,9 @@ PYTHON_API = ["## From Python", "",
               "result.top[0]             # listed apart: by forward contribution at the predicting position",
               "result.image_map(0, 0)    # word 0's first image neuron: its activation over the patch grid",
               "lmscope.neurons.occlusion_check(lm, inputs, result, 0).summary()  # its brightest patches covered",
+              "neurons = [[t[\"layer\"], t[\"neuron\"]] for t in result.top_image[0]]",
+              "lmscope.neurons.sensitivity(lm, neurons, same, other, site=\"image\")  # inputs of other images, "
+              "read at their patches",
               "lmscope.load_result(\"out/vlm-neurons\")   # a command's --out folder loads too",
               "```", "",
               "Gradient x activation differentiates the target token's logit (not its log-probability): the MLP key "

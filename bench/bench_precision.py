@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -34,17 +33,6 @@ def best(fn, *args, reps: int) -> float:
         fn(*args)
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def matmul_rows(sides: list[int], reps: int) -> list[tuple[str, float, float]]:
@@ -85,7 +73,7 @@ def main() -> None:
                      if getattr(torch.cpu, f"_is_{n}_supported", lambda: False)())
     lines = ["# bfloat16 against float32 on the CPU", "",
              f"`python bench/bench_precision.py --threads {args.threads} --tokens {args.tokens}`; "
-             f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+             f"{precision.cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
              f"CPU capability {torch.backends.cpu.get_cpu_capability()} "
              f"({caps or 'none of avx2 / avx512 / avx512_bf16 / amx'}). Best of {args.reps} after a warm-up.", "",
              f"lmscope's probe (`lmscope.model.precision.bfloat16_slowdown`, a 128 x 128 matmul on one thread): "

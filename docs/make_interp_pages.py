@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from lmscope import load_result
-from lmscope.viz.autointerp import PANELS, controls_text, example_units, scorer_cell, scores_figure
+from lmscope.viz.autointerp import PANELS, controls_text, example_units, scorer_cell, scores_figure, timing_text
 from lmscope.viz.patching import ioi_figure, patching_figure
 from lmscope.viz.report import save_figure
 
@@ -75,7 +75,7 @@ def autointerp_page(result, commands: str, notes: str = "") -> None:
         lines.append(f"| {kind} | {s['sites'].get(kind, '')} | {v['units']} | "
                      f"{' | '.join(scorer_cell(v['scorers'][n]) for n in names)} | "
                      f"{v['distinct']}/{v['units']} | {common} |")
-    lines += ["", controls_text(s["controls"]), "",
+    lines += ["", controls_text(s["controls"]), "", timing_text(s["timing"]), "",
               "![scores by unit kind](figures/autointerp-smollm2.png)", "",
               "Ten units of each kind, the best, the middle and the worst by detection AUROC:", ""]
     for kind in s["kinds"]:

@@ -85,5 +85,9 @@ def autointerp_command(args) -> int:
     print(f"explained by {names[0]}, scored by {names[1]} ({', '.join(summary['scorers'])})")
     for kind, row in summary["kinds"].items():
         print(f"  {kind} {_kind_line(row, summary['scorers'])}")
+    timing = summary["timing"]
+    if timing["units"]:
+        print(f"  {timing['seconds_per_unit']:.1f} s a unit, {timing['units_per_hour']:.0f} units an hour "
+              f"({timing['units']} timed)")
     print(f"{lm.name} {site} -> {out}")
     return 0

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -87,3 +89,25 @@ def warn_if_slow(dtype: torch.dtype, device: str | torch.device) -> None:
         log.warning("bfloat16 matmuls take %.0fx as long as float32 ones on this %s (no native bfloat16): the model "
                     "loads in bfloat16 as asked (half the memory), but --dtype float32 runs faster here",
                     bfloat16_slowdown(torch.device(device).type), torch.device(device).type.upper())
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def machine(device: str | torch.device = "cpu") -> str:
+    """The hardware a computation on ``device`` runs on, in words (the CPU's name and threads, or the GPU's name)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    fast = "native bfloat16" if bfloat16_is_fast("cpu") else "no native bfloat16"
+    return f"{cpu_name()} ({fast}), {torch.get_num_threads()} threads"

@@ -111,6 +111,19 @@ def example_units(result, kind: str, n: int) -> list[dict]:
     return list({id(r): r for r in picks}.values())
 
 
+def timing_text(timing: dict) -> str:
+    """The run's wall time in words: seconds a unit per stage, units an hour, and where the units were scored."""
+    if not timing or not timing.get("units"):
+        return "Time: no unit of this run was timed."
+    stages = ", ".join(f"{name} {s:.1f} s" for name, s in timing["stages"].items())
+    hour = f"{timing['units_per_hour']:.0f} units an hour with every scorer"
+    if timing.get("units_per_hour_without_simulation") and "simulation" in timing["stages"]:
+        hour += f", {timing['units_per_hour_without_simulation']:.0f} with explain, detection and fuzzing alone"
+    where = "; ".join(f"{m or 'unnamed'} ({n} units)" for m, n in timing["scored_on"].items())
+    return (f"Time: {timing['units']} units timed, {timing['seconds_per_unit']:.1f} s a unit ({stages}): {hour}. "
+            f"Scored on {where}.")
+
+
 def autointerp_report(result, report: HtmlReport | None = None, examples: int = 10) -> HtmlReport:
     """The per-kind table, the controls' verdict, the figure, and ten examples per kind (best, middle, worst)."""
     s = result.summary()
@@ -126,6 +139,7 @@ def autointerp_report(result, report: HtmlReport | None = None, examples: int = 
                   for k, v in s["kinds"].items()])
     report.text("Each scorer: mean [bootstrap 95% CI]; acc is the mean balanced accuracy at the scorer's yes/no.")
     report.text(controls_text(s["controls"]))
+    report.text(timing_text(s.get("timing", {})))
     degenerate = [k for k, v in s["kinds"].items() if v["most_common_share"] and v["most_common_share"] > 0.5]
     if degenerate:
         report.text(f"Degenerate explainer: one sentence explains most units of {', '.join(degenerate)}; "

@@ -42,6 +42,18 @@ def test_devices_that_are_not_measured():
         assert precision.bfloat16_slowdown("cuda") == float("inf")  # no GPU: never "fast"
 
 
+def test_the_machine_is_named_with_its_bfloat16_and_threads(slow, fast, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_name", lambda: "Some CPU")
+    monkeypatch.setattr(precision, "bfloat16_slowdown", lambda device_type="cpu": 30.0)
+    threads = torch.get_num_threads()
+    assert precision.machine("cpu") == f"Some CPU (no native bfloat16), {threads} threads"
+    monkeypatch.setattr(precision, "bfloat16_slowdown", lambda device_type="cpu": 0.8)
+    assert precision.machine(torch.device("cpu")) == f"Some CPU (native bfloat16), {threads} threads"
+    assert precision.machine("meta") == "meta"
+    monkeypatch.undo()
+    assert precision.cpu_name()  # /proc/cpuinfo's model name here, else the machine type
+
+
 def test_autocast_is_left_off_where_bfloat16_is_slow(slow, caplog):
     with caplog.at_level(logging.WARNING):
         assert precision.fast_autocast(True, "cpu", "sae train") is False

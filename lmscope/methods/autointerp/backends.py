@@ -52,6 +52,7 @@ from lmscope.methods.autointerp.config import check_url
 from lmscope.model.generate import greedy
 from lmscope.model.kv import continuation_logits
 from lmscope.model.lm import LM
+from lmscope.model.precision import machine
 
 log = logging.getLogger(__name__)
 PROMPTS = Path(__file__).resolve().parent / "prompts"
@@ -195,6 +196,7 @@ class Backend:
 
     max_value = 10
     chat = True  # explain takes the chat explainer prompt (explainer_chat.txt); False: Bills et al.'s completion
+    runs_on = ""  # what answers, in words (a model, its dtype and the machine; an endpoint): each record says it
 
     def explain(self, prompt: str) -> str:
         raise NotImplementedError
@@ -227,6 +229,7 @@ class LocalBackend(Backend):
         if judge not in ("quote", "yes-no"):
             raise ConfigError(f"judge must be quote or yes-no, got {judge!r}")
         self.lm, self.prompts, self.explanation_tokens, self.judge = lm, prompts, explanation_tokens, judge
+        self.runs_on = f"{lm.name}, {str(lm.dtype).removeprefix('torch.')}, on {machine(lm.device)}"
         tok = lm.tokenizer
         has_template = bool(getattr(tok, "chat_template", None))
         if chat == "on" and not has_template:
@@ -358,6 +361,7 @@ class HttpBackend(Backend):
         self.cache.mkdir(parents=True, exist_ok=True)
         self.timeout, self.retries, self.budget, self.backoff = timeout, retries, budget, backoff
         self.prompts, self.explanation_tokens, self.concurrency = prompts, explanation_tokens, concurrency
+        self.runs_on = f"{model} at {base_url}"
         self.sent = 0  # requests sent by this run (cache hits excluded)
         self.malformed = 0
         self.lock = threading.Lock()  # requests may run in parallel threads

@@ -81,7 +81,7 @@ class AutointerpResult(Result):
                 "excerpts": {"explain": self.config.explain_examples, "score_top": self.config.score_top,
                              "score_quantiles": self.config.score_quantiles, "score_random": self.config.score_random,
                              "tokens": self.config.seq_len, "window": self.config.window},
-                "kinds": kinds, "controls": controls(kinds)}
+                "kinds": kinds, "controls": controls(kinds), "timing": timing(self.records)}
 
     def _scorer(self, kind: str, key: str) -> dict:
         values = self.scores(kind, key)
@@ -116,6 +116,29 @@ def controls(kinds: dict) -> dict:
             "random_ci": stat("random", "detection", "ci95") or [None, None],
             "planted_ok": None if planted["detection"] is None else planted["detection"] >= PLANTED_MIN,
             "random_ok": None if random["detection"] is None else abs(random["detection"] - 0.5) <= RANDOM_BAND}
+
+
+def timing(records: list[dict]) -> dict:
+    """Wall time of the scored units: mean seconds a unit per stage and in all, units an hour, and where they ran.
+
+    ``units_per_hour`` counts every stage that ran; ``units_per_hour_without_simulation`` explain, detection and
+    fuzzing alone (the cheap scorers). ``scored_on``: units per backend description (a run resumed on another machine
+    names both). Records written before timing was kept (no ``seconds``) are left out.
+    """
+    timed = [r for r in records if r.get("seconds")]
+    stages: dict[str, float] = {}
+    for name in dict.fromkeys(k for r in timed for k in r["seconds"]):
+        values = [r["seconds"][name] for r in timed if name in r["seconds"]]
+        stages[name] = sum(values) / len(values)
+
+    def per_hour(names) -> float | None:
+        total = sum(stages.get(n, 0.0) for n in names)
+        return 3600 / total if total > 0 else None
+
+    return {"units": len(timed), "seconds_per_unit": sum(stages.values()) if timed else None, "stages": stages,
+            "units_per_hour": per_hour(stages),
+            "units_per_hour_without_simulation": per_hour([n for n in stages if n != "simulation"]),
+            "scored_on": dict(Counter(r.get("scored_on", "") for r in timed))}
 
 
 def scorers(cfg: ScoreConfig) -> list[str]:
@@ -204,6 +227,7 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
     sets = unit_sets(lm, sae, site, cfg)
     data = collect(lm, sets, cfg)
     todo = [(u.name, j, unit) for u in sets for j, unit in enumerate(u.unit_ids)]
+    scored_on = " / ".join(dict.fromkeys(getattr(b, "runs_on", "") for b in (explainer, simulator)))
     with run.writer() as write:
         for kind, j, unit in tqdm(todo, desc="autointerp units", unit="unit"):
             key = f"{kind}:{unit}"
@@ -218,7 +242,8 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
                        "note": "never active on the excerpts read"})
                 continue
             record = score_unit(explainer, simulator, excerpts, score_cfg, unit=key, seed=int(gen.initial_seed()))
-            write({"key": key, "kind": kind, "unit": unit, **label, **record, "rows": excerpts["rows"]})
+            write({"key": key, "kind": kind, "unit": unit, **label, **record, "rows": excerpts["rows"],
+                   "scored_on": scored_on})
     records = [run.done[f"{k}:{u}"] for k, _, u in todo]
     return AutointerpResult(model=lm.name, sites={u.name: str(u.site) for u in sets}, records=records,
                             explainer=names[0], simulator=names[1], config=cfg, score_config=score_cfg)

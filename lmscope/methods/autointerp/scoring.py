@@ -20,7 +20,9 @@ infinity: its weights or dtype), not a score.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
+from contextlib import contextmanager
 
 import torch
 
@@ -156,33 +158,49 @@ def _classify(probs: list[float | None], n_positive: int, unit: str, what: str) 
     return auroc(pos, neg), balanced_accuracy(pos, neg), sum(p is None for p in probs)
 
 
+@contextmanager
+def _timed(seconds: dict, stage: str):
+    """Add the wall time of the block to ``seconds[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
 def score_unit(explainer, simulator, excerpts: dict, cfg, unit: str = "?", seed: int = 0) -> dict:
-    """Explanation, its three scores and the count of unreadable answers of one unit (named ``unit``).
+    """Explanation, its three scores, the count of unreadable answers and each stage's seconds of one unit.
 
     ``excerpts``: {"explain": [(tokens, values)], "top": [...], "random": [...]}, values as (seq,) tensors; "top"
     holds every activating scoring excerpt (the top and quantile ones). ``cfg``: a :class:`ScoreConfig`; ``seed``
-    draws the fuzzing decoys. A non-finite activation, simulated value or probability is an :class:`ArtifactError`
-    naming ``unit``.
+    draws the fuzzing decoys; ``unit`` names the unit in errors. A non-finite activation, simulated value or
+    probability is an :class:`ArtifactError` naming ``unit``. ``seconds``: wall time of explain and of each scorer.
     """
     explain, top, rand = excerpts["explain"], excerpts["top"], excerpts["random"]
     for _, values in explain + top + rand:
         _finite(values, unit, "an activation")
     prompt = explainer_prompt([t for t, _ in explain], [v for _, v in explain], explainer.max_value, cfg.prompts,
                               getattr(explainer, "chat", False), cfg.mark)
-    explanation = explainer.explain(prompt)
-    record: dict = {"explanation": explanation, "score": None, "malformed": 0, "scored_excerpts": len(top + rand)}
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "explain"):
+        explanation = explainer.explain(prompt)
+    record: dict = {"explanation": explanation, "score": None, "malformed": 0, "scored_excerpts": len(top + rand),
+                    "seconds": seconds}
     if cfg.simulation:
-        r, bad = _simulation(simulator, explanation, top + rand, unit)
+        with _timed(seconds, "simulation"):
+            r, bad = _simulation(simulator, explanation, top + rand, unit)
         record.update(score=None if math.isnan(r) else r, malformed=bad)
     if cfg.detection:
-        probs = simulator.detect_many(explanation, ["".join(t) for t, _ in top + rand])
+        with _timed(seconds, "detection"):
+            probs = simulator.detect_many(explanation, ["".join(t) for t, _ in top + rand])
         _put(record, "detection", _classify(probs, len(top), unit, "a detection probability"))
     if cfg.fuzzing and top:
         gen = torch.Generator().manual_seed(seed)
         where = [marks(v, cfg.mark) for _, v in top]
         texts = [marked_text(t, w) for (t, _), w in zip(top, where)]
         texts += [marked_text(t, _decoys(w, gen)) for (t, _), w in zip(top, where)]
-        probs = simulator.fuzz_many(explanation, texts)
+        with _timed(seconds, "fuzzing"):
+            probs = simulator.fuzz_many(explanation, texts)
         _put(record, "fuzzing", _classify(probs, len(top), unit, "a fuzzing probability"))
     return record
 

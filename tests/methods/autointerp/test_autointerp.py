@@ -75,6 +75,7 @@ def test_a_matching_explanation_scores_high_and_a_wrong_one_low():
 def test_local_simulator_reads_expected_values_after_one_shared_prefix(lm, monkeypatch):
     backend = LocalBackend(lm)
     assert backend.max_value == 10
+    assert backend.runs_on.startswith(f"{lm.name}, float32, on ") and "threads" in backend.runs_on
     excerpts = [[" The", " Paris", " is"], [" a", " city"], [" the", " Eiffel", " Tower", " is"]]
     backend.simulate("warm", ["x"])  # probes the model's KV cache once
     calls, real = [], lm.model.forward
@@ -171,9 +172,19 @@ def test_run_units_disjoint_excerpts_resume_and_errors(lm, corpus, tmp_path, mon
         autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "killed", sae=sae)
     monkeypatch.setattr(run_module, "score_unit", real)
     resumed = autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "killed", sae=sae)
-    assert resumed.records == whole.records
+
+    def untimed(records):  # wall times differ between runs; everything else is the same
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    assert untimed(resumed.records) == untimed(whole.records)
     back = lmscope.load_result(whole.save(tmp_path / "r"))
     assert back.summary() == json.loads(json.dumps(summary))
+    timed = [r for r in whole.records if r.get("seconds")]
+    assert timed and all(set(r["seconds"]) == {"explain", "simulation", "detection", "fuzzing"} for r in timed)
+    assert all(r["scored_on"] == "" for r in timed)  # the fake backend does not say where it runs
+    timing = summary["timing"]
+    assert timing["units"] == len(timed) and timing["scored_on"] == {"": len(timed)}
+    assert timing["seconds_per_unit"] == pytest.approx(sum(timing["stages"].values()))
+    assert timing["units_per_hour"] == pytest.approx(3600 / timing["seconds_per_unit"])
     with pytest.raises(lmscope.InputError, match="out of range"):
         autointerp(lm, site, SampleConfig(kinds=("sae",), units=(64,), corpus=corpus, split="all", tokens=512,
                                           fit_tokens=256), ScoreConfig(), fake, fake, tmp_path / "bad", sae=sae)
@@ -490,6 +501,25 @@ def test_the_summary_and_report_judge_the_controls_and_show_a_degenerate_explain
     without = run_module.AutointerpResult("m", {}, [r for r in good.records if r["kind"] == "sae"], "e", "s")
     assert without.summary()["controls"]["planted_ok"] is None
     assert "not run" in autointerp_report(without).render()
+
+
+def test_the_summary_and_report_give_units_an_hour_and_where_they_were_scored():
+    from lmscope.viz.autointerp import autointerp_report, timing_text
+
+    result = _result([0.9, 0.9], [0.5, 0.5], ["cities"])
+    for i, r in enumerate(result.records):
+        r["seconds"] = {"explain": 2.0, "simulation": 10.0, "detection": 4.0, "fuzzing": 4.0 + 2 * (i % 2)}
+        r["scored_on"] = "qwen, float32, on CPU A" if i < 4 else "qwen, bfloat16, on GPU B"
+    result.records.append({**result.records[0], "unit": 9, "seconds": {}})  # never active: not timed
+    timing = result.summary()["timing"]
+    assert timing["units"] == 7 and timing["stages"]["fuzzing"] == pytest.approx(34 / 7)
+    assert timing["seconds_per_unit"] == pytest.approx(16 + 34 / 7)
+    assert timing["units_per_hour_without_simulation"] == pytest.approx(3600 / (6 + 34 / 7))
+    assert timing["scored_on"] == {"qwen, float32, on CPU A": 4, "qwen, bfloat16, on GPU B": 3}
+    text = timing_text(timing)
+    assert "7 units timed" in text and f"{3600 / (16 + 34 / 7):.0f} units an hour" in text
+    assert "qwen, bfloat16, on GPU B (3 units)" in text and text in autointerp_report(result).render()
+    assert timing_text({}) == "Time: no unit of this run was timed."
 
 
 def test_examples_come_from_the_best_the_middle_and_the_worst():

@@ -44,6 +44,10 @@ class SampleConfig(CorpusConfig):
         "max_items": len(UNIT_KINDS)})
     n_units: int = field(default=50, metadata={"help": "units of each kind (sampled among those that fire)",
                                                "min": 1, "max": 100_000})
+    n_baseline_units: int = field(default=0, metadata={
+        "help": "units of each baseline kind (random, pca, ica) when it should differ from n-units (0: n-units; "
+                "Cunningham et al. compare against fewer baseline directions than features)", "min": 0,
+        "max": 100_000})
     units: tuple[int, ...] = field(default=(), metadata={
         "help": "explicit SAE feature / neuron indices instead of a sample (for the sae and neurons kinds)",
         "min": 0, "max": 2**31 - 1, "max_items": 100_000})
@@ -77,7 +81,7 @@ class SampleConfig(CorpusConfig):
             raise ConfigError(f"unit kinds must be among {', '.join(UNIT_KINDS)}, each once, got {list(self.kinds)}")
         super().__post_init__()
         check.at_least(self, 1, "n_units", "tokens", "fit_tokens", "explain_examples", "score_top")
-        check.at_least(self, 0, "score_random", "score_quantiles", "window")
+        check.at_least(self, 0, "score_random", "score_quantiles", "window", "n_baseline_units")
         check.bounds(self)
         if self.tokens < self.seq_len:
             raise ConfigError(f"tokens ({self.tokens}) must be at least one excerpt of seq-len ({self.seq_len}) "

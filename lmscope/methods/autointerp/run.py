@@ -172,10 +172,10 @@ def unit_sets(lm: LM, sae: Units | None, site: Site, cfg: SampleConfig) -> list[
     neuron_site = lm.check(Site(site.layer, "mlp_key"))
     fit = fit_activations(lm, [site, neuron_site] if "neurons" in cfg.kinds else [site], cfg)
     gen = torch.Generator().manual_seed(cfg.unit_seed)
-    x, n = fit[site], cfg.n_units
+    x, n, nb = fit[site], cfg.n_units, cfg.n_baseline_units or cfg.n_units
     makers = {"sae": lambda: sae_units(sae, x, n, gen, cfg.units), "neurons": lambda: neuron_units(
-        neuron_site, fit.get(neuron_site), n, gen, cfg.units), "random": lambda: random_units(site, x, n, gen),
-        "pca": lambda: pca_units(site, x, n), "ica": lambda: ica_units(site, x, n, gen),
+        neuron_site, fit.get(neuron_site), n, gen, cfg.units), "random": lambda: random_units(site, x, nb, gen),
+        "pca": lambda: pca_units(site, x, nb), "ica": lambda: ica_units(site, x, nb, gen),
         "planted": lambda: planted_units(Site(0, "embed"), lm.model.get_input_embeddings().weight, lm.tokenizer)}
     return [makers[k]() for k in cfg.kinds]
 
@@ -211,9 +211,24 @@ def _excerpts(lm: LM, data: Excerpts, kind: str, j: int, cfg: SampleConfig, gen:
             "random": rows(split.score_random, random=True), "rows": asdict(split)}
 
 
+def in_turn(todo: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """(kind, index, unit) items taken in turn across kinds: the first of every kind, then the second, ...
+
+    A long run stopped part way (it resumes) then holds about as many units of every kind, so what it has so far
+    already compares the kinds.
+    """
+    by_kind: dict[str, list] = {}
+    for item in todo:
+        by_kind.setdefault(item[0], []).append(item)
+    rounds = max((len(v) for v in by_kind.values()), default=0)
+    return [items[i] for i in range(rounds) for items in by_kind.values() if i < len(items)]
+
+
 def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, explainer, simulator,
                out, sae: Units | torch.nn.Module | None = None, names: tuple[str, str] = ("", "")) -> AutointerpResult:
     """Explain and score ``cfg.n_units`` units of every kind at ``site``'s layer; records resume in ``out``.
+
+    Units are scored in turn across kinds (:func:`in_turn`); the result lists them by kind.
 
     ``sae``: the SAE's features (``sae.units(site)``), or the SAE itself.
     """
@@ -226,10 +241,10 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
     run = Run(out, settings, key="key")
     sets = unit_sets(lm, sae, site, cfg)
     data = collect(lm, sets, cfg)
-    todo = [(u.name, j, unit) for u in sets for j, unit in enumerate(u.unit_ids)]
+    todo = [(u.name, j, unit) for u in sets for j, unit in enumerate(u.unit_ids)]  # the result's order: by kind
     scored_on = " / ".join(dict.fromkeys(getattr(b, "runs_on", "") for b in (explainer, simulator)))
     with run.writer() as write:
-        for kind, j, unit in tqdm(todo, desc="autointerp units", unit="unit"):
+        for kind, j, unit in tqdm(in_turn(todo), desc="autointerp units", unit="unit"):
             key = f"{kind}:{unit}"
             if key in run.done:
                 continue

@@ -3,6 +3,7 @@
 
 import functools
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -171,6 +172,8 @@ def test_run_units_disjoint_excerpts_resume_and_errors(lm, corpus, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "killed", sae=sae)
     monkeypatch.setattr(run_module, "score_unit", real)
+    written = [json.loads(line)["kind"] for line in (tmp_path / "killed" / "records.jsonl").read_text().splitlines()]
+    assert written == list(cfg.kinds)  # scored in turn across kinds: six records, one of each, before the kill
     resumed = autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "killed", sae=sae)
 
     def untimed(records):  # wall times differ between runs; everything else is the same
@@ -403,6 +406,16 @@ def test_more_directions_than_the_site_has_dimensions(kind, lm, corpus, tmp_path
         assert "NaN" not in json.dumps(result.summary())
 
 
+def test_baseline_kinds_take_their_own_number_of_units(lm, corpus, tmp_path):
+    fake = Silent("the word Paris")
+    cfg = small(corpus, kinds=("neurons", "random", "pca", "ica"), n_units=3, n_baseline_units=2)
+    result = autointerp(lm, lmscope.Site(1, "resid_post"), cfg, ScoreConfig(), fake, fake, tmp_path / "b")
+    count = Counter(r["kind"] for r in result.records)
+    assert count == {"neurons": 3, "random": 2, "pca": 2, "ica": 2}
+    with pytest.raises(lmscope.ConfigError, match="n-baseline-units must be a number >= 0"):
+        small(corpus, n_baseline_units=-1)
+
+
 def test_an_empty_corpus_is_one_clear_error(lm, tmp_path):
     (tmp_path / "empty.txt").write_text("")
     fake = Silent("x")
@@ -529,3 +542,10 @@ def test_examples_come_from_the_best_the_middle_and_the_worst():
     picked = [r["detection"] for r in example_units(result, "planted", 10)]
     assert len(picked) == 10 and picked[0] == pytest.approx(29 / 30) and picked[-1] == 0.0
     assert any(0.4 < p < 0.6 for p in picked)
+
+
+def test_units_are_scored_in_turn_across_kinds_of_different_sizes():
+    todo = [("sae", 0, 7), ("sae", 1, 3), ("sae", 2, 9), ("planted", 0, 0), ("random", 0, 5), ("random", 1, 6)]
+    assert run_module.in_turn(todo) == [("sae", 0, 7), ("planted", 0, 0), ("random", 0, 5), ("sae", 1, 3),
+                                        ("random", 1, 6), ("sae", 2, 9)]
+    assert run_module.in_turn([]) == []

@@ -8,6 +8,10 @@ AUROC >= 0.85, random 0.5 +- 0.1).
 
     python bench/bench_autointerp.py [--model smollm2-135m] [--layer 15] [--explainer qwen2.5-coder-1.5b]
         [--kinds planted random] [--n-units 8] [--dtype auto] [--out out/bench-autointerp]
+    python bench/bench_autointerp.py --from-run out/autointerp/RUN   # the table of a finished run, not run again
+
+The times are the ones every unit's record keeps (explain and each scorer, wall clock); --from-run reads them from
+any finished ``lmscope autointerp`` folder (its result/), e.g. a long comparison, and names the machine(s) it ran on.
 
 --dtype auto is what ``lmscope autointerp`` loads the explainer in: bfloat16 on a CPU with native bfloat16, float32
 where bfloat16 is emulated (AVX2 only). The table's file name says the dtype, and the page whether the CPU has
@@ -18,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -31,41 +33,19 @@ from lmscope.methods.autointerp import LocalBackend, SampleConfig, ScoreConfig, 
 from lmscope.model.precision import bfloat16_is_fast, bfloat16_slowdown, speed_dtype  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STAGES = {"explain": "explain", "simulate_many": "simulation", "detect_many": "detection", "fuzz_many": "fuzzing"}
 
 
-class Timed:
-    """A backend whose every stage call is timed (seconds summed per stage, calls counted)."""
-
-    def __init__(self, backend):
-        self.backend, self.seconds, self.calls = backend, defaultdict(float), defaultdict(int)
-
-    def __getattr__(self, name):
-        attr = getattr(self.backend, name)
-        if name not in STAGES:
-            return attr
-
-        def timed(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                self.seconds[STAGES[name]] += time.perf_counter() - start
-                self.calls[STAGES[name]] += 1
-        return timed
-
-
-def table(timed: Timed, units: int, harvest_s: float) -> list[str]:
-    per = {stage: timed.seconds[stage] / units for stage in STAGES.values()}
-    rows = ["| stage | calls | s / unit | units / hour |", "|---|---|---|---|"]
-    for stage, s in per.items():
-        speed = f"{s:.1f} | {3600 / s:.0f}" if s else "- | -"
-        rows.append(f"| {stage} | {timed.calls[stage]} | {speed} |")
-    for name, parts in (("explain + detection + fuzzing", ("explain", "detection", "fuzzing")),
-                        ("explain + all three scorers", tuple(per))):
-        s = sum(per[p] for p in parts)
-        rows.append(f"| **{name}** | | {s:.1f} | **{3600 / s:.0f}** |")
-    rows.append(f"| excerpts (harvest + units, once per run) | | {harvest_s:.0f} s in all | |")
+def table(timing: dict, harvest_s: float | None) -> list[str]:
+    """The per-stage table of a run's timing (:meth:`AutointerpResult.summary`'s ``timing``)."""
+    rows = ["| stage | s / unit | units / hour |", "|---|---|---|"]
+    for stage, s in timing["stages"].items():
+        rows.append(f"| {stage} | {s:.1f} | {3600 / s:.0f} |" if s else f"| {stage} | - | - |")
+    cheap = [timing["stages"].get(n, 0.0) for n in ("explain", "detection", "fuzzing")]
+    rows.append(f"| **explain + detection + fuzzing** | {sum(cheap):.1f} | **{3600 / sum(cheap):.0f}** |")
+    rows.append(f"| **explain + every scorer run** | {timing['seconds_per_unit']:.1f} | "
+                f"**{timing['units_per_hour']:.0f}** |")
+    if harvest_s is not None:
+        rows.append(f"| excerpts (harvest + units, once per run) | {harvest_s:.0f} s in all | |")
     return rows
 
 
@@ -74,6 +54,35 @@ def command(args) -> str:
     def value(v):
         return " ".join(map(str, v)) if isinstance(v, list) else str(v)
     return " ".join(f"--{k.replace('_', '-')} {value(v)}" for k, v in vars(args).items())
+
+
+def measure(args):
+    """Run the pipeline on ``args``' units; (result, seconds outside the units: harvest, unit sets, loading)."""
+    torch.set_num_threads(2)
+    if args.dtype == "auto":
+        args.dtype = speed_dtype("cpu")
+    lm = lmscope.load(args.model)
+    explainer = LocalBackend(lmscope.load(args.explainer, dtype=args.dtype))
+    cfg = SampleConfig(kinds=tuple(args.kinds), n_units=args.n_units, tokens=args.tokens, fit_tokens=32768)
+    start = time.perf_counter()
+    result = autointerp(lm, lmscope.Site(args.layer, "resid_post"), cfg, ScoreConfig(), explainer, explainer,
+                        args.out, names=(args.explainer, args.explainer))
+    timing = result.summary()["timing"]
+    return result, time.perf_counter() - start - timing["seconds_per_unit"] * timing["units"]
+
+
+def header(result, args) -> list[str]:
+    """The table's title and what was run (a measured run, or a finished run read back)."""
+    cfg, s = result.config, result.summary()
+    kinds = ", ".join(f"{v['units']} {k}" for k, v in s["kinds"].items())
+    how = (f"Read from the finished run {args.from_run}" if args.from_run else
+           f"`python bench/bench_autointerp.py {command(args)}`; {'native' if bfloat16_is_fast('cpu') else 'no native'}"
+           f" bfloat16 here (a bfloat16 matmul takes {bfloat16_slowdown('cpu'):.1f}x float32's)")
+    return [f"# Autointerp throughput: explainer {result.explainer}, subject {result.model} "
+            f"{', '.join(sorted(set(result.sites.values())))}", "",
+            f"{kinds}; each unit: {cfg.explain_examples} excerpts explained, {cfg.score_top} top + "
+            f"{cfg.score_quantiles} quantile + {cfg.score_random} random excerpts of a {cfg.window}-token window "
+            f"scored. Run on: {'; '.join(f'{m} ({n} units)' for m, n in s['timing']['scored_on'].items())}. {how}."]
 
 
 def main() -> None:
@@ -86,32 +95,18 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=131072)
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     p.add_argument("--out", default="out/bench-autointerp")
+    p.add_argument("--from-run", help="a finished lmscope autointerp folder: write its table, run nothing")
     args = p.parse_args()
-    torch.set_num_threads(2)
-    if args.dtype == "auto":
-        args.dtype = speed_dtype("cpu")
-    lm = lmscope.load(args.model)
-    explainer_lm = lmscope.load(args.explainer, dtype=args.dtype)
-    timed = Timed(LocalBackend(explainer_lm))
-    cfg = SampleConfig(kinds=tuple(args.kinds), n_units=args.n_units, tokens=args.tokens, fit_tokens=32768)
-    start = time.perf_counter()
-    result = autointerp(lm, lmscope.Site(args.layer, "resid_post"), cfg, ScoreConfig(), timed, timed, args.out,
-                        names=(args.explainer, args.explainer))
-    total = time.perf_counter() - start
-    units = len(result.records)
-    harvest_s = total - sum(timed.seconds.values())
+    if args.from_run:
+        result, harvest_s = lmscope.load_result(Path(args.from_run) / "result"), None
+    else:
+        result, harvest_s = measure(args)
     s = result.summary()
-    lines = [f"# Autointerp throughput: explainer {args.explainer} ({args.dtype}), subject {args.model} "
-             f"resid_post.{args.layer}", "",
-             f"{platform.machine()}, {torch.get_num_threads()} threads, "
-             f"{'native' if bfloat16_is_fast('cpu') else 'no native'} bfloat16 (a bfloat16 matmul takes "
-             f"{bfloat16_slowdown('cpu'):.1f}x float32's), {units} units ({', '.join(args.kinds)}); "
-             f"each unit: {cfg.explain_examples} excerpts explained, {cfg.score_top} top + {cfg.score_quantiles} "
-             f"quantile + {cfg.score_random} random excerpts of a {cfg.window}-token window scored. "
-             f"`python bench/bench_autointerp.py {command(args)}`.",
-             "", *table(timed, units, harvest_s), "",
-             f"Whole run {total / 60:.1f} min. Target: at least 60 units/hour for explain + detection + fuzzing.", "",
-             "## Controls (the same run)", "",
+    if not s["timing"]["units"]:
+        raise SystemExit(f"{args.from_run}: no unit of this run was timed (written before units kept their times)")
+    lines = [*header(result, args), "", *table(s["timing"], harvest_s), "",
+             "Target: at least 60 units/hour for explain + detection + fuzzing.", "",
+             "## Controls and kinds (the same run)", "",
              "| kind | units | simulation r | detection AUROC | fuzzing AUROC | distinct explanations |",
              "|---|---|---|---|---|---|"]
     for kind, v in s["kinds"].items():
@@ -119,14 +114,17 @@ def main() -> None:
                  for n in ("simulation", "detection", "fuzzing")]
         lines.append(f"| {kind} | {v['units']} | {' | '.join(cells)} | {v['distinct']}/{v['units']} |")
     c = s["controls"]
-    lines += ["", f"Planted mean detection >= 0.85: {c['planted_ok']}; random within 0.5 +- 0.1: {c['random_ok']}.",
-              "", "Explanations:", ""]
-    lines += [f"- {r['kind']} {r['unit']}{' (' + r['label'] + ')' if r.get('label') else ''}: "
-              f"{r['explanation']!r} (detection {r.get('detection')}, fuzzing {r.get('fuzzing')})"
-              for r in result.records]
-    lines += ["", f"Measured {time.strftime('%Y-%m-%d')} on this CPU."]
+    lines += ["", f"Planted mean detection >= 0.85: {c['planted_ok']}; random within 0.5 +- 0.1: {c['random_ok']}."]
+    if len(result.records) <= 40:
+        lines += ["", "Explanations:", ""]
+        lines += [f"- {r['kind']} {r['unit']}{' (' + r['label'] + ')' if r.get('label') else ''}: "
+                  f"{r['explanation']!r} (detection {r.get('detection')}, fuzzing {r.get('fuzzing')})"
+                  for r in result.records]
+    lines += ["", f"Written {time.strftime('%Y-%m-%d')}."]
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"autointerp-{args.explainer}-{args.dtype}-cpu.md"
+    dtype = "-".join(sorted({m.split(", ")[1] for m in s["timing"]["scored_on"] if m.count(", ") >= 2})) or "unknown"
+    device = "gpu" if any("cuda" in m.lower() or "nvidia" in m.lower() for m in s["timing"]["scored_on"]) else "cpu"
+    path = RESULTS / f"autointerp-{result.explainer}-{dtype}-{device}.md"
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -59,7 +59,14 @@ def test_image_neurons_on_a_tiny_llava():
     key = cache[Site(first["layer"], "mlp_key")][0, 1:17, first["neuron"]]  # the 16 image tokens
     assert torch.allclose(res.patch_map(0, 0).flatten(), key)
     assert res.target_ids[0] == int(lm(x)[0, -1].argmax())
-    assert "<image>" not in res.prompts[0]
+    tokenizer = lm.tokenizer
+    image = tokenizer.decode([IMAGE_TOKEN])  # an ordinary word of the tiny vocabulary, shown as <image>
+    assert res.prompts[0] == tokenizer.decode([1, IMAGE_TOKEN, 4, 5, 6]).replace(image, "<image>")  # 16 tokens, once
+    from lmscope.methods.neurons.vision import shown_prompt
+    two = shown_prompt(lm, torch.tensor([7, IMAGE_TOKEN, IMAGE_TOKEN, 8, IMAGE_TOKEN]),
+                       torch.tensor([False, True, True, False, True]))
+    assert two == tokenizer.decode([7, IMAGE_TOKEN, 8, IMAGE_TOKEN]).replace(image, "<image>")
+    assert two.count("<image>") == 2 and res.prompts[0].count("<image>") == 1
 
 
 def test_an_image_on_a_text_model_is_one_clear_error():

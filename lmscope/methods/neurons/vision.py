@@ -65,6 +65,22 @@ def _grid(n: int, grid: tuple[int, int] | None, known: tuple[int, int] | None = 
     return [side, side] if side * side == n else [1, n]
 
 
+IMAGE_SHOWN = "<image>"  # one run of image tokens, as a prompt shown in a title or a page
+
+
+def shown_prompt(lm: LM, ids: torch.Tensor, image: torch.Tensor) -> str:
+    """The text of ``ids`` (pos,) with each run of image tokens (``image``, (pos,) bool) written once as <image>.
+
+    Decoded whole (one image token kept per run), so the text around the image keeps its spacing.
+    """
+    first = image & ~torch.cat([image.new_zeros(1), image[:-1]])  # the first token of each run
+    text = lm.tokenizer.decode(ids[~image | first], skip_special_tokens=False)
+    if not bool(image.any()):
+        return text
+    token = lm.tokenizer.decode(ids[image][:1], skip_special_tokens=False)
+    return text.replace(token, IMAGE_SHOWN) if token else text
+
+
 def find_image_neurons(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.Tensor | None = None,
                        config: NeuronConfig | None = None, texts: list[str] | None = None,
                        grid: tuple[int, int] | None = None) -> NeuronResult:
@@ -91,8 +107,7 @@ def find_image_neurons(lm: LM, inputs: dict[str, torch.Tensor], targets: torch.T
     parts = new_parts()
     score_chunk(lm, inputs, targets, layers, config, parts, mask, image=mask)
     real = inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])).bool().cpu()  # (batch, pos)
-    prefixes = [lm.tokenizer.decode(row[r & ~m], skip_special_tokens=False)
-                for row, r, m in zip(inputs["input_ids"].cpu(), real, mask.cpu())]
+    prefixes = [shown_prompt(lm, row[r], m[r]) for row, r, m in zip(inputs["input_ids"].cpu(), real, mask.cpu())]
     result = assemble(lm, texts or prefixes, layers, config, parts, [])
     result.grid = _grid(int(mask[0].sum()), grid, token_grid(lm, inputs) if grid is None else None)
     result.prefixes = prefixes

@@ -55,7 +55,7 @@ def test_top_image_ranks_by_g_over_the_image_and_top_by_contribution_apart(lm):
     assert "logit" in summary["gradient"] and "log-probability" in summary["gradient"]
     assert "image tokens" in summary["ranking"]["top_image"] and "predicting" in summary["ranking"]["top"]
     assert [t["neuron"] for t in summary["prompts"][0]["top_image"]] == [t["neuron"] for t in res.top_image[0]]
-    assert res.prefixes == ["<bos> The capital of"]
+    assert res.prefixes == ["<bos> <image> The capital of"]  # the 16 image tokens shown once
 
 
 def test_image_ranking_saves_and_reloads(lm, tmp_path):

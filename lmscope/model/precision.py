@@ -110,4 +110,5 @@ def machine(device: str | torch.device = "cpu") -> str:
     if device.type != "cpu":
         return device.type
     fast = "native bfloat16" if bfloat16_is_fast("cpu") else "no native bfloat16"
-    return f"{cpu_name()} ({fast}), {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{cpu_name()} ({fast}), {threads} thread{'s' if threads > 1 else ''}"

@@ -119,7 +119,10 @@ def timing_text(timing: dict) -> str:
     hour = f"{timing['units_per_hour']:.0f} units an hour with every scorer"
     if timing.get("units_per_hour_without_simulation") and "simulation" in timing["stages"]:
         hour += f", {timing['units_per_hour_without_simulation']:.0f} with explain, detection and fuzzing alone"
-    where = "; ".join(f"{m or 'unnamed'} ({n} units)" for m, n in timing["scored_on"].items())
+    machines = timing.get("by_machine") or {m: {"units": n} for m, n in timing["scored_on"].items()}
+    where = "; ".join(f"{m or 'unnamed'} ({v['units']} units" + (
+        f", {v['seconds_per_unit']:.1f} s a unit)" if len(machines) > 1 and v.get("seconds_per_unit") else ")")
+        for m, v in machines.items())
     return (f"Time: {timing['units']} units timed, {timing['seconds_per_unit']:.1f} s a unit ({stages}): {hour}. "
             f"Scored on {where}.")
 

@@ -46,10 +46,13 @@ def test_the_machine_is_named_with_its_bfloat16_and_threads(slow, fast, monkeypa
     monkeypatch.setattr(precision, "cpu_name", lambda: "Some CPU")
     monkeypatch.setattr(precision, "bfloat16_slowdown", lambda device_type="cpu": 30.0)
     threads = torch.get_num_threads()
-    assert precision.machine("cpu") == f"Some CPU (no native bfloat16), {threads} threads"
+    plural = "s" if threads > 1 else ""
+    assert precision.machine("cpu") == f"Some CPU (no native bfloat16), {threads} thread{plural}"
     monkeypatch.setattr(precision, "bfloat16_slowdown", lambda device_type="cpu": 0.8)
-    assert precision.machine(torch.device("cpu")) == f"Some CPU (native bfloat16), {threads} threads"
+    assert precision.machine(torch.device("cpu")) == f"Some CPU (native bfloat16), {threads} thread{plural}"
     assert precision.machine("meta") == "meta"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert precision.machine("cpu") == "Some CPU (native bfloat16), 1 thread"
     monkeypatch.undo()
     assert precision.cpu_name()  # /proc/cpuinfo's model name here, else the machine type
 

@@ -118,27 +118,40 @@ def controls(kinds: dict) -> dict:
             "random_ok": None if random["detection"] is None else abs(random["detection"] - 0.5) <= RANDOM_BAND}
 
 
+def _stage_means(timed: list[dict]) -> dict[str, float]:
+    """Mean seconds of each stage over the units that ran it."""
+    stages = {}
+    for name in dict.fromkeys(k for r in timed for k in r["seconds"]):
+        values = [r["seconds"][name] for r in timed if name in r["seconds"]]
+        stages[name] = sum(values) / len(values)
+    return stages
+
+
+def _per_hour(stages: dict[str, float], names) -> float | None:
+    total = sum(stages.get(n, 0.0) for n in names)
+    return 3600 / total if total > 0 else None
+
+
 def timing(records: list[dict]) -> dict:
     """Wall time of the scored units: mean seconds a unit per stage and in all, units an hour, and where they ran.
 
     ``units_per_hour`` counts every stage that ran; ``units_per_hour_without_simulation`` explain, detection and
-    fuzzing alone (the cheap scorers). ``scored_on``: units per backend description (a run resumed on another machine
-    names both). Records written before timing was kept (no ``seconds``) are left out.
+    fuzzing alone (the cheap scorers). ``scored_on``: units per backend description (model, dtype, machine and
+    threads: a run resumed elsewhere, or with other threads, names each); ``by_machine``: the units, seconds a unit and
+    units an hour of each description (runs sharing a CPU are each slower). Records written before timing was kept
+    (no ``seconds``) are left out.
     """
     timed = [r for r in records if r.get("seconds")]
-    stages: dict[str, float] = {}
-    for name in dict.fromkeys(k for r in timed for k in r["seconds"]):
-        values = [r["seconds"][name] for r in timed if name in r["seconds"]]
-        stages[name] = sum(values) / len(values)
-
-    def per_hour(names) -> float | None:
-        total = sum(stages.get(n, 0.0) for n in names)
-        return 3600 / total if total > 0 else None
-
+    stages = _stage_means(timed)
+    by_machine = {}
+    for where in dict.fromkeys(r.get("scored_on", "") for r in timed):
+        mine = _stage_means([r for r in timed if r.get("scored_on", "") == where])
+        by_machine[where] = {"units": sum(r.get("scored_on", "") == where for r in timed),
+                             "seconds_per_unit": sum(mine.values()), "units_per_hour": _per_hour(mine, mine)}
     return {"units": len(timed), "seconds_per_unit": sum(stages.values()) if timed else None, "stages": stages,
-            "units_per_hour": per_hour(stages),
-            "units_per_hour_without_simulation": per_hour([n for n in stages if n != "simulation"]),
-            "scored_on": dict(Counter(r.get("scored_on", "") for r in timed))}
+            "units_per_hour": _per_hour(stages, stages),
+            "units_per_hour_without_simulation": _per_hour(stages, [n for n in stages if n != "simulation"]),
+            "scored_on": {w: v["units"] for w, v in by_machine.items()}, "by_machine": by_machine}
 
 
 def scorers(cfg: ScoreConfig) -> list[str]:

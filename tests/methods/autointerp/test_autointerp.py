@@ -76,7 +76,7 @@ def test_a_matching_explanation_scores_high_and_a_wrong_one_low():
 def test_local_simulator_reads_expected_values_after_one_shared_prefix(lm, monkeypatch):
     backend = LocalBackend(lm)
     assert backend.max_value == 10
-    assert backend.runs_on.startswith(f"{lm.name}, float32, on ") and "threads" in backend.runs_on
+    assert backend.runs_on.startswith(f"{lm.name}, float32, on ") and "thread" in backend.runs_on
     excerpts = [[" The", " Paris", " is"], [" a", " city"], [" the", " Eiffel", " Tower", " is"]]
     backend.simulate("warm", ["x"])  # probes the model's KV cache once
     calls, real = [], lm.model.forward
@@ -529,9 +529,13 @@ def test_the_summary_and_report_give_units_an_hour_and_where_they_were_scored():
     assert timing["seconds_per_unit"] == pytest.approx(16 + 34 / 7)
     assert timing["units_per_hour_without_simulation"] == pytest.approx(3600 / (6 + 34 / 7))
     assert timing["scored_on"] == {"qwen, float32, on CPU A": 4, "qwen, bfloat16, on GPU B": 3}
+    cpu, gpu = timing["by_machine"]["qwen, float32, on CPU A"], timing["by_machine"]["qwen, bfloat16, on GPU B"]
+    assert cpu["units"] == 4 and cpu["seconds_per_unit"] == pytest.approx(16 + 5)  # units 0-3: fuzzing 4, 6, 4, 6
+    assert gpu["seconds_per_unit"] == pytest.approx(16 + 14 / 3) and gpu["units_per_hour"] == pytest.approx(
+        3600 / (16 + 14 / 3))
     text = timing_text(timing)
     assert "7 units timed" in text and f"{3600 / (16 + 34 / 7):.0f} units an hour" in text
-    assert "qwen, bfloat16, on GPU B (3 units)" in text and text in autointerp_report(result).render()
+    assert "qwen, bfloat16, on GPU B (3 units, 20.7 s a unit)" in text and text in autointerp_report(result).render()
     assert timing_text({}) == "Time: no unit of this run was timed."
 
 

@@ -276,7 +276,7 @@ def study_lines(st: dict) -> list[str]:
     res, b = st["result"], st["b"]
     prefix = res.prefixes[b] if res.prefixes else res.prompts[b]
     lines = [f"### {st['concept']} -> \"{st['caption']}\"", "",
-             f"Scored word {st['word']!r} after the image and {prefix!r}.", "", f"![patch maps]({st['image']})", "",
+             f"Scored word {st['word']!r} after {prefix!r}.", "", f"![patch maps]({st['image']})", "",
              "Neurons of the patch maps (by gradient x activation over the image tokens):", "",
              *neuron_rows(res.top_image[b][:5]), "", *occlusion_lines(st["occlusion"]), "",
              "Listed apart, by forward contribution at the predicting position:", "", *neuron_rows(res.top[b][:5])]

@@ -237,7 +237,7 @@ def _patch_title(result, b: int, caption: str | None, top_fraction: float) -> st
     """The figure's title: the caption, the text fed before the word, and what the panels show."""
     prefix = result.prefixes[b] if result.prefixes else result.prompts[b]
     lines = [f"{result.model}" + (f": caption {caption!r}" if caption else ""),
-             f"image + {prefix!r} -> {result.targets[b]!r}",
+             f"{'' if '<image>' in prefix else 'image + '}{prefix!r} -> {result.targets[b]!r}",
              f"neurons by gradient x activation of the word's logit summed over the image tokens; top "
              f"{top_fraction:.0%} patches outlined"]
     if not any(t["gradxact"] for t in result.top_image[b]):

@@ -53,7 +53,8 @@ def test_patch_maps_share_one_scale_keep_the_aspect_ratio_and_say_what_they_show
         assert f"{p - occ.prob:+.3f}" in ax.get_title() and f"{-occ.random_drop():+.3f}" in ax.get_title()
     assert f"{occ.prob_blank:.3f}" in panels(fig)[0].get_title()
     title = fig.get_suptitle()
-    assert "'w1 w2 w39 w4'" in title and "'<bos> The capital of'" in title and repr(res.targets[0]) in title
+    assert "'w1 w2 w39 w4'" in title and "'<bos> <image> The capital of'" in title and repr(res.targets[0]) in title
+    assert "image +" not in title  # the prompt shows where the image is
     plt.close(fig)
 
 

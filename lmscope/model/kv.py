@@ -1,8 +1,8 @@
 """The model's own KV cache (keys and values of earlier tokens) across transformers versions.
 
-Whether it can be reused per row, how to pass it, where a forward pass returns it, and a forward pass that
-unembeds only the last position. ("KV cache" here; captured activations are an ``ActivationCache``; files on
-disk are the store, :mod:`lmscope.store`.)
+Whether it can be reused per row, how to pass it, where a forward pass returns it, a forward pass that unembeds
+only the last position, and a head of tokens many prompts share, run once (:class:`SharedHead`). ("KV cache" here;
+captured activations are an ``ActivationCache``; files on disk are the store, :mod:`lmscope.store`.)
 """
 
 from __future__ import annotations
@@ -72,16 +72,42 @@ def _chunks(lengths: list[int], batch_tokens: int) -> list[list[int]]:
     return chunks + [current] if current else chunks
 
 
+class SharedHead:
+    """Tokens that many prefixes begin with (a prompt's fixed instructions): their KV cache is computed once.
+
+    Its owner (a method's backend, never the model wrapper) keeps it while the model's weights stay as they are.
+    """
+
+    def __init__(self, ids: Sequence[int]):
+        self.ids, self.cache = list(ids), None
+
+    def covers(self, prefix: Sequence[int]) -> bool:
+        """Whether ``prefix`` begins with these tokens."""
+        return bool(self.ids) and list(prefix[: len(self.ids)]) == self.ids
+
+    @torch.no_grad()
+    def cache_for(self, lm: LM, prefix: Sequence[int]):
+        """The KV cache of ``prefix`` (which it covers): the head's, computed once, extended by the rest."""
+        if self.cache is None:
+            self.cache = returned_cache(last_logits(lm, torch.tensor([self.ids], device=lm.device), use_cache=True))
+        rest = list(prefix[len(self.ids):])
+        if not rest:
+            return self.cache  # the callers copy it before they extend it
+        kv = copy.deepcopy(self.cache)
+        return returned_cache(last_logits(lm, torch.tensor([rest], device=lm.device), **cache_kwargs(lm, kv)))
+
+
 @torch.no_grad()
 def continuation_logits(lm: LM, prefix: Sequence[int], rows: Sequence[Sequence[int]],
-                        positions: Sequence[Sequence[int]], batch_tokens: int = 2048) -> list[torch.Tensor]:
+                        positions: Sequence[Sequence[int]], batch_tokens: int = 2048,
+                        head: SharedHead | None = None) -> list[torch.Tensor]:
     """The logits at ``positions[i]`` (indices into ``rows[i]``) of each row read after one shared ``prefix``.
 
     Returns one (len(positions[i]), vocab) float tensor a row, equal to the logits of the whole sequence
     prefix + row at those places. The prefix runs once and every row reuses its KV cache (when the model's cache
     can be reused; else each row runs with the prefix); rows run right-padded (causal: no real token sees a pad) in
     batches of about ``batch_tokens`` tokens, the forward stops after the last block and only the positions asked
-    are unembedded.
+    are unembedded. ``head``: tokens the prefix may begin with, whose KV cache is kept across calls.
     """
     if not rows:
         return []
@@ -89,7 +115,9 @@ def continuation_logits(lm: LM, prefix: Sequence[int], rows: Sequence[Sequence[i
     reuse = bool(prefix) and supports_prefix(lm)
     lm.check_length(len(prefix) + max(len(r) for r in rows))
     cache = None
-    if reuse:
+    if reuse and head is not None and head.covers(prefix):
+        cache = head.cache_for(lm, prefix)
+    elif reuse:
         cache = returned_cache(last_logits(lm, torch.tensor([list(prefix)], device=lm.device), use_cache=True))
     seqs = [list(r) if reuse else [*prefix, *r] for r in rows]
     offset = 0 if reuse else len(prefix)

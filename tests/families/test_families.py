@@ -1,5 +1,7 @@
 """Every supported family on a tiny random config: parity, sites, decomposition, patterns, fallback."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -218,3 +220,21 @@ def test_rows_read_after_one_cached_prefix_equal_the_whole_sequence(family):
         whole = lm(torch.tensor([prefix + row]))[0].float()  # (pos, vocab)
         torch.testing.assert_close(logits, whole[[len(prefix) + p for p in at]], atol=1e-4, rtol=1e-4)
     assert continuation_logits(lm, prefix, [], []) == []
+
+
+@torch.no_grad()
+def test_a_shared_head_is_run_once_and_changes_no_logit(family, monkeypatch):
+    from lmscope.model.kv import SharedHead, continuation_logits, supports_prefix
+
+    lm = lmscope.load((tiny_model(family), None))
+    assert supports_prefix(lm)  # probed once, before the forward passes are counted
+    head, rows, positions = SharedHead([5, 17, 3]), [[9, 60, 7], [21]], [[0, 2], [0]]
+    calls, real = [], lm.model.forward
+    monkeypatch.setattr(lm.model, "forward", functools.wraps(real)(lambda *a, **k: calls.append(1) or real(*a, **k)))
+    for prefix in ([5, 17, 3, 44, 8], [5, 17, 3, 12], [5, 17, 3]):  # two explanations after the head, then none
+        got = continuation_logits(lm, prefix, rows, positions, head=head)
+        for row, at, logits in zip(rows, positions, got):
+            whole = real(input_ids=torch.tensor([prefix + row])).logits[0].float()
+            torch.testing.assert_close(logits, whole[[len(prefix) + p for p in at]], atol=1e-4, rtol=1e-4)
+    assert head.cache is not None and len(calls) == 1 + 2 * 2 + 1  # the head once; each rest and each batch
+    assert not SharedHead([5, 18]).covers([5, 17, 3]) and not SharedHead([]).covers([5])

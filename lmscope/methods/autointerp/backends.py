@@ -14,7 +14,8 @@ model to quote the word (the marked token) that fits the explanation or answer "
 the answer's first token (``judge="quote"``), or compare P(Yes) and P(No) (``judge="yes-no"``: a 1.5B instruct
 model answers Yes to nearly anything, P(Yes) 0.81-0.88 with a month in the text or not). The prompt's shared part
 (instructions and explanation) runs once per explanation and every excerpt reuses its KV cache, the excerpts
-batched (:func:`lmscope.model.kv.continuation_logits`).
+batched (:func:`lmscope.model.kv.continuation_logits`); the instructions before the explanation, the same for every
+unit, run once per backend (:class:`lmscope.model.kv.SharedHead`).
 
 HTTP: chat completions; responses are cached on disk by a hash of the request (a rerun costs nothing, a killed run
 resumes), requests are retried with exponential backoff, a budget caps the requests a run sends, and an endpoint
@@ -50,7 +51,7 @@ from lmscope.errors import ArtifactError, ConfigError, EndpointError
 from lmscope.io import read_json, write_json
 from lmscope.methods.autointerp.config import check_url
 from lmscope.model.generate import greedy
-from lmscope.model.kv import continuation_logits
+from lmscope.model.kv import SharedHead, continuation_logits
 from lmscope.model.lm import LM
 from lmscope.model.precision import machine
 
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 PROMPTS = Path(__file__).resolve().parent / "prompts"
 WORD = re.compile(r"\w+|[^\w\s]")  # a quotable word of a text: a run of letters / digits, or one symbol
 MARKED = re.compile(r"<<(.*?)>>", re.S)  # the marked spans of a fuzzing text
+MARK = "\x00EXPLANATION\x00"  # where a prompt's explanation goes, to find the fixed instructions before it
 
 
 #: Each prompt file: the placeholders it is given, and those it cannot do without (at least one of each group).
@@ -245,6 +247,7 @@ class LocalBackend(Backend):
         answers = ("Yes", "No", "None") if self.chat else (" Yes", " No", " None")  # a chat answer: its own message
         *self.yes_no, self.none = [tok(w, add_special_tokens=False)["input_ids"][0] for w in answers]
         self._first: dict[str, set[int]] = {}  # word -> first tokens of the answers quoting it
+        self._heads: dict[str, SharedHead] = {}  # a prompt's fixed instructions -> their KV cache, run once
 
     @property
     def judge_name(self) -> str:
@@ -269,13 +272,27 @@ class LocalBackend(Backend):
         text = greedy(self.lm, self.as_chat(prompt), self.explanation_tokens)
         return text.strip().split("\n")[0].strip()
 
+    def _head(self, marked: str, *marks: str) -> SharedHead:
+        """The fixed start of a prompt whose variable parts are ``marks`` in ``marked``, its KV cache kept.
+
+        Up to the last line break before the first mark (a line break ends a token in these tokenizers; a head that
+        still tokenizes apart from the whole prompt is simply not used: :meth:`SharedHead.covers`).
+        """
+        static = marked[: min(marked.index(m) for m in marks if m in marked)]
+        static = static[: static.rfind("\n") + 1]
+        if static not in self._heads:
+            self._heads[static] = SharedHead(self.lm.tokenizer(static)["input_ids"] if static else [])
+        return self._heads[static]
+
     def _tokens(self, text: str) -> list[int]:
         return list(self.lm.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @torch.no_grad()
     def simulate_many(self, explanation: str, excerpts: list[list[str]]) -> list[list[float] | None]:
         """Expected value of each token's activation: the instructions once, every excerpt read after them."""
-        head = load_prompt("simulator.txt", self.prompts).format(explanation=explanation, max_value=self.max_value)
+        template = load_prompt("simulator.txt", self.prompts)
+        head = template.format(explanation=explanation, max_value=self.max_value)
+        shared = self._head(template.format(explanation=MARK, max_value=self.max_value), MARK)
         rows, where = [], []
         for tokens in excerpts:
             ids, at = [], []
@@ -288,7 +305,7 @@ class LocalBackend(Backend):
         prefix = list(self.lm.tokenizer(head)["input_ids"])
         values = torch.arange(self.max_value + 1, dtype=torch.float32)
         out = []
-        for logits in continuation_logits(self.lm, prefix, rows, where):  # (tokens, vocab) each
+        for logits in continuation_logits(self.lm, prefix, rows, where, head=shared):  # (tokens, vocab) each
             probs = torch.softmax(logits[:, self.value_ids.to(logits.device)].cpu(), -1)  # over the value tokens
             out.append((probs @ values).tolist())
         return out
@@ -317,12 +334,15 @@ class LocalBackend(Backend):
         """
         mark = "\x00TEXT\x00"
         name = name.replace(".txt", "_quote.txt") if self.judge == "quote" else name
-        prompt = self.as_chat(load_prompt(name, self.prompts).format(explanation=explanation, text=mark))
+        template = load_prompt(name, self.prompts)
+        prompt = self.as_chat(template.format(explanation=explanation, text=mark))
+        shared = self._head(self.as_chat(template.format(explanation=MARK, text=mark)), MARK, mark)
         head, _, tail = prompt.partition(mark)
         prefix = list(self.lm.tokenizer(head)["input_ids"])
         rows = [self._tokens(text + tail) for text in texts]
         out = []
-        for text, row in zip(texts, continuation_logits(self.lm, prefix, rows, [[len(r) - 1] for r in rows])):
+        answers = continuation_logits(self.lm, prefix, rows, [[len(r) - 1] for r in rows], head=shared)
+        for text, row in zip(texts, answers):
             logits = row[0].float()
             if self.judge == "quote":
                 probs = torch.softmax(logits, -1)

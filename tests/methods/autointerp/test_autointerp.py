@@ -118,6 +118,9 @@ def test_local_simulator_reads_expected_values_after_one_shared_prefix(lm, monke
         LocalBackend(lm, judge="maybe")
     assert 0 < backend.fuzz("the word Paris", "The <<Paris>>") < 1
     assert isinstance(backend.explain("Neuron 1 finds"), str)
+    used = {static: head for static, head in backend._heads.items() if head.cache is not None}
+    assert len(used) == 1  # the simulator's instructions, run once and reused (no chat: the judges' start is "Text")
+    assert "Neuron 1 again, correctly this time" in next(iter(used))  # the one-shot example is in it
 
 
 def test_http_backend_retries_caches_budget_timeout_malformed(stub, tmp_path):

@@ -4,17 +4,28 @@
         --patch out/ioi/patch --commands commands.txt
 
 Autointerp results of several runs (e.g. SAE features and neurons in one, the baselines in another) are merged
-into one comparison. Figures go to docs/figures/.
+into one comparison; a run not finished yet gives the units it has scored so far, and the page says so. Figures go
+to docs/figures/.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import Counter
 from pathlib import Path
 
 from lmscope import load_result
-from lmscope.viz.autointerp import PANELS, controls_text, example_units, scorer_cell, scores_figure, timing_text
+from lmscope.methods.autointerp import scored_so_far
+from lmscope.viz.autointerp import (
+    PANELS,
+    controls_text,
+    example_units,
+    progress_text,
+    scorer_cell,
+    scores_figure,
+    timing_text,
+)
 from lmscope.viz.patching import ioi_figure, patching_figure
 from lmscope.viz.report import save_figure
 
@@ -26,22 +37,29 @@ def _fmt(v, digits=3) -> str:
 
 
 def _relabelled(spec: str):
-    """The result of ``FOLDER`` or ``FOLDER=LABEL`` (its SAE features' kind renamed LABEL: two SAEs side by side)."""
+    """The result of ``FOLDER`` or ``FOLDER=LABEL`` (its SAE features' kind renamed LABEL: two SAEs side by side).
+
+    A run not finished yet gives the units it has scored so far (its page says so).
+    """
     folder, _, label = spec.partition("=")
-    result = load_result(Path(folder) / "result")
+    result = scored_so_far(folder)
     if not label:
         return result
     records = [{**r, "kind": label} if r["kind"] == "sae" else r for r in result.records]
     sites = {(label if k == "sae" else k): v for k, v in result.sites.items()}
-    return dataclasses.replace(result, records=records, sites=sites)
+    planned = {(label if k == "sae" else k): v for k, v in result.planned.items()}
+    return dataclasses.replace(result, records=records, sites=sites, planned=planned)
 
 
 def merged(specs: list[str]):
     """One AutointerpResult holding the records of every run (same model and layer); see :func:`_relabelled`."""
     results = [_relabelled(s) for s in specs]
-    first = results[0]
-    return dataclasses.replace(first, records=[r for res in results for r in res.records],
-                               sites={k: v for res in results for k, v in res.sites.items()})
+    planned = {}
+    if any(res.planned for res in results):  # a finished run's units count as planned and scored
+        for res in results:
+            planned.update(res.planned or Counter(r["kind"] for r in res.records))
+    return dataclasses.replace(results[0], records=[r for res in results for r in res.records],
+                               sites={k: v for res in results for k, v in res.sites.items()}, planned=planned)
 
 
 def autointerp_page(result, commands: str, notes: str = "") -> None:
@@ -68,6 +86,7 @@ def autointerp_page(result, commands: str, notes: str = "") -> None:
              "marked << >> (a marked word must be quoted), for the activating excerpts "
              "with their own tokens marked against the same excerpts with as many other tokens "
              "marked. acc: balanced accuracy at P = 0.5. Mean [bootstrap 95% CI].", "",
+             *([progress_text(s["progress"]), ""] if s["progress"] else []),
              f"| kind | site | units | {' | '.join(names)} | distinct explanations | most common |",
              "|---|---|---|" + "---|" * len(names) + "---|---|"]
     for kind, v in s["kinds"].items():

@@ -10,7 +10,8 @@
 # dictionary kind and of the neurons (the baselines get N / 2). Environment: DEVICE (default cpu), MODEL
 # (smollm2-135m), PARALLEL=1 (a 2-core CPU: both runs at once, one thread each, so that the tied dictionary is not
 # left to the end; when it is done run 1 goes on with every thread). The page: python docs/make_interp_pages.py --autointerp OUT/topk=sae-topk OUT/tied=sae-tied
-# --autointerp-commands <this script's commands> --autointerp-notes <notes>
+# --autointerp-commands <this script's commands> --autointerp-notes <notes> (while the runs go on, it shows the units
+# scored so far and says so; `lmscope autointerp report OUT/topk --out DIR` gives one run's so far).
 set -euo pipefail
 SAES=$1 OUT=$2 LAYER=${3:-15} N=${4:-100}
 DEVICE=${DEVICE:-cpu} MODEL=${MODEL:-smollm2-135m}

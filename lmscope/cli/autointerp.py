@@ -1,17 +1,30 @@
-"""The ``autointerp`` command: explain and score SAE features, neurons and baseline directions of one layer."""
+"""The ``autointerp`` commands: explain and score the units of one layer, and report a run so far.
+
+``autointerp run`` (``autointerp`` alone) explains and scores SAE features, neurons and baseline directions;
+``autointerp report`` writes the result of the units a run has scored so far, finished or not.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from lmscope.cli.registry import arg, command, config, load_model, out_dir, save_result
 from lmscope.errors import InputError
-from lmscope.methods.autointerp import HttpBackend, LocalBackend, SampleConfig, ScoreConfig, autointerp, check_prompts
+from lmscope.methods.autointerp import (
+    HttpBackend,
+    LocalBackend,
+    SampleConfig,
+    ScoreConfig,
+    autointerp,
+    check_prompts,
+    scored_so_far,
+)
 from lmscope.methods.sae import check_sae, load_sae
 from lmscope.model.loading import list_models, load
 from lmscope.model.precision import speed_dtype
 from lmscope.model.sites import Site
-from lmscope.viz.autointerp import autointerp_report, scores_figure
+from lmscope.viz.autointerp import autointerp_report, progress_text, scores_figure
 from lmscope.viz.report import save_figure
 
 log = logging.getLogger(__name__)
@@ -78,16 +91,38 @@ def autointerp_command(args) -> int:
     out = out_dir(args)
     explainer, simulator, names = _backends(args, score_cfg, lm, out)
     result = autointerp(lm, site, cfg, score_cfg, explainer, simulator, out, sae=sae, names=names)
+    _write(result, out)
+    print(f"{lm.name} {site} -> {out}")
+    return 0
+
+
+def _write(result, out: Path) -> None:
+    """Save the result, its summary, figure and report in ``out``, and print the summary."""
     save_result(out, result, "autointerp.json")
     save_figure(scores_figure(result), out / "scores.png")
     autointerp_report(result).write(out / "report.html")
     summary = result.summary()
-    print(f"explained by {names[0]}, scored by {names[1]} ({', '.join(summary['scorers'])})")
+    print(f"explained by {result.explainer}, scored by {result.simulator} ({', '.join(summary['scorers'])})")
+    if summary["progress"]:
+        print(f"  {progress_text(summary['progress'])}")
     for kind, row in summary["kinds"].items():
         print(f"  {kind} {_kind_line(row, summary['scorers'])}")
     timing = summary["timing"]
     if timing["units"]:
         print(f"  {timing['seconds_per_unit']:.1f} s a unit, {timing['units_per_hour']:.0f} units an hour "
               f"({timing['units']} timed)")
-    print(f"{lm.name} {site} -> {out}")
+
+
+@command("autointerp-report",
+         arg("run", help="the --out folder of an autointerp run: finished, stopped part way, or still running"),
+         out="out/autointerp-report")
+def autointerp_report_command(args) -> int:
+    """Write the result, autointerp.json, scores.png and report.html of the units the run has scored so far."""
+    run, out = Path(args.run), out_dir(args)
+    if run.resolve() == out.resolve():
+        raise InputError(f"--out {out} is the run's own folder, where the run writes its result when it finishes; "
+                         "give another")
+    result = scored_so_far(run)
+    _write(result, out)
+    print(f"{result.model} {result.sites.get('sae') or next(iter(result.sites.values()))} ({run}) -> {out}")
     return 0

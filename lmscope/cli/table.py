@@ -36,6 +36,7 @@ GROUPS: dict[str, str] = {
     "sae": "sparse autoencoders: harvest, train, evaluate, feature pages",
     "patch": "activation patching of a prompt pair, and single units on IOI",
     "neurons": "MLP neurons that write a token, and neuron editing",
+    "autointerp": "automated interpretability: explain and score the units of one layer; the report of a run so far",
     "vlm": "the bundled vision-language model",
     "graph": "attribution graphs over transcoders: one prompt, the transcoders as a replacement model, the "
              "intervention check of a graph",
@@ -86,8 +87,11 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(("patch", "ioi"), "ioi-features", "lmscope.cli.patching",
           "patch single SAE features, neurons and residual dimensions on IOI pairs; rank by effect",
           ("ioi-features",)),
-    Entry(("autointerp",), "autointerp", "lmscope.cli.autointerp",
+    Entry(("autointerp", "run"), "autointerp", "lmscope.cli.autointerp",
           "explain SAE features, neurons and random / PCA / ICA directions of one layer, and score them"),
+    Entry(("autointerp", "report"), "autointerp-report", "lmscope.cli.autointerp",
+          "the scores, figure and report of the units an autointerp run has scored so far (finished or not, "
+          "still running or not); loads no model"),
     Entry(("neurons", "find"), "neurons", "lmscope.cli.neurons",
           "MLP neurons that write a token: forward contribution and gradient x activation, top-k with their "
           "vocabulary, ablation against random neurons, sensitivity / specificity", ("neurons",)),
@@ -114,5 +118,6 @@ BY_NAME = {e.name: e for e in ENTRIES}
 BY_PATH = {e.path: e for e in ENTRIES}
 ALIASES = {alias: e for e in ENTRIES for alias in e.aliases}
 # a group whose old name was a command: `lmscope trace PROMPT ...` still means `lmscope trace run PROMPT ...`
-DEFAULT_SUB = {"trace": "run", "stages": "run", "patch": "run", "neurons": "find", "lens": "run", "graph": "run"}
+DEFAULT_SUB = {"trace": "run", "stages": "run", "patch": "run", "neurons": "find", "lens": "run", "graph": "run",
+               "autointerp": "run"}
 VALUE_OPTIONS = ("--model", "--device", "--dtype", "--seed")  # global options that take a value

@@ -21,21 +21,24 @@ COLOURS = {"planted": "tab:green", "random": "tab:gray"}  # the controls; studie
 
 def scores_figure(result) -> Figure:
     """Each scorer's scores per unit kind: boxes, one dot per unit, the mean with its 95% interval, chance dashed."""
-    summary = result.summary()["kinds"]
+    full = result.summary()
+    summary = full["kinds"]
     kinds = list(summary)
     panels = [name for name, (key, _, _) in PANELS.items() if any(result.scores(k, key) for k in kinds)]
     panels = panels or ["simulation"]
     fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 1.1 * max(len(kinds), 3) * len(panels), 3.8),
                              squeeze=False)
     for ax, name in zip(axes[0], panels):
-        _panel(ax, result, summary, kinds, name)
+        _panel(ax, result, summary, kinds, name, full["controls"].get("planted_min"))
+    progress = full.get("progress")
+    unfinished = f"; unfinished: {progress['scored']} of up to {progress['planned']} units" if progress else ""
     fig.suptitle(f"{result.model}: explainer {result.explainer}, scorer {result.simulator} "
-                 "(green: planted units, known meaning; grey: random directions)", fontsize=8)
+                 f"(green: planted units, known meaning; grey: random directions){unfinished}", fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def _panel(ax, result, summary: dict, kinds: list[str], name: str) -> None:
+def _panel(ax, result, summary: dict, kinds: list[str], name: str, bar: float | None) -> None:
     key, label, chance = PANELS[name]
     x = np.arange(1, len(kinds) + 1)
     data = [result.scores(k, key) or [np.nan] for k in kinds]
@@ -49,7 +52,6 @@ def _panel(ax, result, summary: dict, kinds: list[str], name: str) -> None:
     hi = [r["ci95"][1] - m if r["ci95"][1] is not None else 0.0 for m, r in zip(means, rows)]
     ax.errorbar(x, means, yerr=np.nan_to_num([lo, hi]), fmt="D", color="black", capsize=4, label="mean, 95% CI")
     ax.axhline(chance, color="tab:red", lw=0.8, ls="--", label=f"chance ({chance:g})")
-    bar = result.summary()["controls"].get("planted_min")
     if name == "detection" and "planted" in kinds and bar is not None:
         ax.axhline(bar, color="tab:green", lw=0.8, ls=":", label=f"planted units' bar ({bar:g})")
     ax.set_xticks(x, [f"{k}\n(n={r['n']})" for k, r in zip(kinds, rows)], fontsize=8)
@@ -111,6 +113,15 @@ def example_units(result, kind: str, n: int) -> list[dict]:
     return list({id(r): r for r in picks}.values())
 
 
+def progress_text(progress: dict | None) -> str:
+    """'' for a finished run; else how many units an unfinished run has scored, per kind, and what that means."""
+    if not progress:
+        return ""
+    kinds = ", ".join(f"{k} {n}/{m}" for k, (n, m) in progress["by_kind"].items())
+    return (f"Unfinished run: {progress['scored']} of up to {progress['planned']} units scored so far ({kinds}). "
+            "Every number here is of those units alone and will move as the run goes on.")
+
+
 def timing_text(timing: dict) -> str:
     """The run's wall time in words: seconds a unit per stage, units an hour, and where the units were scored."""
     if not timing or not timing.get("units"):
@@ -132,6 +143,8 @@ def autointerp_report(result, report: HtmlReport | None = None, examples: int = 
     s = result.summary()
     report = report or HtmlReport(f"Autointerpretability — {result.model}")
     report.heading("Explanation scores by unit kind")
+    if s.get("progress"):
+        report.text(progress_text(s["progress"]))
     names = [n for n in PANELS if n in s["scorers"]]
     report.table(["kind", "site", "units", *names, "distinct explanations", "most common explanation",
                   "unreadable answers"],

@@ -1,6 +1,7 @@
 """``lmscope autointerp`` end to end on a tiny local model folder, against a local OpenAI-compatible stub server."""
 
 import json
+import shutil
 
 from lmscope.cli import main
 from lmscope.methods.sae import SaeConfig, build_sae, save_sae
@@ -27,3 +28,45 @@ def test_cli_with_an_http_endpoint(tiny_llama_dir, corpus, stub, tmp_path, capsy
     assert main([*argv[:-2], "--base-url", "http://127.0.0.1:9/v1", "--retries", "0", "--n-units", "3",
                  "--out", str(tmp_path / "ai2")]) == 2
     assert "rerun the same command to resume" in capsys.readouterr().err
+
+
+def test_the_report_of_a_run_part_way(tiny_llama_dir, corpus, stub, tmp_path, capsys):
+    stub.answer = lambda messages: "the word Paris" if "summarize" in messages[0]["content"] else "No"
+    run, argv = tmp_path / "ai", ["--model", str(tiny_llama_dir), "autointerp", "--layer", "1", "--kinds", "pca",
+                                  "random", "--n-units", "3", "--corpus", corpus, "--split", "all", "--tokens", "512",
+                                  "--seq-len", "16", "--fit-tokens", "256", "--backend", "http", "--base-url",
+                                  stub.url, "--api-model", "stub", "--out", str(tmp_path / "ai")]
+    assert main(argv) == 0
+    finished = json.loads((run / "autointerp.json").read_text())
+    lines = (run / "records.jsonl").read_text().splitlines(keepends=True)
+    shutil.rmtree(run / "result")  # as a run killed after three units, in the middle of the fourth's line
+    (run / "records.jsonl").write_text("".join(lines[:3]) + lines[3][:20])
+    capsys.readouterr()
+    assert main(["autointerp", "report", str(run), "--out", str(tmp_path / "so-far")]) == 0
+    assert "Unfinished run: 3 of up to 6 units" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "so-far" / "autointerp.json").read_text())
+    assert summary["progress"] == {"scored": 3, "planned": 6, "by_kind": {"pca": [2, 3], "random": [1, 3]}}
+    assert summary["sites"] == finished["sites"] and summary["explainer"] == "stub"
+    assert "Unfinished run" in (tmp_path / "so-far" / "report.html").read_text()
+    assert (run / "records.jsonl").read_text().endswith(lines[3][:20])  # read, never repaired: the run may be writing
+    shutil.copytree(run, tmp_path / "foreign")
+    (tmp_path / "foreign" / "records.jsonl").write_text('{"step": 1}\n')  # not a unit's record
+    assert main(["autointerp", "report", str(tmp_path / "foreign"), "--out", str(tmp_path / "o")]) == 2
+    assert "record 1 is not an autointerp unit's" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main(argv) == 0  # the run resumes and finishes: its report is the run's own result
+    assert main(["autointerp", "report", str(run), "--out", str(tmp_path / "done")]) == 0
+    done = json.loads((tmp_path / "done" / "autointerp.json").read_text())
+    assert done["progress"] is None and done["kinds"] == finished["kinds"]
+
+
+def test_bad_input_to_the_report(tiny_llama_dir, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"model": "m", "settings": {}}))  # another command's run
+    for folder, out, said in [(tmp_path / "missing", tmp_path / "o1", "holds no autointerp run"),
+                              (tmp_path / "run", tmp_path / "o2", "holds no autointerp run"),
+                              (tmp_path / "run", tmp_path / "run", "the run's own folder")]:
+        assert main(["autointerp", "report", str(folder), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0] and "Traceback" not in err[0], err
+        assert out == tmp_path / "run" or not out.exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["run.json"]  # the run's folder untouched

@@ -41,6 +41,7 @@ def valid(entry, paths: dict[str, Path]) -> list[str]:
         "info": [], "train-projector": [], "stages": [], "graph": [PROMPT, "--transcoders", str(paths["transcoders"])],
         "lens-import": [str(paths["folder"])], "graph-eval": ["--transcoders", str(paths["transcoders"])],
         "graph-check": [str(paths["graph"]), "--transcoders", str(paths["transcoders"])],
+        "autointerp-report": [str(paths["folder"])],
     }.get(entry.name, [])
 
 
@@ -49,7 +50,8 @@ PATH_OPTIONS = {"trace-dataset": ["--data"], "eval-edits": ["--data"], "ioi-feat
                 "sae-harvest": ["--corpus"], "sae-train": ["--corpus", "--cache"], "neurons": ["--image"],
                 "stages": ["--corpus"], "stats": ["--corpus"], "graph": ["--transcoders"], "lens-train": ["--corpus"],
                 "lens-eval": ["--corpus", "--lens"], "lens-import": ["folder"],
-                "graph-eval": ["--transcoders", "--corpus"], "graph-check": ["graph", "--transcoders"]}
+                "graph-eval": ["--transcoders", "--corpus"], "graph-check": ["graph", "--transcoders"],
+                "autointerp-report": ["run"]}
 SKIP = {"serve", "models"}  # serve listens (its inputs: tests/web/test_security.py); models takes no input
 ENTRY_NAMES = [e.name for e in ENTRIES if e.name not in SKIP]
 

@@ -75,6 +75,8 @@ for module in sys.argv[1:]:  # each command module imported alone, in a fork of 
     (["trace", "run", "x"], ["trace", "run", "x"]), (["trace", "--help"], ["trace", "--help"]),
     (["-q", "lens", "x"], ["-q", "lens", "run", "x"]), (["lens", "train"], ["lens", "train"]),
     (["serve"], ["serve"]),
+    (["autointerp", "--sae", "x"], ["autointerp", "run", "--sae", "x"]), (["autointerp", "report", "x"],
+                                                                         ["autointerp", "report", "x"]),
 ])
 def test_old_names_are_rewritten_to_their_group(old, new):
     assert canonical(old) == new

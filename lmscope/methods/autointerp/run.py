@@ -10,11 +10,12 @@ import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
-from lmscope.errors import ConfigError
-from lmscope.io import Result
+from lmscope.errors import ArtifactError, ConfigError, InputError
+from lmscope.io import Result, read_json
 from lmscope.methods.autointerp.config import UNIT_KINDS, SampleConfig, ScoreConfig
 from lmscope.methods.autointerp.sampling import Excerpts, collect, fit_activations, split_examples
 from lmscope.methods.autointerp.scoring import score_unit
@@ -31,7 +32,7 @@ from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.units import Units
 from lmscope.progress import tqdm
-from lmscope.runs import Run
+from lmscope.runs import RECORDS, SETTINGS, Run, read_records
 
 
 def bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0,
@@ -56,6 +57,7 @@ class AutointerpResult(Result):
     simulator: str
     config: SampleConfig = field(default_factory=SampleConfig)
     score_config: ScoreConfig = field(default_factory=ScoreConfig)
+    planned: dict[str, int] = field(default_factory=dict)  # kind -> units when finished; {}: the run is finished
 
     def scores(self, kind: str, key: str = "score") -> list[float]:
         """The finite scores of one unit kind."""
@@ -81,7 +83,20 @@ class AutointerpResult(Result):
                 "excerpts": {"explain": self.config.explain_examples, "score_top": self.config.score_top,
                              "score_quantiles": self.config.score_quantiles, "score_random": self.config.score_random,
                              "tokens": self.config.seq_len, "window": self.config.window},
-                "kinds": kinds, "controls": controls(kinds), "timing": timing(self.records)}
+                "kinds": kinds, "controls": controls(kinds), "timing": timing(self.records),
+                "progress": self.progress()}
+
+    def progress(self) -> dict | None:
+        """None for a finished run; else the units scored so far against those the run will score, per kind.
+
+        ``planned`` is an upper bound: SAE features and neurons are sampled among those that fire, and a planted set
+        with no one-token word in the tokenizer is left out.
+        """
+        if not self.planned:
+            return None
+        scored = Counter(r["kind"] for r in self.records)
+        return {"scored": len(self.records), "planned": sum(self.planned.values()),
+                "by_kind": {k: [scored.get(k, 0), n] for k, n in self.planned.items()}}
 
     def _scorer(self, kind: str, key: str) -> dict:
         values = self.scores(kind, key)
@@ -178,18 +193,34 @@ def distinct(records: list[dict]) -> dict:
             "most_common_share": count / len(texts)}
 
 
+def kind_site(kind: str, site: Site) -> Site:
+    """Where units of ``kind`` are read for a run at ``site``.
+
+    Neurons at the MLP keys of its layer, planted units at the embeddings, every other kind at ``site`` itself.
+    """
+    return {"neurons": Site(site.layer, "mlp_key"), "planted": Site(0, "embed")}.get(kind, site)
+
+
+def planned_units(cfg: SampleConfig) -> dict[str, int]:
+    """The units of each kind a run of ``cfg`` scores (at most: see :meth:`AutointerpResult.progress`)."""
+    chosen = len(cfg.units) or cfg.n_units
+    counts = {"sae": chosen, "neurons": chosen, "planted": len(PLANTED)}
+    return {k: counts.get(k, cfg.n_baseline_units or cfg.n_units) for k in cfg.kinds}
+
+
 def unit_sets(lm: LM, sae: Units | None, site: Site, cfg: SampleConfig) -> list[Units]:
     """The units of every asked kind (fit on ``fit_tokens`` activations of the layer); ``sae``: its features."""
     if "sae" in cfg.kinds and sae is None:
         raise ConfigError("unit kind 'sae' needs an SAE (--sae FOLDER)")
-    neuron_site = lm.check(Site(site.layer, "mlp_key"))
+    neuron_site = lm.check(kind_site("neurons", site))
     fit = fit_activations(lm, [site, neuron_site] if "neurons" in cfg.kinds else [site], cfg)
     gen = torch.Generator().manual_seed(cfg.unit_seed)
     x, n, nb = fit[site], cfg.n_units, cfg.n_baseline_units or cfg.n_units
     makers = {"sae": lambda: sae_units(sae, x, n, gen, cfg.units), "neurons": lambda: neuron_units(
         neuron_site, fit.get(neuron_site), n, gen, cfg.units), "random": lambda: random_units(site, x, nb, gen),
         "pca": lambda: pca_units(site, x, nb), "ica": lambda: ica_units(site, x, nb, gen),
-        "planted": lambda: planted_units(Site(0, "embed"), lm.model.get_input_embeddings().weight, lm.tokenizer)}
+        "planted": lambda: planted_units(kind_site("planted", site), lm.model.get_input_embeddings().weight,
+                                         lm.tokenizer)}
     return [makers[k]() for k in cfg.kinds]
 
 
@@ -275,3 +306,37 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
     records = [run.done[f"{k}:{u}"] for k, _, u in todo]
     return AutointerpResult(model=lm.name, sites={u.name: str(u.site) for u in sets}, records=records,
                             explainer=names[0], simulator=names[1], config=cfg, score_config=score_cfg)
+
+
+RECORD_KEYS = {"key", "kind", "unit", "explanation", "score"}  # what every unit's record holds
+
+
+def scored_so_far(folder) -> AutointerpResult:
+    """The result of the units an autointerp run in ``folder`` has scored so far; nothing is loaded but its files.
+
+    The run may be unfinished, killed or still running (its records are read, never repaired): the result's
+    :meth:`~AutointerpResult.progress` says how far it is. A finished run's own saved result is returned as it is.
+    """
+    folder = Path(folder)
+    if (folder / "result" / "cfg.json").is_file():
+        return AutointerpResult.load(folder / "result")
+    settings = read_json(folder / SETTINGS) if (folder / SETTINGS).is_file() else None
+    if not isinstance(settings, dict) or not {"sample", "site", "explainer", "scorers"} <= set(settings):
+        raise InputError(f"{folder} holds no autointerp run (no {SETTINGS} with an autointerp run's settings); give "
+                         "the --out folder of `lmscope autointerp`")
+    cfg = SampleConfig(**settings["sample"])
+    score_cfg = ScoreConfig(**{name: name in settings["scorers"] for name in SCORERS},
+                            **{k: settings[k] for k in ("mark",) if k in settings})
+    found = [r for path in sorted(folder.glob("records*.jsonl")) for r in read_records(path, repair=False)]
+    if not found:
+        raise InputError(f"the autointerp run in {folder} has scored no unit yet (its {RECORDS} is empty)")
+    bad = next((i for i, r in enumerate(found) if not isinstance(r, dict) or not RECORD_KEYS <= set(r)), None)
+    if bad is not None:
+        raise ArtifactError(f"{folder}: record {bad + 1} is not an autointerp unit's (it needs "
+                            f"{', '.join(sorted(RECORD_KEYS))})")
+    order = {k: i for i, k in enumerate(cfg.kinds)}
+    records = sorted({r["key"]: r for r in found}.values(), key=lambda r: order.get(r["kind"], len(order)))
+    site = Site.parse(settings["site"])
+    return AutointerpResult(model=settings["model"], sites={k: str(kind_site(k, site)) for k in cfg.kinds},
+                            records=records, explainer=settings["explainer"], simulator=settings["simulator"],
+                            config=cfg, score_config=score_cfg, planned=planned_units(cfg))

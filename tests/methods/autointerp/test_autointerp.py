@@ -1,6 +1,7 @@
 """Autointerp: scoring against known units, the local simulator's one-pass read, the HTTP backend against a stub
 (retries, timeout, cache, budget, malformed answers, unreachable), disjoint excerpts, a resumable run, FastICA."""
 
+import dataclasses
 import functools
 import json
 from collections import Counter
@@ -556,3 +557,19 @@ def test_units_are_scored_in_turn_across_kinds_of_different_sizes():
     assert run_module.in_turn(todo) == [("sae", 0, 7), ("planted", 0, 0), ("random", 0, 5), ("sae", 1, 3),
                                         ("random", 1, 6), ("sae", 2, 9)]
     assert run_module.in_turn([]) == []
+
+
+def test_a_result_part_way_says_how_far_and_saves_and_reloads(tmp_path):
+    from lmscope.io import read_json, write_json
+
+    part = dataclasses.replace(_result([0.9, 0.8], [0.5], ["cities", "digits"]),
+                               planned={"planted": 8, "random": 4, "sae": 3})
+    assert part.progress() == {"scored": 6, "planned": 15,
+                               "by_kind": {"planted": [2, 8], "random": [1, 4], "sae": [3, 3]}}
+    assert part.summary()["progress"] == part.progress()
+    back = run_module.AutointerpResult.load(part.save(tmp_path / "part"))
+    assert back.planned == part.planned and back.summary()["progress"] == part.progress()
+    cfg = read_json(tmp_path / "part" / "cfg.json")  # a result saved before results kept their plan: finished
+    del cfg["planned"]
+    write_json(tmp_path / "part" / "cfg.json", cfg)
+    assert run_module.AutointerpResult.load(tmp_path / "part").summary()["progress"] is None

@@ -1,5 +1,8 @@
 """Automated interpretability of one layer: sample units, explain, simulate, score; resumable, one record per unit.
 
+A run's excerpts are saved at its first start and read back when it resumes, checked against what the model, SAE
+and corpus give now (:func:`run_excerpts`); :func:`scored_so_far` gives the result of a run part way.
+
 Cunningham et al. (2023) §3: SAE features against the model's own neurons and against random, PCA and ICA
 directions of the same activations, scored with Bills et al.'s explainer -> simulator pipeline.
 """
@@ -17,7 +20,14 @@ import torch
 from lmscope.errors import ArtifactError, ConfigError, InputError
 from lmscope.io import Result, read_json
 from lmscope.methods.autointerp.config import UNIT_KINDS, SampleConfig, ScoreConfig
-from lmscope.methods.autointerp.sampling import Excerpts, collect, fit_activations, split_examples
+from lmscope.methods.autointerp.sampling import (
+    Excerpts,
+    collect,
+    fit_activations,
+    save_excerpts,
+    saved_excerpts,
+    split_examples,
+)
 from lmscope.methods.autointerp.scoring import score_unit
 from lmscope.methods.autointerp.units import (
     PLANTED,
@@ -255,6 +265,22 @@ def _excerpts(lm: LM, data: Excerpts, kind: str, j: int, cfg: SampleConfig, gen:
             "random": rows(split.score_random, random=True), "rows": asdict(split)}
 
 
+EXCERPTS = "excerpts.safetensors"  # the run's excerpts: a resumed run reads the corpus once, not at every start
+
+
+def run_excerpts(lm: LM, sets: list[Units], cfg: SampleConfig, out: Path) -> Excerpts:
+    """The run's excerpts of every unit: saved in ``out`` at its first start, read back (and checked) when it resumes.
+
+    Two bytes a unit and token read (float16): 512 KB a unit at the default 262,144 tokens.
+    """
+    path = out / EXCERPTS
+    if path.is_file():
+        return saved_excerpts(lm, sets, cfg, path)
+    data = collect(lm, sets, cfg)
+    save_excerpts(path, data, sets)
+    return data
+
+
 def in_turn(todo: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
     """(kind, index, unit) items taken in turn across kinds: the first of every kind, then the second, ...
 
@@ -284,7 +310,7 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
                 "chat": getattr(explainer, "chat", False), "judge": getattr(simulator, "judge_name", None)}
     run = Run(out, settings, key="key")
     sets = unit_sets(lm, sae, site, cfg)
-    data = collect(lm, sets, cfg)
+    data = run_excerpts(lm, sets, cfg, run.out)
     todo = [(u.name, j, unit) for u in sets for j, unit in enumerate(u.unit_ids)]  # the result's order: by kind
     scored_on = " / ".join(dict.fromkeys(getattr(b, "runs_on", "") for b in (explainer, simulator)))
     with run.writer() as write:

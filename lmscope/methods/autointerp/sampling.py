@@ -14,12 +14,15 @@ reach beyond its range, then in float32 (never turned into infinity).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from lmscope.data.activations import activation_batches, corpus_batches, run_batch
-from lmscope.errors import ArtifactError, DataError
+from lmscope.errors import ArtifactError, DataError, RunError
+from lmscope.io import load_tensors, save_tensors
 from lmscope.methods.autointerp.config import SampleConfig
 from lmscope.model.lm import LM
 from lmscope.model.sites import Site
@@ -73,23 +76,71 @@ class Excerpts:
 @torch.no_grad()
 def collect(lm: LM, sets: list[Units], cfg: SampleConfig) -> Excerpts:
     """One pass over ``cfg.tokens`` tokens reading every unit of every set."""
-    sites = sorted({u.site for u in sets}, key=str)
     rows, acts = [], {u.name: [] for u in sets}
     for ids in tqdm(list(corpus_batches(lm.tokenizer, cfg)), desc="autointerp excerpts", unit="batch"):
-        batch = run_batch(lm, ids, sites, cfg, _stop(sites))
-        keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
-        for u in sets:
-            x = batch.acts[u.site].float()  # (batch, seq, d)
-            a = u.encode(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep[..., None]
-            bad = (~torch.isfinite(a)).flatten(0, 1).any(0).nonzero().flatten().tolist()
-            if bad:
-                raise _not_finite(f"the activation of unit {u.name}:{u.unit_ids[bad[0]]}")
-            big = bool(a.abs().max() > HALF_MAX) if a.numel() else False
-            acts[u.name].append(a.cpu() if big else a.half().cpu())  # torch.cat promotes to float32
-        rows.append(batch.ids.cpu())
+        for name, a in read_units(lm, sets, ids, cfg).items():
+            acts[name].append(a)
+        rows.append(ids.cpu())
     if not rows:
         raise _no_text(cfg)
     return Excerpts(torch.cat(rows), {k: torch.cat(v) for k, v in acts.items()})
+
+
+def read_units(lm: LM, sets: list[Units], ids: torch.Tensor, cfg: SampleConfig) -> dict[str, torch.Tensor]:
+    """Every set's activations (batch, seq, units) on one batch of token rows, left-out positions 0, on the CPU."""
+    sites = sorted({u.site for u in sets}, key=str)
+    batch = run_batch(lm, ids, sites, cfg, _stop(sites))
+    keep = batch.keep if batch.keep is not None else torch.ones_like(batch.ids, dtype=torch.bool)
+    out = {}
+    for u in sets:
+        x = batch.acts[u.site].float()  # (batch, seq, d)
+        a = u.encode(x.flatten(0, 1)).view(*x.shape[:2], -1) * keep[..., None]
+        bad = (~torch.isfinite(a)).flatten(0, 1).any(0).nonzero().flatten().tolist()
+        if bad:
+            raise _not_finite(f"the activation of unit {u.name}:{u.unit_ids[bad[0]]}")
+        big = bool(a.abs().max() > HALF_MAX) if a.numel() else False
+        out[u.name] = a.cpu() if big else a.half().cpu()  # torch.cat promotes to float32
+    return out
+
+
+def save_excerpts(path: Path, data: Excerpts, sets: list[Units]) -> None:
+    """Write the excerpts and the unit ids they were read for (one safetensors file, atomically)."""
+    tensors = {"ids": data.ids, **{f"acts.{u.name}": data.acts[u.name] for u in sets},
+               **{f"units.{u.name}": torch.tensor(u.unit_ids, dtype=torch.long) for u in sets}}
+    save_tensors(path, tensors, metadata={"sites": json.dumps({u.name: str(u.site) for u in sets})})
+
+
+@torch.no_grad()
+def saved_excerpts(lm: LM, sets: list[Units], cfg: SampleConfig, path: Path) -> Excerpts:
+    """The excerpts :func:`save_excerpts` wrote, checked against what the model reads now.
+
+    The same units must be asked for, the corpus must give the same first rows, and the units' activations on them,
+    read again, must match the saved ones (to float16 precision): a changed model, SAE or corpus is a
+    :class:`RunError`, never a silent mix of two runs' excerpts.
+    """
+    saved = load_tensors(path)
+    names = {u.name: u for u in sets}
+    if "ids" not in saved or any(k.startswith("acts.") and f"units.{k[5:]}" not in saved for k in saved):
+        raise ArtifactError(f"{path} is not a file of autointerp excerpts (it lacks their token ids or unit ids); "
+                            "remove it and the records to start over")
+    if set(names) != {k.split(".", 1)[1] for k in saved if k.startswith("acts.")} or any(
+            saved[f"units.{n}"].tolist() != list(u.unit_ids) for n, u in names.items()):
+        raise _changed(path, "other units (the SAE, or the activations its features are sampled on)")
+    ids = saved["ids"]
+    first = next(iter(corpus_batches(lm.tokenizer, cfg)), None)
+    if first is None or not torch.equal(first.cpu(), ids[: first.shape[0]]):
+        raise _changed(path, "other text (the corpus)")
+    for name, now in read_units(lm, sets, first, cfg).items():
+        was = saved[f"acts.{name}"][: first.shape[0]].float()
+        scale = max(float(was.abs().max()), float(now.abs().max()), 1e-6)
+        if float((now.float() - was).abs().max()) > 1e-2 * scale:
+            raise _changed(path, f"other activations of the {name} units (the model's or the SAE's weights)")
+    return Excerpts(ids, {n: saved[f"acts.{n}"] for n in names})
+
+
+def _changed(path: Path, what: str) -> RunError:
+    return RunError(f"{path} holds the excerpts this run read when it started, for {what} than now: resuming would "
+                    f"mix two runs; use another --out, or remove {path.name} and the records to start over")
 
 
 @dataclass

@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,11 +179,24 @@ def test_run_units_disjoint_excerpts_resume_and_errors(lm, corpus, tmp_path, mon
     monkeypatch.setattr(run_module, "score_unit", real)
     written = [json.loads(line)["kind"] for line in (tmp_path / "killed" / "records.jsonl").read_text().splitlines()]
     assert written == list(cfg.kinds)  # scored in turn across kinds: six records, one of each, before the kill
+    assert (tmp_path / "killed" / run_module.EXCERPTS).is_file()  # saved at the first start
+    monkeypatch.setattr(run_module, "collect", lambda *a: pytest.fail("a resumed run reads its saved excerpts"))
     resumed = autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "killed", sae=sae)
 
     def untimed(records):  # wall times differ between runs; everything else is the same
         return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
     assert untimed(resumed.records) == untimed(whole.records)
+    monkeypatch.undo()
+    other = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4), seed=1)
+    with pytest.raises(lmscope.RunError, match="other units"):  # another SAE's features fire elsewhere
+        autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "killed", sae=other)
+    fixed = dataclasses.replace(cfg, kinds=("sae",), units=(0, 1, 2))
+    autointerp(lm, site, fixed, ScoreConfig(), fake, fake, tmp_path / "fixed", sae=sae)
+    with pytest.raises(lmscope.RunError, match="other activations of the sae units"):  # the same ids, other weights
+        autointerp(lm, site, fixed, ScoreConfig(), fake, fake, tmp_path / "fixed", sae=other)
+    Path(corpus).write_text("Other text entirely. " * 400)
+    with pytest.raises(lmscope.RunError, match="other text"):
+        autointerp(lm, site, fixed, ScoreConfig(), fake, fake, tmp_path / "fixed", sae=sae)
     back = lmscope.load_result(whole.save(tmp_path / "r"))
     assert back.summary() == json.loads(json.dumps(summary))
     timed = [r for r in whole.records if r.get("seconds")]

@@ -11,12 +11,10 @@ to docs/figures/.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-from collections import Counter
 from pathlib import Path
 
 from lmscope import load_result
-from lmscope.methods.autointerp import scored_so_far
+from lmscope.methods.autointerp import runs_so_far
 from lmscope.viz.autointerp import (
     PANELS,
     controls_text,
@@ -34,32 +32,6 @@ DOCS = Path(__file__).resolve().parent
 
 def _fmt(v, digits=3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
-
-
-def _relabelled(spec: str):
-    """The result of ``FOLDER`` or ``FOLDER=LABEL`` (its SAE features' kind renamed LABEL: two SAEs side by side).
-
-    A run not finished yet gives the units it has scored so far (its page says so).
-    """
-    folder, _, label = spec.partition("=")
-    result = scored_so_far(folder)
-    if not label:
-        return result
-    records = [{**r, "kind": label} if r["kind"] == "sae" else r for r in result.records]
-    sites = {(label if k == "sae" else k): v for k, v in result.sites.items()}
-    planned = {(label if k == "sae" else k): v for k, v in result.planned.items()}
-    return dataclasses.replace(result, records=records, sites=sites, planned=planned)
-
-
-def merged(specs: list[str]):
-    """One AutointerpResult holding the records of every run (same model and layer); see :func:`_relabelled`."""
-    results = [_relabelled(s) for s in specs]
-    planned = {}
-    if any(res.planned for res in results):  # a finished run's units count as planned and scored
-        for res in results:
-            planned.update(res.planned or Counter(r["kind"] for r in res.records))
-    return dataclasses.replace(results[0], records=[r for res in results for r in res.records],
-                               sites={k: v for res in results for k, v in res.sites.items()}, planned=planned)
 
 
 def autointerp_page(result, commands: str, notes: str = "") -> None:
@@ -155,7 +127,7 @@ def main() -> None:
     parser.add_argument("--ioi-notes", type=Path)
     args = parser.parse_args()
     if args.autointerp:
-        autointerp_page(merged(args.autointerp), args.autointerp_commands.read_text(),
+        autointerp_page(runs_so_far(args.autointerp), args.autointerp_commands.read_text(),
                         args.autointerp_notes.read_text() if args.autointerp_notes else "")
     if args.ioi:
         patch = load_result(Path(args.patch) / "result") if args.patch else None

@@ -18,7 +18,7 @@ from lmscope.methods.autointerp import (
     ScoreConfig,
     autointerp,
     check_prompts,
-    scored_so_far,
+    runs_so_far,
 )
 from lmscope.methods.sae import check_sae, load_sae
 from lmscope.model.loading import list_models, load
@@ -114,15 +114,17 @@ def _write(result, out: Path) -> None:
 
 
 @command("autointerp-report",
-         arg("run", help="the --out folder of an autointerp run: finished, stopped part way, or still running"),
+         arg("runs", nargs="+", metavar="RUN", help="the --out folder of an autointerp run (finished, stopped part "
+             "way, or still running); several are one comparison, RUN=LABEL naming that run's SAE features LABEL "
+             "(two dictionaries side by side)"),
          out="out/autointerp-report")
 def autointerp_report_command(args) -> int:
-    """Write the result, autointerp.json, scores.png and report.html of the units the run has scored so far."""
-    run, out = Path(args.run), out_dir(args)
-    if run.resolve() == out.resolve():
-        raise InputError(f"--out {out} is the run's own folder, where the run writes its result when it finishes; "
+    """Write the result, autointerp.json, scores.png and report.html of the units the runs have scored so far."""
+    out = out_dir(args)
+    if any(Path(spec.partition("=")[0]).resolve() == out.resolve() for spec in args.runs):
+        raise InputError(f"--out {out} is a run's own folder, where the run writes its result when it finishes; "
                          "give another")
-    result = scored_so_far(run)
+    result = runs_so_far(args.runs)
     _write(result, out)
-    print(f"{result.model} {result.sites.get('sae') or next(iter(result.sites.values()))} ({run}) -> {out}")
+    print(f"{result.model}: {len(args.runs)} run(s) -> {out}")
     return 0

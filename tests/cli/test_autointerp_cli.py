@@ -53,6 +53,8 @@ def test_the_report_of_a_run_part_way(tiny_llama_dir, corpus, stub, tmp_path, ca
     (tmp_path / "foreign" / "records.jsonl").write_text('{"step": 1}\n')  # not a unit's record
     assert main(["autointerp", "report", str(tmp_path / "foreign"), "--out", str(tmp_path / "o")]) == 2
     assert "record 1 is not an autointerp unit's" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    assert main(["autointerp", "report", str(run), str(run), "--out", str(tmp_path / "o")]) == 2  # the same kinds
+    assert "name each run's SAE features apart" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(argv) == 0  # the run resumes and finishes: its report is the run's own result
     assert main(["autointerp", "report", str(run), "--out", str(tmp_path / "done")]) == 0
     done = json.loads((tmp_path / "done" / "autointerp.json").read_text())
@@ -64,7 +66,7 @@ def test_bad_input_to_the_report(tiny_llama_dir, tmp_path, capsys):
     (tmp_path / "run" / "run.json").write_text(json.dumps({"model": "m", "settings": {}}))  # another command's run
     for folder, out, said in [(tmp_path / "missing", tmp_path / "o1", "holds no autointerp run"),
                               (tmp_path / "run", tmp_path / "o2", "holds no autointerp run"),
-                              (tmp_path / "run", tmp_path / "run", "the run's own folder")]:
+                              (tmp_path / "run", tmp_path / "run", "a run's own folder")]:
         assert main(["autointerp", "report", str(folder), "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0] and "Traceback" not in err[0], err

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -366,3 +366,42 @@ def scored_so_far(folder) -> AutointerpResult:
     return AutointerpResult(model=settings["model"], sites={k: str(kind_site(k, site)) for k in cfg.kinds},
                             records=records, explainer=settings["explainer"], simulator=settings["simulator"],
                             config=cfg, score_config=score_cfg, planned=planned_units(cfg))
+
+
+def relabelled(result: AutointerpResult, label: str) -> AutointerpResult:
+    """``result`` with its SAE features' kind named ``label`` (two dictionaries side by side in one comparison)."""
+    name = {"sae": label}
+    return replace(result, records=[{**r, "kind": name.get(r["kind"], r["kind"])} for r in result.records],
+                   sites={name.get(k, k): v for k, v in result.sites.items()},
+                   planned={name.get(k, k): v for k, v in result.planned.items()})
+
+
+def merged(results: list[AutointerpResult]) -> AutointerpResult:
+    """One comparison of several runs of the same model (their kinds must differ: see :func:`relabelled`).
+
+    Unfinished when any run is: a finished run's units then count as planned and scored.
+    """
+    models = sorted({r.model for r in results})
+    kinds = [k for r in results for k in dict.fromkeys(x["kind"] for x in r.records)]
+    if len(models) > 1:
+        raise InputError(f"these autointerp runs study different models ({', '.join(models)}): compare runs of one")
+    if len(set(kinds)) < len(kinds):
+        twice = sorted({k for k in kinds if kinds.count(k) > 1})
+        raise InputError(f"more than one run holds units of the kind {', '.join(twice)}: name each run's SAE "
+                         "features apart (RUN=LABEL)")
+    planned = {}
+    if any(r.planned for r in results):
+        for r in results:
+            planned.update(r.planned or Counter(x["kind"] for x in r.records))
+    return replace(results[0], records=[x for r in results for x in r.records],
+                   sites={k: v for r in results for k, v in r.sites.items()}, planned=planned)
+
+
+def runs_so_far(specs: list[str]) -> AutointerpResult:
+    """One comparison of the runs ``FOLDER`` or ``FOLDER=LABEL`` (that run's SAE features named LABEL), so far."""
+    results = []
+    for spec in specs:
+        folder, _, label = spec.partition("=")
+        result = scored_so_far(folder)
+        results.append(relabelled(result, label) if label else result)
+    return merged(results)

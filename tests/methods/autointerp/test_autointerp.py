@@ -587,3 +587,18 @@ def test_a_result_part_way_says_how_far_and_saves_and_reloads(tmp_path):
     del cfg["planned"]
     write_json(tmp_path / "part" / "cfg.json", cfg)
     assert run_module.AutointerpResult.load(tmp_path / "part").summary()["progress"] is None
+
+
+def test_runs_merge_into_one_comparison_with_their_dictionaries_named_apart():
+    a = _result([0.9, 0.8], [0.5], ["cities", "digits"])  # planted, random and sae units; finished
+    b = run_module.AutointerpResult("m", {"sae": "resid_post.2"}, [r for r in a.records if r["kind"] == "sae"], "e",
+                                    "s", planned={"sae": 5})  # another dictionary's run, part way
+    both = run_module.merged([run_module.relabelled(a, "sae-topk"), run_module.relabelled(b, "sae-tied")])
+    assert list(both.summary()["kinds"]) == ["planted", "random", "sae-topk", "sae-tied"]
+    assert both.sites == {"sae-topk": "resid_post.1", "sae-tied": "resid_post.2"}
+    assert both.progress()["by_kind"] == {"planted": [2, 2], "random": [1, 1], "sae-topk": [3, 3], "sae-tied": [3, 5]}
+    assert run_module.merged([a]).progress() is None  # finished runs make a finished comparison
+    with pytest.raises(lmscope.InputError, match="the kind planted, random, sae: name each"):
+        run_module.merged([a, a])
+    with pytest.raises(lmscope.InputError, match="different models"):
+        run_module.merged([a, dataclasses.replace(b, model="other")])

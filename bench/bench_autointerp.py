@@ -8,10 +8,11 @@ AUROC >= 0.85, random 0.5 +- 0.1).
 
     python bench/bench_autointerp.py [--model smollm2-135m] [--layer 15] [--explainer qwen2.5-coder-1.5b]
         [--kinds planted random] [--n-units 8] [--dtype auto] [--out out/bench-autointerp]
-    python bench/bench_autointerp.py --from-run out/autointerp/RUN   # the table of a finished run, not run again
+    python bench/bench_autointerp.py --from-run out/autointerp/RUN [RUN2=sae-tied ...]   # runs' tables, not rerun
 
-The times are the ones every unit's record keeps (explain and each scorer, wall clock); --from-run reads them from
-any finished ``lmscope autointerp`` folder (its result/), e.g. a long comparison, and names the machine(s) it ran on.
+The times are the ones every unit's record keeps (explain and each scorer, wall clock, and when it finished);
+--from-run reads them from ``lmscope autointerp`` folders, finished or not (a long comparison, two runs at once on
+one machine: their wall time counted once), and names the machine(s) they ran on.
 
 --dtype auto is what ``lmscope autointerp`` loads the explainer in: bfloat16 on a CPU with native bfloat16, float32
 where bfloat16 is emulated (AVX2 only). The table's file name says the dtype, and the page whether the CPU has
@@ -29,8 +30,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import lmscope  # noqa: E402
-from lmscope.methods.autointerp import LocalBackend, SampleConfig, ScoreConfig, autointerp  # noqa: E402
+from lmscope.methods.autointerp import LocalBackend, SampleConfig, ScoreConfig, autointerp, runs_so_far  # noqa: E402
 from lmscope.model.precision import bfloat16_is_fast, bfloat16_slowdown, speed_dtype  # noqa: E402
+from lmscope.viz.autointerp import progress_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -75,7 +77,7 @@ def header(result, args) -> list[str]:
     """The table's title and what was run (a measured run, or a finished run read back)."""
     cfg, s = result.config, result.summary()
     kinds = ", ".join(f"{v['units']} {k}" for k, v in s["kinds"].items())
-    how = (f"Read from the finished run {args.from_run}" if args.from_run else
+    how = (f"Read from the runs {', '.join(args.from_run)}" if args.from_run else
            f"`python bench/bench_autointerp.py {command(args)}`; {'native' if bfloat16_is_fast('cpu') else 'no native'}"
            f" bfloat16 here (a bfloat16 matmul takes {bfloat16_slowdown('cpu'):.1f}x float32's)")
     return [f"# Autointerp throughput: explainer {result.explainer}, subject {result.model} "
@@ -95,16 +97,23 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=131072)
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
     p.add_argument("--out", default="out/bench-autointerp")
-    p.add_argument("--from-run", help="a finished lmscope autointerp folder: write its table, run nothing")
+    p.add_argument("--from-run", nargs="+", metavar="RUN", help="lmscope autointerp folders (RUN=LABEL names that "
+                   "run's SAE features; runs at once on one machine count their wall time once): write their table "
+                   "from what they have scored so far, run nothing")
     args = p.parse_args()
     if args.from_run:
-        result, harvest_s = lmscope.load_result(Path(args.from_run) / "result"), None
+        result, harvest_s = runs_so_far(args.from_run), None
     else:
         result, harvest_s = measure(args)
     s = result.summary()
     if not s["timing"]["units"]:
         raise SystemExit(f"{args.from_run}: no unit of this run was timed (written before units kept their times)")
-    lines = [*header(result, args), "", *table(s["timing"], harvest_s), "",
+    wall = s["timing"].get("wall")
+    lines = [*header(result, args), "", *([progress_text(s["progress"]), ""] if s["progress"] else []),
+             *table(s["timing"], harvest_s), "",
+             *([f"Wall time, runs at once on the machine counted once: {wall['units']} units in {wall['hours']:.2f} "
+                f"hours while any was being scored, **{wall['units_per_hour']:.0f} units an hour**.", ""]
+               if wall and wall.get("units_per_hour") else []),
              "Target: at least 60 units/hour for explain + detection + fuzzing.", "",
              "## Controls and kinds (the same run)", "",
              "| kind | units | simulation r | detection AUROC | fuzzing AUROC | distinct explanations |",

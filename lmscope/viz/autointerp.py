@@ -134,8 +134,12 @@ def timing_text(timing: dict) -> str:
     where = "; ".join(f"{m or 'unnamed'} ({v['units']} units" + (
         f", {v['seconds_per_unit']:.1f} s a unit)" if len(machines) > 1 and v.get("seconds_per_unit") else ")")
         for m, v in machines.items())
+    wall = timing.get("wall")
+    together = "" if not wall or not wall.get("units_per_hour") else (
+        f" In wall time, with whatever ran at once on the machine: {wall['units']} units in {wall['hours']:.1f} "
+        f"hours while any was being scored, {wall['units_per_hour']:.0f} units an hour.")
     return (f"Time: {timing['units']} units timed, {timing['seconds_per_unit']:.1f} s a unit ({stages}): {hour}. "
-            f"Scored on {where}.")
+            f"Scored on {where}.{together}")
 
 
 def autointerp_report(result, report: HtmlReport | None = None, examples: int = 10) -> HtmlReport:

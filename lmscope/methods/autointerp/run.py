@@ -13,6 +13,7 @@ import math
 import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.units import Units
 from lmscope.progress import tqdm
-from lmscope.runs import RECORDS, SETTINGS, Run, read_records
+from lmscope.runs import RECORDS, SETTINGS, Run, now_iso, read_records
 
 
 def bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0,
@@ -176,7 +177,28 @@ def timing(records: list[dict]) -> dict:
     return {"units": len(timed), "seconds_per_unit": sum(stages.values()) if timed else None, "stages": stages,
             "units_per_hour": _per_hour(stages, stages),
             "units_per_hour_without_simulation": _per_hour(stages, [n for n in stages if n != "simulation"]),
-            "scored_on": {w: v["units"] for w, v in by_machine.items()}, "by_machine": by_machine}
+            "scored_on": {w: v["units"] for w, v in by_machine.items()}, "by_machine": by_machine,
+            "wall": wall_clock(timed)}
+
+
+def wall_clock(records: list[dict]) -> dict | None:
+    """Units an hour of wall time: the units over the time while any of them was being scored.
+
+    Each unit was busy from its finish time less its seconds; overlapping units (runs at once on one machine, as
+    the comparison's two runs) count that time once, and the gaps between sessions not at all. None when fewer than
+    two units say when they finished (records written before they did).
+    """
+    spans = sorted((end - sum(r["seconds"].values()), end) for r in records if r.get("finished")
+                   for end in [datetime.fromisoformat(r["finished"]).timestamp()])
+    if len(spans) < 2:
+        return None
+    busy, (start, stop) = 0.0, spans[0]
+    for lo, hi in spans[1:]:
+        if lo > stop:
+            busy, start = busy + stop - start, lo
+        stop = max(stop, hi)
+    busy += stop - start
+    return {"units": len(spans), "hours": busy / 3600, "units_per_hour": len(spans) / busy * 3600 if busy else None}
 
 
 def scorers(cfg: ScoreConfig) -> list[str]:
@@ -328,7 +350,7 @@ def autointerp(lm: LM, site: Site, cfg: SampleConfig, score_cfg: ScoreConfig, ex
                 continue
             record = score_unit(explainer, simulator, excerpts, score_cfg, unit=key, seed=int(gen.initial_seed()))
             write({"key": key, "kind": kind, "unit": unit, **label, **record, "rows": excerpts["rows"],
-                   "scored_on": scored_on})
+                   "scored_on": scored_on, "finished": now_iso()})
     records = [run.done[f"{k}:{u}"] for k, _, u in todo]
     return AutointerpResult(model=lm.name, sites={u.name: str(u.site) for u in sets}, records=records,
                             explainer=names[0], simulator=names[1], config=cfg, score_config=score_cfg)

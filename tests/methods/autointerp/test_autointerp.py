@@ -184,7 +184,7 @@ def test_run_units_disjoint_excerpts_resume_and_errors(lm, corpus, tmp_path, mon
     resumed = autointerp(lm, site, cfg, ScoreConfig(), fake, fake, tmp_path / "killed", sae=sae)
 
     def untimed(records):  # wall times differ between runs; everything else is the same
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+        return [{k: v for k, v in r.items() if k not in ("seconds", "finished")} for r in records]
     assert untimed(resumed.records) == untimed(whole.records)
     monkeypatch.undo()
     other = build_sae(SaeConfig("topk", d_in=lm.d_model, ratio=2, k=4), seed=1)
@@ -555,6 +555,23 @@ def test_the_summary_and_report_give_units_an_hour_and_where_they_were_scored():
     assert "7 units timed" in text and f"{3600 / (16 + 34 / 7):.0f} units an hour" in text
     assert "qwen, bfloat16, on GPU B (3 units, 20.7 s a unit)" in text and text in autointerp_report(result).render()
     assert timing_text({}) == "Time: no unit of this run was timed."
+    assert timing["wall"] is None  # no record says when it finished
+
+
+def test_units_an_hour_of_wall_time_count_runs_at_once_once_and_gaps_not_at_all():
+    from lmscope.viz.autointerp import timing_text
+
+    def unit(end: int) -> dict:  # a unit of 100 s that finished ``end`` s after 08:00
+        return {"seconds": {"explain": 40.0, "simulation": 60.0}, "scored_on": "cpu",
+                "finished": f"2026-12-08T08:{end // 60:02d}:{end % 60:02d}+00:00"}
+    runs_at_once = [unit(100), unit(200), unit(150), unit(250)]  # two runs, busy from 0 to 250 s
+    later = [unit(3500), {"seconds": {"explain": 1.0}, "scored_on": "cpu"}]  # a later session; an old record
+    wall = run_module.timing(runs_at_once + later)["wall"]
+    assert wall["units"] == 5 and wall["hours"] == pytest.approx(350 / 3600)
+    assert wall["units_per_hour"] == pytest.approx(5 / 350 * 3600)
+    assert f"5 units in 0.1 hours while any was being scored, {5 / 350 * 3600:.0f} units an hour" in timing_text(
+        run_module.timing(runs_at_once + later))
+    assert run_module.timing(runs_at_once[:1])["wall"] is None
 
 
 def test_examples_come_from_the_best_the_middle_and_the_worst():

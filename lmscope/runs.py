@@ -69,6 +69,14 @@ def read_records(path: str | Path, repair: bool = True) -> list[dict]:
     return records
 
 
+def folder_records(out: str | Path, repair: Path | None = None) -> list[dict]:
+    """The records of every records file of a run folder (one per rank), in order.
+
+    Only the file ``repair`` is cut after a kill; the others are read as they are (their runs may still be writing).
+    """
+    return [r for path in sorted(Path(out).glob("records*.jsonl")) for r in read_records(path, repair=path == repair)]
+
+
 def append_record(sink: IO[str], record: dict) -> None:
     """Append one record as a JSON line and force it to disk (a kill loses at most the line being written)."""
     sink.write(json.dumps(record) + "\n")
@@ -130,10 +138,7 @@ class Run:
 
     def read(self) -> dict:
         """Every finished record in the folder, by key (this rank's own file repaired after a kill)."""
-        done = {}
-        for path in sorted(self.out.glob("records*.jsonl")):
-            done.update({r[self.key]: r for r in read_records(path, repair=path == self.records)})
-        return done
+        return {r[self.key]: r for r in folder_records(self.out, repair=self.records)}
 
     def todo(self, items: list, key_of) -> list:
         """The share of this rank of the items whose key has no record yet, in order."""

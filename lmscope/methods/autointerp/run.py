@@ -43,7 +43,7 @@ from lmscope.model.lm import LM
 from lmscope.model.sites import Site
 from lmscope.model.units import Units
 from lmscope.progress import tqdm
-from lmscope.runs import RECORDS, SETTINGS, Run, now_iso, read_records
+from lmscope.runs import RECORDS, SETTINGS, Run, folder_records, now_iso
 
 
 def bootstrap_ci(values: list[float], n: int = 2000, seed: int = 0,
@@ -374,8 +374,8 @@ def scored_so_far(folder) -> AutointerpResult:
                          "the --out folder of `lmscope autointerp`")
     cfg = SampleConfig(**settings["sample"])
     score_cfg = ScoreConfig(**{name: name in settings["scorers"] for name in SCORERS},
-                            **{k: settings[k] for k in ("mark",) if k in settings})
-    found = [r for path in sorted(folder.glob("records*.jsonl")) for r in read_records(path, repair=False)]
+                            mark=settings.get("mark", ScoreConfig.mark))
+    found = folder_records(folder)  # never repaired: the run may be writing its last line
     if not found:
         raise InputError(f"the autointerp run in {folder} has scored no unit yet (its {RECORDS} is empty)")
     bad = next((i for i, r in enumerate(found) if not isinstance(r, dict) or not RECORD_KEYS <= set(r)), None)

@@ -14,7 +14,6 @@ reach beyond its range, then in float32 (never turned into infinity).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +106,7 @@ def save_excerpts(path: Path, data: Excerpts, sets: list[Units]) -> None:
     """Write the excerpts and the unit ids they were read for (one safetensors file, atomically)."""
     tensors = {"ids": data.ids, **{f"acts.{u.name}": data.acts[u.name] for u in sets},
                **{f"units.{u.name}": torch.tensor(u.unit_ids, dtype=torch.long) for u in sets}}
-    save_tensors(path, tensors, metadata={"sites": json.dumps({u.name: str(u.site) for u in sets})})
+    save_tensors(path, tensors)
 
 
 @torch.no_grad()

@@ -194,6 +194,11 @@ def test_run_units_disjoint_excerpts_resume_and_errors(lm, corpus, tmp_path, mon
     autointerp(lm, site, fixed, ScoreConfig(), fake, fake, tmp_path / "fixed", sae=sae)
     with pytest.raises(lmscope.RunError, match="other activations of the sae units"):  # the same ids, other weights
         autointerp(lm, site, fixed, ScoreConfig(), fake, fake, tmp_path / "fixed", sae=other)
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "run.json").write_bytes((tmp_path / "fixed" / "run.json").read_bytes())
+    (tmp_path / "binary" / run_module.EXCERPTS).write_bytes(bytes(range(256)) * 8)  # a corrupt excerpts file
+    with pytest.raises(lmscope.ArtifactError, match="not a valid safetensors file"):
+        autointerp(lm, site, fixed, ScoreConfig(), fake, fake, tmp_path / "binary", sae=sae)
     Path(corpus).write_text("Other text entirely. " * 400)
     with pytest.raises(lmscope.RunError, match="other text"):
         autointerp(lm, site, fixed, ScoreConfig(), fake, fake, tmp_path / "fixed", sae=sae)
